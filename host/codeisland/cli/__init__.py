@@ -1,0 +1,81 @@
+"""The `codeisland` command line.
+
+Commands live one per module in this package and are imported only when used (scikit-learn,
+unicorn and lief are slow to import).  To add one: create `cli/<name>.py` exposing a click command
+or group called `command`, and add a line to COMMANDS below.  `main` is the only place that exits:
+a CodeIslandError becomes one line on stderr and its class's exit code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import CodeIslandError
+
+# command name -> (module under codeisland.cli, one-line help shown in `codeisland --help`)
+COMMANDS: dict[str, tuple[str, str]] = {}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module = importlib.import_module(f"{__name__}.{entry[0]}")
+        command: click.Command = module.command
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="codeisland")
+def cli() -> None:
+    """codeisland: profile code islands, predict which need a better place, and relocate them
+    at run time through a System Management Interrupt."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script; the only place that exits."""
+    try:
+        cli.main(args=argv, prog_name="codeisland", standalone_mode=False)
+    except CodeIslandError as exc:
+        click.echo(f"codeisland: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("codeisland: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("codeisland: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as exc:  # a bug of ours: one line, the traceback on request
+        if os.environ.get("CODEISLAND_DEBUG"):
+            raise
+        click.echo(
+            f"codeisland: internal error: {type(exc).__name__}: {exc} "
+            "(set CODEISLAND_DEBUG=1 for the traceback)",
+            err=True,
+        )
+        sys.exit(70)
+    sys.exit(0)

@@ -1,0 +1,30 @@
+"""Where the toolkit finds its build outputs and shipped data.
+
+The package is installed editable from the repository (README), so build outputs are found
+relative to the source tree; CODEISLAND_ROOT overrides the root and CODEISLAND_DRIVER the driver.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def repo_root() -> Path:
+    env = os.environ.get("CODEISLAND_ROOT")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2]
+
+
+def smm_build_dir() -> Path:
+    return repo_root() / "smm" / "build"
+
+
+def driver_binary() -> Path:
+    env = os.environ.get("CODEISLAND_DRIVER")
+    return Path(env) if env else smm_build_dir() / "CodeIslandSmm.efi"
+
+
+def emulation_build_dir() -> Path:
+    return repo_root() / "emulation" / "build"
