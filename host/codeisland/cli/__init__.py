@@ -18,7 +18,9 @@ from .. import __version__
 from ..errors import CodeIslandError
 
 # command name -> (module under codeisland.cli, one-line help shown in `codeisland --help`)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "firmware": ("firmware", "List a UEFI firmware image; inject the SMM driver into it."),
+}
 
 
 class LazyGroup(click.Group):
