@@ -63,6 +63,7 @@ class Machine:
         self.work.mkdir(parents=True, exist_ok=True)
         self.ram_path = self.work / "guest.ram"
         self.qmp_path = self.work / "qmp.sock"
+        self.helper_qmp_path = self.work / "chipsec.sock"
         self.serial_path = self.work / "serial.log"
         self.debugcon_path = self.work / "debugcon.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -93,6 +94,7 @@ class Machine:
             "-global", "isa-debugcon.iobase=0x402",
             "-serial", f"file:{self.serial_path}",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+            "-qmp", f"unix:{self.helper_qmp_path},server=on,wait=off",
             "-nic", "none",
             "-display", "none",
             "-monitor", "none",
@@ -112,7 +114,13 @@ class Machine:
         return fat
 
     def start(self) -> Machine:
-        for p in (self.serial_path, self.debugcon_path, self.qmp_path, self.ram_path):
+        for p in (
+            self.serial_path,
+            self.debugcon_path,
+            self.qmp_path,
+            self.helper_qmp_path,
+            self.ram_path,
+        ):
             p.unlink(missing_ok=True)
         self.started_at = time.monotonic()
         with open(self.work / "qemu.stderr", "wb") as err:

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import TransportError
 
 _PORT_VALUE = re.compile(r"=\s*(0x[0-9a-fA-F]+)")
-_WIDTH = {1: "b", 2: "w", 4: "l"}
+_WIDTH = {1: "b", 2: "h", 4: "w"}  # HMP sizes: byte, halfword, word
 
 
 class Qmp:
