@@ -1,0 +1,241 @@
+"""Guest threads on the emulated CPUs: a workload placed in the driver's arena, M threads with
+their own stacks and contexts, preemptive round-robin by instruction-count slices over N CPUs.
+
+Arena layout (the driver registers all of it SOURCE|DEST|STACK):
+
+    arena + 0x000000 +------------------+
+                     | CODE             |  the workload image (PIC, copied as is)
+    arena + 0x400000 +------------------+
+                     | HOT              |  island destinations
+    arena + 0xC00000 +------------------+
+                     | STACKS           |  64 KiB per thread
+    arena + 0x1000000+------------------+
+
+Threads share nothing writable (workload.h), so each thread's output stream depends only on
+(thread, nthreads), whatever the schedule and wherever the SMIs land.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from unicorn import UcError
+from unicorn.unicorn import UcContext
+from unicorn.x86_const import UC_X86_REG_RIP
+
+from codeisland.errors import EmulationError
+
+from .machine import NO_UNTIL, REGS, Cpu, Machine
+from .ports import PORT_GUEST_EXIT, PORT_GUEST_IN, PORT_GUEST_OUT
+from .workload import WorkloadImage
+
+CODE_OFFSET = 0x000000
+CODE_SIZE = 0x400000
+HOT_OFFSET = 0x400000
+HOT_SIZE = 0x800000
+STACK_OFFSET = 0xC00000
+STACK_SIZE = 0x10000
+MIN_ARENA = 0x1000000
+MAX_THREADS = 16  # CI_MAX_THREADS in workload.h
+
+
+@dataclass
+class GuestThread:
+    index: int
+    context: UcContext
+    stack_base: int
+    stack_top: int
+    output: bytearray = field(default_factory=bytearray)
+    exit_code: int | None = None
+    instructions: int = 0
+    cpu: int | None = None
+
+    @property
+    def runnable(self) -> bool:
+        return self.exit_code is None
+
+    @property
+    def rip(self) -> int:
+        return int(self.context.reg_read(UC_X86_REG_RIP))
+
+
+SliceHook = Callable[["Guest", Cpu, GuestThread], None]
+
+
+class Guest:
+    """A workload running on the machine's CPUs."""
+
+    def __init__(
+        self,
+        machine: Machine,
+        image: WorkloadImage,
+        arena_base: int,
+        arena_size: int,
+        threads: int,
+        slice_instructions: int = 20_000,
+    ) -> None:
+        if arena_size < MIN_ARENA:
+            raise EmulationError(f"arena of {arena_size:#x} bytes is smaller than {MIN_ARENA:#x}")
+        if image.size > CODE_SIZE:
+            raise EmulationError(f"workload {image.name} ({image.size:#x} bytes) exceeds CODE")
+        if not 1 <= threads <= MAX_THREADS:
+            raise EmulationError(f"{threads} threads: workloads support 1..{MAX_THREADS}")
+        self.m = machine
+        self.image = image
+        self.arena_base = arena_base
+        self.arena_size = arena_size
+        self.base = arena_base + CODE_OFFSET
+        self.slice = slice_instructions
+        self.instructions = 0
+        self.samples: list[tuple[int, int]] = []  # (thread, rip) at slice boundaries
+        self.sample_slices = False
+        self._load()
+        self.threads = [self._make_thread(i, threads) for i in range(threads)]
+        self.queue: deque[GuestThread] = deque(self.threads)
+        self._cursor = 0  # next CPU to run in the current round
+        self.current: GuestThread | None = None
+        machine.ports.on_out(PORT_GUEST_OUT, self._out)
+        machine.ports.on_out(PORT_GUEST_EXIT, self._exit)
+        machine.ports.on_in(PORT_GUEST_IN, lambda _p, _s: 0)
+        for cpu in machine.cpus:
+            cpu.thread = None
+            cpu.context = cpu.idle_context
+        self._assign()
+
+    # -- placement ------------------------------------------------------------------
+
+    def _load(self) -> None:
+        self.m.write(self.base, bytes(self.image.size))
+        for seg in self.image.segments:
+            self.m.write(self.base + seg.offset, seg.data)
+
+    def _make_thread(self, index: int, count: int) -> GuestThread:
+        uc = self.m.uc
+        stack_base = self.arena_base + STACK_OFFSET + index * STACK_SIZE
+        top = stack_base + STACK_SIZE
+        for reg in REGS.values():
+            uc.reg_write(reg, 0)
+        rsp = top - 8  # as right after a call: a zero return address on top
+        self.m.write(rsp, bytes(8))
+        uc.reg_write(REGS["rsp"], rsp)
+        uc.reg_write(REGS["rdi"], index)
+        uc.reg_write(REGS["rsi"], count)
+        uc.reg_write(REGS["rflags"], 0x202)
+        uc.reg_write(REGS["rip"], self.base + self.image.entry)
+        return GuestThread(index, uc.context_save(), stack_base, top)
+
+    def address(self, function: str) -> int:
+        """Where a workload function starts in the arena now (its original place)."""
+        return self.base + self.image.functions[function].offset
+
+    # -- ports ------------------------------------------------------------------------
+
+    def _out(self, _port: int, _size: int, value: int) -> None:
+        if self.current is not None:
+            self.current.output.append(value & 0xFF)
+
+    def _exit(self, _port: int, _size: int, value: int) -> None:
+        if self.current is not None:
+            self.current.exit_code = value
+        self.m.uc.emu_stop()
+
+    # -- scheduling ---------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return all(not t.runnable for t in self.threads)
+
+    @property
+    def runnable_threads(self) -> int:
+        return sum(1 for t in self.threads if t.runnable)
+
+    @property
+    def busy_cpus(self) -> int:
+        return sum(1 for c in self.m.cpus if c.thread is not None)
+
+    def _assign(self) -> None:
+        """Round-robin: each CPU gives its thread back and takes the next runnable one."""
+        for cpu in self.m.cpus:
+            if isinstance(cpu.thread, GuestThread) and cpu.thread.runnable:
+                self.queue.append(cpu.thread)
+            cpu.thread = None
+            cpu.context = cpu.idle_context
+        self.queue = deque(t for t in self.queue if t.runnable)
+        for cpu in self.m.cpus:
+            if not self.queue:
+                break
+            thread = self.queue.popleft()
+            thread.cpu = cpu.index
+            cpu.thread = thread
+            cpu.context = thread.context
+        for t in self.queue:
+            t.cpu = None
+
+    def _run_slice(self, cpu: Cpu, thread: GuestThread, count: int) -> None:
+        uc = self.m.uc
+        uc.context_restore(thread.context)
+        self.current = thread
+        try:
+            uc.emu_start(thread.rip, NO_UNTIL, count=count)
+        except UcError as exc:
+            uc.context_update(thread.context)
+            self.m._raise_stop(f"guest thread {thread.index} on CPU {cpu.index}", exc)
+        finally:
+            self.current = None
+        uc.context_update(thread.context)
+        reasons = self.m.take_stop_reasons()
+        if reasons:
+            raise EmulationError(f"guest thread {thread.index} stopped: {reasons[0]}")
+        thread.instructions += count
+        self.instructions += count
+        if self.sample_slices:
+            self.samples.append((thread.index, thread.rip))
+
+    def step(self, budget: int, on_slice: SliceHook | None = None) -> int:
+        """Run CPUs in turn, one slice each, until `budget` instructions ran or all threads
+        ended.  Returns the instructions run (a thread's last slice counts whole)."""
+        ran = 0
+        cpus = self.m.cpus
+        while ran < budget and not self.done:
+            if self._cursor >= len(cpus):
+                self._cursor = 0
+                self._assign()
+            cpu = cpus[self._cursor]
+            thread = cpu.thread
+            if not isinstance(thread, GuestThread) or not thread.runnable:
+                self._cursor += 1
+                if all(not isinstance(c.thread, GuestThread) for c in cpus):
+                    self._assign()
+                continue
+            count = min(self.slice, budget - ran)
+            self._run_slice(cpu, thread, count)
+            ran += count
+            if on_slice is not None:
+                on_slice(self, cpu, thread)
+            if not thread.runnable or count == self.slice:
+                self._cursor += 1
+        return ran
+
+    def run(
+        self,
+        instructions: int | None = None,
+        every: int | None = None,
+        on_boundary: Callable[[Guest], None] | None = None,
+        on_slice: SliceHook | None = None,
+    ) -> int:
+        """Run until done (or `instructions`), calling `on_boundary` every `every` instructions
+        -- the place to raise periodic SMIs through the transport."""
+        total = 0
+        while not self.done and (instructions is None or total < instructions):
+            budget = every or self.slice * len(self.m.cpus) * 64
+            if instructions is not None:
+                budget = min(budget, instructions - total)
+            total += self.step(budget, on_slice)
+            if every and on_boundary is not None and not self.done:
+                on_boundary(self)
+        return total
+
+    def outputs(self) -> list[bytes]:
+        return [bytes(t.output) for t in self.threads]

@@ -1,0 +1,148 @@
+"""The emulated machine's physical memory: layout, page allocations with their EFI types, and
+the access rules of normal mode and SMM.
+
+    0x0000_0000 +----------------------+
+                | unmapped             |  a NULL dereference faults
+    0x0001_0000 +----------------------+
+                | DXE trap page        |  boot-service stubs, return/idle stubs (BS code)
+    0x0001_1000 +----------------------+
+                | DXE data             |  system table, boot services, protocol
+    0x0011_0000 +----------------------+  interfaces, config table array, DXE stack (BS data)
+                | page pool            |  gBS->AllocatePages, top-down, each allocation's
+                |                      |  EFI memory type recorded (mailbox, arena, ...)
+    0x0411_0000 +----------------------+
+                | unmapped             |
+    0x0800_0000 +----------------------+
+                | SMRAM (TSEG, 8 MiB)  |  see smram.py; inaccessible outside SMM
+    0x0880_0000 +----------------------+
+
+Rules (enforced with Unicorn page protections, so they cost nothing while code runs):
+- outside SMM, SMRAM has no access at all: a guest touching it faults;
+- in SMM after SmmReadyToLock, every page outside SMRAM whose type at lock time was not one of
+  efi.SMM_ACCESSIBLE_TYPES (reserved, runtime, ACPI, MMIO) has no access, as EDK2's restricted
+  memory access makes it (FACTS.md): the emulator catches what would hang a board.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from unicorn import UC_PROT_ALL, UC_PROT_NONE, Uc
+
+from codeisland.errors import EmulationError
+
+from . import efi
+
+PAGE = 0x1000
+TRAP_BASE = 0x0001_0000
+TRAP_SIZE = 0x1000
+DXE_BASE = 0x0001_1000
+DXE_SIZE = 0x0010_0000 - 0x1000
+POOL_BASE = 0x0011_0000
+POOL_SIZE = 0x0400_0000
+SMRAM_BASE = 0x0800_0000
+SMRAM_SIZE = 0x0080_0000
+
+
+@dataclass(frozen=True)
+class Allocation:
+    base: int
+    pages: int
+    memory_type: int
+
+    @property
+    def end(self) -> int:
+        return self.base + self.pages * PAGE
+
+    @property
+    def type_name(self) -> str:
+        t = self.memory_type
+        return efi.MEMORY_TYPES[t] if t < len(efi.MEMORY_TYPES) else f"type {t}"
+
+
+class MemoryMap:
+    """Mappings, the page allocator and the protection switches of SMM entry and exit."""
+
+    def __init__(self, uc: Uc) -> None:
+        self.uc = uc
+        for base, size in (
+            (TRAP_BASE, TRAP_SIZE),
+            (DXE_BASE, DXE_SIZE),
+            (POOL_BASE, POOL_SIZE),
+            (SMRAM_BASE, SMRAM_SIZE),
+        ):
+            uc.mem_map(base, size, UC_PROT_ALL)
+        self.allocations: list[Allocation] = []
+        self._pool_top = POOL_BASE + POOL_SIZE
+        self._dxe_next = DXE_BASE
+        self.locked_holes: list[tuple[int, int]] | None = None  # set at ready-to-lock
+        uc.mem_protect(SMRAM_BASE, SMRAM_SIZE, UC_PROT_NONE)
+
+    # -- allocation -----------------------------------------------------------------
+
+    def allocate_pages(self, pages: int, memory_type: int) -> int | None:
+        """AllocateAnyPages: top-down from the pool; None when it does not fit."""
+        size = pages * PAGE
+        if pages <= 0 or self._pool_top - size < POOL_BASE:
+            return None
+        self._pool_top -= size
+        self.allocations.append(Allocation(self._pool_top, pages, memory_type))
+        return self._pool_top
+
+    def dxe_alloc(self, size: int, align: int = 16) -> int:
+        """Firmware-internal boot-services data (tables, interfaces)."""
+        base = (self._dxe_next + align - 1) & ~(align - 1)
+        if base + size > DXE_BASE + DXE_SIZE:
+            raise EmulationError("emulated DXE data area is full")
+        self._dxe_next = base + size
+        return base
+
+    def allocation_at(self, address: int) -> Allocation | None:
+        for a in self.allocations:
+            if a.base <= address < a.end:
+                return a
+        return None
+
+    # -- SMM page rules -------------------------------------------------------------
+
+    def lock(self) -> None:
+        """SmmReadyToLock: remember which non-SMRAM ranges were not SMM-accessible now."""
+        keep = sorted(
+            (a.base, a.end) for a in self.allocations if a.memory_type in efi.SMM_ACCESSIBLE_TYPES
+        )
+        holes: list[tuple[int, int]] = [(TRAP_BASE, TRAP_SIZE + DXE_SIZE)]
+        cursor = POOL_BASE
+        for lo, hi in keep:
+            if lo > cursor:
+                holes.append((cursor, lo - cursor))
+            cursor = max(cursor, hi)
+        if cursor < POOL_BASE + POOL_SIZE:
+            holes.append((cursor, POOL_BASE + POOL_SIZE - cursor))
+        self.locked_holes = holes
+
+    def enter_smm(self) -> None:
+        self.uc.mem_protect(SMRAM_BASE, SMRAM_SIZE, UC_PROT_ALL)
+        for base, size in self.locked_holes or ():
+            self.uc.mem_protect(base, size, UC_PROT_NONE)
+
+    def leave_smm(self) -> None:
+        for base, size in self.locked_holes or ():
+            self.uc.mem_protect(base, size, UC_PROT_ALL)
+        self.uc.mem_protect(SMRAM_BASE, SMRAM_SIZE, UC_PROT_NONE)
+
+    @staticmethod
+    def in_smram(address: int, size: int = 1) -> bool:
+        return address < SMRAM_BASE + SMRAM_SIZE and address + size > SMRAM_BASE
+
+    def describe(self, address: int) -> str:
+        """Name the memory an address lies in (for fault messages)."""
+        if self.in_smram(address):
+            return "SMRAM"
+        a = self.allocation_at(address)
+        if a is not None:
+            return f"{a.type_name} pages at {a.base:#x}"
+        if TRAP_BASE <= address < DXE_BASE + DXE_SIZE:
+            return "boot-services memory"
+        if POOL_BASE <= address < POOL_BASE + POOL_SIZE:
+            return "conventional memory"
+        return "unmapped memory"
