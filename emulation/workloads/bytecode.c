@@ -24,7 +24,7 @@ struct program {
 static struct vm vms[CI_MAX_THREADS];
 static struct program progs[CI_MAX_THREADS];
 
-static void emit(struct program *p, u64 op, u64 arg) {
+static CI_FUNC void emit(struct program *p, u64 op, u64 arg) {
   if (p->len + 2 > CODE_MAX)
     ci_fail(10);
   p->code[p->len++] = op;
@@ -33,7 +33,7 @@ static void emit(struct program *p, u64 op, u64 arg) {
 }
 
 /* mem[0] = n; loop: acc = acc * 31 + n ^ (acc >> 7); n--; until n == 0 */
-static void build_hash_loop(struct program *p, u64 n) {
+static CI_FUNC void build_hash_loop(struct program *p, u64 n) {
   p->len = 0;
   emit(p, OP_PUSH, n);
   emit(p, OP_STORE, 0);
@@ -60,7 +60,7 @@ static void build_hash_loop(struct program *p, u64 n) {
 }
 
 /* Fibonacci by iteration, n steps, on the stack only. */
-static void build_fib(struct program *p, u64 n) {
+static CI_FUNC void build_fib(struct program *p, u64 n) {
   p->len = 0;
   emit(p, OP_PUSH, n);
   emit(p, OP_STORE, 2);
@@ -92,7 +92,7 @@ static u64 pop(struct vm *m) {
 }
 
 /* The interpreter loop: an if-chain dispatch (no jump tables, see README). */
-static u64 vm_run(struct vm *m, const struct program *p) {
+static CI_FUNC u64 vm_run(struct vm *m, const struct program *p) {
   u32 pc = 0;
   m->sp = 0;
   for (;;) {
@@ -123,14 +123,14 @@ static u64 vm_run(struct vm *m, const struct program *p) {
 }
 
 /* Native versions of the programs, to verify the interpreter. */
-static u64 native_hash_loop(u64 n) {
+static CI_FUNC u64 native_hash_loop(u64 n) {
   u64 acc = 17;
   for (; n; n--)
     acc = (acc * 31 + n) ^ (acc >> 7);
   return acc;
 }
 
-static u64 native_fib(u64 n) {
+static CI_FUNC u64 native_fib(u64 n) {
   u64 a = 0, b = 1;
   while (n--) {
     u64 t = a + b;

@@ -19,13 +19,13 @@ struct gs_state {
 
 static struct gs_state states[CI_MAX_THREADS];
 
-static void gen_data(u32 *d, u64 seed) {
+static CI_FUNC void gen_data(u32 *d, u64 seed) {
   u64 rng = seed;
   for (u32 i = 0; i < N; i++)
     d[i] = (u32)(ci_rand(&rng) >> 33);
 }
 
-static void sift_down(u32 *a, u32 start, u32 end) {
+static CI_FUNC void sift_down(u32 *a, u32 start, u32 end) {
   u32 root = start;
   while (2 * root + 1 < end) {
     u32 child = 2 * root + 1;
@@ -40,7 +40,7 @@ static void sift_down(u32 *a, u32 start, u32 end) {
   }
 }
 
-static void heap_sort(u32 *a, u32 n) {
+static CI_FUNC void heap_sort(u32 *a, u32 n) {
   for (u32 i = n / 2; i-- > 0;)
     sift_down(a, i, n);
   for (u32 end = n; end-- > 1;) {
@@ -51,7 +51,7 @@ static void heap_sort(u32 *a, u32 n) {
   }
 }
 
-static void insertion_runs(u32 *a, u32 n, u32 run) {
+static CI_FUNC void insertion_runs(u32 *a, u32 n, u32 run) {
   for (u32 base = 0; base < n; base += run) {
     u32 lim = base + run < n ? base + run : n;
     for (u32 i = base + 1; i < lim; i++) {
@@ -65,7 +65,7 @@ static void insertion_runs(u32 *a, u32 n, u32 run) {
   }
 }
 
-static void merge_sort(u32 *a, u32 *tmp, u32 n) {
+static CI_FUNC void merge_sort(u32 *a, u32 *tmp, u32 n) {
   insertion_runs(a, n, 16);
   for (u32 width = 16; width < n; width *= 2) {
     for (u32 lo = 0; lo < n; lo += 2 * width) {
@@ -83,7 +83,7 @@ static void merge_sort(u32 *a, u32 *tmp, u32 n) {
   }
 }
 
-static u64 checksum_sorted(const u32 *a, u32 n) {
+static CI_FUNC u64 checksum_sorted(const u32 *a, u32 n) {
   u64 h = 0;
   for (u32 i = 0; i < n; i++) {
     if (i && a[i - 1] > a[i])
@@ -93,7 +93,7 @@ static u64 checksum_sorted(const u32 *a, u32 n) {
   return h;
 }
 
-static void gen_graph(struct gs_state *s, u64 seed) {
+static CI_FUNC void gen_graph(struct gs_state *s, u64 seed) {
   u64 rng = seed;
   for (u32 v = 0; v < NODES; v++)
     for (u32 k = 0; k < DEG; k++)
@@ -101,7 +101,7 @@ static void gen_graph(struct gs_state *s, u64 seed) {
                                    : (u32)(ci_rand(&rng) >> 40) % NODES;
 }
 
-static u64 bfs(struct gs_state *s, u32 src) {
+static CI_FUNC u64 bfs(struct gs_state *s, u32 src) {
   for (u32 v = 0; v < NODES; v++)
     s->dist[v] = 0xFFFFFFFFu;
   u32 head = 0, tail = 0;
@@ -123,7 +123,7 @@ static u64 bfs(struct gs_state *s, u32 src) {
 }
 
 /* Components of the undirected version, by label propagation until stable. */
-static u32 components(struct gs_state *s) {
+static CI_FUNC u32 components(struct gs_state *s) {
   for (u32 v = 0; v < NODES; v++)
     s->comp[v] = v;
   int changed = 1;

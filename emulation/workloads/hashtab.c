@@ -15,7 +15,7 @@ struct table {
 
 static struct table tables[CI_MAX_THREADS];
 
-static u64 mix(u64 k) {
+static CI_FUNC u64 mix(u64 k) {
   k ^= k >> 33;
   k *= 0xff51afd7ed558ccdULL;
   k ^= k >> 33;
@@ -23,7 +23,7 @@ static u64 mix(u64 k) {
   return k ^ (k >> 33);
 }
 
-static u32 probe(const struct table *t, u64 key, int for_insert) {
+static CI_FUNC u32 probe(const struct table *t, u64 key, int for_insert) {
   u32 i = (u32)mix(key) & (SLOTS - 1);
   u32 first_tomb = SLOTS;
   for (u32 n = 0; n < SLOTS; n++, i = (i + 1) & (SLOTS - 1)) {
@@ -38,7 +38,7 @@ static u32 probe(const struct table *t, u64 key, int for_insert) {
   return first_tomb;
 }
 
-static void rehash(struct table *t) {
+static CI_FUNC void rehash(struct table *t) {
   static u64 keys[CI_MAX_THREADS][SLOTS / 2];
   static u64 vals[CI_MAX_THREADS][SLOTS / 2];
   u32 slot = (u32)(t - tables);
@@ -59,7 +59,7 @@ static void rehash(struct table *t) {
   }
 }
 
-static int insert(struct table *t, u64 key, u64 val) {
+static CI_FUNC int insert(struct table *t, u64 key, u64 val) {
   if (t->used + t->tombs >= SLOTS * 3 / 4)
     rehash(t);
   if (t->used >= SLOTS / 2)
@@ -77,7 +77,7 @@ static int insert(struct table *t, u64 key, u64 val) {
   return 1;
 }
 
-static int lookup(const struct table *t, u64 key, u64 *val) {
+static CI_FUNC int lookup(const struct table *t, u64 key, u64 *val) {
   u32 i = probe(t, key, 0);
   if (i < SLOTS && t->keys[i] == key) {
     *val = t->vals[i];
@@ -86,7 +86,7 @@ static int lookup(const struct table *t, u64 key, u64 *val) {
   return 0;
 }
 
-static int erase(struct table *t, u64 key) {
+static CI_FUNC int erase(struct table *t, u64 key) {
   u32 i = probe(t, key, 0);
   if (i < SLOTS && t->keys[i] == key) {
     t->keys[i] = TOMB;
@@ -98,7 +98,7 @@ static int erase(struct table *t, u64 key) {
 }
 
 /* One phase: `ops` operations with insert/lookup/erase weights out of 16. */
-static u64 run_phase(struct table *t, u64 *rng, u32 ops, u32 w_ins, u32 w_look, u64 keyspace) {
+static CI_FUNC u64 run_phase(struct table *t, u64 *rng, u32 ops, u32 w_ins, u32 w_look, u64 keyspace) {
   u64 sum = 0;
   for (u32 n = 0; n < ops; n++) {
     u64 r = ci_rand(rng);

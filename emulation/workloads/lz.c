@@ -24,7 +24,7 @@ static const char words[] = "smm island relocate hot cold cache page thread aren
                             "rollback sample plan fixup trampoline region budget handler ";
 
 /* Pseudo-English: words picked by a skewed random walk, so there is plenty to match. */
-static void gen_text(u8 *text, u64 seed) {
+static CI_FUNC void gen_text(u8 *text, u64 seed) {
   u32 starts[32];
   u32 nwords = 0;
   u32 i = 0;
@@ -51,7 +51,7 @@ static void gen_text(u8 *text, u64 seed) {
 
 static u32 hash3(const u8 *p) { return ((p[0] << 16 | p[1] << 8 | p[2]) * 2654435761u) >> (32 - HASH_BITS); }
 
-static u32 match_len(const u8 *a, const u8 *b, u32 limit) {
+static CI_FUNC u32 match_len(const u8 *a, const u8 *b, u32 limit) {
   u32 n = 0;
   while (n < limit && a[n] == b[n])
     n++;
@@ -59,7 +59,7 @@ static u32 match_len(const u8 *a, const u8 *b, u32 limit) {
 }
 
 /* Output: a flag byte per 8 items; literal = 1 byte, match = 2 bytes (12-bit distance, 4+ len). */
-static u32 lz_compress(struct lz_state *s) {
+static CI_FUNC u32 lz_compress(struct lz_state *s) {
   for (u32 i = 0; i < (1u << HASH_BITS); i++)
     s->head[i] = -1;
   u32 in = 0, out = 0, flag_pos = 0, nitems = 8;
@@ -108,7 +108,7 @@ static u32 lz_compress(struct lz_state *s) {
   return out;
 }
 
-static u32 lz_decompress(struct lz_state *s, u32 packed_len) {
+static CI_FUNC u32 lz_decompress(struct lz_state *s, u32 packed_len) {
   u32 in = 0, out = 0;
   while (in < packed_len) {
     u8 flags = s->packed[in++];
@@ -131,7 +131,7 @@ static u32 lz_decompress(struct lz_state *s, u32 packed_len) {
   return out;
 }
 
-static u64 fnv1a(const u8 *p, u32 n) {
+static CI_FUNC u64 fnv1a(const u8 *p, u32 n) {
   u64 h = 0xcbf29ce484222325ULL;
   for (u32 i = 0; i < n; i++)
     h = (h ^ p[i]) * 0x100000001b3ULL;

@@ -34,6 +34,10 @@ typedef unsigned long long u64;
 typedef unsigned int u32;
 typedef unsigned char u8;
 
+/* Marks a function that must stay a function (an island the analysis can find and move):
+ * at -O2 clang would inline every static helper into workload_thread. */
+#define CI_FUNC __attribute__((noinline))
+
 /* The one function each workload defines. */
 void workload_thread(unsigned thread, unsigned nthreads);
 
