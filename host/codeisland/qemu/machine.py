@@ -11,6 +11,7 @@ work/fat/       ------------------>  FAT drive: EFI/BOOT/BOOTX64.EFI = the targe
 from __future__ import annotations
 
 import contextlib
+import json
 import mmap
 import os
 import re
@@ -127,12 +128,27 @@ class Machine:
             self.proc = subprocess.Popen(
                 self.command_line(), stdin=subprocess.DEVNULL, stdout=err, stderr=err
             )
+        self.describe_file().write_text(json.dumps(self.describe(), indent=2))
         try:
             self.qmp = Qmp(str(self.qmp_path))
         except TransportError:
             self.stop()
             raise EmulationError(f"QEMU did not start: {self.qemu_stderr()}") from None
         return self
+
+    def describe(self) -> dict[str, object]:
+        """What a chipsec helper needs to reach this guest (also written to machine.json)."""
+        return {
+            "ram": str(self.ram_path),
+            "qmp": str(self.helper_qmp_path),
+            "memory_mib": self.config.memory_mib,
+            "serial": str(self.serial_path),
+            "debugcon": str(self.debugcon_path),
+            "pid": self.proc.pid if self.proc else None,
+        }
+
+    def describe_file(self) -> Path:
+        return self.work / "machine.json"
 
     def qemu_stderr(self) -> str:
         try:

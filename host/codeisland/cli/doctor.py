@@ -1,0 +1,66 @@
+"""`codeisland doctor`: is this machine ready for a relocation? Checked through chipsec."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import click
+
+from ..errors import UsageError
+from .options import emit, json_option
+
+
+@click.command("doctor")
+@click.option(
+    "--qemu",
+    "qemu_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Check a guest started by `codeisland qemu run --workdir DIR` (through qemuhelper).",
+)
+@click.option("--boot", is_flag=True, help="Boot OVMF with the driver under QEMU and check it.")
+@click.option(
+    "--helper",
+    "helper_name",
+    help="A chipsec helper by name, e.g. linuxhelper on a board (loads chipsec's kernel module).",
+)
+@click.option("--driver", type=click.Path(dir_okay=False, path_type=Path), help="With --boot.")
+@json_option
+def command(
+    qemu_dir: Path | None,
+    boot: bool,
+    helper_name: str | None,
+    driver: Path | None,
+    as_json: bool,
+) -> None:
+    """SMM present and locked, SMRR, the driver and its limits (QUERY), SW SMI delivery,
+    restricted-memory mode, virtualization extensions: each with a verdict and what to do."""
+    from ..hw.doctor import Doctor
+    from ..hw.transport import ChipsecTransport
+    from ..qemu import session
+
+    if sum(x is not None and x is not False for x in (qemu_dir, boot or None, helper_name)) != 1:
+        raise UsageError("choose exactly one of --qemu DIR, --boot, --helper NAME")
+    if helper_name:
+        with ChipsecTransport(helper_name, memory_size=_board_memory()) as t:
+            emit(Doctor(t, under_qemu=False).run(), as_json)
+        return
+    if qemu_dir is not None:
+        with session.transport_from_workdir(qemu_dir) as t:
+            emit(Doctor(t, under_qemu=True).run(), as_json)  # type: ignore[arg-type]
+        return
+    from ..qemu.machine import Machine, MachineConfig
+
+    with tempfile.TemporaryDirectory(prefix="codeisland-doctor-") as tmp:
+        work = Path(tmp)
+        image = session.prepare_image(work, driver)
+        with Machine(MachineConfig(image=image, workdir=work)) as m:
+            m.wait_for("debugcon", session.DRIVER_BOOT_LINE, 60)
+            session.wait_ready_to_lock(m)
+            with session.transport_for(m) as t:
+                emit(Doctor(t, under_qemu=True).run(), as_json)
+
+
+def _board_memory() -> int:
+    """Physical memory to scan for the EFI system table on a board: all of it below 4 GiB."""
+    return 1 << 32

@@ -1,0 +1,78 @@
+"""Glue shared by `qemu run`, `qemu e2e` and `doctor --boot`: image preparation and reaching a
+running guest through chipsec."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from ..errors import InputError, ToolMissing
+from ..firmware.inject import inject
+from ..hw.qemuhelper import QemuHelper
+from ..hw.transport import ChipsecTransport
+from ..paths import driver_binary, smm_build_dir
+from .machine import Machine
+
+log = logging.getLogger(__name__)
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+DRIVER_BOOT_LINE = r"codeisland: mailbox=(0x[0-9a-fA-F]+)"  # the driver's entry log on debugcon
+
+
+def app_binary() -> Path:
+    return smm_build_dir() / "app" / "CodeIslandApp.efi"
+
+
+def workload_elf() -> Path:
+    return smm_build_dir() / "app" / "workload.elf"
+
+
+def require(path: Path, how: str) -> Path:
+    if not path.is_file():
+        raise ToolMissing(f"{path} is missing: build it with `{how}`")
+    return path
+
+
+def prepare_image(workdir: Path, driver: Path | None = None, base: Path = OVMF_CODE) -> Path:
+    """Inject the driver into a copy of OVMF (redone whenever the driver is newer)."""
+    driver = require(driver or driver_binary(), "make -C smm")
+    if not base.is_file():
+        raise ToolMissing(f"{base} is missing (apt-get install ovmf)")
+    out = workdir / "codeisland.fd"
+    workdir.mkdir(parents=True, exist_ok=True)
+    if out.exists() and out.stat().st_mtime >= driver.stat().st_mtime:
+        return out
+    tmp = workdir / "codeisland.fd.tmp"
+    report = inject(base, driver, tmp)
+    tmp.replace(out)
+    log.info("injected %s into %s (%.1f s)", driver, out, report.seconds)
+    return out
+
+
+def helper_for(machine: Machine) -> QemuHelper:
+    d = machine.describe()
+    return QemuHelper(str(d["ram"]), str(d["qmp"]), int(str(d["memory_mib"])))
+
+
+def transport_for(machine: Machine) -> ChipsecTransport:
+    machine.ram()  # wait until QEMU created the RAM file
+    return ChipsecTransport(helper_for(machine), machine.config.memory_mib << 20)
+
+
+def transport_from_workdir(workdir: Path) -> ChipsecTransport:
+    """Reach a guest started by `codeisland qemu run` (its machine.json) through chipsec."""
+    try:
+        d = json.loads((workdir / "machine.json").read_text())
+        helper = QemuHelper(d["ram"], d["qmp"], int(d["memory_mib"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{workdir} holds no running codeisland QEMU guest ({exc})") from exc
+    return ChipsecTransport(helper, int(d["memory_mib"]) << 20)
+
+
+def wait_ready_to_lock(machine: Machine, timeout_s: float = 60.0) -> None:
+    """Wait until BDS has passed SmmReadyToLock: the firmware reached its boot manager or an app.
+
+    Before lock the driver's allow-list is open; the evidence of lock is the first console
+    output of BDS (the shell banner or our app's first line) on the serial port.
+    """
+    machine.wait_for("serial", r"codeisland-app:|Shell>|startup\.nsh|BdsDxe", timeout_s)
