@@ -1,0 +1,141 @@
+/*
+ * COMMIT: the short SMI that makes a staged plan live.  Everything that can be
+ * refused is checked before the first write (call sites still what the plan
+ * says, every CPU context readable, stack windows reachable); the writes
+ * (entry jumps, call-site rel32s, RIPs, return addresses) are logged in the
+ * undo log first, and a failure among them unwinds all of them.
+ */
+#include "ci_host.h"
+#include "internal.h"
+#include "mem.h"
+#include "range.h"
+
+/* Call-site bytes may have changed since validation (an earlier SMI). */
+static ci_status recheck_callsites(const ci_engine *e, ci_work *w) {
+  const ci_plan_view *v = &e->plan;
+  for (uint32_t k = 0; k < v->header->callsite_count; k++) {
+    const ci_callsite *c = &v->callsites[k];
+    const uint8_t *p = ci_host_map(c->insn, 5);
+    if (!p)
+      return CI_ST_INTERNAL;
+    w->failed_index = k;
+    if (p[0] != c->opcode)
+      return CI_ST_CALLSITE_OPCODE;
+    if (c->insn + 5u + (uint64_t)(int64_t)(int32_t)ci_le32(p + 1) != v->islands[c->island].src)
+      return CI_ST_CALLSITE_TARGET;
+  }
+  w->failed_index = CI_NO_INDEX;
+  return CI_ST_OK;
+}
+
+static uint32_t entry_bytes(const ci_island *isl, uint8_t out[CI_ENTRY_ABS64_LEN]) {
+  int32_t rel;
+  switch (isl->flags & CI_ISLAND_ENTRY_MASK) {
+  case CI_ISLAND_ENTRY_REL32:
+    (void)ci_rel32(isl->dst, isl->src + CI_ENTRY_REL32_LEN, &rel); /* validated */
+    out[0] = 0xE9;
+    ci_put32(out + 1, (uint32_t)rel);
+    return CI_ENTRY_REL32_LEN;
+  case CI_ISLAND_ENTRY_ABS64:
+    out[0] = 0xFF; /* jmp qword [rip+0] */
+    out[1] = 0x25;
+    ci_put32(out + 2, 0);
+    ci_put64(out + 6, isl->dst);
+    return CI_ENTRY_ABS64_LEN;
+  default:
+    return 0;
+  }
+}
+
+static ci_status write_patches(ci_engine *e, ci_work *w) {
+  const ci_plan_view *v = &e->plan;
+  uint8_t jmp[CI_ENTRY_ABS64_LEN];
+  for (uint32_t i = 0; i < v->header->island_count; i++) {
+    const ci_island *isl = &v->islands[i];
+    uint32_t len = entry_bytes(isl, jmp);
+    if (!len)
+      continue;
+    uint8_t *p = ci_host_map(isl->src, len);
+    if (!p)
+      return CI_ST_INTERNAL;
+    if (!ci_undo_save(&e->undo, CI_UNDO_MEM, isl->src, p, len))
+      return CI_ST_UNDO_FULL;
+    ci_copy(p, jmp, len);
+  }
+  for (uint32_t k = 0; k < v->header->callsite_count; k++) {
+    const ci_callsite *c = &v->callsites[k];
+    int32_t rel;
+    uint8_t *p = ci_host_map(c->insn + 1u, 4);
+    if (!p)
+      return CI_ST_INTERNAL;
+    (void)ci_rel32(v->islands[c->island].dst, c->insn + 5u, &rel); /* validated */
+    if (!ci_undo_save(&e->undo, CI_UNDO_MEM, c->insn + 1u, p, 4))
+      return CI_ST_UNDO_FULL;
+    ci_put32(p, (uint32_t)rel);
+    w->callsites_patched++;
+  }
+  return CI_ST_OK;
+}
+
+/* Record the new generation and its address-map entries (room reserved). */
+static ci_status publish(ci_engine *e) {
+  const ci_plan_view *v = &e->plan;
+  uint32_t n = v->header->island_count;
+  ci_generation *g = &e->gens[e->gen_count++];
+  g->number = e->next_generation++;
+  g->undo_start = e->pending_undo_start;
+  g->map_first = e->map_count;
+  g->islands = n;
+  for (uint32_t i = 0; i < n; i++) {
+    ci_map_entry *m = &e->map[e->map_count];
+    e->map_return_slots[e->map_count++] = e->return_slots[i];
+    m->orig = v->islands[i].src;
+    m->cur = v->islands[i].dst;
+    m->size = v->islands[i].size;
+    m->island_id = v->islands[i].id;
+    m->generation = g->number;
+    m->flags = CI_MAP_ACTIVE;
+  }
+  e->total_relocations += n;
+  return CI_ST_OK;
+}
+
+static void plan_moves(ci_engine *e, uint32_t *max_slots) {
+  const ci_plan_view *v = &e->plan;
+  *max_slots = 0;
+  e->move_count = v->header->island_count;
+  for (uint32_t i = 0; i < e->move_count; i++) {
+    ci_move *mv = &e->moves[i];
+    mv->from = v->islands[i].src;
+    mv->to = v->islands[i].dst;
+    mv->size = v->islands[i].size;
+    mv->slots = e->return_slots[i];
+    if (mv->slots > *max_slots)
+      *max_slots = mv->slots;
+  }
+}
+
+ci_status ci_commit_run(ci_engine *e, const ci_cpu_ops *cpu, ci_work *w) {
+  uint32_t max_slots, mark = e->undo.top;
+  ci_status st = recheck_callsites(e, w);
+  if (st != CI_ST_OK)
+    return st;
+  if (e->gen_count >= CI_MAX_GENERATIONS)
+    return CI_ST_GENERATIONS_FULL;
+  if (!ci_map_reserve(e, e->plan.header->island_count))
+    return CI_ST_MAP_FULL;
+  plan_moves(e, &max_slots);
+  st = ci_ctx_read(e, cpu, max_slots, w);
+  if (st != CI_ST_OK)
+    return st;
+  /* From here on, every write is logged; a failure unwinds this commit. */
+  st = write_patches(e, w);
+  if (st == CI_ST_OK)
+    st = ci_ctx_move(e, cpu, 1, w);
+  if (st != CI_ST_OK) {
+    w->bytes_restored += ci_undo_unwind(&e->undo, mark, 0xFFu, cpu, 1);
+    w->callsites_patched = w->contexts_translated = w->returns_translated = 0;
+    return st;
+  }
+  return publish(e);
+}

@@ -1,0 +1,87 @@
+/*
+ * Declarations shared by the engine's modules (not part of its interface).
+ * Module map:
+ *   regions.c   allow-list and the "inside a region" checks
+ *   validate.c  the validator (only reader of plan bytes)
+ *   undo.c      the undo log in SMRAM
+ *   stage.c     differential stage of destination chunks, with fix-ups
+ *   commit.c    entry/call-site patches and context translation
+ *   rollback.c  undoing generations
+ *   map.c       the versioned address map
+ *   dispatch.c  commands -> verbs -> ci_result
+ */
+#ifndef CI_INTERNAL_H
+#define CI_INTERNAL_H
+
+#include "codeisland/engine.h"
+
+/* Work counters of one request, copied into ci_result. */
+typedef struct ci_work {
+  uint32_t bytes_written;
+  uint32_t bytes_skipped;
+  uint32_t fixups_applied;
+  uint32_t callsites_patched;
+  uint32_t contexts_translated;
+  uint32_t returns_translated;
+  uint32_t bytes_restored;
+  uint32_t samples;
+  uint32_t failed_index;
+} ci_work;
+
+/* ---- regions.c ---- */
+/* Status for [base, base+len) that must lie in one region with `need`:
+ * RANGE_WRAP, TOUCHES_SMRAM, `outside` if in no such region, else OK. */
+ci_status ci_region_check(const ci_engine *e, uint64_t base, uint64_t len, uint32_t need,
+                          ci_status outside);
+/* The region with `need` containing addr (end of that region in *end). */
+int ci_region_end(const ci_engine *e, uint64_t addr, uint32_t need, uint64_t *end);
+
+/* ---- undo.c ---- */
+#define CI_UNDO_MEM   1u /* bytes of memory (destination, patches) */
+#define CI_UNDO_FILL  2u /* memory that held one repeated byte */
+#define CI_UNDO_REG   3u /* a CPU register; only unwound within its SMI */
+#define CI_UNDO_STACK 4u /* a stack window; only unwound within its SMI */
+#define CI_UNDO_HDR   16u
+/* Worst-case pool bytes of one record saving len bytes. */
+uint32_t ci_undo_cost(uint32_t len);
+/* Save [addr, addr+len) (ptr maps it) before it is written. 0 if full. */
+int ci_undo_save(ci_undo *u, uint32_t kind, uint64_t addr, const uint8_t *ptr, uint32_t len);
+int ci_undo_save_reg(ci_undo *u, uint32_t cpu, uint32_t reg, uint64_t value);
+/* Unwind records above `start`, newest first.  kinds is a bit set of
+ * (1 << CI_UNDO_*) to restore; others are skipped.  Pops when pop != 0. */
+uint32_t ci_undo_unwind(ci_undo *u, uint32_t start, uint32_t kinds, const ci_cpu_ops *cpu,
+                        int pop);
+
+/* ---- stage.c ---- */
+/* Stage chunks from e->chunk_next within the budget; OK or INTERNAL. */
+ci_status ci_stage_run(ci_engine *e, ci_work *w, uint32_t budget);
+/* Re-check chunks staged in an earlier SMI: OK or STAGED_CHANGED (and the
+ * changed chunks are marked unstaged). */
+ci_status ci_stage_recheck(ci_engine *e, ci_work *w);
+/* Prepare per-chunk tables of a freshly validated plan. */
+void ci_stage_prepare(ci_engine *e);
+
+/* ---- context.c ---- */
+/* Read every CPU's RIP (and RSP when max_slots > 0) into e->ctx_*, and size
+ * each CPU's return-address window.  CPU_ACCESS, STACK_ACCESS, or OK. */
+ci_status ci_ctx_read(ci_engine *e, const ci_cpu_ops *cpu, uint32_t max_slots, ci_work *w);
+/* Rewrite RIPs and return addresses by e->moves.  With record != 0 the old
+ * values go to the undo log first.  CPU_ACCESS, UNDO_FULL or OK. */
+ci_status ci_ctx_move(ci_engine *e, const ci_cpu_ops *cpu, int record, ci_work *w);
+
+/* ---- commit.c ---- */
+ci_status ci_commit_run(ci_engine *e, const ci_cpu_ops *cpu, ci_work *w);
+
+/* ---- rollback.c ---- */
+ci_status ci_rollback_run(ci_engine *e, const ci_cpu_ops *cpu, uint32_t generation,
+                          ci_work *w);
+/* Drop the pending plan, restoring the destination bytes it staged. */
+void ci_pending_abandon(ci_engine *e, ci_work *w);
+
+/* ---- map.c ---- */
+uint32_t ci_map_active_count(const ci_engine *e);
+/* Make room for n entries (drops rolled-back history first). 0 if full. */
+int ci_map_reserve(ci_engine *e, uint32_t n);
+uint32_t ci_newest_generation(const ci_engine *e);
+
+#endif /* CI_INTERNAL_H */

@@ -1,0 +1,161 @@
+/*
+ * Differential stage: bring each destination chunk to "source bytes with the
+ * fix-ups applied", writing only chunks that differ.
+ *
+ * Deciding "already identical" needs no digest: the destination is compared
+ * with the source, segment by segment between fix-up fields, and each field
+ * with the value it must hold; the compare exits at the first difference, so a
+ * fresh destination costs almost nothing and an identical chunk is found
+ * without writing.  The plan's chunk digests are used only by COMMIT, for
+ * chunks staged in an earlier SMI (guest code ran since and may have written
+ * them).
+ */
+#include "codeisland/digest.h"
+#include "ci_host.h"
+#include "internal.h"
+#include "mem.h"
+
+static uint32_t fixup_width(uint8_t kind) { return kind == CI_FIXUP_ABS64 ? 8u : 4u; }
+
+/* The little-endian bytes the copy's field must hold; returns the width.
+ * The validator proved that 32-bit values fit. */
+static uint32_t fixup_value(const ci_island *isl, const ci_fixup *f, uint8_t out[8]) {
+  if (f->kind == CI_FIXUP_ABS64) {
+    ci_put64(out, f->target - isl->src + isl->dst);
+    return 8;
+  }
+  ci_put32(out, (uint32_t)(f->target - (isl->dst + f->offset + f->pc_bias)));
+  return 4;
+}
+
+void ci_stage_prepare(ci_engine *e) {
+  const ci_plan_view *v = &e->plan;
+  uint32_t k = 0, nf = v->header->fixup_count;
+  for (uint32_t c = 0; c < v->header->chunk_count; c++) {
+    const ci_chunk *ch = &v->chunks[c];
+    /* First fix-up of the chunk's island whose field ends after the chunk's
+     * start (fix-ups are sorted and disjoint, so their ends are sorted). */
+    while (k < nf && (v->fixups[k].island < ch->island ||
+                      (v->fixups[k].island == ch->island &&
+                       v->fixups[k].offset + fixup_width(v->fixups[k].kind) <= ch->offset)))
+      k++;
+    e->chunk_fixup[c] = k;
+    e->chunk_smi[c] = 0;
+  }
+  for (uint32_t i = 0; i < CI_MAX_ISLANDS; i++)
+    e->return_slots[i] = 0;
+  for (uint32_t r = 0; r < v->header->rule_count; r++) {
+    const ci_rule *rule = &v->rules[r];
+    if ((rule->flags & CI_RULE_TRANSLATE_RETURN) && rule->stack_slots > e->return_slots[rule->island])
+      e->return_slots[rule->island] = (uint16_t)rule->stack_slots;
+  }
+  e->chunk_next = 0;
+  e->chunks_done = 0;
+}
+
+/* Walks the fix-ups overlapping chunk c: for each, the clipped field range
+ * [lo, hi) in chunk coordinates and the byte offset into its value. */
+typedef struct fix_iter {
+  const ci_plan_view *v;
+  const ci_chunk *ch;
+  uint32_t k;
+} fix_iter;
+
+static int fix_next(fix_iter *it, uint32_t *lo, uint32_t *hi, uint8_t val[8], uint32_t *skip) {
+  const ci_plan_view *v = it->v;
+  if (it->k >= v->header->fixup_count)
+    return 0;
+  const ci_fixup *f = &v->fixups[it->k];
+  if (f->island != it->ch->island || f->offset >= it->ch->offset + it->ch->length)
+    return 0;
+  uint32_t w = fixup_value(&v->islands[f->island], f, val);
+  uint32_t start = f->offset, end = f->offset + w;
+  uint32_t c0 = it->ch->offset, c1 = it->ch->offset + it->ch->length;
+  *skip = start < c0 ? c0 - start : 0;
+  *lo = (start < c0 ? c0 : start) - c0;
+  *hi = (end > c1 ? c1 : end) - c0;
+  it->k++;
+  return 1;
+}
+
+/* 1 if dst already holds the chunk's final bytes. */
+static int chunk_matches(const ci_engine *e, uint32_t c, const uint8_t *s, const uint8_t *d) {
+  fix_iter it = {&e->plan, &e->plan.chunks[c], e->chunk_fixup[c]};
+  uint32_t pos = 0, lo, hi, skip;
+  uint8_t val[8];
+  while (fix_next(&it, &lo, &hi, val, &skip)) {
+    if (!ci_equal(d + pos, s + pos, lo - pos) || !ci_equal(d + lo, val + skip, hi - lo))
+      return 0;
+    pos = hi;
+  }
+  return ci_equal(d + pos, s + pos, it.ch->length - pos);
+}
+
+/* Copy the chunk and overwrite its fix-up fields; returns fix-ups started
+ * inside this chunk (each counted once even if it straddles two). */
+static uint32_t chunk_write(const ci_engine *e, uint32_t c, const uint8_t *s, uint8_t *d) {
+  fix_iter it = {&e->plan, &e->plan.chunks[c], e->chunk_fixup[c]};
+  uint32_t lo, hi, skip, started = 0;
+  uint8_t val[8];
+  ci_copy(d, s, it.ch->length);
+  while (fix_next(&it, &lo, &hi, val, &skip)) {
+    ci_copy(d + lo, val + skip, hi - lo);
+    started += skip == 0;
+  }
+  return started;
+}
+
+ci_status ci_stage_run(ci_engine *e, ci_work *w, uint32_t budget) {
+  const ci_plan_view *v = &e->plan;
+  uint32_t used = 0, n = v->header->chunk_count;
+  for (; e->chunk_next < n; e->chunk_next++) {
+    uint32_t c = e->chunk_next;
+    const ci_chunk *ch = &v->chunks[c];
+    if (e->chunk_smi[c])
+      continue; /* staged earlier and not found changed */
+    if (ch->length > budget - used)
+      break;
+    const ci_island *isl = &v->islands[ch->island];
+    const uint8_t *s = ci_host_map(isl->src + ch->offset, ch->length);
+    uint8_t *d = ci_host_map(isl->dst + ch->offset, ch->length);
+    if (!s || !d)
+      return CI_ST_INTERNAL;
+    used += ch->length;
+    if (chunk_matches(e, c, s, d)) {
+      w->bytes_skipped += ch->length;
+    } else {
+      if (!ci_undo_save(&e->undo, CI_UNDO_MEM, isl->dst + ch->offset, d, ch->length))
+        return CI_ST_UNDO_FULL;
+      w->fixups_applied += chunk_write(e, c, s, d);
+      w->bytes_written += ch->length;
+    }
+    e->chunk_smi[c] = e->smi + 1u;
+    e->chunks_done++;
+  }
+  return CI_ST_OK;
+}
+
+ci_status ci_stage_recheck(ci_engine *e, ci_work *w) {
+  const ci_plan_view *v = &e->plan;
+  uint32_t first_changed = CI_NO_INDEX;
+  for (uint32_t c = 0; c < v->header->chunk_count; c++) {
+    if (!e->chunk_smi[c] || e->chunk_smi[c] == e->smi + 1u)
+      continue;
+    const ci_chunk *ch = &v->chunks[c];
+    const uint8_t *d = ci_host_map(v->islands[ch->island].dst + ch->offset, ch->length);
+    if (!d)
+      return CI_ST_INTERNAL;
+    if (ci_digest64(d, ch->length, 0) != ch->digest) {
+      e->chunk_smi[c] = 0;
+      e->chunks_done--;
+      if (first_changed == CI_NO_INDEX) {
+        first_changed = c;
+        w->failed_index = c;
+      }
+    }
+  }
+  if (first_changed == CI_NO_INDEX)
+    return CI_ST_OK;
+  e->chunk_next = first_changed;
+  return CI_ST_STAGED_CHANGED;
+}

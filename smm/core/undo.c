@@ -1,0 +1,88 @@
+/*
+ * The undo log: a stack of records in an SMRAM pool.  Each record is its saved
+ * bytes (padded to 8) followed by a 16-byte header, so the log can be walked
+ * from the top down without an index:
+ *
+ *   pool                                                     top
+ *   | data | hdr | data | hdr | (FILL: no data) hdr | ... |
+ *
+ * A destination that held one repeated byte (a fresh, zeroed or 0xCC-filled
+ * arena) is recorded as a FILL record of 16 bytes instead of its contents:
+ * that keeps the undo cost of staging far below a second copy.
+ */
+#include "ci_host.h"
+#include "internal.h"
+#include "mem.h"
+
+typedef struct undo_hdr {
+  uint64_t addr;  /* memory address, or register number for REG */
+  uint32_t len;   /* bytes covered in memory (REG: 8) */
+  uint8_t kind;   /* CI_UNDO_* */
+  uint8_t fill;   /* FILL: the byte */
+  uint16_t cpu;   /* REG: CPU index */
+} undo_hdr;
+_Static_assert(sizeof(undo_hdr) == CI_UNDO_HDR, "undo header");
+
+static uint32_t pad8(uint32_t n) { return (n + 7u) & ~7u; }
+
+uint32_t ci_undo_cost(uint32_t len) { return CI_UNDO_HDR + pad8(len); }
+
+static int push(ci_undo *u, const undo_hdr *h, const uint8_t *data, uint32_t dlen) {
+  uint32_t need = CI_UNDO_HDR + pad8(dlen);
+  if (need > u->size - u->top)
+    return 0;
+  if (dlen)
+    ci_copy(u->pool + u->top, data, dlen);
+  ci_copy(u->pool + u->top + pad8(dlen), h, sizeof *h);
+  u->top += need;
+  return 1;
+}
+
+int ci_undo_save(ci_undo *u, uint32_t kind, uint64_t addr, const uint8_t *ptr, uint32_t len) {
+  undo_hdr h = {addr, len, (uint8_t)kind, 0, 0};
+  if (kind == CI_UNDO_MEM && len >= 64u && ci_uniform(ptr, len)) {
+    h.kind = CI_UNDO_FILL;
+    h.fill = ptr[0];
+    return push(u, &h, 0, 0);
+  }
+  return push(u, &h, ptr, len);
+}
+
+int ci_undo_save_reg(ci_undo *u, uint32_t cpu, uint32_t reg, uint64_t value) {
+  undo_hdr h = {reg, 8, CI_UNDO_REG, 0, (uint16_t)cpu};
+  uint8_t data[8];
+  ci_put64(data, value);
+  return push(u, &h, data, 8);
+}
+
+static uint32_t restore(const undo_hdr *h, const uint8_t *data, const ci_cpu_ops *cpu) {
+  if (h->kind == CI_UNDO_REG) {
+    if (cpu)
+      (void)cpu->write(cpu->ctx, h->cpu, (uint32_t)h->addr, ci_le64(data));
+    return 0;
+  }
+  uint8_t *p = ci_host_map(h->addr, h->len);
+  if (!p)
+    return 0;
+  if (h->kind == CI_UNDO_FILL)
+    ci_fill(p, h->fill, h->len);
+  else
+    ci_copy(p, data, h->len);
+  return h->len;
+}
+
+uint32_t ci_undo_unwind(ci_undo *u, uint32_t start, uint32_t kinds, const ci_cpu_ops *cpu,
+                        int pop) {
+  uint32_t at = u->top, restored = 0;
+  while (at > start) {
+    undo_hdr h;
+    ci_copy(&h, u->pool + at - CI_UNDO_HDR, sizeof h);
+    uint32_t dlen = h.kind == CI_UNDO_FILL ? 0 : pad8(h.len);
+    at -= CI_UNDO_HDR + dlen;
+    if (kinds & (1u << h.kind))
+      restored += restore(&h, u->pool + at, cpu);
+  }
+  if (pop)
+    u->top = start;
+  return restored;
+}

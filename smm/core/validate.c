@@ -1,0 +1,378 @@
+/*
+ * The validator: the only code that reads plan bytes.  It runs on the copy in
+ * SMRAM (never on the mailbox), checks every field before any other field is
+ * sized from it, and writes nothing but *view and *failed_index, so a rejected
+ * plan leaves memory untouched.  Checks run table by table in the order of
+ * plan.h; the first failure is reported with its record index.
+ */
+#include "codeisland/digest.h"
+#include "ci_host.h"
+#include "internal.h"
+#include "mem.h"
+#include "range.h"
+
+#define FAIL(st, idx)     \
+  do {                    \
+    *failed = (idx);      \
+    return CI_ST_##st;    \
+  } while (0)
+
+static uint32_t entry_len(uint32_t flags) {
+  switch (flags & CI_ISLAND_ENTRY_MASK) {
+  case CI_ISLAND_ENTRY_REL32:
+    return CI_ENTRY_REL32_LEN;
+  case CI_ISLAND_ENTRY_ABS64:
+    return CI_ENTRY_ABS64_LEN;
+  default:
+    return 0;
+  }
+}
+
+/* ---- header ------------------------------------------------------------- */
+
+static ci_status check_header(const ci_plan_header *h, uint32_t size, uint32_t *failed) {
+  static const struct {
+    uint32_t max;
+    ci_status st;
+  } limits[6] = {{CI_MAX_ISLANDS, CI_ST_TOO_MANY_ISLANDS},
+                 {CI_MAX_FIXUPS, CI_ST_TOO_MANY_FIXUPS},
+                 {CI_MAX_CALLSITES, CI_ST_TOO_MANY_CALLSITES},
+                 {CI_MAX_CHUNKS, CI_ST_TOO_MANY_CHUNKS},
+                 {CI_MAX_TARGETS, CI_ST_TOO_MANY_TARGETS},
+                 {CI_MAX_RULES, CI_ST_TOO_MANY_RULES}};
+  const uint32_t counts[6] = {h->island_count, h->fixup_count, h->callsite_count,
+                              h->chunk_count, h->target_count, h->rule_count};
+  if (h->magic != CI_PLAN_MAGIC)
+    FAIL(BAD_MAGIC, CI_NO_INDEX);
+  if (h->version != CI_PLAN_VERSION)
+    FAIL(BAD_VERSION, CI_NO_INDEX);
+  if (h->header_size != sizeof(ci_plan_header))
+    FAIL(BAD_HEADER_SIZE, CI_NO_INDEX);
+  for (unsigned i = 0; i < 6u; i++)
+    if (counts[i] > limits[i].max) {
+      *failed = CI_NO_INDEX;
+      return limits[i].st;
+    }
+  /* Counts are bounded now, so this sum cannot overflow 64 bits. */
+  uint64_t need = sizeof(ci_plan_header) + (uint64_t)h->island_count * sizeof(ci_island) +
+                  (uint64_t)h->fixup_count * sizeof(ci_fixup) +
+                  (uint64_t)h->callsite_count * sizeof(ci_callsite) +
+                  (uint64_t)h->chunk_count * sizeof(ci_chunk) +
+                  (uint64_t)h->target_count * sizeof(ci_target) +
+                  (uint64_t)h->rule_count * sizeof(ci_rule);
+  if (need != h->total_size || h->total_size != size || size > CI_PLAN_MAX_SIZE)
+    FAIL(BAD_TOTAL_SIZE, CI_NO_INDEX);
+  return CI_ST_OK;
+}
+
+/* The digest covers the plan with its digest field zero.  The plan is our own
+ * SMRAM copy, so the field is cleared for the computation and put back. */
+static int digest_ok(uint8_t *plan, uint32_t size) {
+  ci_plan_header *h = (ci_plan_header *)plan;
+  uint64_t want = h->digest;
+  h->digest = 0;
+  uint64_t got = ci_digest64(plan, size, 0);
+  h->digest = want;
+  return got == want;
+}
+
+/* ---- islands ------------------------------------------------------------ */
+
+/* Does [base, base+len) overlap live code: an active generation's original
+ * or its copy? */
+static int overlaps_active(const ci_engine *e, uint64_t base, uint64_t len) {
+  for (uint32_t m = 0; m < e->map_count; m++) {
+    const ci_map_entry *me = &e->map[m];
+    if (!(me->flags & CI_MAP_ACTIVE))
+      continue;
+    if (ci_range_overlap(base, len, me->orig, me->size) ||
+        ci_range_overlap(base, len, me->cur, me->size))
+      return 1;
+  }
+  return 0;
+}
+
+static ci_status check_island(const ci_engine *e, const ci_island *isl) {
+  ci_status st;
+  int32_t rel;
+  if (isl->reserved[0] || isl->reserved[1] || isl->reserved[2] ||
+      (isl->flags & ~CI_ISLAND_FLAGS_KNOWN))
+    return CI_ST_BAD_RESERVED;
+  if ((isl->flags & CI_ISLAND_ENTRY_MASK) == CI_ISLAND_ENTRY_MASK)
+    return CI_ST_ENTRY_FLAGS;
+  if (isl->size == 0 || isl->size > CI_MAX_ISLAND_SIZE)
+    return CI_ST_ISLAND_SIZE;
+  st = ci_region_check(e, isl->src, isl->size, CI_REGION_SOURCE, CI_ST_SRC_NOT_REGISTERED);
+  if (st != CI_ST_OK)
+    return st;
+  st = ci_region_check(e, isl->dst, isl->size, CI_REGION_DEST, CI_ST_DST_NOT_REGISTERED);
+  if (st != CI_ST_OK)
+    return st;
+  if (entry_len(isl->flags) > isl->size)
+    return CI_ST_ENTRY_TOO_SMALL;
+  if ((isl->flags & CI_ISLAND_ENTRY_MASK) == CI_ISLAND_ENTRY_REL32 &&
+      !ci_rel32(isl->dst, isl->src + CI_ENTRY_REL32_LEN, &rel))
+    return CI_ST_ENTRY_RANGE;
+  if (overlaps_active(e, isl->src, isl->size))
+    return CI_ST_ISLAND_ACTIVE;
+  if (overlaps_active(e, isl->dst, isl->size) ||
+      ci_range_overlap(isl->dst, isl->size, isl->src, isl->size))
+    return CI_ST_DST_OVERLAPS_CODE;
+  return CI_ST_OK;
+}
+
+/* Island i against the islands before it (O(n^2) over at most 64). */
+static ci_status check_island_pairs(const ci_island *isl, uint32_t i) {
+  const ci_island *a = &isl[i];
+  for (uint32_t j = 0; j < i; j++) {
+    const ci_island *b = &isl[j];
+    if (ci_range_overlap(a->src, a->size, b->src, b->size))
+      return CI_ST_SRC_OVERLAP;
+    if (ci_range_overlap(a->dst, a->size, b->dst, b->size))
+      return CI_ST_DST_OVERLAP;
+    if (ci_range_overlap(a->dst, a->size, b->src, b->size) ||
+        ci_range_overlap(b->dst, b->size, a->src, a->size))
+      return CI_ST_DST_OVERLAPS_CODE;
+  }
+  return CI_ST_OK;
+}
+
+/* ---- fix-ups ------------------------------------------------------------ */
+
+static uint32_t fixup_width(uint8_t kind) { return kind == CI_FIXUP_ABS64 ? 8u : 4u; }
+
+static ci_status check_fixup_shape(const ci_plan_view *v, uint32_t k) {
+  const ci_fixup *f = &v->fixups[k];
+  if (f->island >= v->header->island_count)
+    return CI_ST_FIXUP_ISLAND;
+  int rel = f->kind == CI_FIXUP_REL32 || f->kind == CI_FIXUP_RIPREL32;
+  if (rel ? (f->pc_bias < 4u || f->pc_bias > 15u)
+          : (f->kind != CI_FIXUP_ABS64 || f->pc_bias != 0))
+    return CI_ST_FIXUP_KIND;
+  uint32_t width = fixup_width(f->kind), size = v->islands[f->island].size;
+  if (size < width || f->offset > size - width)
+    return CI_ST_FIXUP_OUTSIDE;
+  if (k > 0) {
+    const ci_fixup *p = &v->fixups[k - 1];
+    /* p's shape was checked, so p->offset + width cannot overflow. */
+    if (f->island < p->island ||
+        (f->island == p->island && f->offset < p->offset + fixup_width(p->kind)))
+      return CI_ST_FIXUP_ORDER;
+  }
+  return CI_ST_OK;
+}
+
+/* Original bytes agree with the fix-up, and the copy's value fits. */
+static ci_status check_fixup_value(const ci_plan_view *v, uint32_t k) {
+  const ci_fixup *f = &v->fixups[k];
+  const ci_island *isl = &v->islands[f->island];
+  uint64_t field = isl->src + f->offset;
+  const uint8_t *p = ci_host_map(field, fixup_width(f->kind));
+  int32_t rel;
+  if (!p)
+    return CI_ST_INTERNAL;
+  if (f->kind == CI_FIXUP_ABS64) {
+    if (ci_le64(p) != f->target || !ci_range_has(isl->src, isl->size, f->target))
+      return CI_ST_FIXUP_MISMATCH;
+    return CI_ST_OK;
+  }
+  uint64_t pc_old = field + f->pc_bias;
+  if (pc_old + (uint64_t)(int64_t)(int32_t)ci_le32(p) != f->target)
+    return CI_ST_FIXUP_MISMATCH;
+  if (!ci_rel32(f->target, isl->dst + f->offset + f->pc_bias, &rel))
+    return CI_ST_FIXUP_RANGE;
+  return CI_ST_OK;
+}
+
+/* ---- call sites --------------------------------------------------------- */
+
+static int in_plan_code(const ci_plan_view *v, uint64_t base, uint64_t len) {
+  for (uint32_t i = 0; i < v->header->island_count; i++) {
+    const ci_island *isl = &v->islands[i];
+    if (ci_range_overlap(base, len, isl->src, isl->size) ||
+        ci_range_overlap(base, len, isl->dst, isl->size))
+      return 1;
+  }
+  return 0;
+}
+
+static ci_status check_callsite(const ci_engine *e, const ci_plan_view *v, uint32_t k) {
+  const ci_callsite *c = &v->callsites[k];
+  int32_t rel;
+  if (c->island >= v->header->island_count)
+    return CI_ST_CALLSITE_ISLAND;
+  if (c->reserved0 || c->reserved1)
+    return CI_ST_BAD_RESERVED;
+  ci_status st = ci_region_check(e, c->insn, 5, CI_REGION_SOURCE, CI_ST_CALLSITE_REGION);
+  if (st != CI_ST_OK)
+    return st;
+  if (in_plan_code(v, c->insn, 5) || overlaps_active(e, c->insn, 5))
+    return CI_ST_CALLSITE_IN_ISLAND;
+  for (uint32_t j = 0; j < k; j++)
+    if (ci_range_overlap(c->insn, 5, v->callsites[j].insn, 5))
+      return CI_ST_CALLSITE_OVERLAP;
+  const uint8_t *p = ci_host_map(c->insn, 5);
+  if (!p)
+    return CI_ST_INTERNAL;
+  if ((c->opcode != 0xE8 && c->opcode != 0xE9) || p[0] != c->opcode)
+    return CI_ST_CALLSITE_OPCODE;
+  const ci_island *isl = &v->islands[c->island];
+  if (c->insn + 5u + (uint64_t)(int64_t)(int32_t)ci_le32(p + 1) != isl->src)
+    return CI_ST_CALLSITE_TARGET;
+  if (!ci_rel32(isl->dst, c->insn + 5u, &rel))
+    return CI_ST_CALLSITE_RANGE;
+  return CI_ST_OK;
+}
+
+/* ---- chunks ------------------------------------------------------------- */
+
+/* Chunks tile island 0, then island 1, ... each from offset 0 to its size. */
+static ci_status check_chunks(const ci_plan_view *v, uint32_t *failed, uint32_t *copy) {
+  uint32_t n = v->header->chunk_count, islands = v->header->island_count;
+  uint32_t cur = 0, off = 0;
+  *copy = 0;
+  for (uint32_t k = 0; k < n; k++) {
+    const ci_chunk *c = &v->chunks[k];
+    if (c->island >= islands)
+      FAIL(CHUNK_ISLAND, k);
+    if (c->reserved0 || c->reserved1)
+      FAIL(BAD_RESERVED, k);
+    if (c->length == 0 || c->length > CI_MAX_CHUNK_SIZE)
+      FAIL(CHUNK_SIZE, k);
+    if (off == v->islands[cur].size && cur + 1u < islands) {
+      cur++;
+      off = 0;
+    }
+    if (c->island != cur || c->offset != off || c->length > v->islands[cur].size - off)
+      FAIL(CHUNK_LAYOUT, k);
+    off += c->length;
+    *copy += c->length; /* <= 64 islands * 256 KiB: fits */
+  }
+  if (islands != 0 && (cur + 1u != islands || off != v->islands[cur].size))
+    FAIL(CHUNK_LAYOUT, n);
+  return CI_ST_OK;
+}
+
+/* ---- targets and rules -------------------------------------------------- */
+
+static ci_status check_target(const ci_plan_view *v, uint32_t k) {
+  const ci_target *t = &v->targets[k];
+  if (t->island >= v->header->island_count)
+    return CI_ST_TARGET_ISLAND;
+  if (t->reserved)
+    return CI_ST_BAD_RESERVED;
+  const ci_island *isl = &v->islands[t->island];
+  if (t->offset >= isl->size)
+    return CI_ST_TARGET_OUTSIDE;
+  if (t->offset > 0 && t->offset < entry_len(isl->flags))
+    return CI_ST_ENTRY_COVERS_TARGET;
+  return CI_ST_OK;
+}
+
+static ci_status check_rule(const ci_plan_view *v, uint32_t k) {
+  const ci_rule *r = &v->rules[k];
+  if (r->island >= v->header->island_count)
+    return CI_ST_RULE_ISLAND;
+  int wants_return = (r->flags & CI_RULE_TRANSLATE_RETURN) != 0;
+  if (r->flags == 0 || (r->flags & ~CI_RULE_FLAGS_KNOWN) ||
+      r->stack_slots > CI_MAX_STACK_SLOTS || wants_return != (r->stack_slots != 0))
+    return CI_ST_RULE_FLAGS;
+  return CI_ST_OK;
+}
+
+/* ---- capacity ----------------------------------------------------------- */
+
+/* Worst-case undo bytes: every chunk, entry and call site saved, and every
+ * CPU's RIP (and stack window if a rule asks) rewritten at commit. */
+static uint32_t undo_need(const ci_plan_view *v) {
+  const ci_plan_header *h = v->header;
+  uint64_t need = 0;
+  uint32_t slots = 0;
+  for (uint32_t k = 0; k < h->chunk_count; k++)
+    need += ci_undo_cost(v->chunks[k].length);
+  for (uint32_t i = 0; i < h->island_count; i++)
+    need += ci_undo_cost(entry_len(v->islands[i].flags));
+  need += (uint64_t)h->callsite_count * ci_undo_cost(4);
+  need += (uint64_t)CI_MAX_CPUS * ci_undo_cost(8);
+  for (uint32_t k = 0; k < h->rule_count; k++)
+    if (v->rules[k].stack_slots > slots)
+      slots = v->rules[k].stack_slots;
+  if (slots)
+    need += (uint64_t)CI_MAX_CPUS * ci_undo_cost(8u * slots);
+  return need > UINT32_MAX ? UINT32_MAX : (uint32_t)need;
+}
+
+static ci_status check_capacity(const ci_engine *e, ci_plan_view *v) {
+  /* A pending plan is abandoned when this one is adopted: its undo is free. */
+  uint32_t used = e->state == CI_STATE_EMPTY || e->state == CI_STATE_COMMITTED ||
+                          e->state == CI_STATE_ROLLED_BACK
+                      ? e->undo.top
+                      : e->pending_undo_start;
+  v->undo_need = undo_need(v);
+  if (v->undo_need > e->undo.size - used)
+    return CI_ST_UNDO_FULL;
+  if (ci_map_active_count(e) + v->header->island_count > CI_MAX_MAP_ENTRIES)
+    return CI_ST_MAP_FULL;
+  if (e->gen_count >= CI_MAX_GENERATIONS)
+    return CI_ST_GENERATIONS_FULL;
+  return CI_ST_OK;
+}
+
+/* ---- the validator ------------------------------------------------------ */
+
+static void make_view(const uint8_t *plan, ci_plan_view *v) {
+  const ci_plan_header *h = (const ci_plan_header *)plan;
+  const uint8_t *p = plan + sizeof(ci_plan_header);
+  v->header = h;
+  v->islands = (const ci_island *)p;
+  p += h->island_count * sizeof(ci_island);
+  v->fixups = (const ci_fixup *)p;
+  p += h->fixup_count * sizeof(ci_fixup);
+  v->callsites = (const ci_callsite *)p;
+  p += h->callsite_count * sizeof(ci_callsite);
+  v->chunks = (const ci_chunk *)p;
+  p += h->chunk_count * sizeof(ci_chunk);
+  v->targets = (const ci_target *)p;
+  p += h->target_count * sizeof(ci_target);
+  v->rules = (const ci_rule *)p;
+  v->return_rules = 0;
+}
+
+#define EACH(count, check, ...)              \
+  for (uint32_t k = 0; k < (count); k++) {   \
+    ci_status st_ = check(__VA_ARGS__);      \
+    if (st_ != CI_ST_OK) {                   \
+      *failed = k;                           \
+      return st_;                            \
+    }                                        \
+  }
+
+ci_status ci_validate(const ci_engine *e, uint8_t *plan, uint32_t size, ci_plan_view *v,
+                      uint32_t *failed) {
+  *failed = CI_NO_INDEX;
+  if (size < sizeof(ci_plan_header))
+    return CI_ST_BAD_TOTAL_SIZE;
+  const ci_plan_header *h = (const ci_plan_header *)plan;
+  ci_status st = check_header(h, size, failed);
+  if (st != CI_ST_OK)
+    return st;
+  if (!digest_ok(plan, size))
+    return CI_ST_BAD_DIGEST;
+  if (h->flags & ~CI_PLAN_FLAGS_KNOWN || h->reserved[0] || h->reserved[1])
+    return CI_ST_BAD_RESERVED;
+  make_view(plan, v);
+  EACH(h->island_count, check_island, e, &v->islands[k]);
+  EACH(h->island_count, check_island_pairs, v->islands, k);
+  EACH(h->fixup_count, check_fixup_shape, v, k);
+  EACH(h->fixup_count, check_fixup_value, v, k);
+  EACH(h->callsite_count, check_callsite, e, v, k);
+  st = check_chunks(v, failed, &v->copy_bytes);
+  if (st != CI_ST_OK)
+    return st;
+  EACH(h->target_count, check_target, v, k);
+  EACH(h->rule_count, check_rule, v, k);
+  for (uint32_t k = 0; k < h->rule_count; k++)
+    if (v->rules[k].flags & CI_RULE_TRANSLATE_RETURN)
+      v->return_rules = 1;
+  return check_capacity(e, v);
+}

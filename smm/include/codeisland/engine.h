@@ -1,0 +1,168 @@
+/*
+ * The relocation engine's interface for its hosts (SMM driver, native tests,
+ * fuzzer, benchmark).  The engine is freestanding C11: it reaches memory only
+ * through ci_host_map() (smm/core/ci_host.h, one implementation per host) and
+ * CPU contexts only through ci_cpu_ops below.
+ *
+ * A host:
+ *   1. ci_engine_init() with SMRAM buffers for the two plan slots and the
+ *      undo pool, then ci_region_add() for SMRAM (forbidden) and the arena;
+ *   2. ci_engine_lock() at ready-to-lock;
+ *   3. per SMI: copy the request into ci_engine_request_buffer(), then
+ *      ci_dispatch(), and hand the response to the requester.
+ */
+#ifndef CODEISLAND_ENGINE_H
+#define CODEISLAND_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codeisland/plan.h"
+
+/* Save-state register numbers (PI EFI_SMM_SAVE_STATE_REGISTER), passed
+ * through unchanged to EFI_SMM_CPU_PROTOCOL by the driver. */
+#define CI_REG_RSP 42u
+#define CI_REG_RIP 46u
+
+/*
+ * CPU contexts.  read/write return 0 on success, anything else is a failure
+ * the engine reports as CI_ST_CPU_ACCESS (after unwinding what it wrote).
+ */
+typedef struct ci_cpu_ops {
+  void *ctx;
+  uint32_t count; /* CPUs whose contexts are saved in this SMI */
+  int (*read)(void *ctx, uint32_t cpu, uint32_t reg, uint64_t *value);
+  int (*write)(void *ctx, uint32_t cpu, uint32_t reg, uint64_t value);
+} ci_cpu_ops;
+
+/* Where SAMPLE writes: a ring the glue has placed and checked. */
+typedef struct ci_sample_ring {
+  ci_sample *slots;
+  uint32_t capacity;
+  uint32_t head; /* samples ever written */
+} ci_sample_ring;
+
+/* The validated plan: typed views into the plan slot it was copied to. */
+typedef struct ci_plan_view {
+  const ci_plan_header *header;
+  const ci_island *islands;
+  const ci_fixup *fixups;
+  const ci_callsite *callsites;
+  const ci_chunk *chunks;
+  const ci_target *targets;
+  const ci_rule *rules;
+  uint32_t copy_bytes;  /* sum of chunk lengths */
+  uint32_t undo_need;   /* worst-case undo bytes for stage + commit */
+  uint8_t return_rules; /* 1 if some rule translates return addresses */
+} ci_plan_view;
+
+/* One active generation: the undo log above undo_start and the map entries
+ * [map_first, map_first + islands) belong to it. */
+typedef struct ci_generation {
+  uint32_t number;
+  uint32_t undo_start;
+  uint32_t map_first;
+  uint32_t islands;
+} ci_generation;
+
+/* One translation for context rewriting: [from, from+size) -> to; return
+ * addresses are rewritten in the first `slots` stack slots. */
+typedef struct ci_move {
+  uint64_t from;
+  uint64_t to;
+  uint32_t size;
+  uint32_t slots;
+} ci_move;
+
+typedef struct ci_undo {
+  uint8_t *pool;
+  uint32_t size;
+  uint32_t top; /* bytes used; records grow up, each ends with its header */
+} ci_undo;
+
+typedef struct ci_engine {
+  /* allow-list, fixed before lock */
+  ci_region_info regions[CI_MAX_REGIONS];
+  uint32_t region_count;
+  uint32_t locked;
+
+  /* the pending plan (one at a time) */
+  uint8_t *slot[2];    /* SMRAM plan buffers, CI_PLAN_MAX_SIZE each */
+  uint32_t pending_slot;
+  uint32_t state;      /* CI_STATE_* */
+  ci_plan_view plan;   /* valid while a plan is pending */
+  uint32_t plan_id;    /* of the newest adopted plan (slots get reused) */
+  uint32_t chunk_total;
+  uint32_t pending_undo_start;
+  uint32_t chunks_done;
+  uint32_t chunk_next;                  /* first chunk not yet staged */
+  uint32_t chunk_smi[CI_MAX_CHUNKS];    /* SMI that staged the chunk + 1 */
+  uint32_t chunk_fixup[CI_MAX_CHUNKS];  /* first fix-up that may touch it */
+  uint16_t return_slots[CI_MAX_ISLANDS];/* per island, from the rules */
+
+  /* committed generations, oldest first */
+  ci_generation gens[CI_MAX_GENERATIONS];
+  uint32_t gen_count;
+  uint32_t next_generation;
+
+  /* address map; entries of rolled-back generations are kept for history */
+  ci_map_entry map[CI_MAX_MAP_ENTRIES];
+  uint16_t map_return_slots[CI_MAX_MAP_ENTRIES];
+  uint32_t map_count;
+
+  ci_undo undo;
+
+  /* scratch of one commit/rollback (kept here, not on the small SMM stack) */
+  ci_move moves[CI_MAX_ISLANDS];
+  uint32_t move_count;
+  uint64_t ctx_rip[CI_MAX_CPUS];
+  uint64_t ctx_rsp[CI_MAX_CPUS];
+  uint32_t ctx_slots[CI_MAX_CPUS]; /* stack slots usable per CPU */
+
+  /* per SMI */
+  uint32_t smi;
+  uint32_t budget;
+
+  /* totals */
+  uint64_t total_bytes_written;
+  uint64_t total_relocations;
+  uint64_t total_rollbacks;
+} ci_engine;
+
+/* Initialise; slot0/slot1 hold CI_PLAN_MAX_SIZE bytes, undo_pool
+ * CI_UNDO_POOL_BYTES, all in SMRAM (or the native host's heap). */
+void ci_engine_init(ci_engine *e, uint8_t *slot0, uint8_t *slot1, uint8_t *undo_pool);
+
+/* Register a region before lock.  Returns CI_ST_OK, CI_ST_LOCKED or
+ * CI_ST_REGION_INVALID (empty, wraps, overlaps another, or table full). */
+ci_status ci_region_add(ci_engine *e, uint64_t base, uint64_t size, uint32_t flags);
+void ci_engine_lock(ci_engine *e);
+
+/* The SMRAM buffer the glue copies the next request into (never the slot
+ * holding the pending plan). */
+uint8_t *ci_engine_request_buffer(ci_engine *e);
+
+/* Clamp a host-requested per-SMI budget: 0 = default, at least one maximal
+ * chunk (so staging always progresses), at most CI_STAGE_BUDGET_MAX. */
+uint32_t ci_budget_clamp(uint32_t requested);
+
+/*
+ * Run one request whose req_size bytes the glue copied into
+ * ci_engine_request_buffer().  Writes ci_result and the command's tail to
+ * resp (resp_max bytes, at least sizeof(ci_result)); returns the status.
+ */
+ci_status ci_dispatch(ci_engine *e, const ci_cpu_ops *cpu, ci_sample_ring *ring,
+                      uint32_t command, uint32_t req_size, uint32_t budget, uint32_t smi,
+                      uint8_t *resp, uint32_t resp_max, uint32_t *resp_size);
+
+/* The validator: the only reader of plan bytes.  Writes only *view and
+ * *failed_index (the digest field of plan is zeroed while it is summed and
+ * restored).  Exposed for the fuzzer and tests. */
+
+ci_status ci_validate(const ci_engine *e, uint8_t *plan, uint32_t size,
+                      ci_plan_view *view, uint32_t *failed_index);
+
+/* Text of a status (from CI_STATUS_LIST); "unknown status" otherwise. */
+const char *ci_status_text(uint32_t status);
+
+#endif /* CODEISLAND_ENGINE_H */

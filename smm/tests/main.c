@@ -1,0 +1,8 @@
+/* Native test runner: every suite, one summary line, non-zero exit on failure. */
+#include "harness.h"
+
+int main(void) {
+  suite_apply();
+  printf("smm native tests: %u checks, %u failures\n", g_checks, g_failures);
+  return g_failures ? 1 : 0;
+}
