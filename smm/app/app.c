@@ -150,6 +150,17 @@ EFI_STATUS EFIAPI efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *st) {
     power_off();
     return 1;
   }
+  char line[128], *p = line;
+  p = str(p, "codeisland-app: arena ");
+  p = hex(p, cfg->arena_base);
+  p = str(p, " size ");
+  p = hex(p, cfg->arena_size);
+  p = str(p, " mailbox ");
+  p = hex(p, cfg->mailbox_base);
+  p = str(p, "\n");
+  *p = 0;
+  puts8(line);
+
   ci_app_control *ctl = (ci_app_control *)(uintptr_t)cfg->arena_base;
   memset(ctl, 0, sizeof *ctl);
   uint8_t *blob = (uint8_t *)(uintptr_t)(cfg->arena_base + CI_APP_BLOB_OFFSET);
@@ -163,10 +174,8 @@ EFI_STATUS EFIAPI efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *st) {
   ctl->max_rounds = CI_APP_MAX_ROUNDS;
   __atomic_store_n(&ctl->magic, CI_APP_MAGIC, __ATOMIC_RELEASE);
 
-  char line[128], *p = line;
-  p = str(p, "codeisland-app: arena ");
-  p = hex(p, cfg->arena_base);
-  p = str(p, " blob ");
+  p = line;
+  p = str(p, "codeisland-app: blob ");
   p = hex(p, ctl->blob_base);
   p = str(p, " entry ");
   p = hex(p, ctl->entry);

@@ -13,7 +13,7 @@ typedef unsigned int u32;
 
 #define NOINLINE __attribute__((noinline))
 #define DATA_WORDS 4096u
-#define PASSES 64u
+#define PASSES 512u
 
 static u32 data[DATA_WORDS];
 static u64 filled;

@@ -99,7 +99,6 @@ class Machine:
             "-nic", "none",
             "-display", "none",
             "-monitor", "none",
-            "-no-reboot",
             *c.extra_args,
         ]  # fmt: skip
 
