@@ -79,7 +79,7 @@ REGS = {
     "rip": UC_X86_REG_RIP, "rflags": UC_X86_REG_EFLAGS,
 }  # fmt: skip
 
-CALL_LIMIT = 200_000_000  # instructions one firmware call may take before it is a hang
+CALL_TIMEOUT_US = 60_000_000  # a firmware call running longer than this is a hang
 NO_UNTIL = 0xFFFF_FFFF_FFFF_F000
 
 _ACCESS = {
@@ -124,6 +124,7 @@ class Machine:
         *,
         sw_dispatch: bool = True,
         smm_access: bool = True,
+        withhold: frozenset[str] = frozenset(),
     ) -> None:
         if layout not in LAYOUTS:
             raise EmulationError(f"unknown save-state layout {layout!r} (intel64 or amd64)")
@@ -158,7 +159,9 @@ class Machine:
         self._smm_icount = 0
         self._block_sizes: dict[int, int] = {}
         self.cpus = [self._make_cpu(i) for i in range(cpus)]
-        self.firmware = Firmware(self, sw_dispatch=sw_dispatch, smm_access=smm_access)
+        self.firmware = Firmware(
+            self, sw_dispatch=sw_dispatch, smm_access=smm_access, withhold=withhold
+        )
         self.ports.on_out(PORT_DEBUGCON, self._debugcon)
         self.ports.on_in(PORT_APM_CNT, lambda _p, _s: self.apm[0])
         self.ports.on_in(PORT_APM_STS, lambda _p, _s: self.apm[1])
@@ -169,11 +172,7 @@ class Machine:
             | UC_HOOK_MEM_READ_PROT | UC_HOOK_MEM_WRITE_PROT | UC_HOOK_MEM_FETCH_PROT,
             self._on_fault,
         )  # fmt: skip
-        # Instruction count of the handler: a block hook bounded to SMRAM, so guest code in the
-        # arena never calls into Python.
-        self.uc.hook_add(
-            UC_HOOK_BLOCK, self._on_smm_block, None, SMRAM_BASE, SMRAM_BASE + SMRAM_SIZE - 1
-        )
+        self._count_hook: int | None = None
         self.pending_guest_smi: int | None = None
         self._sw_context = self.smram.table_alloc(32)
 
@@ -251,6 +250,19 @@ class Machine:
 
     # -- SMM instruction counting -----------------------------------------------------------
 
+    def _count_smm(self, on: bool) -> None:
+        """Count the handler's instructions: a block hook bounded to SMRAM, present only while
+        an SMI is handled (the driver's entry may run for a long time; guest code never calls
+        into Python).  Translations are dropped so blocks are re-made with or without it."""
+        if on and self._count_hook is None:
+            self._count_hook = self.uc.hook_add(
+                UC_HOOK_BLOCK, self._on_smm_block, None, SMRAM_BASE, SMRAM_BASE + SMRAM_SIZE - 1
+            )
+        elif not on and self._count_hook is not None:
+            self.uc.hook_del(self._count_hook)
+            self._count_hook = None
+        self.uc.ctl_remove_cache(SMRAM_BASE, SMRAM_BASE + SMRAM_SIZE)
+
     def _on_smm_block(self, uc: Uc, address: int, size: int, _u: object) -> None:
         n = self._block_sizes.get(address)
         if n is None:
@@ -281,13 +293,13 @@ class Machine:
         self.write(rsp, bytes(stack))
         self.uc.reg_write(UC_X86_REG_RSP, rsp)
         try:
-            self.uc.emu_start(function, self.return_stub, count=CALL_LIMIT)
+            self.uc.emu_start(function, self.return_stub, timeout=CALL_TIMEOUT_US)
         except UcError as exc:
             self._raise_stop(what, exc)
         self._raise_stop(what)
         rip = int(self.uc.reg_read(UC_X86_REG_RIP))
         if rip != self.return_stub:
-            raise EmulationError(f"{what} did not return within {CALL_LIMIT} instructions")
+            raise EmulationError(f"{what} did not return within {CALL_TIMEOUT_US // 10**6} s")
         return int(self.uc.reg_read(UC_X86_REG_RAX))
 
     # -- boot ---------------------------------------------------------------------------
@@ -348,11 +360,13 @@ class Machine:
             cpu.map.store(regs)
         self._enter_smm()
         self._smm_icount = 0
+        self._count_smm(True)
         try:
             self.firmware.set_current_cpu(initiator)
             self._dispatch(record)
         finally:
             record.handler_instructions = self._smm_icount
+            self._count_smm(False)
             self._leave_smm()
             self._rsm(record)
         self.smis.append(record)

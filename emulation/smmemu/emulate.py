@@ -1,0 +1,319 @@
+"""The emulated end-to-end run: a workload unrelocated, then again while the driver moves its
+hottest functions at SMIs, with outputs compared byte for byte.
+
+    baseline   boot, run the workload to the end with a SAMPLE SMI every K instructions; the
+               driver's sample ring says which functions are hot
+    relocated  boot again, same workload; at the stage SMI the plan is STAGEd, then the guest is
+               stepped until a thread sits inside an island being moved (forced), and the plan
+               is COMMITted in that SMI; SAMPLE SMIs continue at every boundary
+    verdict    per-thread outputs and exit codes equal -> identical
+
+Islands come from an `IslandSource` (the analysis: function ranges, fix-ups, branch targets).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from unicorn.x86_const import UC_X86_REG_RIP
+
+from codeisland.errors import EmulationError
+from codeisland.plan import layout as L
+
+from .guest import HOT_OFFSET, HOT_SIZE, Guest
+from .machine import SmiRecord
+from .plans import BuiltPlan, HotArea, IslandSpec, build_plan
+from .session import Session, boot
+from .workload import WorkloadImage, load_workload
+
+# image, base address of the image in the arena -> relocatable islands by function name
+IslandSource = Callable[[WorkloadImage, int], dict[str, IslandSpec]]
+
+
+@dataclass
+class EmulateConfig:
+    workload: str = "bytecode"
+    cpus: int = 2
+    threads: int = 2
+    smi_every: int = 200_000
+    seed: int = 1
+    layout: str = "intel64"
+    islands: int = 3
+    sw_dispatch: bool = True
+    slice_instructions: int = 20_000
+    stage_at: int | None = None  # SMI boundary of the stage; None = chosen by the seed
+    force_inside: bool = True
+    rollback_after: int | None = None  # boundaries after commit to roll back, then re-commit
+
+
+@dataclass
+class Translation:
+    smi: int
+    cpu: int
+    thread: int | None
+    island: str
+    before: int
+    after: int
+
+
+@dataclass
+class SmiCost:
+    smi: int
+    command: str
+    status: str
+    handler_instructions: int
+    bytes_written: int
+    contexts_translated: int
+
+
+@dataclass
+class EmulateReport:
+    config: EmulateConfig
+    identical: bool
+    relocations: int
+    contexts_translated: int
+    bytes_written: int
+    smm_instructions_max: int
+    guest_instructions: int
+    baseline_instructions: int
+    moved: list[dict[str, Any]] = field(default_factory=list)
+    translations: list[Translation] = field(default_factory=list)
+    costs: list[SmiCost] = field(default_factory=list)
+    hot: list[tuple[str, int]] = field(default_factory=list)
+    divergent_threads: list[int] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    sw_path: str = ""
+    events: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "workload": c.workload,
+            "identical": self.identical,
+            "relocations": self.relocations,
+            "contexts_translated": self.contexts_translated,
+            "bytes_written": self.bytes_written,
+            "smm_instructions_max": self.smm_instructions_max,
+            "guest_instructions": self.guest_instructions,
+            "baseline_instructions": self.baseline_instructions,
+            "cpus": c.cpus,
+            "threads": c.threads,
+            "smi_every": c.smi_every,
+            "seed": c.seed,
+            "layout": c.layout,
+            "sw_smi_path": self.sw_path,
+            "islands": self.moved,
+            "translations": [t.__dict__ for t in self.translations],
+            "smis": [s.__dict__ for s in self.costs],
+            "hot_functions": [{"name": n, "samples": k} for n, k in self.hot],
+            "divergent_threads": self.divergent_threads,
+            "events": self.events,
+        }
+
+    def __str__(self) -> str:
+        c = self.config
+        lines = [
+            f"codeisland emulate: {c.workload} on {c.cpus} CPUs x {c.threads} threads, "
+            f"{c.layout} save states, SW SMI via {self.sw_path}, SMI every {c.smi_every:,} "
+            f"instructions, seed {c.seed}",
+            "",
+            "hot functions (driver SAMPLE ring, baseline run):",
+        ]
+        lines += [f"  {n:<24} {k:>6} samples" for n, k in self.hot[:8]] or ["  (none)"]
+        lines += ["", "moved:"]
+        for m in self.moved:
+            lines.append(
+                f"  {m['name']:<24} {m['src']:#x} -> {m['dst']:#x}  {m['size']:>5} bytes  "
+                f"{m['fixups']} fix-ups"
+            )
+        if not self.moved:
+            lines.append("  (nothing)")
+        lines += ["", "threads translated at SMIs:"]
+        for t in self.translations:
+            who = f"thread {t.thread}" if t.thread is not None else "idle"
+            lines.append(
+                f"  SMI {t.smi:>3} CPU {t.cpu} ({who}) in {t.island}: {t.before:#x} -> {t.after:#x}"
+            )
+        if not self.translations:
+            lines.append("  (none)")
+        lines += ["", "SMIs that changed code (handler instructions, bytes written):"]
+        for s in self.costs:
+            if s.command != "SAMPLE":
+                lines.append(
+                    f"  SMI {s.smi:>3} {s.command:<8} {s.status:<4} "
+                    f"{s.handler_instructions:>8,} insns {s.bytes_written:>6} bytes"
+                )
+        samples = [s for s in self.costs if s.command == "SAMPLE"]
+        if samples:
+            worst = max(s.handler_instructions for s in samples)
+            lines.append(f"  + {len(samples)} SAMPLE SMIs (up to {worst:,} handler instructions)")
+        verdict = "IDENTICAL" if self.identical else f"DIFFERENT (threads {self.divergent_threads})"
+        lines += [
+            "",
+            f"relocations {self.relocations}, contexts translated {self.contexts_translated}, "
+            f"bytes written {self.bytes_written}, most handler instructions in one SMI "
+            f"{self.smm_instructions_max:,}",
+            f"guest instructions {self.guest_instructions:,} (baseline "
+            f"{self.baseline_instructions:,})",
+            f"outputs: {verdict}",
+        ]
+        return "\n".join(lines)
+
+
+class _Run:
+    """One boot + one guest, with the SMI bookkeeping both runs share."""
+
+    def __init__(self, cfg: EmulateConfig, image: WorkloadImage) -> None:
+        self.cfg = cfg
+        self.session: Session = boot(cfg.cpus, cfg.layout, sw_dispatch=cfg.sw_dispatch)
+        self.guest: Guest = self.session.guest(image, cfg.threads, cfg.slice_instructions)
+        self.client = self.session.client
+        self.costs: list[SmiCost] = []
+        self.sample_head = 0
+
+    @property
+    def last_smi(self) -> SmiRecord:
+        smi = self.session.transport.last_smi
+        if smi is None:
+            raise EmulationError("no SMI was raised")
+        return smi
+
+    def request(self, name: str, send: Callable[[], Any]) -> Any:
+        reply = send()
+        smi = self.last_smi
+        r = reply.result
+        self.costs.append(
+            SmiCost(
+                smi.number, name, L.Status(r.status).name if r.status < 64 else str(r.status),
+                smi.handler_instructions, int(r.bytes_written), int(r.contexts_translated),
+            )
+        )  # fmt: skip
+        return reply
+
+    def sample(self) -> list[L.Sample]:
+        self.request("SAMPLE", self.client.sample)
+        got, self.sample_head = self.client.samples_since(self.sample_head)
+        return got
+
+
+def _hot_functions(samples: list[L.Sample], image: WorkloadImage, base: int) -> Counter[str]:
+    heat: Counter[str] = Counter()
+    for s in samples:
+        f = image.function_at(int(s.rip) - base)
+        if f is not None:
+            heat[f.name] += 1
+    return heat
+
+
+def run_emulation(cfg: EmulateConfig, source: IslandSource) -> EmulateReport:
+    """The whole differential run; raises EmulationError when the machine stops."""
+    image = load_workload(cfg.workload)
+    rng = random.Random(cfg.seed)
+
+    base_run = _Run(cfg, image)
+    samples: list[L.Sample] = []
+    base_run.guest.run(every=cfg.smi_every, on_boundary=lambda g: samples.extend(base_run.sample()))
+    baseline = base_run.guest.outputs(), [t.exit_code for t in base_run.guest.threads]
+    heat = _hot_functions(samples, image, base_run.guest.base)
+
+    run = _Run(cfg, image)
+    candidates = source(image, run.guest.base)
+    ranked = [n for n, _ in heat.most_common() if n in candidates]
+    ranked += sorted(n for n in candidates if n not in ranked)
+    chosen = [candidates[n] for n in ranked[: cfg.islands]]
+    base, _size = run.session.arena
+    hot = HotArea(base + HOT_OFFSET, HOT_SIZE)
+    plan = build_plan(chosen, hot, run.session.machine.read, plan_id=cfg.seed & 0xFFFF or 1)
+    stage_at = cfg.stage_at if cfg.stage_at is not None else rng.randrange(1, 4)
+    report = EmulateReport(cfg, False, 0, 0, 0, 0, 0, base_run.guest.instructions)
+    report.hot = heat.most_common()
+    report.sw_path = "SwDispatch2" if cfg.sw_dispatch else "root handler"
+    state = {"boundary": 0, "committed_at": None}
+
+    def boundary(g: Guest) -> None:
+        state["boundary"] += 1
+        b = state["boundary"]
+        if b == stage_at and plan.placed:
+            _stage_and_commit(run, plan, rng, cfg, report)
+            state["committed_at"] = b
+        elif (
+            cfg.rollback_after is not None
+            and state["committed_at"] is not None
+            and b == state["committed_at"] + cfg.rollback_after
+        ):
+            run.request("ROLLBACK", lambda: run.client.rollback(0))
+            report.events.append(f"boundary {b}: rolled back generation")
+            again = build_plan(chosen, hot, run.session.machine.read, plan_id=plan.plan.plan_id + 1)
+            _stage_and_commit(run, again, rng, cfg, report)
+        else:
+            run.sample()
+
+    run.guest.run(every=cfg.smi_every, on_boundary=boundary)
+    if state["committed_at"] is None and plan.placed:
+        report.events.append("the workload ended before the stage boundary; nothing moved")
+    outputs = run.guest.outputs(), [t.exit_code for t in run.guest.threads]
+    report.divergent_threads = [
+        i
+        for i in range(cfg.threads)
+        if outputs[0][i] != baseline[0][i] or outputs[1][i] != baseline[1][i]
+    ]
+    report.identical = not report.divergent_threads and all(c == 0 for c in outputs[1])
+    report.outputs = [o.decode("latin-1") for o in outputs[0]]
+    report.costs = run.costs
+    report.guest_instructions = run.guest.instructions
+    report.smm_instructions_max = max((c.handler_instructions for c in run.costs), default=0)
+    report.bytes_written = sum(c.bytes_written for c in run.costs)
+    report.contexts_translated = sum(c.contexts_translated for c in run.costs)
+    return report
+
+
+def _stage_and_commit(
+    run: _Run, plan: BuiltPlan, rng: random.Random, cfg: EmulateConfig, report: EmulateReport
+) -> None:
+    raw = plan.to_bytes()
+    reply = run.request("STAGE", lambda: run.client.stage(raw))
+    while reply.result.state == L.STATE_STAGING:
+        reply = run.request("STAGE", lambda: run.client.stage(b""))
+    if cfg.force_inside:
+        _step_until_inside(run, plan, rng)
+    run.request("COMMIT", lambda: run.client.commit(b""))
+    smi = run.last_smi
+    for cpu in run.session.machine.cpus:
+        before, after = smi.rips_before[cpu.index], smi.rips_after[cpu.index]
+        if before != after:
+            thread = getattr(cpu.thread, "index", None)
+            island = _island_of(plan, before)
+            report.translations.append(
+                Translation(smi.number, cpu.index, thread, island, before, after)
+            )
+    report.relocations += len(plan.placed)
+    for p in plan.placed:
+        report.moved.append(
+            {"name": p.spec.name, "src": p.spec.src, "dst": p.dst, "size": p.spec.size,
+             "fixups": len(p.spec.fixups), "generation_smi": smi.number}
+        )  # fmt: skip
+
+
+def _step_until_inside(run: _Run, plan: BuiltPlan, rng: random.Random, limit: int = 2000) -> bool:
+    """Advance the guest in short, seeded steps until some CPU's thread is inside an island."""
+    spans = [(p.spec.src, p.spec.src + p.spec.size) for p in plan.placed]
+    for _ in range(limit):
+        for cpu in run.session.machine.cpus:
+            rip = int(cpu.context.reg_read(UC_X86_REG_RIP))
+            if cpu.thread is not None and any(lo <= rip < hi for lo, hi in spans):
+                return True
+        if run.guest.done:
+            return False
+        run.guest.step(rng.randrange(1, 200))
+    return False
+
+
+def _island_of(plan: BuiltPlan, address: int) -> str:
+    for p in plan.placed:
+        if p.spec.src <= address < p.spec.src + p.spec.size:
+            return p.spec.name
+    return "?"
