@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "firmware": ("firmware", "List a UEFI firmware image; inject the SMM driver into it."),
     "qemu": ("qemu", "Run the injected firmware under QEMU; the end-to-end scenario."),
     "doctor": ("doctor", "Check through chipsec what a relocation needs, with verdicts."),
+    "emulate": ("emulate", "Run the real SMM driver in the emulated machine; differential run."),
 }
 
 

@@ -1,0 +1,59 @@
+"""`codeisland emulate`: the real SMM driver in the emulated multi-CPU machine, a workload run
+unrelocated and again while its hot functions are moved at SMIs, outputs compared."""
+
+from __future__ import annotations
+
+import click
+
+from .options import emit, json_option
+
+
+@click.command("emulate")
+@click.option("--workload", default="bytecode", show_default=True, help="Workload name or .elf.")
+@click.option("--cpus", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 16))
+@click.option(
+    "--smi-every", default=200_000, show_default=True, type=click.IntRange(1000),
+    help="Guest instructions between SMIs.",
+)  # fmt: skip
+@click.option("--seed", default=1, show_default=True, type=int, help="Chooses SMI points.")
+@click.option(
+    "--layout", default="intel64", show_default=True, type=click.Choice(["intel64", "amd64"]),
+    help="Save-state map of the emulated CPUs.",
+)  # fmt: skip
+@click.option("--islands", default=3, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--sw-smi", "sw_smi", default="dispatch", show_default=True,
+    type=click.Choice(["dispatch", "root"]),
+    help="Emulate EFI_SMM_SW_DISPATCH2_PROTOCOL (dispatch) or not (driver's root handler).",
+)  # fmt: skip
+@click.option(
+    "--rollback-after", type=click.IntRange(1), default=None,
+    help="Roll the generation back this many SMIs after the commit, then move it again.",
+)  # fmt: skip
+@json_option
+def command(
+    workload: str,
+    cpus: int,
+    threads: int,
+    smi_every: int,
+    seed: int,
+    layout: str,
+    islands: int,
+    sw_smi: str,
+    rollback_after: int | None,
+    as_json: bool,
+) -> None:
+    """Run WORKLOAD twice on the emulated board and compare outputs byte for byte."""
+    from smmemu.emulate import EmulateConfig, run_emulation
+    from smmemu.islands import analysis_source
+
+    cfg = EmulateConfig(
+        workload=workload, cpus=cpus, threads=threads, smi_every=smi_every, seed=seed,
+        layout=layout, islands=islands, sw_dispatch=sw_smi == "dispatch",
+        rollback_after=rollback_after,
+    )  # fmt: skip
+    report = run_emulation(cfg, analysis_source)
+    emit(report, as_json)
+    if not report.identical:
+        raise click.exceptions.Exit(1)
