@@ -134,6 +134,7 @@ void pb_abs64(plan_builder *pb, uint32_t island, uint32_t offset, uint64_t targe
   ci_fixup *f = &pb->fixups[pb->h.fixup_count++];
   f->island = (uint16_t)island;
   f->kind = CI_FIXUP_ABS64;
+  f->pc_bias = 0;
   f->offset = offset;
   f->target = target;
   uint8_t *p = ci_host_map(pb->islands[island].src + offset, 8);
@@ -146,6 +147,8 @@ void pb_callsite(plan_builder *pb, uint32_t island, uint64_t insn) {
   c->insn = insn;
   c->island = (uint16_t)island;
   c->opcode = 0xE8;
+  c->reserved0 = 0;
+  c->reserved1 = 0;
   uint8_t *p = ci_host_map(insn, 5);
   if (p) {
     p[0] = 0xE8;

@@ -2,6 +2,7 @@
 #include "harness.h"
 
 int main(void) {
+  suite_validate();
   suite_apply();
   printf("smm native tests: %u checks, %u failures\n", g_checks, g_failures);
   return g_failures ? 1 : 0;
