@@ -1,0 +1,78 @@
+"""What the closed loop needs from a machine, whichever runs the workload.
+
+The loop sees: a window of observations (RIP samples as found, exact per-island counts and
+modeled front-end cycles from the native hook, context), and three relocation verbs with the
+driver's semantics: commit a set of islands as one new generation (staged over as many SMIs as
+the per-SMI byte budget needs, then one commit SMI), roll back a generation (and every newer one,
+as CI_CMD_ROLLBACK does), and read the address map (CI_CMD_STATS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from ..plan import layout as L
+from ..profile.format import Island
+
+
+@dataclass
+class Observation:
+    index: int
+    time_of_day: int
+    input_events: int
+    runnable_threads: int
+    busy_cpus: int
+    cpus: int
+    rips: np.ndarray  # sampled saved RIPs, untranslated (may lie in relocated copies)
+    exact: np.ndarray  # executed blocks per island (native hook)
+    mem: np.ndarray  # data accesses per island (sampled)
+    island_cycles: np.ndarray  # modeled front-end cycles per island
+    frontend: dict[str, int]  # totals of the front-end model for the window
+
+    def context(self) -> dict[str, float]:
+        return {
+            "time_of_day": self.time_of_day,
+            "input_events": self.input_events,
+            "runnable_threads": self.runnable_threads,
+            "busy_cpus": self.busy_cpus,
+            "cpus": self.cpus,
+        }
+
+
+@dataclass
+class RelocationResult:
+    """What one commit or rollback cost, as the driver reports it (or the model estimates it)."""
+
+    generation: int
+    islands: list[int] = field(default_factory=list)
+    bytes_staged: int = 0
+    bytes_skipped: int = 0
+    bytes_restored: int = 0
+    fixups: int = 0
+    smis: int = 0
+    handler_insns_max: int = 0  # most handler instructions in one of these SMIs
+    cycles: int = 0  # modeled cycles the SMIs took from the guest
+
+
+class Machine(Protocol):
+    islands: list[Island]
+    fixups: np.ndarray
+    hot_capacity: int
+    max_generations: int
+
+    def run_window(self) -> Observation: ...
+
+    def peek_next(self) -> np.ndarray | None:
+        """Samples per island of the next window, if this machine can replay it (oracle)."""
+
+    def commit(self, islands: list[int]) -> RelocationResult: ...
+
+    def rollback(self, generation: int) -> RelocationResult: ...
+
+    def address_map(self) -> list[L.MapEntry]: ...
+
+    def generations(self) -> list[tuple[int, list[int]]]:
+        """Active generations, oldest first: (generation, island positions)."""

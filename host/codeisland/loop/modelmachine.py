@@ -1,0 +1,223 @@
+"""An island-level model machine for the benchmark: workload streams through the native model.
+
+This is a MODEL, not the emulator: it does not execute guest instructions.  Each window, the
+workload's executions (bench/workloads.py) become a basic-block fetch stream at the islands'
+current addresses, fed in bulk to the native front-end model (emulation/native, the same code
+the Unicorn hook runs), which counts per-island blocks and modeled cycles.  RIP samples are
+taken every `sample_every` blocks, as periodic SMIs would.  Relocation follows the driver's
+semantics (generations, rollback of a generation and every newer one, at most 16 generations,
+per-SMI staging budget, differential copy); its SMI costs are modeled from bytes and fix-ups:
+
+    handler instructions of an SMI = HANDLER_BASE_INSNS + bytes * INSNS_PER_BYTE
+                                     + fixups * INSNS_PER_FIXUP
+    cycles taken from the guest    = smi_entry_cycles per SMI + bytes * stage_cycles_per_byte
+                                     + fixups * fixup_cycles
+
+A window stands for `repeat` back-to-back runs of its sampled block stream (default 100, about
+10 M guest instructions): cycles and block counts are scaled by it, so SMI costs weigh against a
+window of realistic length.  Destinations are packed first-fit (64-byte aligned) into the hot
+region, which is mapped with 2 MiB pages; the driver path uses the planner for placement.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..bench.workloads import BLOCK_BYTES, Workload
+from ..frontend.params import FrontendParams
+from ..plan import layout as L
+from ..profile.format import Island
+from .machine import Observation, RelocationResult
+
+HOT_BASE = 0x7FE0_0000  # 2 MiB aligned
+HANDLER_BASE_INSNS = 1500
+INSNS_PER_BYTE = 0.75  # copy loop + chunk digest, per byte
+INSNS_PER_FIXUP = 24
+
+
+class StreamSource:
+    """The workload's per-window block streams, shared by every policy's machine (lock-step)."""
+
+    def __init__(self, workload: Workload, sample_every: int = 64) -> None:
+        self.w = workload
+        self.sample_every = sample_every
+        sizes = np.array([i.size for i in workload.islands])
+        self.nblocks = np.maximum(1, sizes // BLOCK_BYTES)
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def stream(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(island of each block, offset in island, block size, sample positions) of window t."""
+        if t not in self._cache:
+            self._cache = {k: v for k, v in self._cache.items() if k >= t - 1}
+            self._cache[t] = self._make(t)
+        return self._cache[t]
+
+    def _make(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.w.seed, t, 9])
+        execs = np.repeat(np.arange(len(self.w.islands)), self.w.executions(t))
+        rng.shuffle(execs)
+        nb = self.nblocks[execs]
+        island = np.repeat(execs, nb)
+        first = np.repeat(np.cumsum(nb) - nb, nb)
+        offset = (np.arange(len(island)) - first) * BLOCK_BYTES
+        size = np.full(len(island), BLOCK_BYTES, dtype=np.uint32)
+        phase = int(rng.integers(0, self.sample_every))
+        samples = np.arange(phase, len(island), self.sample_every)
+        return island.astype(np.int64), offset.astype(np.uint64), size, samples
+
+    def samples_per_island(self, t: int) -> np.ndarray:
+        island, _, _, samples = self.stream(t)
+        return np.bincount(island[samples], minlength=len(self.w.islands)).astype(np.float64)
+
+
+class ModelMachine:
+    max_generations = 16
+
+    def __init__(
+        self,
+        source: StreamSource,
+        params: FrontendParams,
+        hot_capacity: int,
+        stage_budget: int = L.STAGE_BUDGET_DEFAULT,
+        repeat: int = 100,
+    ) -> None:
+        from smmemu.fetchtrace import FetchModel
+
+        self.source = source
+        self.w = source.w
+        self.islands: list[Island] = self.w.islands
+        self.fixups = self.w.fixups
+        self.hot_capacity = hot_capacity
+        self.params = params
+        self.stage_budget = stage_budget
+        self.repeat = repeat
+        self.model = FetchModel(params.native())
+        self.model.add_huge_region(HOT_BASE, 2 << 20)
+        self.orig = np.array([i.start for i in self.islands], dtype=np.uint64)
+        self.size = np.array([i.size for i in self.islands], dtype=np.int64)
+        self.cur = self.orig.copy()
+        self.t = 0
+        self.generation = 0
+        self._gens: list[tuple[int, list[int]]] = []
+        self._dest_content: dict[int, int] = {}  # destination -> island whose bytes are there
+        self._set_ranges()
+
+    # -- placement ---------------------------------------------------------------------
+
+    def _set_ranges(self) -> None:
+        n = len(self.islands)
+        moved = np.nonzero(self.cur != self.orig)[0]
+        starts = np.concatenate([self.orig, self.cur[moved]])
+        ends = starts + np.concatenate([self.size, self.size[moved]]).astype(np.uint64)
+        index = np.concatenate([np.arange(n), moved])
+        self.model.set_ranges(starts, ends, index)
+
+    def _allocate(self, islands: list[int]) -> dict[int, int]:
+        used = sorted(
+            (int(self.cur[i]), int(self.cur[i] + self.size[i]))
+            for i in range(len(self.islands))
+            if self.cur[i] != self.orig[i]
+        )
+        out: dict[int, int] = {}
+        for i in sorted(islands, key=lambda k: -self.size[k]):
+            at = HOT_BASE
+            for lo, hi in used:
+                if at + self.size[i] <= lo:
+                    break
+                at = max(at, (hi + 63) // 64 * 64)
+            if at + self.size[i] > HOT_BASE + self.hot_capacity:
+                continue  # does not fit: the caller's selection respected capacity; skip
+            out[i] = at
+            used = sorted([*used, (at, at + int(self.size[i]))])
+        return out
+
+    # -- Machine protocol --------------------------------------------------------------
+
+    def run_window(self) -> Observation:
+        t = self.t
+        island, offset, size, samples = self.source.stream(t)
+        addrs = self.cur[island] + offset
+        self.model.reset_counts()
+        self.model.feed(addrs, size)
+        counts = self.model.island_counts(len(self.islands))
+        rng = np.random.default_rng([self.w.seed, t, 10])
+        rips = addrs[samples] + rng.integers(0, BLOCK_BYTES, len(samples)).astype(np.uint64)
+        exact = counts["blocks"].astype(np.float64) * self.repeat
+        mem = np.round(exact * self.w.data_intensity / 1600.0)  # sampled: 1 in 1600 accesses
+        frontend = {k: v * self.repeat for k, v in self.model.totals().items()}
+        a = self.w.activity(t)
+        self.t += 1
+        return Observation(
+            t, a.time_of_day, a.input_events, a.runnable_threads, a.busy_cpus, a.cpus,
+            rips, exact, mem, counts["cycles"].astype(np.float64) * self.repeat, frontend,
+        )  # fmt: skip
+
+    def peek_next(self) -> np.ndarray | None:
+        return self.source.samples_per_island(self.t)
+
+    def generations(self) -> list[tuple[int, list[int]]]:
+        return [(g, list(m)) for g, m in self._gens]
+
+    def commit(self, islands: list[int]) -> RelocationResult:
+        if len(self._gens) >= self.max_generations:
+            raise RuntimeError("generation stack is full (the driver would refuse the plan)")
+        dest = self._allocate(islands)
+        if not dest:
+            return RelocationResult(generation=self.generation)
+        self.generation += 1
+        staged = skipped = fix = 0
+        for i, at in dest.items():
+            if self._dest_content.get(at) == i:
+                skipped += int(self.size[i])  # differential copy: identical chunks not written
+            else:
+                staged += int(self.size[i])
+            self._dest_content[at] = i
+            fix += int(self.fixups[i])
+            self.cur[i] = at
+        self._gens.append((self.generation, sorted(dest)))
+        self._set_ranges()
+        return self._cost(self.generation, sorted(dest), staged, skipped, 0, fix)
+
+    def rollback(self, generation: int) -> RelocationResult:
+        undone = [(g, m) for g, m in self._gens if g >= generation]
+        self._gens = [(g, m) for g, m in self._gens if g < generation]
+        islands = [i for _, m in undone for i in m]
+        restored = int(sum(self.size[i] for i in islands))
+        for i in islands:
+            self.cur[i] = self.orig[i]
+        self._set_ranges()
+        # the undo log restores the entry bytes and the destination: content there is gone
+        for i in islands:
+            self._dest_content = {k: v for k, v in self._dest_content.items() if v != i}
+        return self._cost(generation, islands, 0, 0, restored, 0)
+
+    def _cost(
+        self, gen: int, islands: list[int], staged: int, skipped: int, restored: int, fix: int
+    ) -> RelocationResult:
+        p = self.params
+        work = staged + restored
+        smis = max(1, math.ceil(work / self.stage_budget)) + (1 if staged else 0)
+        per_smi = min(work, self.stage_budget)
+        insns = HANDLER_BASE_INSNS + per_smi * INSNS_PER_BYTE + fix * INSNS_PER_FIXUP
+        cycles = smis * p.smi_entry_cycles + work * p.stage_cycles_per_byte + fix * p.fixup_cycles
+        return RelocationResult(
+            gen, islands, staged, skipped, restored, fix, smis, int(insns), int(cycles)
+        )
+
+    def address_map(self) -> list[L.MapEntry]:
+        out = []
+        for g, members in self._gens:
+            for i in members:
+                out.append(
+                    L.MapEntry(
+                        orig=int(self.orig[i]),
+                        cur=int(self.cur[i]),
+                        size=int(self.size[i]),
+                        island_id=self.islands[i].id,
+                        generation=g,
+                        flags=L.MAP_ACTIVE,
+                    )
+                )
+        return out

@@ -1,0 +1,198 @@
+"""The heat model: scikit-learn gradient-boosted trees predicting each island's next-window heat.
+
+Heat is log1p(samples in the window).  One model serves every island (features carry the
+island's own history and relations, see profile/features.py), so it trains on islands x windows
+rows and predicts a whole decision in one call.  `retrain` refits on a sliding window of the most
+recent windows; the loop calls it every few windows.
+
+File format (inspectable without unpickling, `codeisland model show`):
+    8 bytes  magic "CIMODEL1"
+    4 bytes  little-endian length L of the JSON header
+    L bytes  JSON header: version, features, training summary, feature importances, sklearn
+    rest     pickle of the fitted estimator and the relations (only load files you made)
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sklearn
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.inspection import permutation_importance
+from threadpoolctl import threadpool_limits
+
+from ..errors import InputError, UsageError
+from ..profile.features import FEATURES, FeatureState, Relations, load_signal, training_rows
+from ..profile.format import Profile
+
+MODEL_MAGIC = b"CIMODEL1"
+MODEL_VERSION = 1
+MAX_ROWS = 100_000  # sliding window cap: the newest rows are kept
+
+
+@dataclass
+class HeatModel:
+    max_iter: int = 60
+    max_leaf_nodes: int = 15
+    learning_rate: float = 0.15
+    history_windows: int = 48  # sliding window used by retrain
+    seed: int = 0
+    estimator: HistGradientBoostingRegressor | None = None
+    relations: Relations | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    importances: dict[str, float] = field(default_factory=dict)
+
+    # -- training ----------------------------------------------------------------------
+
+    def retrain(
+        self, counts: np.ndarray, mem: np.ndarray | None, ctx: dict[str, np.ndarray]
+    ) -> FeatureState:
+        """Fit on the newest `history_windows` windows; returns a state primed on all of them."""
+        w = min(self.history_windows, counts.shape[0])
+        c, m = counts[-w:], (mem[-w:] if mem is not None else None)
+        cx = {k: v[-w:] for k, v in ctx.items()}
+        load = load_signal(cx["runnable_threads"], cx["busy_cpus"])
+        self.relations = Relations.fit(np.log1p(c), cx["input_events"], load)
+        x, y, state = training_rows(c, m, cx, self.relations)
+        if len(y) > MAX_ROWS:
+            x, y = x[-MAX_ROWS:], y[-MAX_ROWS:]
+        if len(y) < 8:
+            raise UsageError(f"too little history to train: {len(y)} rows (need at least 8)")
+        self.fit_rows(x, y)
+        self.summary.update(windows=int(w), islands=int(counts.shape[1]))
+        return state
+
+    def fit_rows(self, x: np.ndarray, y: np.ndarray) -> None:
+        est = HistGradientBoostingRegressor(
+            max_iter=self.max_iter,
+            max_leaf_nodes=self.max_leaf_nodes,
+            learning_rate=self.learning_rate,
+            early_stopping=False,
+            random_state=self.seed,
+        )
+        start = time.perf_counter()
+        with threadpool_limits(1):  # 2-core CI machines shared with other work: no oversubscription
+            est.fit(x, y)
+        self.estimator = est
+        self.summary.update(
+            rows=len(y),
+            fit_seconds=round(time.perf_counter() - start, 4),
+            train_mae=float(np.abs(self._predict(x) - y).mean()),
+        )
+
+    def compute_importances(self, x: np.ndarray, y: np.ndarray, rows: int = 4000) -> None:
+        """Permutation importances on (up to `rows` of) the given rows: inspectable afterwards."""
+        est = self._fitted()
+        pick = np.random.default_rng(self.seed).permutation(len(y))[:rows]
+        with threadpool_limits(1):
+            r = permutation_importance(est, x[pick], y[pick], n_repeats=3, random_state=self.seed)
+        self.importances = {f: float(v) for f, v in zip(FEATURES, r.importances_mean, strict=True)}
+
+    # -- inference ---------------------------------------------------------------------
+
+    def _fitted(self) -> HistGradientBoostingRegressor:
+        if self.estimator is None:
+            raise UsageError("the model has not been trained")
+        return self.estimator
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        with threadpool_limits(1):
+            return np.asarray(self._fitted().predict(x))
+
+    def predict_heat(self, state: FeatureState, next_time_of_day: float) -> np.ndarray:
+        """Predicted samples per island in the next window (>= 0)."""
+        if self.relations is not None and state.relations is not self.relations:
+            state.relations = self.relations
+        y = self._predict(state.features(next_time_of_day))
+        return np.expm1(np.clip(y, 0, 50))
+
+    # -- persistence -------------------------------------------------------------------
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "format": "codeisland-model",
+            "version": MODEL_VERSION,
+            "estimator": "HistGradientBoostingRegressor",
+            "params": {
+                "max_iter": self.max_iter,
+                "max_leaf_nodes": self.max_leaf_nodes,
+                "learning_rate": self.learning_rate,
+                "history_windows": self.history_windows,
+            },
+            "target": "log1p(samples of the island in the next window)",
+            "features": list(FEATURES),
+            "summary": self.summary,
+            "feature_importances": self.importances,
+            "sklearn": sklearn.__version__,
+        }
+
+    def save(self, path: Path) -> None:
+        head = json.dumps(self.header(), sort_keys=True).encode()
+        body = pickle.dumps({"estimator": self._fitted(), "relations": self.relations})
+        path.write_bytes(MODEL_MAGIC + struct.pack("<I", len(head)) + head + body)
+
+    @staticmethod
+    def read_header(path: Path) -> tuple[dict[str, Any], bytes]:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read model ({exc.strerror})") from None
+        if raw[:8] != MODEL_MAGIC or len(raw) < 12:
+            raise InputError(f"{path}: not a codeisland model file (bad magic)")
+        (n,) = struct.unpack_from("<I", raw, 8)
+        if 12 + n > len(raw):
+            raise InputError(f"{path}: model header is truncated")
+        try:
+            head = json.loads(raw[12 : 12 + n])
+        except ValueError:
+            raise InputError(f"{path}: model header is not valid JSON") from None
+        if not isinstance(head, dict) or head.get("version") != MODEL_VERSION:
+            raise InputError(f"{path}: model version is not supported")
+        if head.get("features") != list(FEATURES):
+            raise InputError(f"{path}: model was trained on other features than this version's")
+        return head, raw[12 + n :]
+
+    @classmethod
+    def load(cls, path: Path) -> HeatModel:
+        head, body = cls.read_header(path)
+        try:
+            payload = pickle.loads(body)
+            est, rel = payload["estimator"], payload["relations"]
+        except Exception:  # a corrupt pickle raises many kinds; all mean the same here
+            raise InputError(f"{path}: model body is corrupt") from None
+        if not isinstance(est, HistGradientBoostingRegressor):
+            raise InputError(f"{path}: model body holds no estimator")
+        p = head.get("params", {})
+        model = cls(
+            max_iter=p.get("max_iter", 60),
+            max_leaf_nodes=p.get("max_leaf_nodes", 15),
+            learning_rate=p.get("learning_rate", 0.15),
+            history_windows=p.get("history_windows", 48),
+        )
+        model.estimator, model.relations = est, rel
+        model.summary = head.get("summary", {})
+        model.importances = head.get("feature_importances", {})
+        return model
+
+
+def train_from_profile(profile: Profile, model: HeatModel, importances: bool = True) -> HeatModel:
+    """Train on a recorded profile (exact counts when present: they are the ground truth)."""
+    counts = profile.counts("samples")
+    mem = profile.counts("mem")
+    model.retrain(counts, mem, profile.context())
+    if importances:
+        x, y, _ = training_rows(
+            counts[-model.history_windows :],
+            mem[-model.history_windows :],
+            {k: v[-model.history_windows :] for k, v in profile.context().items()},
+            model.relations or Relations.empty(counts.shape[1]),
+        )
+        model.compute_importances(x, y)
+    return model

@@ -1,0 +1,56 @@
+"""Attribute RIP samples to original islands, through the driver's address map.
+
+A sample taken while a thread ran in a relocated copy carries the copy's address; the address
+map (STATS -> ci_map_entry: orig, cur, size, flags) translates it back to the original range
+before the island lookup, so an island's counts follow it wherever it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from ..plan import layout as L
+from .format import Island
+
+
+class IslandIndex:
+    """Sorted island ranges for vectorised lookups: address -> island position (or -1)."""
+
+    def __init__(self, islands: Sequence[Island]) -> None:
+        order = sorted(range(len(islands)), key=lambda k: islands[k].start)
+        self.position = np.array(order, dtype=np.int64)
+        self.starts = np.array([islands[k].start for k in order], dtype=np.uint64)
+        self.ends = np.array([islands[k].start + islands[k].size for k in order], dtype=np.uint64)
+        self.count = len(islands)
+
+    def lookup(self, addresses: np.ndarray) -> np.ndarray:
+        a = np.asarray(addresses, dtype=np.uint64)
+        slot = np.searchsorted(self.starts, a, side="right") - 1
+        inside = (slot >= 0) & (a < self.ends[np.clip(slot, 0, None)])
+        return np.where(inside, self.position[np.clip(slot, 0, None)], -1)
+
+    def histogram(self, addresses: np.ndarray) -> tuple[np.ndarray, int]:
+        """Counts per island (island order) and the number of addresses in no island."""
+        pos = self.lookup(addresses)
+        hits = pos[pos >= 0]
+        return np.bincount(hits, minlength=self.count), int((pos < 0).sum())
+
+
+def translate(rips: Iterable[int], map_entries: Sequence[L.MapEntry]) -> np.ndarray:
+    """Map addresses inside active relocated copies back to their original addresses."""
+    a = np.fromiter((int(r) for r in rips), dtype=np.uint64)
+    for e in map_entries:
+        if not e.flags & L.MAP_ACTIVE or e.cur == e.orig:
+            continue
+        inside = (a >= e.cur) & (a < e.cur + e.size)
+        a[inside] = a[inside] - np.uint64(e.cur) + np.uint64(e.orig)
+    return a
+
+
+def attribute(
+    rips: Iterable[int], index: IslandIndex, map_entries: Sequence[L.MapEntry] = ()
+) -> tuple[np.ndarray, int]:
+    """Per-island sample counts of RIPs, copies attributed to originals."""
+    return index.histogram(translate(rips, map_entries))
