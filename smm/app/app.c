@@ -21,6 +21,7 @@
 #define CI_APP_MAGIC 0x31544350414943ULL /* "CIAPCT1" */
 #define CI_APP_BLOB_OFFSET 0x1000u
 #define CI_APP_MAX_ROUNDS 3000u
+#define CI_APP_LINGER_MS 15000u
 
 typedef struct ci_app_control {
   uint64_t magic;
@@ -32,7 +33,7 @@ typedef struct ci_app_control {
   uint64_t rounds;     /* completed rounds */
   uint64_t first_sum;  /* round 0, before any relocation: the reference */
   uint64_t last_sum;
-  uint32_t stop;       /* written by the host */
+  uint32_t stop;       /* written by the host: 1 = stop the rounds, 2 = power off */
   uint32_t max_rounds;
   uint32_t bad_rounds; /* rounds whose sum differed from first_sum */
   uint32_t reserved;
@@ -201,6 +202,12 @@ EFI_STATUS EFIAPI efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *st) {
   p = str(p, "\n");
   *p = 0;
   puts8(line);
+  /* The host may still undo its relocations now that no workload code runs (a rollback while
+   * a thread is inside a copy could leave return addresses into wiped bytes); it says when it
+   * is done by writing stop = 2.  Give it CI_APP_LINGER_MS at most. */
+  for (uint32_t ms = 0; ms < CI_APP_LINGER_MS && __atomic_load_n(&ctl->stop, __ATOMIC_ACQUIRE) < 2;
+       ms += 10)
+    st->BootServices->Stall(10000);
   power_off();
   return 0;
 }

@@ -109,3 +109,29 @@ def run_cmd(
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+@command.command("e2e")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--driver", type=click.Path(dir_okay=False, path_type=Path), help="Inject this.")
+@click.option("--no-build", is_flag=True, help="Use the existing smm/build outputs.")
+@json_option
+def e2e_cmd(workdir: Path | None, driver: Path | None, no_build: bool, as_json: bool) -> None:
+    """Build, inject, boot; analyze and plan the target's workload; reject a plan aimed at SMRAM;
+    stage and commit through chipsec while the target runs; check checksums, copies, samples,
+    translated contexts and a rollback.  Exits non-zero unless every check holds."""
+    from ..errors import EmulationError
+    from ..qemu.e2e import run_e2e
+
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="codeisland-e2e-")
+        workdir = Path(tmp.name)
+    try:
+        report = run_e2e(workdir, driver, do_build=not no_build)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    emit(report, as_json)
+    if not report.ok:
+        raise EmulationError("end-to-end run failed (see the report above)")

@@ -1,0 +1,275 @@
+"""`codeisland qemu e2e`: the whole path on real firmware, as CI runs it.
+
+build (make -C smm, make -C smm/app) -> inject into Debian's OVMF -> boot q35/SMM under TCG
+-> the app copies its workload into the driver's arena and runs rounds, printing checksums
+-> the host (chipsec + qemuhelper) finds the mailbox, QUERYs, analyzes workload.elf rebased
+   to where the app put it, plans the hot islands into the arena
+-> a plan aimed at SMRAM is rejected and nothing is written (mailbox counters, the island's
+   entry bytes and the SMRAM bytes themselves are compared before and after)
+-> STAGE over as many SMIs as the budget needs, COMMIT while the workload runs: saved RIPs
+   inside the islands are translated (wherever TCG delivered the SMI), entries patched
+-> SAMPLE shows the CPU executing in the copies; the destination bytes equal what the plan
+   says; the app keeps printing the same checksum; ROLLBACK restores the entries
+-> the app is told to stop and powers the machine off.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import DriverRejected, EmulationError, ToolMissing
+from ..plan import layout as L
+from ..plan.apply import entry_patch
+from ..transport.mailbox import MailboxClient
+from . import session, target
+from .machine import Machine, MachineConfig
+from .planning import HOT_OFFSET, WorkloadPlan, plan_workload
+
+log = logging.getLogger(__name__)
+HOT_ISLANDS = ("hot_loop", "mix")
+ROUNDS_AFTER_COMMIT = 4
+MAX_COMMIT_ATTEMPTS = 3
+
+
+@dataclass
+class E2eReport:
+    booted: bool = False
+    relocations: int = 0
+    contexts_translated: int = 0
+    checksums_ok: bool = False
+    bad_plan_rejected: bool = False
+    bad_plan_status: str = ""
+    commit_attempts: int = 0
+    bytes_written: int = 0
+    stage_smis: int = 0
+    fixups_applied: int = 0
+    dest_bytes_match: bool = False
+    samples_in_copies: int = 0
+    samples_total: int = 0
+    rolled_back: bool = False
+    rounds_total: int = 0
+    rounds_after_commit: int = 0
+    checksum: str = ""
+    islands: list[dict[str, Any]] = field(default_factory=list)
+    driver_log: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.booted
+            and self.relocations > 0
+            and self.contexts_translated > 0
+            and self.checksums_ok
+            and self.bad_plan_rejected
+            and self.dest_bytes_match
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["ok"] = self.ok
+        return d
+
+    def __str__(self) -> str:
+        isl = ", ".join(f"{i['name']} {i['src']:#x}->{i['dst']:#x}" for i in self.islands)
+        return "\n".join(
+            [
+                f"booted: {self.booted}  ({', '.join(self.driver_log[-1:])})",
+                f"bad plan (SMRAM destination) rejected with nothing written: "
+                f"{self.bad_plan_rejected} ({self.bad_plan_status})",
+                f"relocated {self.relocations} islands: {isl}",
+                f"staged in {self.stage_smis} SMIs, {self.bytes_written} bytes, "
+                f"{self.fixups_applied} fix-ups; destination bytes as planned: "
+                f"{self.dest_bytes_match}",
+                f"contexts translated at commit: {self.contexts_translated} "
+                f"(commit attempts {self.commit_attempts})",
+                f"samples after commit in the copies: {self.samples_in_copies}/"
+                f"{self.samples_total}",
+                f"checksums ok: {self.checksums_ok} ({self.rounds_total} rounds, "
+                f"{self.rounds_after_commit} after commit, sum {self.checksum})",
+                f"rolled back: {self.rolled_back}",
+                "timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()),
+                "E2E OK" if self.ok else "E2E FAILED",
+            ]
+        )
+
+
+def build(root: Path) -> None:
+    for sub in ("smm", "smm/app"):
+        r = subprocess.run(["make", "-s", "-C", str(root / sub)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise ToolMissing(f"make -C {sub} failed: {(r.stderr or r.stdout).strip()[-400:]}")
+
+
+class E2e:
+    def __init__(self, workdir: Path, driver: Path | None = None, timeout_s: float = 120) -> None:
+        self.workdir = workdir
+        self.driver = driver
+        self.timeout_s = timeout_s
+        self.report = E2eReport()
+        self.t0 = time.monotonic()
+        self.done: re.Match[str] | None = None
+
+    def _mark(self, name: str) -> None:
+        self.report.timings[name] = time.monotonic() - self.t0
+
+    def run(self, do_build: bool = True) -> E2eReport:
+        from ..paths import repo_root
+
+        if do_build:
+            build(repo_root())
+            self._mark("build")
+        image = session.prepare_image(self.workdir, self.driver)
+        self._mark("inject")
+        app = session.require(session.app_binary(), "make -C smm/app")
+        config = MachineConfig(image=image, workdir=self.workdir / "vm", app=app)
+        with Machine(config) as m:
+            self._guest(m)
+        return self.report
+
+    def _guest(self, m: Machine) -> None:
+        r = self.report
+        m.wait_for("serial", r"codeisland-app: blob (0x[0-9a-f]+)", 90)
+        r.booted = True
+        r.driver_log = [line for line in m.debugcon().splitlines() if line.strip()]
+        self._mark("boot")
+        with session.transport_for(m) as t:
+            client = MailboxClient(t, timeout_s=20)
+            cfg = t.discover().config
+            info = client.query().info
+            if info is None or not info.locked:
+                raise EmulationError("the driver's allow-list is not locked after boot")
+            ctl = target.read_control(t, cfg.arena_base)
+            wp = plan_workload(
+                session.workload_elf(), ctl.blob_base, cfg.arena_base + HOT_OFFSET,
+                HOT_ISLANDS, t.read_phys, plan_id=1,
+            )  # fmt: skip
+            self._mark("plan")
+            self._bad_plan(m, t, client, wp)
+            self._mark("bad_plan")
+            self._stage_commit(t, client, wp)
+            self._mark("commit")
+            self._after_commit(m, t, client, wp, cfg.arena_base)
+        self._finish(m)
+
+    # -- the SMRAM plan ---------------------------------------------------------------------
+
+    def _bad_plan(self, m: Machine, t: Any, client: MailboxClient, wp: WorkloadPlan) -> None:
+        helper = t.helper
+        smram = helper.smram
+        bad = wp.retargeted(smram.tseg_base + 0x1000, plan_id=99)
+        before_q = client.query().info
+        island = bad.islands[0]
+        before_src = t.read_phys(island.src, 16)
+        ram = m.ram()  # the test's own view of SMRAM: the raw RAM file, which the guest cannot
+        lo, hi = int(island.dst), int(island.dst) + int(island.size)
+        before_smram = bytes(ram[lo:hi])
+        try:
+            client.commit(bad.to_bytes())
+            self.report.bad_plan_status = "ACCEPTED"
+            return
+        except DriverRejected as exc:
+            self.report.bad_plan_status = L.Status(exc.status).name
+        after_q = client.query().info
+        assert before_q is not None and after_q is not None
+        unchanged = (
+            after_q.total_bytes_written == before_q.total_bytes_written
+            and after_q.generations == before_q.generations
+            and t.read_phys(island.src, 16) == before_src
+            and bytes(ram[lo:hi]) == before_smram
+        )
+        self.report.bad_plan_rejected = unchanged and self.report.bad_plan_status in (
+            "TOUCHES_SMRAM",
+            "DST_NOT_REGISTERED",
+        )
+
+    # -- stage and commit while the workload runs ------------------------------------------
+
+    def _stage_commit(self, t: Any, client: MailboxClient, wp: WorkloadPlan) -> None:
+        r = self.report
+        for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
+            r.commit_attempts = attempt
+            reply = client.stage(wp.plan.to_bytes())
+            r.stage_smis, r.bytes_written, r.fixups_applied = 1, 0, 0
+            while True:
+                res = reply.result
+                r.bytes_written += res.bytes_written
+                r.fixups_applied += res.fixups_applied
+                if res.state == L.STATE_STAGED:
+                    break
+                reply = client.stage()
+                r.stage_smis += 1
+            res = client.commit().result
+            r.relocations = len(wp.plan.islands)
+            r.contexts_translated = res.contexts_translated
+            if res.contexts_translated > 0:
+                return
+            # the SMI landed outside the islands (e.g. while the app printed): undo, try again
+            log.info("commit translated no context (attempt %d); rolling back", attempt)
+            client.rollback(0)
+
+    def _after_commit(
+        self, m: Machine, t: Any, client: MailboxClient, wp: WorkloadPlan, arena: int
+    ) -> None:
+        r = self.report
+        committed_round = target.read_control(t, arena).rounds
+        dst_ok = all(t.read_phys(p.dst, len(p.final)) == p.final for p in wp.placed)
+        entries_ok = all(
+            t.read_phys(int(i.src), len(entry_patch(i))) == entry_patch(i) for i in wp.plan.islands
+        )
+        r.dest_bytes_match = dst_ok and entries_ok
+        r.islands = [
+            {"name": p.name, "src": p.src, "dst": p.dst, "size": len(p.final)} for p in wp.placed
+        ]
+        _, head = client.samples_since(0)
+        for _ in range(8):
+            client.sample()
+            time.sleep(0.05)
+        samples, _ = client.samples_since(head)
+        r.samples_total = len(samples)
+        r.samples_in_copies = sum(
+            any(p.dst <= s.rip < p.dst + len(p.final) for p in wp.placed) for s in samples
+        )
+        deadline = time.monotonic() + 60
+        while target.read_control(t, arena).rounds < committed_round + ROUNDS_AFTER_COMMIT:
+            if time.monotonic() > deadline:
+                raise EmulationError("the workload stopped making progress after the commit")
+            time.sleep(0.1)
+        target.request_stop(t, arena, target.STOP_ROUNDS)
+        self.done = m.wait_for("serial", target.DONE_LINE.pattern, 60)
+        r.rounds_after_commit = target.read_control(t, arena).rounds - committed_round
+        # no workload code runs now: undo the generation and check every byte came back
+        client.rollback(0)
+        r.rolled_back = all(
+            t.read_phys(p.src, len(p.original_entry)) == p.original_entry
+            and t.read_phys(p.dst, len(p.final)) != p.final
+            for p in wp.placed
+        )
+        target.request_stop(t, arena, target.STOP_POWER_OFF)
+
+    def _finish(self, m: Machine) -> None:
+        r = self.report
+        done = self.done
+        if done is None:
+            raise EmulationError("the target app never reported its end")
+        m.wait_exit(30)
+        self._mark("done")
+        sums = target.round_sums(m.serial())
+        r.rounds_total = int(done.group(1))
+        r.checksum = f"{sums[0][1]:#x}" if sums else ""
+        r.checksums_ok = (
+            int(done.group(2)) == 0
+            and len(sums) == r.rounds_total
+            and len({s for _, s in sums}) == 1
+            and r.rounds_after_commit >= ROUNDS_AFTER_COMMIT
+        )
+
+
+def run_e2e(workdir: Path, driver: Path | None = None, do_build: bool = True) -> E2eReport:
+    return E2e(workdir, driver).run(do_build)
