@@ -4,6 +4,8 @@
 int main(void) {
   suite_validate();
   suite_apply();
+  suite_context();
+  suite_dispatch();
   printf("smm native tests: %u checks, %u failures\n", g_checks, g_failures);
   return g_failures ? 1 : 0;
 }
