@@ -209,44 +209,66 @@ def _hot_functions(samples: list[L.Sample], image: WorkloadImage, base: int) -> 
     return heat
 
 
-def run_emulation(cfg: EmulateConfig, source: IslandSource) -> EmulateReport:
-    """The whole differential run; raises EmulationError when the machine stops."""
-    image = load_workload(cfg.workload)
-    rng = random.Random(cfg.seed)
+@dataclass
+class Baseline:
+    """The unrelocated run: what every relocated run must reproduce."""
 
-    base_run = _Run(cfg, image)
+    outputs: list[bytes]
+    exit_codes: list[int | None]
+    heat: Counter[str]
+    instructions: int
+
+
+def run_baseline(cfg: EmulateConfig, image: WorkloadImage | None = None) -> Baseline:
+    """Boot, run the workload to its end with a SAMPLE SMI every smi_every instructions."""
+    image = image or load_workload(cfg.workload)
+    run = _Run(cfg, image)
     samples: list[L.Sample] = []
-    base_run.guest.run(every=cfg.smi_every, on_boundary=lambda g: samples.extend(base_run.sample()))
-    baseline = base_run.guest.outputs(), [t.exit_code for t in base_run.guest.threads]
-    heat = _hot_functions(samples, image, base_run.guest.base)
+    run.guest.run(every=cfg.smi_every, on_boundary=lambda g: samples.extend(run.sample()))
+    return Baseline(
+        run.guest.outputs(),
+        [t.exit_code for t in run.guest.threads],
+        _hot_functions(samples, image, run.guest.base),
+        run.guest.instructions,
+    )
 
+
+def run_emulation(
+    cfg: EmulateConfig, source: IslandSource, baseline: Baseline | None = None
+) -> EmulateReport:
+    """The whole differential run; raises EmulationError when the machine stops.  A baseline
+    of the same workload and thread count may be reused (outputs do not depend on the rest)."""
+    image = load_workload(cfg.workload)
+    baseline = baseline or run_baseline(cfg, image)
+    rng = random.Random(cfg.seed)
     run = _Run(cfg, image)
     candidates = source(image, run.guest.base)
-    ranked = [n for n, _ in heat.most_common() if n in candidates]
+    ranked = [n for n, _ in baseline.heat.most_common() if n in candidates]
     ranked += sorted(n for n in candidates if n not in ranked)
     chosen = [candidates[n] for n in ranked[: cfg.islands]]
     base, _size = run.session.arena
     hot = HotArea(base + HOT_OFFSET, HOT_SIZE)
     plan = build_plan(chosen, hot, run.session.machine.read, plan_id=cfg.seed & 0xFFFF or 1)
     stage_at = cfg.stage_at if cfg.stage_at is not None else rng.randrange(1, 4)
-    report = EmulateReport(cfg, False, 0, 0, 0, 0, 0, base_run.guest.instructions)
-    report.hot = heat.most_common()
+    report = EmulateReport(cfg, False, 0, 0, 0, 0, 0, baseline.instructions)
+    report.hot = baseline.heat.most_common()
     report.sw_path = "SwDispatch2" if cfg.sw_dispatch else "root handler"
-    state = {"boundary": 0, "committed_at": None}
+    state: dict[str, int | None] = {"boundary": 0, "committed_at": None}
 
     def boundary(g: Guest) -> None:
-        state["boundary"] += 1
-        b = state["boundary"]
+        b = (state["boundary"] or 0) + 1
+        state["boundary"] = b
+        committed = state["committed_at"]
         if b == stage_at and plan.placed:
             _stage_and_commit(run, plan, rng, cfg, report)
             state["committed_at"] = b
         elif (
             cfg.rollback_after is not None
-            and state["committed_at"] is not None
-            and b == state["committed_at"] + cfg.rollback_after
+            and committed is not None
+            and (b == committed + cfg.rollback_after)
         ):
             run.request("ROLLBACK", lambda: run.client.rollback(0))
-            report.events.append(f"boundary {b}: rolled back generation")
+            report.events.append(f"boundary {b}: rolled the generation back")
             again = build_plan(chosen, hot, run.session.machine.read, plan_id=plan.plan.plan_id + 1)
             _stage_and_commit(run, again, rng, cfg, report)
         else:
@@ -255,14 +277,15 @@ def run_emulation(cfg: EmulateConfig, source: IslandSource) -> EmulateReport:
     run.guest.run(every=cfg.smi_every, on_boundary=boundary)
     if state["committed_at"] is None and plan.placed:
         report.events.append("the workload ended before the stage boundary; nothing moved")
-    outputs = run.guest.outputs(), [t.exit_code for t in run.guest.threads]
+    outputs = run.guest.outputs()
+    codes = [t.exit_code for t in run.guest.threads]
     report.divergent_threads = [
         i
         for i in range(cfg.threads)
-        if outputs[0][i] != baseline[0][i] or outputs[1][i] != baseline[1][i]
+        if outputs[i] != baseline.outputs[i] or codes[i] != baseline.exit_codes[i]
     ]
-    report.identical = not report.divergent_threads and all(c == 0 for c in outputs[1])
-    report.outputs = [o.decode("latin-1") for o in outputs[0]]
+    report.identical = not report.divergent_threads and all(c == 0 for c in codes)
+    report.outputs = [o.decode("latin-1") for o in outputs]
     report.costs = run.costs
     report.guest_instructions = run.guest.instructions
     report.smm_instructions_max = max((c.handler_instructions for c in run.costs), default=0)
@@ -278,8 +301,8 @@ def _stage_and_commit(
     reply = run.request("STAGE", lambda: run.client.stage(raw))
     while reply.result.state == L.STATE_STAGING:
         reply = run.request("STAGE", lambda: run.client.stage(b""))
-    if cfg.force_inside:
-        _step_until_inside(run, plan, rng)
+    if cfg.force_inside and not _step_until_inside(run, plan, rng):
+        report.events.append("no thread entered the islands before the commit (not forced)")
     run.request("COMMIT", lambda: run.client.commit(b""))
     smi = run.last_smi
     for cpu in run.session.machine.cpus:
@@ -298,7 +321,7 @@ def _stage_and_commit(
         )  # fmt: skip
 
 
-def _step_until_inside(run: _Run, plan: BuiltPlan, rng: random.Random, limit: int = 2000) -> bool:
+def _step_until_inside(run: _Run, plan: BuiltPlan, rng: random.Random, limit: int = 60_000) -> bool:
     """Advance the guest in short, seeded steps until some CPU's thread is inside an island."""
     spans = [(p.spec.src, p.spec.src + p.spec.size) for p in plan.placed]
     for _ in range(limit):

@@ -218,6 +218,28 @@ class Guest:
                 self._cursor += 1
         return ran
 
+    def run_until(self, thread: GuestThread, address: int, limit: int = 5_000_000) -> bool:
+        """Run one thread (on its CPU) until its RIP is `address`, at most `limit` instructions;
+        True when it got there.  Used to place a thread at a chosen instruction before an SMI.
+        (These instructions are not added to the counters: Unicorn does not report them.)"""
+        if thread.cpu is None or not thread.runnable:
+            return False
+        uc = self.m.uc
+        uc.context_restore(thread.context)
+        self.current = thread
+        try:
+            uc.emu_start(thread.rip, address, count=limit)
+        except UcError as exc:
+            uc.context_update(thread.context)
+            self.m._raise_stop(f"guest thread {thread.index}", exc)
+        finally:
+            self.current = None
+        uc.context_update(thread.context)
+        reasons = self.m.take_stop_reasons()
+        if reasons:
+            raise EmulationError(f"guest thread {thread.index} stopped: {reasons[0]}")
+        return thread.runnable and thread.rip == address
+
     def run(
         self,
         instructions: int | None = None,
