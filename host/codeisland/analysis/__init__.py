@@ -1,0 +1,39 @@
+"""Analysis: from an ELF64 or PE32+ x86-64 image to an `IslandMap`.
+
+    from codeisland.analysis import analyze
+    imap = analyze("workload.elf")                # link addresses
+    imap = analyze("workload.elf", load_base=0x7f0000)   # or imap.rebased(0x7f0000)
+    for isl in imap:                              # Island: name, start, size, relocatable, reason,
+        isl.fixups                                #   FixupSite(kind, offset, pc_bias, target)
+        isl.targets, isl.calls                    #   internal branch offsets, direct call targets
+    imap.callsites[isl.start]                     # [(opcode address, 0xE8/0xE9)] into the island
+    imap.read(addr, size)                         # bytes as a loader at load_base leaves them
+    imap.call_graph(), imap.coverage(), imap.to_dict()
+
+Bad input (truncated, non-x86, corrupt, unsupported) raises InputError.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..formats import Image, open_image
+from .discover import Discovery
+from .model import FixupSite, Island, IslandMap
+
+__all__ = ["FixupSite", "Island", "IslandMap", "analyze"]
+
+
+def analyze(
+    source: str | os.PathLike[str] | bytes | Image,
+    *,
+    progress: bool = False,
+    load_base: int | None = None,
+) -> IslandMap:
+    """Find the islands of an image, with their fix-ups, targets, calls and limits."""
+    image = source if isinstance(source, Image) else open_image(source)
+    islands = Discovery(image, progress=progress)
+    found = islands.run()
+    code_bytes = sum(s.size for s in image.code_sections)
+    imap = IslandMap(image, found, dict(islands.callsites), code_bytes)
+    return imap.rebased(load_base) if load_base is not None else imap

@@ -1,0 +1,214 @@
+"""One decoder pass per island with iced-x86: fix-up sites, internal targets, limits.
+
+Speed matters (a 6 MB .text must analyse faster than `objdump -d` prints it): one `Decoder` per
+code section is created once and repositioned for each island, one `Instruction` is reused
+(`decode_out`), and the costly calls (constant offsets, mnemonic) run only for the few
+instructions that branch or address memory relative to RIP.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass, field
+
+import iced_x86
+
+from ..formats import Image, Section
+from ..plan import layout as L
+from . import model as M
+
+FC = iced_x86.FlowControl
+_NEXT = FC.NEXT
+_UNCOND = FC.UNCONDITIONAL_BRANCH
+_COND = FC.CONDITIONAL_BRANCH
+_CALL = FC.CALL
+_XBEGIN = FC.XBEGIN_XABORT_XEND
+_INDIRECT = FC.INDIRECT_BRANCH
+_STOPS = {FC.RETURN, FC.INDIRECT_BRANCH, FC.INTERRUPT, FC.EXCEPTION}
+_DIRECT = {_UNCOND, _COND, _CALL, _XBEGIN}
+_LEA = iced_x86.Mnemonic.LEA
+_OP_REGISTER = iced_x86.OpKind.REGISTER
+_REG_NONE = iced_x86.Register.NONE
+_INVALID = iced_x86.Code.INVALID
+
+
+@dataclass
+class ScanExtras:
+    """What one island's scan found that concerns other islands."""
+
+    callsites: list[tuple[int, int, int]] = field(default_factory=list)  # (opcode addr, op, target)
+    code_refs: list[int] = field(default_factory=list)  # lea rip-relative targets
+
+
+class Scanner:
+    """Decodes islands of one image; reuses one decoder per code section."""
+
+    def __init__(self, image: Image, bias: int = 0) -> None:
+        self.image = image
+        self.bias = bias
+        self._decoders: dict[int, tuple[iced_x86.Decoder, bytes, Section]] = {}
+        self._ins = iced_x86.Instruction()
+        self._sites = image.abs_pointer_sites
+
+    def _decoder(self, addr: int) -> tuple[iced_x86.Decoder, bytes, Section] | None:
+        for sec in self.image.code_sections:
+            if addr in sec:
+                got = self._decoders.get(sec.addr)
+                if got is None:
+                    data = bytes(self.image.section_bytes(sec))
+                    got = (iced_x86.Decoder(64, data, ip=sec.addr), data, sec)
+                    self._decoders[sec.addr] = got
+                return got
+        return None
+
+    def section_of(self, addr: int) -> Section | None:
+        got = self._decoder(addr)
+        return got[2] if got else None
+
+    # -- recursive descent: bounds of a function nobody described ------------------------
+
+    def descend(self, start: int, limit: int) -> int:
+        """End of the code reachable from `start` by direct flow, staying below `limit`."""
+        got = self._decoder(start)
+        if got is None:
+            return start
+        dec, _, sec = got
+        limit = min(limit, sec.end, start + L.MAX_ISLAND_SIZE)
+        ins, seen, todo, end = self._ins, set(), [start], start
+        while todo:
+            addr = todo.pop()
+            while start <= addr < limit and addr not in seen:
+                seen.add(addr)
+                dec.position, dec.ip = addr - sec.addr, addr
+                dec.decode_out(ins)
+                if ins.code == _INVALID or ins.next_ip > limit:
+                    break
+                end = max(end, ins.next_ip)
+                fc = ins.flow_control
+                if fc in (_COND, _XBEGIN, _UNCOND):
+                    target = ins.near_branch_target
+                    if start <= target < limit:
+                        todo.append(target)
+                    if fc == _UNCOND:
+                        break
+                elif fc in _STOPS:
+                    break
+                addr = ins.next_ip
+        return end
+
+    # -- the island scan ----------------------------------------------------------------
+
+    def scan(self, name: str, start: int, end: int, source: str) -> tuple[M.Island, ScanExtras]:
+        """Decode [start, end) linearly (link addresses) and describe it as an island."""
+        extras = ScanExtras()
+        got = self._decoder(start)
+        if got is None or end > got[2].end:
+            return self._bad(name, start, end, source, M.PAST_END, "outside a code section"), extras
+        dec, data, sec = got
+        dec.position, dec.ip = start - sec.addr, start
+        ins, decode_out = self._ins, dec.decode_out
+        fixups: list[M.FixupSite] = []
+        targets: set[int] = set()
+        calls: set[int] = set()
+        jumps: set[int] = set()
+        reason, detail, count, ip = None, "", 0, start
+        while ip < end:
+            decode_out(ins)
+            count += 1
+            nxt = ins.next_ip
+            if ins.code == _INVALID:
+                reason, detail = M.UNDECODABLE, f"at +{ip - start:#x}"
+                break
+            if nxt > end:
+                reason, detail = M.PAST_END, f"instruction at +{ip - start:#x}"
+                break
+            if ins.is_ip_rel_memory_operand:
+                target = ins.ip_rel_memory_address
+                if not start <= target < end:
+                    disp = dec.get_constant_offsets(ins).displacement_offset
+                    fixups.append(
+                        M.FixupSite(L.FIXUP_RIPREL32, ip - start + disp, nxt - ip - disp, target)
+                    )
+                if ins.mnemonic == _LEA:
+                    extras.code_refs.append(target)
+            fc = ins.flow_control
+            if fc != _NEXT:
+                if fc in _DIRECT:
+                    target = ins.near_branch_target
+                    if start <= target < end:
+                        targets.add(target - start)
+                    elif target:
+                        co = dec.get_constant_offsets(ins)
+                        if co.immediate_size != 4:
+                            reason = reason or M.SHORT_BRANCH_OUT
+                            detail = detail or f"at +{ip - start:#x}"
+                        else:
+                            field_at = ip + co.immediate_offset
+                            fixups.append(
+                                M.FixupSite(L.FIXUP_REL32, field_at - start, nxt - field_at, target)
+                            )
+                            (calls if fc == _CALL else jumps).add(target)
+                            opcode = data[field_at - 1 - sec.addr]
+                            if opcode in (0xE8, 0xE9):
+                                extras.callsites.append((field_at - 1, opcode, target))
+                elif (
+                    fc == _INDIRECT
+                    and not ins.is_ip_rel_memory_operand
+                    and (ins.op0_kind == _OP_REGISTER or ins.memory_index != _REG_NONE)
+                ):
+                    reason = reason or M.INDIRECT_JUMP
+                    detail = detail or f"at +{ip - start:#x}"
+            ip = nxt
+        fixups.extend(self._abs_fixups(start, end))
+        fixups.sort(key=lambda f: f.offset)
+        isl = M.Island(
+            name=name,
+            start=start,
+            size=end - start,
+            source=source,
+            instructions=count,
+            fixups=tuple(fixups),
+            targets=tuple(sorted(targets)),
+            calls=tuple(sorted(calls)),
+            jumps_out=tuple(sorted(jumps)),
+            reason=reason,
+            detail=detail,
+            members=(name,),
+        )
+        return _entry_limits(isl), extras
+
+    def _abs_fixups(self, start: int, end: int) -> list[M.FixupSite]:
+        """ABS64 fix-ups: relocated 8-byte pointers inside the island that point into it."""
+        out = []
+        values = self.image.abs_pointers
+        sites = self._sites
+        for i in range(bisect_left(sites, start), len(sites)):
+            site = sites[i]
+            if site + 8 > end:
+                break
+            value = values[site]
+            if start <= value < end:
+                out.append(M.FixupSite(L.FIXUP_ABS64, site - start, 0, value))
+        return out
+
+    @staticmethod
+    def _bad(name: str, start: int, end: int, source: str, reason: str, detail: str) -> M.Island:
+        return M.Island(
+            name, start, end - start, source, reason=reason, detail=detail, members=(name,)
+        )
+
+
+def _entry_limits(isl: M.Island) -> M.Island:
+    """Limits that depend on the whole island: size and the entry patch window."""
+    from dataclasses import replace
+
+    if isl.reason is not None:
+        return isl
+    if isl.size < L.ENTRY_REL32_LEN:
+        return replace(isl, reason=M.TOO_SMALL, detail=f"{isl.size} bytes")
+    if isl.size > L.MAX_ISLAND_SIZE:
+        return replace(isl, reason=M.TOO_LARGE, detail=f"{isl.size} bytes")
+    inside = [t for t in isl.targets if 0 < t < L.ENTRY_REL32_LEN]
+    if inside:
+        return replace(isl, reason=M.TARGET_IN_ENTRY, detail=f"target at +{inside[0]:#x}")
+    return isl

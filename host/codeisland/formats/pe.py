@@ -1,0 +1,132 @@
+"""PE32+ x86-64 images: headers and sections through lief, bulk tables read directly.
+
+UEFI drivers (Debian's OVMF, our own SMM driver) are stripped PE32+: functions come from the
+entry point, exports, .pdata (when the toolchain emits it) and, in analysis, recursive descent.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from functools import cached_property
+
+import lief
+
+from ..errors import InputError
+from .image import Image, Section, Symbol
+
+IMAGE_SCN_MEM_EXECUTE = 0x20000000
+IMAGE_SCN_CNT_CODE = 0x20
+IMAGE_REL_BASED_DIR64 = 10
+_COFF_FUNCTION = 0x20  # complex type "function" in a COFF symbol's type field
+
+lief.logging.disable()
+
+
+class PeImage(Image):
+    format = "pe32+"
+
+    def __init__(self, data: bytes, path: str | None) -> None:
+        super().__init__(data, path)
+        binary = lief.PE.parse(io.BytesIO(data))
+        if binary is None:
+            raise InputError("not a readable PE image (lief could not parse its headers)")
+        if binary.header.machine != lief.PE.Header.MACHINE_TYPES.AMD64:
+            raise InputError(
+                f"unsupported PE machine {binary.header.machine.name} (only AMD64 is supported)"
+            )
+        if binary.optional_header.magic != lief.PE.PE_TYPE.PE32_PLUS:
+            raise InputError("unsupported PE: only PE32+ (64-bit) images are supported")
+        self.pe = binary
+        self._base = int(binary.optional_header.imagebase)
+
+    @property
+    def link_base(self) -> int:
+        return self._base
+
+    @property
+    def entry(self) -> int | None:
+        rva = int(self.pe.optional_header.addressof_entrypoint)
+        return self._base + rva if rva else None
+
+    def _sections(self) -> list[Section]:
+        out = []
+        for sec in self.pe.sections:
+            vsize = int(sec.virtual_size) or int(sec.sizeof_raw_data)
+            raw = int(sec.sizeof_raw_data)
+            chars = int(sec.characteristics)
+            out.append(
+                Section(
+                    name=sec.name,
+                    addr=self._base + int(sec.virtual_address),
+                    # bytes past the raw data are zero-filled by the loader; analysis only
+                    # looks at what the file holds
+                    size=min(vsize, raw) if raw else vsize,
+                    offset=int(sec.pointerto_raw_data),
+                    executable=bool(chars & (IMAGE_SCN_MEM_EXECUTE | IMAGE_SCN_CNT_CODE)),
+                    nobits=raw == 0,
+                )
+            )
+        return out
+
+    def _directory(self, kind: lief.PE.DataDirectory.TYPES) -> bytes:
+        d = self.pe.data_directory(kind)
+        if d is None or not d.rva or not d.size:
+            return b""
+        try:
+            return self.read(self._base + int(d.rva), int(d.size))
+        except InputError:
+            raise InputError(f"PE {kind.name} directory lies outside the sections") from None
+
+    def _symbols(self) -> list[Symbol]:
+        out = []
+        for sym in self.pe.symbols:  # COFF symbol table, rare in UEFI images
+            if int(sym.section_number) <= 0 or (int(sym.type) >> 4) & 0x3 != 2:
+                continue
+            sec = self.pe.sections[int(sym.section_number) - 1]
+            addr = self._base + int(sec.virtual_address) + int(sym.value)
+            out.append(Symbol(sym.name, addr, 0, "coff"))
+        if self.pe.has_exports:
+            for ent in self.pe.get_export().entries:
+                if not ent.is_extern and ent.address:
+                    out.append(
+                        Symbol(
+                            ent.name or f"export_{ent.ordinal}",
+                            self._base + int(ent.address),
+                            0,
+                            "export",
+                        )
+                    )
+        return out
+
+    def _unwind_ranges(self) -> list[tuple[int, int]]:
+        raw = self._directory(lief.PE.DataDirectory.TYPES.EXCEPTION_TABLE)
+        raw = raw[: len(raw) - len(raw) % 12]
+        return [
+            (self._base + begin, self._base + end)
+            for begin, end, _unwind in struct.iter_unpack("<III", raw)
+            if end > begin
+        ]
+
+    def _abs_pointers(self) -> dict[int, int]:
+        raw = self._directory(lief.PE.DataDirectory.TYPES.BASE_RELOCATION_TABLE)
+        out: dict[int, int] = {}
+        pos = 0
+        while pos + 8 <= len(raw):
+            page, block = struct.unpack_from("<II", raw, pos)
+            if block < 8 or pos + block > len(raw):
+                raise InputError(f"PE base relocation block at +{pos:#x} is corrupt")
+            for (entry,) in struct.iter_unpack("<H", raw[pos + 8 : pos + block]):
+                if entry >> 12 == IMAGE_REL_BASED_DIR64:
+                    site = self._base + page + (entry & 0xFFF)
+                    try:
+                        out[site] = int.from_bytes(self.read(site, 8), "little")
+                    except InputError:
+                        continue  # a site in zero-fill: the loader adds the bias to zero
+
+            pos += block
+        return out
+
+    @cached_property
+    def subsystem(self) -> int:
+        return int(self.pe.optional_header.subsystem.value)

@@ -1,0 +1,120 @@
+"""Analysis of small compiled ELF workloads, checked against objdump and the symbol table."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_analysis_support import build_elf
+
+from codeisland.analysis import analyze
+from codeisland.analysis import model as M
+from codeisland.plan import layout as L
+
+
+@pytest.fixture(scope="module")
+def workload_elf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_elf(tmp_path_factory.mktemp("elf"))
+
+
+_LINE = re.compile(r"^\s*([0-9a-f]+):\s+((?:[0-9a-f]{2} )+)\s*(\S+)\s*(.*)$")
+_FUNC = re.compile(r"^([0-9a-f]+) <(.+)>:$")
+
+
+def objdump_refs(path: Path) -> dict[str, set[tuple[int, int]]]:
+    """(instruction end, absolute target) of every rel32 branch and rip-relative operand that
+    objdump shows, per function (the ground truth the fix-ups must match)."""
+    if shutil.which("objdump") is None:
+        pytest.skip("objdump is not installed")
+    text = subprocess.run(
+        ["objdump", "-d", "-w", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    out: dict[str, set[tuple[int, int]]] = {}
+    func = None
+    for line in text.splitlines():
+        if m := _FUNC.match(line):
+            func = m.group(2)
+            out[func] = set()
+            continue
+        m = _LINE.match(line)
+        if not m or func is None:
+            continue
+        addr, raw, _mnem, rest = int(m.group(1), 16), m.group(2).split(), m.group(3), m.group(4)
+        end = addr + len(raw)
+        if "(%rip)" in rest and "#" in rest:
+            out[func].add((end, int(rest.split("#")[1].split()[0], 16)))
+        elif (t := re.match(r"^([0-9a-f]+) <", rest)) and raw[0] in ("e8", "e9", "0f"):
+            out[func].add((end, int(t.group(1), 16)))
+    return out
+
+
+def test_functions_come_from_symtab_with_exact_bounds(workload_elf: Path) -> None:
+    imap = analyze(workload_elf)
+    names = {i.name: i for i in imap}
+    assert {"leaf", "middle", "chooser", "top", "_start"} <= set(names)
+    nm = subprocess.run(
+        ["nm", "-S", str(workload_elf)], capture_output=True, text=True, check=True
+    ).stdout
+    for line in nm.splitlines():
+        fields = line.split()
+        if len(fields) == 4 and fields[3] in names:
+            addr, size, _kind, name = fields
+            assert (names[name].start, names[name].size) == (int(addr, 16), int(size, 16))
+            assert names[name].source == "symtab"
+
+
+def test_fixups_match_objdump(workload_elf: Path) -> None:
+    imap = analyze(workload_elf)
+    truth = objdump_refs(workload_elf)
+    checked = 0
+    for isl in imap:
+        ours = {(isl.start + f.offset + f.pc_bias, f.target) for f in isl.fixups}
+        theirs = {(end, t) for end, t in truth[isl.name] if t not in isl}
+        assert ours == theirs, isl.name
+        checked += len(ours)
+    assert checked >= 10
+
+
+def test_limits_and_targets(workload_elf: Path) -> None:
+    imap = analyze(workload_elf)
+    chooser = imap["chooser"]
+    assert chooser.reason == M.INDIRECT_JUMP  # the switch is a jump table
+    middle = imap["middle"]
+    assert middle.relocatable and middle.reason is None
+    assert 0x20 in middle.targets  # the loop head (jne 1320 in objdump)
+    assert imap["leaf"].start in middle.calls
+    assert imap.call_graph()["middle"] == ["leaf"]
+    assert imap.not_relocatable() == {M.INDIRECT_JUMP: 1}
+    kinds = {f.kind for f in middle.fixups}
+    assert kinds == {L.FIXUP_REL32, L.FIXUP_RIPREL32}
+
+
+def test_rebased_moves_every_address(workload_elf: Path) -> None:
+    imap = analyze(workload_elf)
+    base = 0x7F3000000
+    moved = imap.rebased(base)
+    bias = base - imap.image.link_base
+    assert moved.load_base == base
+    for a, b in zip(imap, moved, strict=True):
+        assert b.start == a.start + bias
+        assert [f.target - bias for f in b.fixups] == [f.target for f in a.fixups]
+        assert [f.offset for f in b.fixups] == [f.offset for f in a.fixups]
+        assert moved.read(b.start, b.size) == imap.read(a.start, a.size)
+    assert moved.rebased(imap.image.link_base).islands == imap.islands
+    before = imap.callsites[imap["middle"].start]
+    after = moved.callsites[moved["middle"].start]
+    assert len(before) == 3  # calls from top, jumps from chooser's cases
+    assert after == [(site + bias, op) for site, op in before]
+    assert {op for _, op in after} == {0xE8, 0xE9}
+
+
+def test_report_keys(workload_elf: Path) -> None:
+    d = analyze(workload_elf).to_dict()
+    for key in ("format", "islands", "relocatable", "not_relocatable", "fixups", "coverage"):
+        assert key in d
+    assert d["format"] == "elf64"
+    assert d["islands"] == 5 and d["relocatable"] == 4
+    assert 0.5 < d["coverage"]["ratio"] <= 1.0

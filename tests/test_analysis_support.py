@@ -1,0 +1,123 @@
+"""Builders of small test images compiled on the fly (clang + lld), shared by the analysis,
+planning and verify tests (no tests here; each test module makes its own fixture)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+WORKLOAD_C = r"""
+static volatile int sink[16];
+static const int table[8] = {3, 1, 4, 1, 5, 9, 2, 6};
+
+__attribute__((noinline)) int leaf(int x) { return x * 3 + sink[x & 15]; }
+
+__attribute__((noinline)) int middle(int x) {
+    int s = 0;
+    for (int i = 0; i < x; i++)
+        s += leaf(i) + table[i & 7];
+    return s;
+}
+
+__attribute__((noinline)) int chooser(int x) {
+    switch (x) {
+    case 0: return leaf(1);
+    case 1: return middle(2);
+    case 2: return 7;
+    case 3: return 9;
+    case 4: return leaf(5);
+    case 5: return 11;
+    case 6: return middle(3);
+    default: return 0;
+    }
+}
+
+__attribute__((noinline)) int top(int n) {
+    int acc = 0;
+    for (int i = 0; i < n; i++) {
+        acc += middle(i & 7);
+        sink[i & 15] = acc;
+    }
+    return acc + chooser(n & 7);
+}
+
+int _start(void) { return top(10); }
+"""
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+def build_elf(tmp: Path, source: str = WORKLOAD_C, name: str = "work", extra: tuple = ()) -> Path:
+    """A freestanding position-independent ELF (like the emulator's workloads)."""
+    src = tmp / f"{name}.c"
+    src.write_text(source)
+    out = tmp / f"{name}.elf"
+    subprocess.run(
+        [
+            _tool("clang"),
+            "-O2",
+            "-fPIC",
+            "-ffreestanding",
+            "-fno-builtin",
+            "-nostdlib",
+            "-fuse-ld=lld",
+            "-static-pie",
+            "-Wl,-e,_start",
+            *extra,
+            "-o",
+            str(out),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def build_pe(tmp: Path, source: str = WORKLOAD_C, name: str = "work") -> Path:
+    """A PE32+ EFI driver built the way FACTS.md describes."""
+    src = tmp / f"{name}.c"
+    src.write_text(source.replace("int _start(void)", "unsigned long long efi_main(void)"))
+    obj = tmp / f"{name}.obj"
+    out = tmp / f"{name}.efi"
+    subprocess.run(
+        [
+            _tool("clang"),
+            "-target",
+            "x86_64-unknown-windows",
+            "-ffreestanding",
+            "-fshort-wchar",
+            "-mno-red-zone",
+            "-fno-stack-protector",
+            "-mno-stack-arg-probe",
+            "-O2",
+            "-c",
+            "-o",
+            str(obj),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            _tool("lld-link"),
+            "-subsystem:efi_boot_service_driver",
+            "-nodefaultlib",
+            "-dll",
+            "-entry:efi_main",
+            f"-out:{out}",
+            str(obj),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return out
