@@ -49,6 +49,7 @@ class E2eReport:
     bytes_written: int = 0
     stage_smis: int = 0
     fixups_applied: int = 0
+    callsites_patched: int = 0
     dest_bytes_match: bool = False
     samples_in_copies: int = 0
     samples_total: int = 0
@@ -85,7 +86,8 @@ class E2eReport:
                 f"{self.bad_plan_rejected} ({self.bad_plan_status})",
                 f"relocated {self.relocations} islands: {isl}",
                 f"staged in {self.stage_smis} SMIs, {self.bytes_written} bytes, "
-                f"{self.fixups_applied} fix-ups; destination bytes as planned: "
+                f"{self.fixups_applied} fix-ups, {self.callsites_patched} call sites re-pointed; "
+                f"destination bytes as planned: "
                 f"{self.dest_bytes_match}",
                 f"contexts translated at commit: {self.contexts_translated} "
                 f"(commit attempts {self.commit_attempts})",
@@ -207,6 +209,7 @@ class E2e:
                 r.stage_smis += 1
             res = client.commit().result
             r.relocations = len(wp.plan.islands)
+            r.callsites_patched = res.callsites_patched
             r.contexts_translated = res.contexts_translated
             if res.contexts_translated > 0:
                 return
