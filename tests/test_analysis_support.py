@@ -121,3 +121,33 @@ def build_pe(tmp: Path, source: str = WORKLOAD_C, name: str = "work") -> Path:
         capture_output=True,
     )
     return out
+
+
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+_FILE_SMM, _FILE_DRIVER = 0x0A, 0x07
+_SECTION_PE32, _SECTION_UI = 0x10, 0x15
+
+
+def ovmf_drivers(path: Path = OVMF_CODE) -> dict[str, bytes]:
+    """name -> PE32+ bytes of every DXE and SMM driver in Debian's OVMF image (stripped PE32+),
+    read through the firmware tooling of codeisland.firmware."""
+    if not path.exists():
+        pytest.skip(f"{path} is not installed (Debian package ovmf)")
+    from codeisland.firmware import sections as S
+    from codeisland.firmware.image import find_compressed_dxe
+
+    dxe = find_compressed_dxe(path.read_bytes()).dxe
+    out: dict[str, bytes] = {}
+    for f in dxe.files:
+        if f.type not in (_FILE_SMM, _FILE_DRIVER):
+            continue
+        body = f.body(dxe.data)
+        secs = S.parse_sections(body, str(f.guid))
+        pe = next((s.body(body) for s in secs if s.type == _SECTION_PE32), None)
+        ui = next((s.body(body) for s in secs if s.type == _SECTION_UI), None)
+        if pe is None:
+            continue
+        name = ui.decode("utf-16-le").rstrip("\0") if ui else str(f.guid)
+        kind = "smm" if f.type == _FILE_SMM else "dxe"
+        out[f"{kind}:{name}"] = pe
+    return out

@@ -49,6 +49,9 @@ class Scanner:
         self._decoders: dict[int, tuple[iced_x86.Decoder, bytes, Section]] = {}
         self._ins = iced_x86.Instruction()
         self._sites = image.abs_pointer_sites
+        # every reference of real code lands inside the image (sections, .bss included)
+        self._lo = min(sec.addr for sec in image.sections)
+        self._hi = max(sec.end for sec in image.sections)
 
     def _decoder(self, addr: int) -> tuple[iced_x86.Decoder, bytes, Section] | None:
         for sec in self.image.code_sections:
@@ -159,6 +162,10 @@ class Scanner:
                     reason = reason or M.INDIRECT_JUMP
                     detail = detail or f"at +{ip - start:#x}"
             ip = nxt
+        if reason is None:
+            stray = next((f for f in fixups if not self._lo <= f.target < self._hi), None)
+            if stray is not None:
+                reason, detail = M.OUTSIDE_IMAGE, f"field at +{stray.offset:#x}"
         fixups.extend(self._abs_fixups(start, end))
         fixups.sort(key=lambda f: f.offset)
         isl = M.Island(

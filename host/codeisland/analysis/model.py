@@ -32,6 +32,7 @@ SHORT_BRANCH_OUT = "short branch leaves the island"
 UNDECODABLE = "undecodable bytes"
 PAST_END = "instruction runs past the island end"
 TOO_LARGE = "larger than the engine's island maximum"
+OUTSIDE_IMAGE = "reference outside the image (likely data decoded as code)"
 WEAK_START = "start known only from an address reference (may be data)"
 
 

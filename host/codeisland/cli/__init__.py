@@ -19,6 +19,8 @@ from ..errors import CodeIslandError
 
 # command name -> (module under codeisland.cli, one-line help shown in `codeisland --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "analyze": ("analyze", "Islands, fix-ups, limits, call graph and coverage of an ELF/PE image."),
+    "verify": ("verify", "Move every island in Python, re-decode, check all targets resolve."),
     "firmware": ("firmware", "List a UEFI firmware image; inject the SMM driver into it."),
     "qemu": ("qemu", "Run the injected firmware under QEMU; the end-to-end scenario."),
     "doctor": ("doctor", "Check through chipsec what a relocation needs, with verdicts."),

@@ -1,0 +1,53 @@
+"""`codeisland verify IMAGE`: move every relocatable island in Python and re-decode the copy."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..analysis import analyze
+from ..analysis.verify import DEFAULT_DELTA, verify
+from ..errors import CodeIslandError
+from .analyze import parse_address
+from .options import emit, json_option
+
+
+class VerifyFailed(CodeIslandError):
+    """Some island's copy does not resolve to the original's targets."""
+
+    exit_code = 1
+
+
+@click.command("verify")
+@click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Check only this many islands, spread over the image.",
+)
+@click.option(
+    "--delta",
+    callback=parse_address,
+    default=hex(DEFAULT_DELTA),
+    help="How far each copy moves (plus 16 bytes per island).",
+)
+@click.option(
+    "--load-base",
+    callback=parse_address,
+    default=None,
+    help="Address the image is loaded at (default: its link base).",
+)
+@json_option
+def command(
+    image: Path, limit: int | None, delta: int, load_base: int | None, as_json: bool
+) -> None:
+    """Apply every island's fix-ups as the engine would and check all targets still resolve."""
+    progress = sys.stderr.isatty()
+    imap = analyze(image, progress=progress, load_base=load_base)
+    report = verify(imap, limit=limit, delta=delta, progress=progress)
+    emit(report, as_json)
+    if not report.ok:
+        raise VerifyFailed(f"{len(report.mismatches)} mismatches in {image}")
