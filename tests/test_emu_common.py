@@ -1,10 +1,8 @@
 """Shared helpers of the tests/test_emu_*.py files (no tests here).
 
-Islands for these tests are hand-made: functions of the workloads whose code has no rel32
-branch or call leaving the function and no RIP-relative operand (checked by reading
-`objdump -d` of the -O2 build), so their plans need no fix-ups.  A wrong pick would show up as
-a divergence in the differential tests, never as a silent pass.  The emulate CLI takes its
-islands from codeisland.analysis instead.
+Islands come from codeisland.analysis and plans from codeisland.planning, as in the CLI.
+LEAF_ISLANDS are functions without fix-ups; MIXED_ISLANDS have rel32 calls/jumps out of the
+island or RIP-relative operands, so the differential tests cover fix-ups too.
 """
 
 from __future__ import annotations
@@ -12,16 +10,24 @@ from __future__ import annotations
 import subprocess
 from functools import cache
 
+from codeisland.analysis import analyze
 from codeisland.paths import driver_binary, repo_root
 from smmemu.emulate import Baseline, EmulateConfig, run_baseline
-from smmemu.plans import IslandSpec
-from smmemu.workload import WorkloadImage, workload_path
+from smmemu.guest import CODE_OFFSET, HOT_OFFSET, HOT_SIZE
+from smmemu.plans import HotArea, plan_moves
+from smmemu.workload import workload_path
 
 LEAF_ISLANDS = {
     "graphsort": ("sift_down", "bfs", "insertion_runs", "gen_graph", "gen_data"),
     "hashtab": ("mix",),
     "lz": ("fnv1a", "match_len"),
     "bytecode": ("native_hash_loop", "native_fib"),
+}
+MIXED_ISLANDS = {
+    "graphsort": ("merge_sort", "components", "heap_sort", "checksum_sorted"),
+    "hashtab": ("run_phase", "insert", "probe", "rehash", "lookup"),
+    "lz": ("lz_compress", "lz_decompress", "gen_text"),
+    "bytecode": ("vm_run", "emit", "build_fib"),
 }
 
 
@@ -33,22 +39,12 @@ def ensure_built() -> None:
     assert driver_binary().is_file()
 
 
-def leaf_source(image: WorkloadImage, base: int) -> dict[str, IslandSpec]:
-    out = {}
-    for name in LEAF_ISLANDS[image.name]:
-        f = image.functions[name]
-        out[name] = IslandSpec(name, base + f.offset, f.size)
-    return out
-
-
-def only(*names: str):  # type: ignore[no-untyped-def]
-    """An island source restricted to `names`, in that order."""
-
-    def source(image: WorkloadImage, base: int) -> dict[str, IslandSpec]:
-        full = leaf_source(image, base)
-        return {n: full[n] for n in names}
-
-    return source
+def plan_for(session, image, names, hot=None, plan_id=5):  # type: ignore[no-untyped-def]
+    """Analyse the workload where the guest placed it and plan `names` into `hot`."""
+    base = session.arena[0]
+    imap = analyze(image.path, load_base=base + CODE_OFFSET)
+    hot = hot or HotArea(base + HOT_OFFSET, HOT_SIZE)
+    return imap, plan_moves(imap, list(names), hot, session.machine.read, plan_id)
 
 
 @cache

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from test_emu_common import LEAF_ISLANDS, baseline, only
+from test_emu_common import LEAF_ISLANDS, MIXED_ISLANDS, baseline
 
 from smmemu.emulate import EmulateConfig, run_emulation
 
@@ -18,7 +18,7 @@ def _combos() -> list[tuple[str, int, str, int, int, tuple[str, ...], bool]]:
     out = []
     for i in range(COMBOS):
         workload = ("graphsort", "hashtab", "lz")[i % 3]
-        names = LEAF_ISLANDS[workload]
+        names = LEAF_ISLANDS[workload] + MIXED_ISLANDS[workload]
         picked = tuple(rng.sample(names, k=rng.randint(1, min(3, len(names)))))
         out.append(
             (
@@ -46,9 +46,9 @@ def test_relocated_run_matches_baseline(
 ) -> None:
     cfg = EmulateConfig(
         workload=workload, cpus=cpus, threads=2, smi_every=smi_every, seed=seed,
-        layout=layout, islands=len(islands), sw_dispatch=sw_dispatch,
+        layout=layout, names=islands, sw_dispatch=sw_dispatch,
     )  # fmt: skip
-    report = run_emulation(cfg, only(*islands), baseline(workload, 2))
+    report = run_emulation(cfg, baseline(workload, 2))
     assert report.divergent_threads == []
     assert report.identical
     assert sorted(m["name"] for m in report.moved) == sorted(islands)
@@ -68,9 +68,9 @@ def test_relocated_run_matches_baseline(
 def test_rollback_then_recommit_matches_baseline() -> None:
     cfg = EmulateConfig(
         workload="graphsort", cpus=2, threads=2, smi_every=50_000, seed=7, rollback_after=3,
-        islands=2,
+        names=("sift_down", "merge_sort"),
     )  # fmt: skip
-    report = run_emulation(cfg, only("sift_down", "bfs"), baseline("graphsort", 2))
+    report = run_emulation(cfg, baseline("graphsort", 2))
     assert report.identical
     commands = [c.command for c in report.costs if c.command != "SAMPLE"]
     assert commands == ["STAGE", "COMMIT", "ROLLBACK", "STAGE", "COMMIT"]

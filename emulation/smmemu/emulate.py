@@ -8,7 +8,8 @@ hottest functions at SMIs, with outputs compared byte for byte.
                is COMMITted in that SMI; SAMPLE SMIs continue at every boundary
     verdict    per-thread outputs and exit codes equal -> identical
 
-Islands come from an `IslandSource` (the analysis: function ranges, fix-ups, branch targets).
+Islands come from the analysis of the workload's ELF (codeisland.analysis: function ranges,
+fix-ups, internal branch targets), plans from codeisland.planning.
 """
 
 from __future__ import annotations
@@ -21,17 +22,20 @@ from typing import Any
 
 from unicorn.x86_const import UC_X86_REG_RIP
 
+from codeisland.analysis import IslandMap, analyze
 from codeisland.errors import EmulationError
 from codeisland.plan import layout as L
 
 from .guest import HOT_OFFSET, HOT_SIZE, Guest
 from .machine import SmiRecord
-from .plans import BuiltPlan, HotArea, IslandSpec, build_plan
+from .plans import BuiltPlan, HotArea, plan_moves
 from .session import Session, boot
 from .workload import WorkloadImage, load_workload
 
-# image, base address of the image in the arena -> relocatable islands by function name
-IslandSource = Callable[[WorkloadImage, int], dict[str, IslandSpec]]
+# islands never chosen automatically: the runtime's output and exit paths and the entry
+# (moving them works, but they are not where the workload's time goes)
+RUNTIME = frozenset({"ci_start", "ci_fail", "ci_putc", "ci_puts", "ci_puthex", "ci_putdec",
+                     "ci_line", "ci_input", "workload_thread"})  # fmt: skip
 
 
 @dataclass
@@ -43,6 +47,7 @@ class EmulateConfig:
     seed: int = 1
     layout: str = "intel64"
     islands: int = 3
+    names: tuple[str, ...] = ()  # move exactly these islands (else the hottest relocatable)
     sw_dispatch: bool = True
     slice_instructions: int = 20_000
     stage_at: int | None = None  # SMI boundary of the stage; None = chosen by the seed
@@ -233,22 +238,32 @@ def run_baseline(cfg: EmulateConfig, image: WorkloadImage | None = None) -> Base
     )
 
 
-def run_emulation(
-    cfg: EmulateConfig, source: IslandSource, baseline: Baseline | None = None
-) -> EmulateReport:
+def choose_islands(cfg: EmulateConfig, imap: IslandMap, heat: Counter[str]) -> list[str]:
+    """The named islands, or the hottest relocatable ones by the baseline's samples."""
+    if cfg.names:
+        for n in cfg.names:
+            if imap.get(n) is None:
+                raise EmulationError(f"workload {cfg.workload} has no island named {n!r}")
+        return list(cfg.names)
+    ok = {i.name for i in imap if i.relocatable and i.name not in RUNTIME}
+    ranked = [n for n, _ in heat.most_common() if n in ok]
+    return ranked[: cfg.islands]
+
+
+def run_emulation(cfg: EmulateConfig, baseline: Baseline | None = None) -> EmulateReport:
     """The whole differential run; raises EmulationError when the machine stops.  A baseline
     of the same workload and thread count may be reused (outputs do not depend on the rest)."""
     image = load_workload(cfg.workload)
     baseline = baseline or run_baseline(cfg, image)
     rng = random.Random(cfg.seed)
     run = _Run(cfg, image)
-    candidates = source(image, run.guest.base)
-    ranked = [n for n, _ in baseline.heat.most_common() if n in candidates]
-    ranked += sorted(n for n in candidates if n not in ranked)
-    chosen = [candidates[n] for n in ranked[: cfg.islands]]
+    imap = analyze(image.path, load_base=run.guest.base)
+    chosen = choose_islands(cfg, imap, baseline.heat)
     base, _size = run.session.arena
     hot = HotArea(base + HOT_OFFSET, HOT_SIZE)
-    plan = build_plan(chosen, hot, run.session.machine.read, plan_id=cfg.seed & 0xFFFF or 1)
+    read = run.session.machine.read
+    plan_id = cfg.seed & 0xFFFF or 1
+    plan = plan_moves(imap, chosen, hot, read, plan_id)
     stage_at = cfg.stage_at if cfg.stage_at is not None else rng.randrange(1, 4)
     report = EmulateReport(cfg, False, 0, 0, 0, 0, 0, baseline.instructions)
     report.hot = baseline.heat.most_common()
@@ -269,7 +284,7 @@ def run_emulation(
         ):
             run.request("ROLLBACK", lambda: run.client.rollback(0))
             report.events.append(f"boundary {b}: rolled the generation back")
-            again = build_plan(chosen, hot, run.session.machine.read, plan_id=plan.plan.plan_id + 1)
+            again = plan_moves(imap, chosen, hot, read, plan_id + 1)
             _stage_and_commit(run, again, rng, cfg, report)
         else:
             run.sample()
@@ -309,21 +324,21 @@ def _stage_and_commit(
         before, after = smi.rips_before[cpu.index], smi.rips_after[cpu.index]
         if before != after:
             thread = getattr(cpu.thread, "index", None)
-            island = _island_of(plan, before)
+            island = plan.island_of(before)
             report.translations.append(
                 Translation(smi.number, cpu.index, thread, island, before, after)
             )
     report.relocations += len(plan.placed)
     for p in plan.placed:
         report.moved.append(
-            {"name": p.spec.name, "src": p.spec.src, "dst": p.dst, "size": p.spec.size,
-             "fixups": len(p.spec.fixups), "generation_smi": smi.number}
+            {"name": p.name, "src": p.src, "dst": p.dst, "size": p.size, "fixups": p.fixups,
+             "smi": smi.number}
         )  # fmt: skip
 
 
 def _step_until_inside(run: _Run, plan: BuiltPlan, rng: random.Random, limit: int = 60_000) -> bool:
     """Advance the guest in short, seeded steps until some CPU's thread is inside an island."""
-    spans = [(p.spec.src, p.spec.src + p.spec.size) for p in plan.placed]
+    spans = [(p.src, p.src + p.size) for p in plan.placed]
     for _ in range(limit):
         for cpu in run.session.machine.cpus:
             rip = int(cpu.context.reg_read(UC_X86_REG_RIP))
@@ -333,10 +348,3 @@ def _step_until_inside(run: _Run, plan: BuiltPlan, rng: random.Random, limit: in
             return False
         run.guest.step(rng.randrange(1, 200))
     return False
-
-
-def _island_of(plan: BuiltPlan, address: int) -> str:
-    for p in plan.placed:
-        if p.spec.src <= address < p.spec.src + p.spec.size:
-            return p.spec.name
-    return "?"

@@ -1,8 +1,7 @@
-"""Plans for the emulated run, built with codeisland.plan from island specifications.
+"""Plans for the emulated run: destinations in the arena's HOT area for islands the analysis
+found (codeisland.analysis), encoded by the planner (codeisland.planning.build_plan).
 
-An IslandSpec carries what the analysis (codeisland.analysis, issue 4) finds for a function:
-its range, its fix-ups and its internal branch targets.  This module only places islands in the
-arena's HOT area and encodes the plan; it decodes nothing itself.
+This module decodes nothing and encodes nothing itself; it only places destinations.
 """
 
 from __future__ import annotations
@@ -10,36 +9,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from codeisland.analysis import IslandMap
 from codeisland.errors import PlanError
-from codeisland.plan import layout as L
-from codeisland.plan.apply import make_chunks, relocated_bytes
 from codeisland.plan.document import Plan
+from codeisland.planning import build_plan
 
 DST_ALIGN = 64
 
 
 @dataclass(frozen=True)
-class FixupSpec:
-    kind: int  # L.FIXUP_*
-    offset: int  # of the field within the island
-    pc_bias: int
-    target: int  # absolute, in the original
-
-
-@dataclass(frozen=True)
-class IslandSpec:
+class PlacedIsland:
     name: str
     src: int
-    size: int
-    fixups: tuple[FixupSpec, ...] = ()
-    targets: tuple[int, ...] = ()  # internal branch target offsets
-
-
-@dataclass
-class PlacedIsland:
-    spec: IslandSpec
     dst: int
-    island_id: int
+    size: int
+    fixups: int
 
 
 @dataclass
@@ -50,9 +34,15 @@ class BuiltPlan:
     def to_bytes(self) -> bytes:
         return self.plan.to_bytes()
 
+    def island_of(self, address: int) -> str:
+        for p in self.placed:
+            if p.src <= address < p.src + p.size:
+                return p.name
+        return "?"
+
 
 class HotArea:
-    """Bump placement of destinations inside the arena's HOT area."""
+    """Bump placement of destinations inside the arena's HOT area (or any range, in tests)."""
 
     def __init__(self, base: int, size: int) -> None:
         self.base = base
@@ -67,43 +57,17 @@ class HotArea:
         return dst
 
 
-def build_plan(
-    specs: list[IslandSpec],
+def plan_moves(
+    imap: IslandMap,
+    names: list[str],
     hot: HotArea,
     read: Callable[[int, int], bytes],
     plan_id: int,
     *,
-    entry: int = L.ISLAND_ENTRY_REL32,
-    translate_returns: int = 0,
-    chunk_size: int = 1024,
+    stack_slots: int = 0,
 ) -> BuiltPlan:
-    """One generation: every spec copied to a fresh destination, entry-patched, RIPs translated
-    (and return addresses within `translate_returns` stack slots when non-zero)."""
-    plan = Plan(plan_id=plan_id)
-    built = BuiltPlan(plan)
-    for index, spec in enumerate(specs):
-        dst = hot.place(spec.size)
-        island = L.Island()
-        island.src, island.dst, island.size = spec.src, dst, spec.size
-        island.id, island.flags = index + 1, entry
-        plan.islands.append(island)
-        fixups = []
-        for fx in sorted(spec.fixups, key=lambda f: f.offset):
-            rec = L.Fixup()
-            rec.island, rec.kind, rec.pc_bias = index, fx.kind, fx.pc_bias
-            rec.offset, rec.target = fx.offset, fx.target
-            fixups.append(rec)
-        plan.fixups.extend(fixups)
-        final = relocated_bytes(read(spec.src, spec.size), spec.src, dst, fixups)
-        plan.chunks.extend(make_chunks(index, final, chunk_size))
-        for off in sorted(set(spec.targets)):
-            t = L.Target()
-            t.island, t.offset = index, off
-            plan.targets.append(t)
-        rule = L.Rule()
-        rule.island = index
-        rule.flags = L.RULE_TRANSLATE_RIP | (L.RULE_TRANSLATE_RETURN if translate_returns else 0)
-        rule.stack_slots = translate_returns
-        plan.rules.append(rule)
-        built.placed.append(PlacedIsland(spec, dst, index + 1))
-    return built
+    """Move every named island to a fresh destination; bytes are read from the live machine."""
+    moves = [(imap[n], hot.place(imap[n].size)) for n in names]
+    plan = build_plan(imap, moves, plan_id=plan_id, stack_slots=stack_slots, read_bytes=read)
+    placed = [PlacedIsland(i.name, i.start, dst, i.size, len(i.fixups)) for i, dst in moves]
+    return BuiltPlan(plan, placed)

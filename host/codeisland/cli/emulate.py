@@ -21,7 +21,14 @@ from .options import emit, json_option
     "--layout", default="intel64", show_default=True, type=click.Choice(["intel64", "amd64"]),
     help="Save-state map of the emulated CPUs.",
 )  # fmt: skip
-@click.option("--islands", default=3, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--islands",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="How many of the hottest relocatable functions to move.",
+)
+@click.option("--island", "names", multiple=True, help="Move this function (repeatable).")
 @click.option(
     "--sw-smi", "sw_smi", default="dispatch", show_default=True,
     type=click.Choice(["dispatch", "root"]),
@@ -40,20 +47,20 @@ def command(
     seed: int,
     layout: str,
     islands: int,
+    names: tuple[str, ...],
     sw_smi: str,
     rollback_after: int | None,
     as_json: bool,
 ) -> None:
     """Run WORKLOAD twice on the emulated board and compare outputs byte for byte."""
     from smmemu.emulate import EmulateConfig, run_emulation
-    from smmemu.islands import analysis_source
 
     cfg = EmulateConfig(
         workload=workload, cpus=cpus, threads=threads, smi_every=smi_every, seed=seed,
         layout=layout, islands=islands, sw_dispatch=sw_smi == "dispatch",
-        rollback_after=rollback_after,
+        rollback_after=rollback_after, names=names,
     )  # fmt: skip
-    report = run_emulation(cfg, analysis_source)
+    report = run_emulation(cfg)
     emit(report, as_json)
     if not report.identical:
         raise click.exceptions.Exit(1)
