@@ -21,6 +21,7 @@ from ..errors import CodeIslandError
 COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("analyze", "Islands, fix-ups, limits, call graph and coverage of an ELF/PE image."),
     "verify": ("verify", "Move every island in Python, re-decode, check all targets resolve."),
+    "plan": ("plan", "Build a relocation plan (profile + platform) or decode a plan file."),
     "firmware": ("firmware", "List a UEFI firmware image; inject the SMM driver into it."),
     "qemu": ("qemu", "Run the injected firmware under QEMU; the end-to-end scenario."),
     "doctor": ("doctor", "Check through chipsec what a relocation needs, with verdicts."),

@@ -1,0 +1,77 @@
+"""Run the planner's passes and describe the result for people (`str`) and machines (`to_dict`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..analysis import IslandMap
+from ..plan.document import Plan
+from .passes import DEFAULT_PASSES, Options, Pass, PlanContext
+from .platform import Platform
+
+
+@dataclass
+class PlanResult:
+    ctx: PlanContext
+
+    @property
+    def plan(self) -> Plan:
+        assert self.ctx.plan is not None
+        return self.ctx.plan
+
+    def to_dict(self) -> dict[str, Any]:
+        ctx, plan = self.ctx, self.plan
+        graph = ctx.imap.call_graph()
+        return {
+            "plan_id": plan.plan_id,
+            "digest": plan.digest,
+            "total_size": plan.total_size,
+            "platform": ctx.platform.name,
+            "islands": [c.to_dict(sorted({d for m in c.island.members for d in graph.get(m, [])}))
+                        for c in sorted(ctx.candidates, key=lambda c: c.dst or 0)],
+            "fixups": len(plan.fixups),
+            "callsites": len(plan.callsites),
+            "chunks": len(plan.chunks),
+            "copy_bytes": plan.copy_bytes,
+            "rejected": ctx.rejected,
+            "hints": [h.to_dict() for h in ctx.platform.hints],
+            "passes": ctx.log,
+        }
+
+    def __str__(self) -> str:
+        d = self.to_dict()
+        lines = [
+            f"plan {d['plan_id']} for platform {d['platform']}: {len(d['islands'])} islands, "
+            f"{d['fixups']} fix-ups, {d['callsites']} call sites, {d['chunks']} chunks, "
+            f"{d['copy_bytes']} bytes to copy, plan {d['total_size']} bytes "
+            f"(digest {d['digest']:#018x})",
+        ]
+        for i in d["islands"]:
+            lines.append(
+                f"  {i['src']:#014x} -> {i['dst']:#014x} {i['size']:6d} B  {i['environment']:6s} "
+                f"freq {i['frequency']:8.0f}  prio {i['priority']:.4g}  {i['name']}")
+        for name, why in list(d["rejected"].items())[:20]:
+            lines.append(f"  not moved: {name}: {why}")
+        for h in d["hints"]:
+            lines.append(f"  hint (host side, not acted on by SMM): {h['name']}: {h['description']}")
+        lines += [f"  pass {line}" for line in d["passes"]]
+        return "\n".join(lines)
+
+
+def run_passes(
+    imap: IslandMap,
+    platform: Platform,
+    counts: dict[str, list[float]],
+    options: Options | None = None,
+    passes: Sequence[Pass] | None = None,
+    verify_each: bool = True,
+) -> PlanResult:
+    """Plan moves for `imap` on `platform`, verifying after each pass when asked."""
+    ctx = PlanContext(imap, platform, counts, options or Options())
+    for p in passes if passes is not None else [cls() for cls in DEFAULT_PASSES]:
+        p.run(ctx)
+        if verify_each:
+            p.verify(ctx)
+    return PlanResult(ctx)

@@ -1,0 +1,169 @@
+"""Platform profiles (TOML): the environments islands can be placed in.
+
+A region is a named memory range, given absolutely (`base`) or inside the driver's code arena
+(`arena_offset`, resolved once the arena address is known), with page size (4 KiB or 2 MiB),
+alignment, NUMA node, cache policy, preferred CPUs and a role: `source` (where code runs
+today), `hot` / `warm` (destinations, tried in that order), `stack`.  `[[hint]]` entries are
+environments an SMI handler cannot create (a dedicated core, another VM, an accelerator): they
+are reported with every plan, never acted upon.  Tables this module does not know (e.g. the
+prediction engineer's `[frontend]` cost model) stay available in `Platform.tables`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+
+PAGE_SIZES = (4096, 2 * 1024 * 1024)
+CACHE_POLICIES = ("wb", "wt", "wc", "uc")
+ROLES = ("source", "hot", "warm", "stack")
+DEST_ROLES = ("hot", "warm")
+SHIPPED = Path(__file__).resolve().parents[1] / "data" / "platforms"
+
+
+@dataclass(frozen=True)
+class Region:
+    name: str
+    role: str
+    size: int
+    base: int | None = None
+    arena_offset: int | None = None
+    page_size: int = 4096
+    alignment: int = 16
+    numa_node: int = 0
+    cache: str = "wb"
+    preferred_cpus: tuple[int, ...] = ()
+
+    def start(self, arena_base: int | None) -> int:
+        if self.base is not None:
+            return self.base
+        if arena_base is None:
+            raise UsageError(f"region {self.name} is arena-relative: give the arena base")
+        return arena_base + int(self.arena_offset or 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class Hint:
+    name: str
+    kind: str
+    description: str = ""
+    cpus: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "description": self.description,
+                "cpus": list(self.cpus)}
+
+
+@dataclass
+class Platform:
+    name: str
+    regions: list[Region]
+    hints: list[Hint] = field(default_factory=list)
+    arena_size: int | None = None
+    arena_base: int | None = None
+    tables: dict[str, Any] = field(default_factory=dict)  # unknown tables, kept verbatim
+    path: str | None = None
+
+    def destinations(self) -> list[Region]:
+        """Destination regions, hot before warm, in file order."""
+        return sorted((r for r in self.regions if r.role in DEST_ROLES),
+                      key=lambda r: DEST_ROLES.index(r.role))
+
+    def region(self, name: str) -> Region:
+        for r in self.regions:
+            if r.name == name:
+                return r
+        raise UsageError(f"platform {self.name} has no region {name!r}")
+
+
+def _int(table: dict[str, Any], key: str, where: str, default: int | None = None) -> int | None:
+    value = table.get(key, default)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise UsageError(f"{where}: {key} must be a non-negative integer, not {value!r}")
+    return value
+
+
+def _region(t: dict[str, Any], n: int, arena_size: int | None) -> Region:
+    where = f"region {n} ({t.get('name', '?')})"
+    name, role = t.get("name"), t.get("role", "warm")
+    if not isinstance(name, str) or not name:
+        raise UsageError(f"{where}: needs a name")
+    if role not in ROLES:
+        raise UsageError(f"{where}: role {role!r} is not one of {ROLES}")
+    size = _int(t, "size", where)
+    base, off = _int(t, "base", where), _int(t, "arena_offset", where)
+    if not size:
+        raise UsageError(f"{where}: size must be positive")
+    if (base is None) == (off is None):
+        raise UsageError(f"{where}: give exactly one of base and arena_offset")
+    if off is not None and arena_size is not None and off + size > arena_size:
+        raise UsageError(f"{where}: [{off:#x}, {off + size:#x}) exceeds the arena")
+    page = _int(t, "page_size", where, 4096)
+    align = _int(t, "alignment", where, 16)
+    if page not in PAGE_SIZES:
+        raise UsageError(f"{where}: page_size must be 4096 or 2097152")
+    if not align or align & (align - 1):
+        raise UsageError(f"{where}: alignment must be a power of two")
+    start = base if base is not None else off
+    if page > 4096 and (start or 0) % page and base is not None:
+        raise UsageError(f"{where}: a {page:#x} page region must start on a page boundary")
+    cache = t.get("cache", "wb")
+    if cache not in CACHE_POLICIES:
+        raise UsageError(f"{where}: cache {cache!r} is not one of {CACHE_POLICIES}")
+    cpus = t.get("preferred_cpus", [])
+    if not isinstance(cpus, list) or not all(isinstance(c, int) and c >= 0 for c in cpus):
+        raise UsageError(f"{where}: preferred_cpus must be a list of CPU numbers")
+    return Region(name, role, size, base, off, page, align, _int(t, "numa_node", where, 0) or 0,
+                  cache, tuple(cpus))
+
+
+def parse_platform(doc: dict[str, Any], path: str | None = None) -> Platform:
+    arena_size = _int(doc, "arena_size", "platform")
+    regions = [_region(t, n, arena_size) for n, t in enumerate(doc.get("region", []))]
+    if not any(r.role in DEST_ROLES for r in regions):
+        raise UsageError("platform has no destination region (role hot or warm)")
+    names = [r.name for r in regions]
+    if len(set(names)) != len(names):
+        raise UsageError(f"platform region names repeat: {names}")
+    hints = [
+        Hint(str(h.get("name", h.get("kind", "?"))), str(h.get("kind", "hint")),
+             str(h.get("description", "")), tuple(h.get("cpus", [])))
+        for h in doc.get("hint", [])
+    ]
+    known = {"name", "arena_size", "arena_base", "region", "hint"}
+    return Platform(
+        name=str(doc.get("name", Path(path).stem if path else "platform")),
+        regions=regions,
+        hints=hints,
+        arena_size=arena_size,
+        arena_base=_int(doc, "arena_base", "platform"),
+        tables={k: v for k, v in doc.items() if k not in known},
+        path=path,
+    )
+
+
+def load_platform(spec: str | Path) -> Platform:
+    """A platform from a TOML path, or by the name of a shipped profile ("emulated")."""
+    path = Path(spec)
+    if not path.exists() and "/" not in str(spec) and not str(spec).endswith(".toml"):
+        shipped = SHIPPED / f"{spec}.toml"
+        if not shipped.is_file():
+            raise UsageError(f"no shipped platform named {spec!r}")
+        text, where = shipped.read_text(), f"{spec}.toml"
+    else:
+        try:
+            text, where = path.read_text(), str(path)
+        except OSError as exc:
+            raise UsageError(f"cannot read platform {path}: {exc.strerror or exc}") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"platform {where} is not valid TOML: {exc}") from None
+    return parse_platform(doc, where)
