@@ -10,6 +10,7 @@ members keep reaching the original code (still valid) unless the plan re-points 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -25,7 +26,7 @@ def merge(imap: IslandMap, members: Sequence[Island], scanner: Scanner | None = 
     ordered = sorted(members, key=lambda i: i.start)
     if not ordered:
         raise PlanError("nothing to merge")
-    for a, b in zip(ordered, ordered[1:], strict=False):
+    for a, b in itertools.pairwise(ordered):
         if not 0 <= b.start - a.end <= MAX_GAP:
             raise PlanError(f"islands {a.name} and {b.name} are not neighbours; cannot merge")
     if len(ordered) == 1:

@@ -27,40 +27,90 @@ def command() -> None:
 
 @command.command("build")
 @click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--platform", "platform_spec", default="emulated", show_default=True,
-              help="Platform profile: a TOML path or a shipped name.")
-@click.option("--profile", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Per-window counts ({name: [counts]} or a codeisland-profile).")
-@click.option("--island", "names", multiple=True, help="Move this island (repeatable); "
-              "without a profile at least one is needed.")
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Where to write the binary plan.")
-@click.option("--load-base", callback=parse_address, default=None,
-              help="Where the image is loaded (default: its link base).")
-@click.option("--arena-base", callback=parse_address, default=None,
-              help="Address of the driver's arena (default: the platform's arena_base).")
+@click.option(
+    "--platform",
+    "platform_spec",
+    default="emulated",
+    show_default=True,
+    help="Platform profile: a TOML path or a shipped name.",
+)
+@click.option(
+    "--profile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Per-window counts ({name: [counts]} or a codeisland-profile).",
+)
+@click.option(
+    "--island",
+    "names",
+    multiple=True,
+    help="Move this island (repeatable); without a profile at least one is needed.",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the binary plan.",
+)
+@click.option(
+    "--load-base",
+    callback=parse_address,
+    default=None,
+    help="Where the image is loaded (default: its link base).",
+)
+@click.option(
+    "--arena-base",
+    callback=parse_address,
+    default=None,
+    help="Address of the driver's arena (default: the platform's arena_base).",
+)
 @click.option("--plan-id", type=click.IntRange(0, 2**32 - 1), default=1, show_default=True)
-@click.option("--max-islands", type=click.IntRange(1, L.MAX_ISLANDS), default=L.MAX_ISLANDS,
-              show_default=True)
-@click.option("--chunk-size", type=click.IntRange(1, L.MAX_CHUNK_SIZE), default=1024,
-              show_default=True)
-@click.option("--stack-slots", type=click.IntRange(0, L.MAX_STACK_SLOTS), default=0,
-              show_default=True, help="Translate return addresses in this many stack slots.")
+@click.option(
+    "--max-islands", type=click.IntRange(1, L.MAX_ISLANDS), default=L.MAX_ISLANDS, show_default=True
+)
+@click.option(
+    "--chunk-size", type=click.IntRange(1, L.MAX_CHUNK_SIZE), default=1024, show_default=True
+)
+@click.option(
+    "--stack-slots",
+    type=click.IntRange(0, L.MAX_STACK_SLOTS),
+    default=0,
+    show_default=True,
+    help="Translate return addresses in this many stack slots.",
+)
 @click.option("--no-callsites", is_flag=True, help="Do not re-point direct call sites.")
 @json_option
-def build_cmd(image: Path, platform_spec: str, profile: Path | None, names: tuple[str, ...],
-              out: Path, load_base: int | None, arena_base: int | None, plan_id: int,
-              max_islands: int, chunk_size: int, stack_slots: int, no_callsites: bool,
-              as_json: bool) -> None:
+def build_cmd(
+    image: Path,
+    platform_spec: str,
+    profile: Path | None,
+    names: tuple[str, ...],
+    out: Path,
+    load_base: int | None,
+    arena_base: int | None,
+    plan_id: int,
+    max_islands: int,
+    chunk_size: int,
+    stack_slots: int,
+    no_callsites: bool,
+    as_json: bool,
+) -> None:
     """Select, merge/split, prioritise, place (rel32 reach, capacity) and encode a plan."""
     if profile is None and not names:
         raise click.UsageError("give --profile or at least one --island")
     platform = load_platform(platform_spec)
     counts = load_counts(profile) if profile else {n: [1.0] for n in names}
     imap = analyze(image, progress=sys.stderr.isatty(), load_base=load_base)
-    options = Options(names=names, max_islands=max_islands, plan_id=plan_id,
-                      chunk_size=chunk_size, stack_slots=stack_slots,
-                      callsites=not no_callsites, arena_base=arena_base)
+    options = Options(
+        names=names,
+        max_islands=max_islands,
+        plan_id=plan_id,
+        chunk_size=chunk_size,
+        stack_slots=stack_slots,
+        callsites=not no_callsites,
+        arena_base=arena_base,
+    )
     result = run_passes(imap, platform, counts, options)
     try:
         out.write_bytes(result.plan.to_bytes())
@@ -76,8 +126,11 @@ class PlanView:
     def to_dict(self) -> dict[str, Any]:
         p = self.plan
         return {
-            "path": str(self.path), "plan_id": p.plan_id, "digest": p.digest,
-            "total_size": p.total_size, "flags": p.flags,
+            "path": str(self.path),
+            "plan_id": p.plan_id,
+            "digest": p.digest,
+            "total_size": p.total_size,
+            "flags": p.flags,
             "islands": [r.as_dict() for r in p.islands],
             "fixups": [r.as_dict() for r in p.fixups],
             "callsites": [r.as_dict() for r in p.callsites],
@@ -88,22 +141,30 @@ class PlanView:
 
     def __str__(self) -> str:
         p = self.plan
-        entry = {L.ISLAND_ENTRY_NONE: "none", L.ISLAND_ENTRY_REL32: "rel32",
-                 L.ISLAND_ENTRY_ABS64: "abs64"}
+        entry = {
+            L.ISLAND_ENTRY_NONE: "none",
+            L.ISLAND_ENTRY_REL32: "rel32",
+            L.ISLAND_ENTRY_ABS64: "abs64",
+        }
         kinds = {L.FIXUP_REL32: "rel32", L.FIXUP_RIPREL32: "riprel32", L.FIXUP_ABS64: "abs64"}
-        lines = [f"{self.path}: plan {p.plan_id}, {p.total_size} bytes, digest {p.digest:#018x}",
-                 f"  {len(p.islands)} islands, {len(p.fixups)} fix-ups, {len(p.callsites)} call "
-                 f"sites, {len(p.chunks)} chunks ({p.copy_bytes} bytes), {len(p.targets)} "
-                 f"targets, {len(p.rules)} rules"]
+        lines = [
+            f"{self.path}: plan {p.plan_id}, {p.total_size} bytes, digest {p.digest:#018x}",
+            f"  {len(p.islands)} islands, {len(p.fixups)} fix-ups, {len(p.callsites)} call "
+            f"sites, {len(p.chunks)} chunks ({p.copy_bytes} bytes), {len(p.targets)} "
+            f"targets, {len(p.rules)} rules",
+        ]
         for n, isl in enumerate(p.islands):
             fx = [f for f in p.fixups if f.island == n]
             by_kind = {k: sum(1 for f in fx if f.kind == k) for k in kinds}
             lines.append(
                 f"  [{n}] id {isl.id}: {isl.src:#x} -> {isl.dst:#x} size {isl.size} entry "
                 f"{entry.get(isl.flags & L.ISLAND_ENTRY_MASK, '?')}; fix-ups "
-                + ", ".join(f"{kinds[k]} {v}" for k, v in by_kind.items() if v))
+                + ", ".join(f"{kinds[k]} {v}" for k, v in by_kind.items() if v)
+            )
         for r in p.rules:
-            lines.append(f"  rule island {r.island}: flags {r.flags:#x} stack slots {r.stack_slots}")
+            lines.append(
+                f"  rule island {r.island}: flags {r.flags:#x} stack slots {r.stack_slots}"
+            )
         return "\n".join(lines)
 
 

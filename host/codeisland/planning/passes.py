@@ -10,6 +10,7 @@ priority, environment) through merges and splits.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,8 +44,11 @@ class Candidate:
 
     @property
     def resources(self) -> dict[str, int]:
-        return {"bytes": self.island.size, "fixups": len(self.island.fixups),
-                "targets": len(self.island.targets)}
+        return {
+            "bytes": self.island.size,
+            "fixups": len(self.island.fixups),
+            "targets": len(self.island.targets),
+        }
 
     @property
     def performance(self) -> float:
@@ -53,10 +57,16 @@ class Candidate:
 
     def to_dict(self, dependencies: list[str]) -> dict[str, Any]:
         return {
-            "name": self.name, "members": list(self.island.members), "src": self.island.start,
-            "size": self.island.size, "dst": self.dst, "environment": self.environment,
-            "frequency": self.frequency, "priority": round(self.priority, 6),
-            "performance": round(self.performance, 6), "resources": self.resources,
+            "name": self.name,
+            "members": list(self.island.members),
+            "src": self.island.start,
+            "size": self.island.size,
+            "dst": self.dst,
+            "environment": self.environment,
+            "frequency": self.frequency,
+            "priority": round(self.priority, 6),
+            "performance": round(self.performance, 6),
+            "resources": self.resources,
             "dependencies": dependencies,
         }
 
@@ -102,8 +112,11 @@ class PlanContext:
         return self.weights.get((a, b) if a < b else (b, a), 0.0)
 
     def region_start(self, region: Region) -> int:
-        return region.start(self.options.arena_base if self.options.arena_base is not None
-                            else self.platform.arena_base)
+        return region.start(
+            self.options.arena_base
+            if self.options.arena_base is not None
+            else self.platform.arena_base
+        )
 
 
 class Pass(Protocol):
@@ -116,7 +129,7 @@ class Pass(Protocol):
 
 def _disjoint(ctx: PlanContext, what: str) -> None:
     spans = sorted((c.island.start, c.island.end, c.name) for c in ctx.candidates)
-    for (_, e0, n0), (s1, _, n1) in zip(spans, spans[1:], strict=False):
+    for (_, e0, n0), (s1, _, n1) in itertools.pairwise(spans):
         if s1 < e0:
             raise PlanError(f"{what}: candidates {n0} and {n1} overlap")
 
@@ -160,8 +173,11 @@ class Merge:
             if prev is not None and self._mergeable(ctx, prev, cand):
                 merged = merge(ctx.imap, [prev.island, cand.island], ctx.scanner)
                 if merged.relocatable and merged.size <= L.MAX_ISLAND_SIZE:
-                    out[-1] = Candidate(merged, prev.frequency + cand.frequency,
-                                        member_freq={**prev.member_freq, **cand.member_freq})
+                    out[-1] = Candidate(
+                        merged,
+                        prev.frequency + cand.frequency,
+                        member_freq={**prev.member_freq, **cand.member_freq},
+                    )
                     ctx.note(f"merge: {prev.name} + {cand.name}")
                     continue
             out.append(cand)
@@ -198,8 +214,13 @@ class Split:
             ctx.note(f"split: {cand.name} (member frequencies {freqs})")
             for name in cand.island.members:
                 isl = ctx.imap[name]
-                out.append(Candidate(isl, cand.member_freq.get(name, 0.0),
-                                     member_freq={name: cand.member_freq.get(name, 0.0)}))
+                out.append(
+                    Candidate(
+                        isl,
+                        cand.member_freq.get(name, 0.0),
+                        member_freq={name: cand.member_freq.get(name, 0.0)},
+                    )
+                )
         ctx.candidates = out
 
     def verify(self, ctx: PlanContext) -> None:
@@ -263,18 +284,25 @@ class Order:
             members = [c for c in ctx.candidates if c.environment == region.name]
             ctx.order.extend(self._cluster(ctx, members, region.page_size, graph))
 
-    def _cluster(self, ctx: PlanContext, cands: list[Candidate], page: int,
-                 graph: dict[str, list[str]]) -> list[str]:
+    def _cluster(
+        self, ctx: PlanContext, cands: list[Candidate], page: int, graph: dict[str, list[str]]
+    ) -> list[str]:
         by_name = {c.name: c for c in cands}
         cluster = {c.name: [c.name] for c in cands}
         edges: list[tuple[float, str, str]] = []
         names = list(by_name)
         for i, a in enumerate(names):
             for b in names[i + 1 :]:
-                w = max(ctx.weight(x, y) for x in by_name[a].island.members
-                        for y in by_name[b].island.members)
-                calls = any(m in graph.get(x, ()) for x in by_name[a].island.members
-                            for m in by_name[b].island.members)
+                w = max(
+                    ctx.weight(x, y)
+                    for x in by_name[a].island.members
+                    for y in by_name[b].island.members
+                )
+                calls = any(
+                    m in graph.get(x, ())
+                    for x in by_name[a].island.members
+                    for m in by_name[b].island.members
+                )
                 if w or calls:
                     edges.append((w + (1e-3 if calls else 0.0), a, b))
         for _w, a, b in sorted(edges, reverse=True):
@@ -291,7 +319,8 @@ class Order:
 
         def density(names: list[str]) -> float:
             return sum(by_name[n].frequency for n in names) / sum(
-                by_name[n].island.size for n in names)
+                by_name[n].island.size for n in names
+            )
 
         return [n for cl in sorted(unique, key=lambda cl: -density(cl)) for n in cl]
 
@@ -333,7 +362,7 @@ class Place:
 
     def verify(self, ctx: PlanContext) -> None:
         spans = sorted((c.dst or 0, (c.dst or 0) + c.island.size, c.name) for c in ctx.candidates)
-        for (_, e0, n0), (s1, _, n1) in zip(spans, spans[1:], strict=False):
+        for (_, e0, n0), (s1, _, n1) in itertools.pairwise(spans):
             if s1 < e0:
                 raise PlanError(f"place: destinations of {n0} and {n1} overlap")
         for c in ctx.candidates:
@@ -348,15 +377,27 @@ class Build:
 
     def run(self, ctx: PlanContext) -> None:
         if not ctx.candidates:
-            raise PlanError("no island to move: " + (
-                "; ".join(f"{n}: {why}" for n, why in list(ctx.rejected.items())[:5])
-                or "the profile names no relocatable island"))
+            raise PlanError(
+                "no island to move: "
+                + (
+                    "; ".join(f"{n}: {why}" for n, why in list(ctx.rejected.items())[:5])
+                    or "the profile names no relocatable island"
+                )
+            )
         o = ctx.options
         moves = [(c.island, c.dst or 0) for c in ctx.candidates]
-        ctx.plan = build_plan(ctx.imap, moves, plan_id=o.plan_id, chunk_size=o.chunk_size,
-                              stack_slots=o.stack_slots, callsites=o.callsites)
-        ctx.note(f"build: {len(ctx.plan.islands)} islands, {len(ctx.plan.fixups)} fix-ups, "
-                 f"{len(ctx.plan.chunks)} chunks, {ctx.plan.total_size} bytes")
+        ctx.plan = build_plan(
+            ctx.imap,
+            moves,
+            plan_id=o.plan_id,
+            chunk_size=o.chunk_size,
+            stack_slots=o.stack_slots,
+            callsites=o.callsites,
+        )
+        ctx.note(
+            f"build: {len(ctx.plan.islands)} islands, {len(ctx.plan.fixups)} fix-ups, "
+            f"{len(ctx.plan.chunks)} chunks, {ctx.plan.total_size} bytes"
+        )
 
     def verify(self, ctx: PlanContext) -> None:
         from ..analysis.verify import VerifyReport, _check_island
@@ -383,6 +424,13 @@ def _reaches(isl: Island, dst: int) -> bool:
     return True
 
 
-DEFAULT_PASSES: tuple[type, ...] = (Select, Merge, Split, Prioritise, Environment, Order, Place,
-                                     Build)
-
+DEFAULT_PASSES: tuple[type, ...] = (
+    Select,
+    Merge,
+    Split,
+    Prioritise,
+    Environment,
+    Order,
+    Place,
+    Build,
+)

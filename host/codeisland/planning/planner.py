@@ -29,8 +29,10 @@ class PlanResult:
             "digest": plan.digest,
             "total_size": plan.total_size,
             "platform": ctx.platform.name,
-            "islands": [c.to_dict(sorted({d for m in c.island.members for d in graph.get(m, [])}))
-                        for c in sorted(ctx.candidates, key=lambda c: c.dst or 0)],
+            "islands": [
+                c.to_dict(sorted({d for m in c.island.members for d in graph.get(m, [])}))
+                for c in sorted(ctx.candidates, key=lambda c: c.dst or 0)
+            ],
             "fixups": len(plan.fixups),
             "callsites": len(plan.callsites),
             "chunks": len(plan.chunks),
@@ -51,11 +53,14 @@ class PlanResult:
         for i in d["islands"]:
             lines.append(
                 f"  {i['src']:#014x} -> {i['dst']:#014x} {i['size']:6d} B  {i['environment']:6s} "
-                f"freq {i['frequency']:8.0f}  prio {i['priority']:.4g}  {i['name']}")
+                f"freq {i['frequency']:8.0f}  prio {i['priority']:.4g}  {i['name']}"
+            )
         for name, why in list(d["rejected"].items())[:20]:
             lines.append(f"  not moved: {name}: {why}")
         for h in d["hints"]:
-            lines.append(f"  hint (host side, not acted on by SMM): {h['name']}: {h['description']}")
+            lines.append(
+                f"  hint (host side, SMM does not act on it): {h['name']}: {h['description']}"
+            )
         lines += [f"  pass {line}" for line in d["passes"]]
         return "\n".join(lines)
 

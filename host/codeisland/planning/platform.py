@@ -57,8 +57,12 @@ class Hint:
     cpus: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "description": self.description,
-                "cpus": list(self.cpus)}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "description": self.description,
+            "cpus": list(self.cpus),
+        }
 
 
 @dataclass
@@ -73,8 +77,10 @@ class Platform:
 
     def destinations(self) -> list[Region]:
         """Destination regions, hot before warm, in file order."""
-        return sorted((r for r in self.regions if r.role in DEST_ROLES),
-                      key=lambda r: DEST_ROLES.index(r.role))
+        return sorted(
+            (r for r in self.regions if r.role in DEST_ROLES),
+            key=lambda r: DEST_ROLES.index(r.role),
+        )
 
     def region(self, name: str) -> Region:
         for r in self.regions:
@@ -120,8 +126,18 @@ def _region(t: dict[str, Any], n: int, arena_size: int | None) -> Region:
     cpus = t.get("preferred_cpus", [])
     if not isinstance(cpus, list) or not all(isinstance(c, int) and c >= 0 for c in cpus):
         raise UsageError(f"{where}: preferred_cpus must be a list of CPU numbers")
-    return Region(name, role, size, base, off, page, align, _int(t, "numa_node", where, 0) or 0,
-                  cache, tuple(cpus))
+    return Region(
+        name,
+        role,
+        size,
+        base,
+        off,
+        page,
+        align,
+        _int(t, "numa_node", where, 0) or 0,
+        cache,
+        tuple(cpus),
+    )
 
 
 def parse_platform(doc: dict[str, Any], path: str | None = None) -> Platform:
@@ -133,8 +149,12 @@ def parse_platform(doc: dict[str, Any], path: str | None = None) -> Platform:
     if len(set(names)) != len(names):
         raise UsageError(f"platform region names repeat: {names}")
     hints = [
-        Hint(str(h.get("name", h.get("kind", "?"))), str(h.get("kind", "hint")),
-             str(h.get("description", "")), tuple(h.get("cpus", [])))
+        Hint(
+            str(h.get("name", h.get("kind", "?"))),
+            str(h.get("kind", "hint")),
+            str(h.get("description", "")),
+            tuple(h.get("cpus", [])),
+        )
         for h in doc.get("hint", [])
     ]
     known = {"name", "arena_size", "arena_base", "region", "hint"}
