@@ -56,3 +56,24 @@ int ci_uniform(const uint8_t *p, size_t len) {
     diff |= (uint64_t)(p[i] ^ p[0]);
   return diff == 0;
 }
+
+size_t ci_copy_over_fill(uint8_t *dst, const uint8_t *src, size_t len, uint8_t fill) {
+  uint64_t pattern = 0x0101010101010101ULL * fill;
+  size_t i = 0;
+  for (; i + 32u <= len; i += 32u) {
+    uint64_t d0 = *(const ci_u64u *)(dst + i), d1 = *(const ci_u64u *)(dst + i + 8);
+    uint64_t d2 = *(const ci_u64u *)(dst + i + 16), d3 = *(const ci_u64u *)(dst + i + 24);
+    if (((d0 ^ pattern) | (d1 ^ pattern) | (d2 ^ pattern) | (d3 ^ pattern)) != 0)
+      return i;
+    *(ci_u64u *)(dst + i) = *(const ci_u64u *)(src + i);
+    *(ci_u64u *)(dst + i + 8) = *(const ci_u64u *)(src + i + 8);
+    *(ci_u64u *)(dst + i + 16) = *(const ci_u64u *)(src + i + 16);
+    *(ci_u64u *)(dst + i + 24) = *(const ci_u64u *)(src + i + 24);
+  }
+  for (; i < len; i++) {
+    if (dst[i] != fill)
+      return i;
+    dst[i] = src[i];
+  }
+  return i;
+}

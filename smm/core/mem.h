@@ -15,6 +15,17 @@ void ci_fill(void *dst, uint8_t value, size_t len);
 int ci_equal(const void *a, const void *b, size_t len);
 /* 1 if every byte of p equals p[0] (len > 0). */
 int ci_uniform(const uint8_t *p, size_t len);
+/* Copy src to dst while checking that dst held only the byte `fill`: returns
+ * the length of the prefix of dst that did (== len if all), having copied
+ * exactly that prefix.  One pass: the destination's lines are read by the
+ * stores anyway, so this costs about what a copy costs. */
+size_t ci_copy_over_fill(uint8_t *dst, const uint8_t *src, size_t len, uint8_t fill);
+
+/* Copy of at most 8 bytes, inlined (fix-up fields). */
+static inline void ci_copy_small(uint8_t *dst, const uint8_t *src, uint32_t len) {
+  for (uint32_t i = 0; i < len; i++)
+    dst[i] = src[i];
+}
 
 static inline uint32_t ci_le32(const uint8_t *p) {
   return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;

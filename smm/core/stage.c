@@ -91,16 +91,30 @@ static int chunk_matches(const ci_engine *e, uint32_t c, const uint8_t *s, const
   return ci_equal(d + pos, s + pos, it.ch->length - pos);
 }
 
-/* Copy the chunk and overwrite its fix-up fields; returns fix-ups started
- * inside this chunk (each counted once even if it straddles two). */
-static uint32_t chunk_write(const ci_engine *e, uint32_t c, const uint8_t *s, uint8_t *d) {
-  fix_iter it = {&e->plan, &e->plan.chunks[c], e->chunk_fixup[c]};
-  uint32_t lo, hi, skip, started = 0;
-  uint8_t val[8];
-  ci_copy(d, s, it.ch->length);
-  while (fix_next(&it, &lo, &hi, val, &skip)) {
-    ci_copy(d + lo, val + skip, hi - lo);
-    started += skip == 0;
+/* Overwrite the fix-up fields of a copied chunk; returns fix-ups started
+ * inside this chunk (each counted once even if it straddles two).  Fields
+ * wholly inside the chunk (nearly all) are written directly. */
+static uint32_t chunk_fixups(const ci_engine *e, uint32_t c, uint8_t *d) {
+  const ci_plan_view *v = &e->plan;
+  const ci_chunk *ch = &v->chunks[c];
+  const ci_island *isl = &v->islands[ch->island];
+  uint32_t c0 = ch->offset, c1 = ch->offset + ch->length, started = 0;
+  uint32_t n = v->header->fixup_count;
+  for (uint32_t k = e->chunk_fixup[c]; k < n; k++) {
+    const ci_fixup *f = &v->fixups[k];
+    uint8_t val[8];
+    if (f->island != ch->island || f->offset >= c1)
+      break;
+    uint32_t w = fixup_value(isl, f, val);
+    if (f->offset >= c0 && f->offset + w <= c1) {
+      ci_copy_small(d + (f->offset - c0), val, w);
+      started++;
+      continue;
+    }
+    for (uint32_t b = 0; b < w; b++) /* straddles a chunk boundary */
+      if (f->offset + b >= c0 && f->offset + b < c1)
+        d[f->offset + b - c0] = val[b];
+    started += f->offset >= c0;
   }
   return started;
 }
@@ -124,9 +138,9 @@ ci_status ci_stage_run(ci_engine *e, ci_work *w, uint32_t budget) {
     if (chunk_matches(e, c, s, d)) {
       w->bytes_skipped += ch->length;
     } else {
-      if (!ci_undo_save(&e->undo, CI_UNDO_MEM, isl->dst + ch->offset, d, ch->length))
+      if (!ci_undo_copy(&e->undo, isl->dst + ch->offset, d, s, ch->length))
         return CI_ST_UNDO_FULL;
-      w->fixups_applied += chunk_write(e, c, s, d);
+      w->fixups_applied += chunk_fixups(e, c, d);
       w->bytes_written += ch->length;
     }
     e->chunk_smi[c] = e->smi + 1u;

@@ -79,15 +79,17 @@ static int digest_ok(uint8_t *plan, uint32_t size) {
 /* ---- islands ------------------------------------------------------------ */
 
 /* Does [base, base+len) overlap live code: an active generation's original
- * or its copy? */
+ * or its copy?  Only active generations' entries are visited (rolled-back
+ * history can fill the map). */
 static int overlaps_active(const ci_engine *e, uint64_t base, uint64_t len) {
-  for (uint32_t m = 0; m < e->map_count; m++) {
-    const ci_map_entry *me = &e->map[m];
-    if (!(me->flags & CI_MAP_ACTIVE))
-      continue;
-    if (ci_range_overlap(base, len, me->orig, me->size) ||
-        ci_range_overlap(base, len, me->cur, me->size))
-      return 1;
+  for (uint32_t g = 0; g < e->gen_count; g++) {
+    const ci_generation *gen = &e->gens[g];
+    for (uint32_t m = gen->map_first; m < gen->map_first + gen->islands; m++) {
+      const ci_map_entry *me = &e->map[m];
+      if (ci_range_overlap(base, len, me->orig, me->size) ||
+          ci_range_overlap(base, len, me->cur, me->size))
+        return 1;
+    }
   }
   return 0;
 }
@@ -162,15 +164,12 @@ static ci_status check_fixup_shape(const ci_plan_view *v, uint32_t k) {
   return CI_ST_OK;
 }
 
-/* Original bytes agree with the fix-up, and the copy's value fits. */
-static ci_status check_fixup_value(const ci_plan_view *v, uint32_t k) {
-  const ci_fixup *f = &v->fixups[k];
-  const ci_island *isl = &v->islands[f->island];
+/* Original bytes agree with the fix-up, and the copy's value fits.  src is
+ * the island's source, mapped once (islands were checked first). */
+static ci_status check_fixup_value(const ci_fixup *f, const ci_island *isl, const uint8_t *src) {
+  const uint8_t *p = src + f->offset;
   uint64_t field = isl->src + f->offset;
-  const uint8_t *p = ci_host_map(field, fixup_width(f->kind));
   int32_t rel;
-  if (!p)
-    return CI_ST_INTERNAL;
   if (f->kind == CI_FIXUP_ABS64) {
     if (ci_le64(p) != f->target || !ci_range_has(isl->src, isl->size, f->target))
       return CI_ST_FIXUP_MISMATCH;
@@ -181,6 +180,27 @@ static ci_status check_fixup_value(const ci_plan_view *v, uint32_t k) {
     return CI_ST_FIXUP_MISMATCH;
   if (!ci_rel32(f->target, isl->dst + f->offset + f->pc_bias, &rel))
     return CI_ST_FIXUP_RANGE;
+  return CI_ST_OK;
+}
+
+/* One pass over the fix-ups: shape, order, then the bytes they describe. */
+static ci_status check_fixups(const ci_plan_view *v, uint32_t *failed) {
+  const uint8_t *src = 0;
+  uint32_t mapped = CI_NO_INDEX;
+  for (uint32_t k = 0; k < v->header->fixup_count; k++) {
+    const ci_fixup *f = &v->fixups[k];
+    ci_status st = check_fixup_shape(v, k);
+    if (st == CI_ST_OK && f->island != mapped) { /* sorted by island: one map each */
+      mapped = f->island;
+      src = ci_host_map(v->islands[mapped].src, v->islands[mapped].size);
+    }
+    if (st == CI_ST_OK)
+      st = src ? check_fixup_value(f, &v->islands[f->island], src) : CI_ST_INTERNAL;
+    if (st != CI_ST_OK) {
+      *failed = k;
+      return st;
+    }
+  }
   return CI_ST_OK;
 }
 
@@ -296,7 +316,7 @@ static uint32_t undo_need(const ci_plan_view *v) {
   uint64_t need = 0;
   uint32_t slots = 0;
   for (uint32_t k = 0; k < h->chunk_count; k++)
-    need += ci_undo_cost(v->chunks[k].length);
+    need += CI_UNDO_COPY_COST(v->chunks[k].length);
   for (uint32_t i = 0; i < h->island_count; i++)
     need += ci_undo_cost(entry_len(v->islands[i].flags));
   need += (uint64_t)h->callsite_count * ci_undo_cost(4);
@@ -370,8 +390,9 @@ ci_status ci_validate(const ci_engine *e, uint8_t *plan, uint32_t size, ci_plan_
   make_view(plan, v);
   EACH(h->island_count, check_island, e, &v->islands[k]);
   EACH(h->island_count, check_island_pairs, v->islands, k);
-  EACH(h->fixup_count, check_fixup_shape, v, k);
-  EACH(h->fixup_count, check_fixup_value, v, k);
+  st = check_fixups(v, failed);
+  if (st != CI_ST_OK)
+    return st;
   EACH(h->callsite_count, check_callsite_shape, e, v, k);
   EACH(h->callsite_count, check_callsite_value, v, k);
   st = check_chunks(v, failed, &v->copy_bytes);

@@ -367,8 +367,9 @@ static void test_fixups(machine *m) {
 
   /* order: sorted by (island, offset), fields disjoint */
   base_plan();
-  pb_rel32(pb, 0, 0x13, T_SRC + 0x8000); /* overlaps [0x10, 0x14) by one byte */
-  pb_chunks(pb, 0x80);
+  pb->fixups[1] = pb->fixups[0]; /* overlaps [0x10, 0x14) by one byte */
+  pb->fixups[1].offset = 0x13;
+  pb->h.fixup_count = 2;
   REJECT(m, encode(), FIXUP_ORDER, 1);
   base_plan();
   pb_rel32(pb, 0, 0x14, T_SRC + 0x8000); /* adjacent: fine */
