@@ -58,9 +58,13 @@ def test_islands_moved_and_run_in_their_copies(report: dict[str, Any]) -> None:
         assert isl["dst"] != isl["src"]
     assert report["dest_bytes_match"] is True
     assert report["fixups_applied"] == 2  # hot_loop: lea data(%rip), call mix
-    # SMIs taken after the commit found the CPU inside the copies most of the time
+    # SMIs taken after the commit find the CPU in the copies, or on an original entry's jump
+    # (TCG ends a translation block at a call, so the SMI lands on the callee's first byte)
     assert report["samples_total"] >= 8
-    assert report["samples_in_copies"] * 2 > report["samples_total"]
+    assert report["samples_in_copies"] >= 1
+    assert len(report["sample_rips"]) == report["samples_total"]
+    moved = report["samples_in_copies"] + report["samples_at_entries"]
+    assert moved * 2 > report["samples_total"]
 
 
 def test_contexts_translated_wherever_the_smi_landed(report: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@
  *
  *   driver's arena (found through CI_CONFIG_TABLE_GUID, see plan.h)
  *   +-----------------------------+ arena_base
- *   | ci_app_control              |  progress and the host's stop flag (host reads/writes it)
+ *   | ci_app_control              |  progress and the host's command (host reads/writes it)
  *   +-----------------------------+ arena_base + CI_APP_BLOB_OFFSET
  *   | workload blob (PIC, SysV)   |  copied from this app; islands move out of here
  *   +-----------------------------+
@@ -12,7 +12,8 @@
  *   +-----------------------------+ arena_base + arena_size
  *
  * Each round calls the workload once and prints "round N sum X" on ConOut (the serial port).
- * The app stops when the host sets `stop`, or after max_rounds, then powers the machine off.
+ * The host can PAUSE it between rounds (so that a ROLLBACK never finds a thread inside a copy
+ * with return addresses into copies), RUN it again, or FINISH it, which powers the machine off.
  */
 #include "codeisland/plan.h"
 #include "efi.h"
@@ -21,7 +22,12 @@
 #define CI_APP_MAGIC 0x31544350414943ULL /* "CIAPCT1" */
 #define CI_APP_BLOB_OFFSET 0x1000u
 #define CI_APP_MAX_ROUNDS 3000u
-#define CI_APP_LINGER_MS 15000u
+#define CI_APP_PARK_MS 30000u
+
+/* Host commands (ci_app_control.command). */
+#define CI_APP_RUN 0u
+#define CI_APP_PAUSE 1u  /* finish the round, then park outside the workload */
+#define CI_APP_FINISH 2u /* print the summary and power off */
 
 typedef struct ci_app_control {
   uint64_t magic;
@@ -33,10 +39,10 @@ typedef struct ci_app_control {
   uint64_t rounds;     /* completed rounds */
   uint64_t first_sum;  /* round 0, before any relocation: the reference */
   uint64_t last_sum;
-  uint32_t stop;       /* written by the host: 1 = stop the rounds, 2 = power off */
+  uint32_t command;    /* written by the host: CI_APP_RUN / PAUSE / FINISH */
   uint32_t max_rounds;
   uint32_t bad_rounds; /* rounds whose sum differed from first_sum */
-  uint32_t reserved;
+  uint32_t parked;     /* 1 while parked on PAUSE: no workload code is running or on the stack */
 } ci_app_control;
 _Static_assert(sizeof(ci_app_control) == 80, "app control");
 
@@ -123,6 +129,23 @@ static void power_off(void) {
   gST->RuntimeServices->ResetSystem(EFI_RESET_SHUTDOWN, 0, 0, 0);
 }
 
+/* Park between rounds while the host holds PAUSE (bounded, so a lost host cannot hang CI). */
+static void park(EFI_SYSTEM_TABLE *st, ci_app_control *ctl) {
+  __atomic_store_n(&ctl->parked, 1u, __ATOMIC_RELEASE);
+  puts8("codeisland-app: paused\n");
+  uint32_t ms = 0;
+  while (__atomic_load_n(&ctl->command, __ATOMIC_ACQUIRE) == CI_APP_PAUSE) {
+    if (ms >= CI_APP_PARK_MS) {
+      __atomic_store_n(&ctl->command, CI_APP_FINISH, __ATOMIC_RELEASE);
+      break;
+    }
+    st->BootServices->Stall(10000);
+    ms += 10;
+  }
+  puts8("codeisland-app: resumed\n");
+  __atomic_store_n(&ctl->parked, 0u, __ATOMIC_RELEASE);
+}
+
 static void report_round(uint64_t round, uint64_t sum) {
   char line[96], *p = line;
   p = str(p, "codeisland-app: round ");
@@ -186,13 +209,20 @@ EFI_STATUS EFIAPI efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *st) {
 
   workload_fn run = (workload_fn)(uintptr_t)ctl->entry;
   uint64_t round = 0;
-  for (; round < CI_APP_MAX_ROUNDS && !__atomic_load_n(&ctl->stop, __ATOMIC_ACQUIRE); round++) {
+  while (round < CI_APP_MAX_ROUNDS) {
+    uint32_t cmd = __atomic_load_n(&ctl->command, __ATOMIC_ACQUIRE);
+    if (cmd == CI_APP_FINISH) break;
+    if (cmd == CI_APP_PAUSE) {
+      park(st, ctl);
+      continue;
+    }
     uint64_t sum = run(round);
     if (round == 0) ctl->first_sum = sum;
     else if (sum != ctl->first_sum) ctl->bad_rounds++;
     ctl->last_sum = sum;
     __atomic_store_n(&ctl->rounds, round + 1, __ATOMIC_RELEASE);
     report_round(round, sum);
+    round++;
   }
   p = line;
   p = str(p, "codeisland-app: done rounds ");
@@ -202,12 +232,6 @@ EFI_STATUS EFIAPI efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *st) {
   p = str(p, "\n");
   *p = 0;
   puts8(line);
-  /* The host may still undo its relocations now that no workload code runs (a rollback while
-   * a thread is inside a copy could leave return addresses into wiped bytes); it says when it
-   * is done by writing stop = 2.  Give it CI_APP_LINGER_MS at most. */
-  for (uint32_t ms = 0; ms < CI_APP_LINGER_MS && __atomic_load_n(&ctl->stop, __ATOMIC_ACQUIRE) < 2;
-       ms += 10)
-    st->BootServices->Stall(10000);
   power_off();
   return 0;
 }

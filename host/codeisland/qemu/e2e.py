@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 HOT_ISLANDS = ("hot_loop", "mix")
 ROUNDS_AFTER_COMMIT = 4
 MAX_COMMIT_ATTEMPTS = 3
+SAMPLES = 8
 
 
 @dataclass
@@ -52,7 +53,9 @@ class E2eReport:
     callsites_patched: int = 0
     dest_bytes_match: bool = False
     samples_in_copies: int = 0
+    samples_at_entries: int = 0  # on an original entry's jump (TCG ends a block at the call)
     samples_total: int = 0
+    sample_rips: list[str] = field(default_factory=list)
     rolled_back: bool = False
     rounds_total: int = 0
     rounds_after_commit: int = 0
@@ -91,8 +94,8 @@ class E2eReport:
                 f"{self.dest_bytes_match}",
                 f"contexts translated at commit: {self.contexts_translated} "
                 f"(commit attempts {self.commit_attempts})",
-                f"samples after commit in the copies: {self.samples_in_copies}/"
-                f"{self.samples_total}",
+                f"samples after commit: {self.samples_in_copies} in the copies, "
+                f"{self.samples_at_entries} on an entry jump, of {self.samples_total}",
                 f"checksums ok: {self.checksums_ok} ({self.rounds_total} rounds, "
                 f"{self.rounds_after_commit} after commit, sum {self.checksum})",
                 f"rolled back: {self.rolled_back}",
@@ -155,7 +158,7 @@ class E2e:
             self._mark("plan")
             self._bad_plan(m, t, client, wp)
             self._mark("bad_plan")
-            self._stage_commit(t, client, wp)
+            self._stage_commit(t, client, wp, cfg.arena_base)
             self._mark("commit")
             self._after_commit(m, t, client, wp, cfg.arena_base)
         self._finish(m)
@@ -193,7 +196,7 @@ class E2e:
 
     # -- stage and commit while the workload runs ------------------------------------------
 
-    def _stage_commit(self, t: Any, client: MailboxClient, wp: WorkloadPlan) -> None:
+    def _stage_commit(self, t: Any, client: MailboxClient, wp: WorkloadPlan, arena: int) -> None:
         r = self.report
         for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
             r.commit_attempts = attempt
@@ -211,11 +214,24 @@ class E2e:
             r.relocations = len(wp.plan.islands)
             r.callsites_patched = res.callsites_patched
             r.contexts_translated = res.contexts_translated
-            if res.contexts_translated > 0:
+            if res.contexts_translated > 0 or attempt == MAX_COMMIT_ATTEMPTS:
                 return
-            # the SMI landed outside the islands (e.g. while the app printed): undo, try again
+            # the SMI landed outside the islands (e.g. while the app printed): undo with the app
+            # parked, so that no return address points into the copies, and try again
             log.info("commit translated no context (attempt %d); rolling back", attempt)
+            target.pause(t, arena)
             client.rollback(0)
+            target.resume(t, arena)
+            self._wait_rounds(t, arena, 1)
+
+    def _wait_rounds(self, t: Any, arena: int, more: int) -> int:
+        start = target.read_control(t, arena).rounds
+        deadline = time.monotonic() + 60
+        while target.read_control(t, arena).rounds < start + more:
+            if time.monotonic() > deadline:
+                raise EmulationError("the workload stopped making progress")
+            time.sleep(0.05)
+        return start
 
     def _after_commit(
         self, m: Machine, t: Any, client: MailboxClient, wp: WorkloadPlan, arena: int
@@ -231,30 +247,28 @@ class E2e:
             {"name": p.name, "src": p.src, "dst": p.dst, "size": len(p.final)} for p in wp.placed
         ]
         _, head = client.samples_since(0)
-        for _ in range(8):
+        for _ in range(SAMPLES):
             client.sample()
             time.sleep(0.05)
         samples, _ = client.samples_since(head)
         r.samples_total = len(samples)
+        r.sample_rips = [f"{s.rip:#x}" for s in samples]
+        r.samples_at_entries = sum(any(s.rip == p.src for p in wp.placed) for s in samples)
         r.samples_in_copies = sum(
             any(p.dst <= s.rip < p.dst + len(p.final) for p in wp.placed) for s in samples
         )
-        deadline = time.monotonic() + 60
-        while target.read_control(t, arena).rounds < committed_round + ROUNDS_AFTER_COMMIT:
-            if time.monotonic() > deadline:
-                raise EmulationError("the workload stopped making progress after the commit")
-            time.sleep(0.1)
-        target.request_stop(t, arena, target.STOP_ROUNDS)
-        self.done = m.wait_for("serial", target.DONE_LINE.pattern, 60)
+        self._wait_rounds(t, arena, ROUNDS_AFTER_COMMIT)
+        # park the app so no workload code runs, undo the generation, check every byte came back
+        target.pause(t, arena)
         r.rounds_after_commit = target.read_control(t, arena).rounds - committed_round
-        # no workload code runs now: undo the generation and check every byte came back
         client.rollback(0)
         r.rolled_back = all(
             t.read_phys(p.src, len(p.original_entry)) == p.original_entry
             and t.read_phys(p.dst, len(p.final)) != p.final
             for p in wp.placed
         )
-        target.request_stop(t, arena, target.STOP_POWER_OFF)
+        target.command(t, arena, target.FINISH)
+        self.done = m.wait_for("serial", target.DONE_LINE.pattern, 60)
 
     def _finish(self, m: Machine) -> None:
         r = self.report
