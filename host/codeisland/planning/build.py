@@ -90,6 +90,10 @@ def build_plan(
         if not isl.relocatable:
             raise PlanError(f"island {isl.name} cannot move: {isl.reason} ({isl.detail})")
     _check_ranges(resolved)
+    for isl, dst in resolved:
+        live = imap.island_at(dst) or imap.island_at(dst + isl.size - 1)
+        if live is not None:
+            raise PlanError(f"destination of {isl.name} at {dst:#x} overlaps live code {live.name}")
     read = read_bytes or imap.read
     ids = {isl.start: n for n, isl in enumerate(imap.islands)}
     plan = Plan(plan_id=plan_id)
