@@ -71,7 +71,8 @@ def test_contexts_translated_wherever_the_smi_landed(report: dict[str, Any]) -> 
     # TCG takes the SMI at the end of a translation block: no particular RIP is assumed, only
     # that a commit translated the interrupted thread (retried if it was outside the islands)
     assert report["contexts_translated"] >= 1
-    assert 1 <= report["commit_attempts"] <= 3
+    assert report["cpus_in_smm"] == 1  # the default guest has one vCPU, and it entered SMM
+    assert 1 <= report["commit_attempts"] <= 6
 
 
 def test_checksums_stay_correct_and_rollback_restores(report: dict[str, Any]) -> None:

@@ -34,7 +34,7 @@ from .planning import HOT_OFFSET, WorkloadPlan, plan_workload
 log = logging.getLogger(__name__)
 HOT_ISLANDS = ("hot_loop", "mix")
 ROUNDS_AFTER_COMMIT = 4
-MAX_COMMIT_ATTEMPTS = 3
+MAX_COMMIT_ATTEMPTS = 6
 SAMPLES = 8
 
 
@@ -57,6 +57,7 @@ class E2eReport:
     samples_total: int = 0
     sample_rips: list[str] = field(default_factory=list)
     rolled_back: bool = False
+    cpus_in_smm: int = 0
     rounds_total: int = 0
     rounds_after_commit: int = 0
     checksum: str = ""
@@ -92,7 +93,8 @@ class E2eReport:
                 f"{self.fixups_applied} fix-ups, {self.callsites_patched} call sites re-pointed; "
                 f"destination bytes as planned: "
                 f"{self.dest_bytes_match}",
-                f"contexts translated at commit: {self.contexts_translated} "
+                f"contexts translated at commit: {self.contexts_translated} of "
+                f"{self.cpus_in_smm} CPU(s) in SMM "
                 f"(commit attempts {self.commit_attempts})",
                 f"samples after commit: {self.samples_in_copies} in the copies, "
                 f"{self.samples_at_entries} on an entry jump, of {self.samples_total}",
@@ -113,10 +115,10 @@ def build(root: Path) -> None:
 
 
 class E2e:
-    def __init__(self, workdir: Path, driver: Path | None = None, timeout_s: float = 120) -> None:
+    def __init__(self, workdir: Path, driver: Path | None = None, cpus: int = 1) -> None:
         self.workdir = workdir
         self.driver = driver
-        self.timeout_s = timeout_s
+        self.cpus = cpus
         self.report = E2eReport()
         self.t0 = time.monotonic()
         self.done: re.Match[str] | None = None
@@ -133,7 +135,7 @@ class E2e:
         image = session.prepare_image(self.workdir, self.driver)
         self._mark("inject")
         app = session.require(session.app_binary(), "make -C smm/app")
-        config = MachineConfig(image=image, workdir=self.workdir / "vm", app=app)
+        config = MachineConfig(image=image, workdir=self.workdir / "vm", app=app, cpus=self.cpus)
         with Machine(config) as m:
             self._guest(m)
         return self.report
@@ -214,6 +216,7 @@ class E2e:
             r.relocations = len(wp.plan.islands)
             r.callsites_patched = res.callsites_patched
             r.contexts_translated = res.contexts_translated
+            r.cpus_in_smm = res.cpus
             if res.contexts_translated > 0 or attempt == MAX_COMMIT_ATTEMPTS:
                 return
             # the SMI landed outside the islands (e.g. while the app printed): undo with the app
@@ -288,5 +291,7 @@ class E2e:
         )
 
 
-def run_e2e(workdir: Path, driver: Path | None = None, do_build: bool = True) -> E2eReport:
-    return E2e(workdir, driver).run(do_build)
+def run_e2e(
+    workdir: Path, driver: Path | None = None, do_build: bool = True, cpus: int = 1
+) -> E2eReport:
+    return E2e(workdir, driver, cpus).run(do_build)
