@@ -28,6 +28,10 @@ typedef struct ci_work {
   uint32_t failed_index;
 } ci_work;
 
+/* ---- digest.c ---- */
+/* ci_digest64(data, len, 0), compiled out of line (see digest.c). */
+uint64_t ci_digest(const void *data, size_t len);
+
 /* ---- regions.c ---- */
 /* Status for [base, base+len) that must lie in one region with `need`:
  * RANGE_WRAP, TOUCHES_SMRAM, `outside` if in no such region, else OK. */
@@ -46,13 +50,13 @@ int ci_region_end(const ci_engine *e, uint64_t addr, uint32_t need, uint64_t *en
 uint32_t ci_undo_cost(uint32_t len);
 /* Save [addr, addr+len) (ptr maps it) before it is written. 0 if full. */
 int ci_undo_save(ci_undo *u, uint32_t kind, uint64_t addr, const uint8_t *ptr, uint32_t len);
-/* Copy src over [addr, addr+len) (dst maps it), logging the old bytes as a
- * FILL record for the prefix that held one repeated byte and a MEM record for
- * the rest.  0 (nothing written) if the log lacks room. */
+/* Copy src over [addr, addr+len) (dst maps it), logging the old bytes first
+ * (a FILL record if they were one repeated byte).  0 (nothing written) if
+ * the log lacks room. */
 uint32_t ci_undo_copy(ci_undo *u, uint64_t addr, uint8_t *dst, const uint8_t *src,
                       uint32_t len);
 /* Worst-case pool bytes of ci_undo_copy. */
-#define CI_UNDO_COPY_COST(len) (CI_UNDO_HDR + ci_undo_cost(len))
+#define CI_UNDO_COPY_COST(len) ci_undo_cost(len)
 int ci_undo_save_reg(ci_undo *u, uint32_t cpu, uint32_t reg, uint64_t value);
 /* Unwind records above `start`, newest first.  kinds is a bit set of
  * (1 << CI_UNDO_*) to restore; others are skipped.  Pops when pop != 0. */

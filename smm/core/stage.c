@@ -10,7 +10,6 @@
  * chunks staged in an earlier SMI (guest code ran since and may have written
  * them).
  */
-#include "codeisland/digest.h"
 #include "ci_host.h"
 #include "internal.h"
 #include "mem.h"
@@ -53,42 +52,41 @@ void ci_stage_prepare(ci_engine *e) {
   e->chunks_done = 0;
 }
 
-/* Walks the fix-ups overlapping chunk c: for each, the clipped field range
- * [lo, hi) in chunk coordinates and the byte offset into its value. */
-typedef struct fix_iter {
-  const ci_plan_view *v;
-  const ci_chunk *ch;
-  uint32_t k;
-} fix_iter;
-
-static int fix_next(fix_iter *it, uint32_t *lo, uint32_t *hi, uint8_t val[8], uint32_t *skip) {
-  const ci_plan_view *v = it->v;
-  if (it->k >= v->header->fixup_count)
-    return 0;
-  const ci_fixup *f = &v->fixups[it->k];
-  if (f->island != it->ch->island || f->offset >= it->ch->offset + it->ch->length)
-    return 0;
-  uint32_t w = fixup_value(&v->islands[f->island], f, val);
-  uint32_t start = f->offset, end = f->offset + w;
-  uint32_t c0 = it->ch->offset, c1 = it->ch->offset + it->ch->length;
-  *skip = start < c0 ? c0 - start : 0;
-  *lo = (start < c0 ? c0 : start) - c0;
-  *hi = (end > c1 ? c1 : end) - c0;
-  it->k++;
+/* The value of fix-up f's field in the copy, as little-endian bytes clipped
+ * to the chunk [c0, c1): compares or stores the part inside. */
+static int field_equal(const uint8_t *d, uint32_t c0, uint32_t c1, uint32_t off,
+                       const uint8_t *val, uint32_t w) {
+  for (uint32_t b = 0; b < w; b++)
+    if (off + b >= c0 && off + b < c1 && d[off + b - c0] != val[b])
+      return 0;
   return 1;
 }
 
-/* 1 if dst already holds the chunk's final bytes. */
+/* 1 if dst already holds the chunk's final bytes: the source between fix-up
+ * fields, and each field's new value.  Exits at the first difference. */
 static int chunk_matches(const ci_engine *e, uint32_t c, const uint8_t *s, const uint8_t *d) {
-  fix_iter it = {&e->plan, &e->plan.chunks[c], e->chunk_fixup[c]};
-  uint32_t pos = 0, lo, hi, skip;
-  uint8_t val[8];
-  while (fix_next(&it, &lo, &hi, val, &skip)) {
-    if (!ci_equal(d + pos, s + pos, lo - pos) || !ci_equal(d + lo, val + skip, hi - lo))
+  const ci_plan_view *v = &e->plan;
+  const ci_chunk *ch = &v->chunks[c];
+  const ci_island *isl = &v->islands[ch->island];
+  uint32_t c0 = ch->offset, c1 = ch->offset + ch->length, pos = c0;
+  for (uint32_t k = e->chunk_fixup[c]; k < v->header->fixup_count; k++) {
+    const ci_fixup *f = &v->fixups[k];
+    uint8_t val[8];
+    if (f->island != ch->island || f->offset >= c1)
+      break;
+    uint32_t w = fixup_value(isl, f, val);
+    if (f->offset > pos && !ci_equal(d + (pos - c0), s + (pos - c0), f->offset - pos))
       return 0;
-    pos = hi;
+    if (f->offset >= c0 && f->offset + w <= c1) { /* wholly inside: one compare */
+      const uint8_t *p = d + (f->offset - c0);
+      if (w == 8 ? ci_le64(p) != ci_le64(val) : ci_le32(p) != ci_le32(val))
+        return 0;
+    } else if (!field_equal(d, c0, c1, f->offset, val, w)) {
+      return 0;
+    }
+    pos = f->offset + w > c1 ? c1 : f->offset + w;
   }
-  return ci_equal(d + pos, s + pos, it.ch->length - pos);
+  return ci_equal(d + (pos - c0), s + (pos - c0), c1 - pos);
 }
 
 /* Overwrite the fix-up fields of a copied chunk; returns fix-ups started
@@ -105,15 +103,21 @@ static uint32_t chunk_fixups(const ci_engine *e, uint32_t c, uint8_t *d) {
     uint8_t val[8];
     if (f->island != ch->island || f->offset >= c1)
       break;
-    uint32_t w = fixup_value(isl, f, val);
-    if (f->offset >= c0 && f->offset + w <= c1) {
-      ci_copy_small(d + (f->offset - c0), val, w);
+    uint32_t w = fixup_width(f->kind);
+    if (f->offset >= c0 && f->offset + w <= c1) { /* the common case: store directly */
+      uint8_t *p = d + (f->offset - c0);
+      if (w == 8)
+        ci_put64(p, f->target - isl->src + isl->dst);
+      else
+        ci_put32(p, (uint32_t)(f->target - (isl->dst + f->offset + f->pc_bias)));
       started++;
       continue;
     }
+    (void)fixup_value(isl, f, val);
     for (uint32_t b = 0; b < w; b++) /* straddles a chunk boundary */
       if (f->offset + b >= c0 && f->offset + b < c1)
         d[f->offset + b - c0] = val[b];
+    /* (field_equal above is the read side of this clipping) */
     started += f->offset >= c0;
   }
   return started;
@@ -159,7 +163,7 @@ ci_status ci_stage_recheck(ci_engine *e, ci_work *w) {
     const uint8_t *d = ci_host_map(v->islands[ch->island].dst + ch->offset, ch->length);
     if (!d)
       return CI_ST_INTERNAL;
-    if (ci_digest64(d, ch->length, 0) != ch->digest) {
+    if (ci_digest(d, ch->length) != ch->digest) {
       e->chunk_smi[c] = 0;
       e->chunks_done--;
       if (first_changed == CI_NO_INDEX) {

@@ -57,21 +57,9 @@ int ci_undo_save_reg(ci_undo *u, uint32_t cpu, uint32_t reg, uint64_t value) {
 
 uint32_t ci_undo_copy(ci_undo *u, uint64_t addr, uint8_t *dst, const uint8_t *src,
                       uint32_t len) {
-  /* Room for the worst case (a FILL prefix and the rest saved) first, so a
-   * full log is found before the first byte is written. */
-  if (len == 0 || CI_UNDO_HDR + ci_undo_cost(len) > u->size - u->top)
+  if (!ci_undo_save(u, CI_UNDO_MEM, addr, dst, len))
     return 0;
-  uint8_t fill = dst[0];
-  uint32_t done = (uint32_t)ci_copy_over_fill(dst, src, len, fill);
-  if (done) {
-    undo_hdr h = {addr, done, CI_UNDO_FILL, fill, 0};
-    (void)push(u, &h, 0, 0);
-  }
-  if (done < len) {
-    undo_hdr h = {addr + done, len - done, CI_UNDO_MEM, 0, 0};
-    (void)push(u, &h, dst + done, len - done);
-    ci_copy(dst + done, src + done, len - done);
-  }
+  ci_copy(dst, src, len);
   return 1;
 }
 

@@ -5,7 +5,6 @@
  * plan leaves memory untouched.  Checks run table by table in the order of
  * plan.h; the first failure is reported with its record index.
  */
-#include "codeisland/digest.h"
 #include "ci_host.h"
 #include "internal.h"
 #include "mem.h"
@@ -71,7 +70,7 @@ static int digest_ok(uint8_t *plan, uint32_t size) {
   ci_plan_header *h = (ci_plan_header *)plan;
   uint64_t want = h->digest;
   h->digest = 0;
-  uint64_t got = ci_digest64(plan, size, 0);
+  uint64_t got = ci_digest(plan, size);
   h->digest = want;
   return got == want;
 }
@@ -143,39 +142,33 @@ static ci_status check_island_pairs(const ci_island *isl, uint32_t i) {
 
 static uint32_t fixup_width(uint8_t kind) { return kind == CI_FIXUP_ABS64 ? 8u : 4u; }
 
-static ci_status check_fixup_shape(const ci_plan_view *v, uint32_t k) {
-  const ci_fixup *f = &v->fixups[k];
-  if (f->island >= v->header->island_count)
-    return CI_ST_FIXUP_ISLAND;
+/* Shape of fix-up f of island isl: kind and bias, field inside the island,
+ * after the previous field (prev_end: end offset of the previous fix-up of
+ * the same island, 0 for its first). */
+static ci_status check_fixup_shape(const ci_fixup *f, const ci_island *isl, uint32_t prev_end) {
   int rel = f->kind == CI_FIXUP_REL32 || f->kind == CI_FIXUP_RIPREL32;
   if (rel ? (f->pc_bias < 4u || f->pc_bias > 15u)
           : (f->kind != CI_FIXUP_ABS64 || f->pc_bias != 0))
     return CI_ST_FIXUP_KIND;
-  uint32_t width = fixup_width(f->kind), size = v->islands[f->island].size;
-  if (size < width || f->offset > size - width)
+  uint32_t width = fixup_width(f->kind);
+  if (isl->size < width || f->offset > isl->size - width)
     return CI_ST_FIXUP_OUTSIDE;
-  if (k > 0) {
-    const ci_fixup *p = &v->fixups[k - 1];
-    /* p's shape was checked, so p->offset + width cannot overflow. */
-    if (f->island < p->island ||
-        (f->island == p->island && f->offset < p->offset + fixup_width(p->kind)))
-      return CI_ST_FIXUP_ORDER;
-  }
+  if (f->offset < prev_end)
+    return CI_ST_FIXUP_ORDER;
   return CI_ST_OK;
 }
 
-/* Original bytes agree with the fix-up, and the copy's value fits.  src is
- * the island's source, mapped once (islands were checked first). */
+/* Original bytes agree with the fix-up, and the copy's value fits.  src maps
+ * the island's source. */
 static ci_status check_fixup_value(const ci_fixup *f, const ci_island *isl, const uint8_t *src) {
   const uint8_t *p = src + f->offset;
-  uint64_t field = isl->src + f->offset;
   int32_t rel;
   if (f->kind == CI_FIXUP_ABS64) {
     if (ci_le64(p) != f->target || !ci_range_has(isl->src, isl->size, f->target))
       return CI_ST_FIXUP_MISMATCH;
     return CI_ST_OK;
   }
-  uint64_t pc_old = field + f->pc_bias;
+  uint64_t pc_old = isl->src + f->offset + f->pc_bias;
   if (pc_old + (uint64_t)(int64_t)(int32_t)ci_le32(p) != f->target)
     return CI_ST_FIXUP_MISMATCH;
   if (!ci_rel32(f->target, isl->dst + f->offset + f->pc_bias, &rel))
@@ -183,23 +176,41 @@ static ci_status check_fixup_value(const ci_fixup *f, const ci_island *isl, cons
   return CI_ST_OK;
 }
 
-/* One pass over the fix-ups: shape, order, then the bytes they describe. */
+/* One pass over the fix-ups (sorted by island, then offset): the island's
+ * fields and mapping are taken once per island, each fix-up's shape is
+ * checked before the bytes it describes are read. */
 static ci_status check_fixups(const ci_plan_view *v, uint32_t *failed) {
+  const uint32_t n = v->header->fixup_count, islands = v->header->island_count;
+  const ci_fixup *fx = v->fixups;
+  const ci_island *isl = 0;
   const uint8_t *src = 0;
-  uint32_t mapped = CI_NO_INDEX;
-  for (uint32_t k = 0; k < v->header->fixup_count; k++) {
-    const ci_fixup *f = &v->fixups[k];
-    ci_status st = check_fixup_shape(v, k);
-    if (st == CI_ST_OK && f->island != mapped) { /* sorted by island: one map each */
-      mapped = f->island;
-      src = ci_host_map(v->islands[mapped].src, v->islands[mapped].size);
+  uint32_t cur = CI_NO_INDEX, prev_end = 0;
+  for (uint32_t k = 0; k < n; k++) {
+    const ci_fixup *f = &fx[k];
+    ci_status st = CI_ST_OK;
+    if (f->island != cur) {
+      if (f->island >= islands)
+        st = CI_ST_FIXUP_ISLAND;
+      else if (cur != CI_NO_INDEX && f->island < cur)
+        st = CI_ST_FIXUP_ORDER;
+      else {
+        cur = f->island;
+        isl = &v->islands[cur];
+        src = ci_host_map(isl->src, isl->size);
+        prev_end = 0;
+        if (!src)
+          st = CI_ST_INTERNAL;
+      }
     }
     if (st == CI_ST_OK)
-      st = src ? check_fixup_value(f, &v->islands[f->island], src) : CI_ST_INTERNAL;
+      st = check_fixup_shape(f, isl, prev_end);
+    if (st == CI_ST_OK)
+      st = check_fixup_value(f, isl, src);
     if (st != CI_ST_OK) {
       *failed = k;
       return st;
     }
+    prev_end = f->offset + fixup_width(f->kind); /* shape checked: no overflow */
   }
   return CI_ST_OK;
 }
