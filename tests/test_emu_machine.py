@@ -145,17 +145,20 @@ def test_smm_code_touching_conventional_memory_faults_after_lock() -> None:
     dxe_data = m.firmware.system_table  # boot-services data: conventional at lock
     code_at = m.smram.pool_alloc(64)
     assert code_at is not None
-    m._enter_smm()
-    try:
-        m.write(code_at, b"\x48\xa1" + dxe_data.to_bytes(8, "little") + b"\xc3")
-        with pytest.raises(EmulationError, match=r"boot-services memory\) in SMM"):
-            m.call(code_at, [], "probe")
-        # the arena (runtime code, reserved before lock) stays accessible
-        arena = s.arena[0]
-        m.write(code_at, b"\x48\xa1" + arena.to_bytes(8, "little") + b"\xc3")
-        m.call(code_at, [], "probe")
-    finally:
+
+    def load_from(address: int) -> None:  # mov rax, [address]; ret
+        m._enter_smm()
+        m.write(code_at, b"\x48\xa1" + address.to_bytes(8, "little") + b"\xc3")
         m._leave_smm()
+
+    load_from(dxe_data)
+    with pytest.raises(EmulationError, match=r"read of memory at .*boot-services memory\) in SMM"):
+        m.smm_call(code_at, [], "probe")
+    load_from(s.arena[0])  # runtime code reserved before lock: accessible
+    m.smm_call(code_at, [], "probe")
+    # calling out of SMRAM (into the arena) faults once locked
+    with pytest.raises(EmulationError, match=r"fetch from .*EfiRuntimeServicesCode.* in SMM"):
+        m.smm_call(s.arena[0], [], "probe")
 
 
 def test_transport_refuses_smram() -> None:

@@ -89,6 +89,7 @@ class Guest:
         self.base = arena_base + CODE_OFFSET
         self.slice = slice_instructions
         self.instructions = 0
+        self.code_bytes = 0  # executed guest code bytes, native-sliced runs only
         self.samples: list[tuple[int, int]] = []  # (thread, rip) at slice boundaries
         self.sample_slices = False
         self._load()
@@ -258,6 +259,53 @@ class Guest:
             if every and on_boundary is not None and not self.done:
                 on_boundary(self)
         return total
+
+    def run_sliced(
+        self,
+        slice_bytes: int = 400_000,
+        every: int | None = None,
+        on_boundary: Callable[[Guest], None] | None = None,
+    ) -> int:
+        """Run until done with native slices of `slice_bytes` executed code bytes (slicer.py):
+        the fast mode for profiling.  Samples each thread's RIP at every slice end when
+        `sample_slices` is set and calls `on_boundary` every `every` slices.  Instructions are
+        not counted in this mode (code bytes are, in `code_bytes`); returns the slices run."""
+        from .slicer import NativeSlicer
+
+        uc = self.m.uc
+        slicer = NativeSlicer(uc, self.arena_base, self.arena_base + self.arena_size - 1)
+        slices = 0
+        try:
+            while not self.done:
+                for cpu in self.m.cpus:
+                    thread = cpu.thread
+                    if not isinstance(thread, GuestThread) or not thread.runnable:
+                        continue
+                    slicer.arm(slice_bytes)
+                    uc.context_restore(thread.context)
+                    self.current = thread
+                    try:
+                        uc.emu_start(thread.rip, NO_UNTIL)
+                    except UcError as exc:
+                        uc.context_update(thread.context)
+                        self.m._raise_stop(f"guest thread {thread.index} on CPU {cpu.index}", exc)
+                    finally:
+                        self.current = None
+                    uc.context_update(thread.context)
+                    reasons = self.m.take_stop_reasons()
+                    if reasons:
+                        raise EmulationError(f"guest thread {thread.index} stopped: {reasons[0]}")
+                    self.code_bytes += slicer.used
+                    if self.sample_slices:
+                        self.samples.append((thread.index, thread.rip))
+                    slices += 1
+                    boundary = every and on_boundary is not None and slices % every == 0
+                    if boundary and on_boundary is not None and not self.done:
+                        on_boundary(self)
+                self._assign()
+        finally:
+            slicer.close()
+        return slices
 
     def outputs(self) -> list[bytes]:
         return [bytes(t.output) for t in self.threads]

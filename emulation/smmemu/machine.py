@@ -24,14 +24,17 @@ from unicorn import (
     UC_HOOK_BLOCK,
     UC_HOOK_MEM_FETCH_PROT,
     UC_HOOK_MEM_FETCH_UNMAPPED,
+    UC_HOOK_MEM_READ,
     UC_HOOK_MEM_READ_PROT,
     UC_HOOK_MEM_READ_UNMAPPED,
+    UC_HOOK_MEM_WRITE,
     UC_HOOK_MEM_WRITE_PROT,
     UC_HOOK_MEM_WRITE_UNMAPPED,
     UC_MEM_FETCH_PROT,
     UC_MEM_FETCH_UNMAPPED,
     UC_MEM_READ_PROT,
     UC_MEM_READ_UNMAPPED,
+    UC_MEM_WRITE,
     UC_MEM_WRITE_PROT,
     UC_MEM_WRITE_UNMAPPED,
     UC_MODE_64,
@@ -79,6 +82,7 @@ REGS = {
     "rip": UC_X86_REG_RIP, "rflags": UC_X86_REG_EFLAGS,
 }  # fmt: skip
 
+_SMRAM_END = SMRAM_BASE + SMRAM_SIZE - 1
 CALL_TIMEOUT_US = 60_000_000  # a firmware call running longer than this is a hang
 NO_UNTIL = 0xFFFF_FFFF_FFFF_F000
 
@@ -172,7 +176,8 @@ class Machine:
             | UC_HOOK_MEM_READ_PROT | UC_HOOK_MEM_WRITE_PROT | UC_HOOK_MEM_FETCH_PROT,
             self._on_fault,
         )  # fmt: skip
-        self._count_hook: int | None = None
+        self._smm_hook_ids: list[int] = []
+        self._dirty: tuple[int, int] | None = None  # guest memory the handler wrote, this SMI
         self.pending_guest_smi: int | None = None
         self._sw_context = self.smram.table_alloc(32)
 
@@ -250,18 +255,41 @@ class Machine:
 
     # -- SMM instruction counting -----------------------------------------------------------
 
-    def _count_smm(self, on: bool) -> None:
-        """Count the handler's instructions: a block hook bounded to SMRAM, present only while
-        an SMI is handled (the driver's entry may run for a long time; guest code never calls
-        into Python).  Translations are dropped so blocks are re-made with or without it."""
-        if on and self._count_hook is None:
-            self._count_hook = self.uc.hook_add(
-                UC_HOOK_BLOCK, self._on_smm_block, None, SMRAM_BASE, SMRAM_BASE + SMRAM_SIZE - 1
-            )
-        elif not on and self._count_hook is not None:
-            self.uc.hook_del(self._count_hook)
-            self._count_hook = None
-        self.uc.ctl_remove_cache(SMRAM_BASE, SMRAM_BASE + SMRAM_SIZE)
+    def _smm_hooks(self, on: bool) -> None:
+        """Hooks present only while an SMI is handled: the handler's instruction count (a block
+        hook bounded to SMRAM), its accesses to memory outside SMRAM (locked-SMM rules, and
+        which guest bytes it wrote) and code fetches outside SMRAM.  Guest code never runs
+        under them; translations are dropped so blocks are re-made with or without them."""
+        if on and not self._smm_hook_ids:
+            below = SMRAM_BASE - 1
+            rw = UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE
+            self._smm_hook_ids = [
+                self.uc.hook_add(UC_HOOK_BLOCK, self._on_smm_block, None, SMRAM_BASE, _SMRAM_END),
+                self.uc.hook_add(rw, self._on_smm_access, None, 0, below),
+                self.uc.hook_add(UC_HOOK_BLOCK, self._on_smm_fetch_outside, None, 0, below),
+            ]
+        elif not on:
+            for hook in self._smm_hook_ids:
+                self.uc.hook_del(hook)
+            self._smm_hook_ids = []
+        self.uc.ctl_remove_cache(SMRAM_BASE, _SMRAM_END + 1)
+
+    def _on_smm_access(
+        self, uc: Uc, access: int, address: int, size: int, value: int, _u: object
+    ) -> None:
+        if self.locked and self.memory.smm_denied(address, size):
+            what = "write to" if access == UC_MEM_WRITE else "read of"
+            where = self.memory.describe(address)
+            self.stop_with(f"{what} memory at {address:#x} ({where}) in SMM after lock")
+            return
+        if access == UC_MEM_WRITE:
+            lo, hi = self._dirty or (address, address + size)
+            self._dirty = (min(lo, address), max(hi, address + size))
+
+    def _on_smm_fetch_outside(self, uc: Uc, address: int, size: int, _u: object) -> None:
+        if self.locked:
+            where = self.memory.describe(address)
+            self.stop_with(f"fetch from {address:#x} ({where}) in SMM after lock")
 
     def _on_smm_block(self, uc: Uc, address: int, size: int, _u: object) -> None:
         n = self._block_sizes.get(address)
@@ -301,6 +329,17 @@ class Machine:
         if rip != self.return_stub:
             raise EmulationError(f"{what} did not return within {CALL_TIMEOUT_US // 10**6} s")
         return int(self.uc.reg_read(UC_X86_REG_RAX))
+
+    def smm_call(self, function: int, args: list[int], what: str) -> int:
+        """Call SMRAM code in SMM under the same rules and counters as an SMI handler."""
+        self._enter_smm()
+        self._smm_icount = 0
+        self._smm_hooks(True)
+        try:
+            return self.call(function, args, what)
+        finally:
+            self._smm_hooks(False)
+            self._leave_smm()
 
     # -- boot ---------------------------------------------------------------------------
 
@@ -360,13 +399,13 @@ class Machine:
             cpu.map.store(regs)
         self._enter_smm()
         self._smm_icount = 0
-        self._count_smm(True)
+        self._smm_hooks(True)
         try:
             self.firmware.set_current_cpu(initiator)
             self._dispatch(record)
         finally:
             record.handler_instructions = self._smm_icount
-            self._count_smm(False)
+            self._smm_hooks(False)
             self._leave_smm()
             self._rsm(record)
         self.smis.append(record)
@@ -395,5 +434,8 @@ class Machine:
             for name, value in regs.items():
                 cpu.context.reg_write(REGS[name], value)
             record.rips_after.append(regs["rip"])
-        # The handler may have rewritten guest code: drop translations so it is re-fetched.
-        self.uc.ctl_remove_cache(0, SMRAM_BASE)
+        # The handler may have rewritten guest code: drop the translations of what it wrote
+        # (only that: a full flush would make every SAMPLE SMI cost a re-translation).
+        if self._dirty is not None:
+            self.uc.ctl_remove_cache(self._dirty[0], self._dirty[1])
+            self._dirty = None

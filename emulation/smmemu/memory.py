@@ -16,11 +16,15 @@ the access rules of normal mode and SMM.
                 | SMRAM (TSEG, 8 MiB)  |  see smram.py; inaccessible outside SMM
     0x0880_0000 +----------------------+
 
-Rules (enforced with Unicorn page protections, so they cost nothing while code runs):
-- outside SMM, SMRAM has no access at all: a guest touching it faults;
+Rules:
+- outside SMM, SMRAM has no access at all: a guest touching it faults (a Unicorn page
+  protection, switched at SMI entry and RSM, so guest code runs without any check);
 - in SMM after SmmReadyToLock, every page outside SMRAM whose type at lock time was not one of
-  efi.SMM_ACCESSIBLE_TYPES (reserved, runtime, ACPI, MMIO) has no access, as EDK2's restricted
-  memory access makes it (FACTS.md): the emulator catches what would hang a board.
+  efi.SMM_ACCESSIBLE_TYPES (reserved, runtime, ACPI, MMIO) faults on access, as EDK2's
+  restricted memory access makes it (FACTS.md), and code outside SMRAM faults on fetch (SMM
+  code-access check): the emulator catches what would hang a board.  These are checked by
+  memory hooks present only while an SMI is handled (machine.py), because switching page
+  protections of the large conventional ranges at every SMI costs milliseconds.
 """
 
 from __future__ import annotations
@@ -122,13 +126,16 @@ class MemoryMap:
 
     def enter_smm(self) -> None:
         self.uc.mem_protect(SMRAM_BASE, SMRAM_SIZE, UC_PROT_ALL)
-        for base, size in self.locked_holes or ():
-            self.uc.mem_protect(base, size, UC_PROT_NONE)
 
     def leave_smm(self) -> None:
-        for base, size in self.locked_holes or ():
-            self.uc.mem_protect(base, size, UC_PROT_ALL)
         self.uc.mem_protect(SMRAM_BASE, SMRAM_SIZE, UC_PROT_NONE)
+
+    def smm_denied(self, address: int, size: int) -> bool:
+        """After lock: does [address, address+size) touch memory SMM may not access?"""
+        for base, length in self.locked_holes or ():
+            if address < base + length and address + size > base:
+                return True
+        return False
 
     @staticmethod
     def in_smram(address: int, size: int = 1) -> bool:
