@@ -131,9 +131,6 @@ static ci_status do_rollback(ci_engine *e, const ci_cpu_ops *cpu, uint32_t size,
   if (size != 4)
     return CI_ST_BAD_REQUEST;
   uint32_t generation = ci_le32(ci_engine_request_buffer(e));
-  if (e->gen_count == 0)
-    return CI_ST_NOTHING_TO_ROLLBACK;
-  ci_pending_abandon(e, w);
   ci_status st = ci_rollback_run(e, cpu, generation, w);
   if (st == CI_ST_OK)
     e->state = CI_STATE_ROLLED_BACK;
@@ -265,6 +262,7 @@ ci_status ci_dispatch(ci_engine *e, const ci_cpu_ops *cpu, ci_sample_ring *ring,
   if (resp_max < sizeof r)
     return CI_ST_INTERNAL;
   e->smi = smi;
+  e->epoch = e->epoch + 1u ? e->epoch + 1u : 1u; /* never 0: 0 marks "unstaged" */
   e->budget = ci_budget_clamp(budget);
   ci_status st = run(e, cpu, ring, command, req_size, &w);
   if (command == CI_CMD_STAGE || command == CI_CMD_COMMIT)

@@ -1,6 +1,6 @@
 /*
  * ROLLBACK: undo committed generations, newest first (LIFO), down to the one
- * asked for.  For each: saved RIPs (and return addresses, where its rules
+ * asked for; a pending (uncommitted) plan is dropped first.  For each: saved RIPs (and return addresses, where its rules
  * asked) in the copy go back to the original at the same offset, then every
  * memory byte the generation wrote (destination chunks, entry jumps, call
  * sites) is restored from the undo log.  All CPUs are in SMM for the whole
@@ -69,6 +69,9 @@ ci_status ci_rollback_run(ci_engine *e, const ci_cpu_ops *cpu, uint32_t generati
       max_slots = s;
   }
   ci_status st = ci_ctx_read(e, cpu, max_slots, w);
+  if (st != CI_ST_OK)
+    return st; /* refused before any write: a pending plan stays pending too */
+  ci_pending_abandon(e, w); /* its staged bytes sit above every generation's */
   while (st == CI_ST_OK && e->gen_count > first)
     st = rollback_one(e, cpu, w);
   return st;

@@ -147,7 +147,7 @@ ci_status ci_stage_run(ci_engine *e, ci_work *w, uint32_t budget) {
       w->fixups_applied += chunk_fixups(e, c, d);
       w->bytes_written += ch->length;
     }
-    e->chunk_smi[c] = e->smi + 1u;
+    e->chunk_smi[c] = e->epoch;
     e->chunks_done++;
   }
   return CI_ST_OK;
@@ -157,7 +157,7 @@ ci_status ci_stage_recheck(ci_engine *e, ci_work *w) {
   const ci_plan_view *v = &e->plan;
   uint32_t first_changed = CI_NO_INDEX;
   for (uint32_t c = 0; c < v->header->chunk_count; c++) {
-    if (!e->chunk_smi[c] || e->chunk_smi[c] == e->smi + 1u)
+    if (!e->chunk_smi[c] || e->chunk_smi[c] == e->epoch)
       continue;
     const ci_chunk *ch = &v->chunks[c];
     const uint8_t *d = ci_host_map(v->islands[ch->island].dst + ch->offset, ch->length);

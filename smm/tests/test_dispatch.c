@@ -138,7 +138,46 @@ static void test_query_stats_sample(void) {
   machine_free(m);
 }
 
+/* A refused ROLLBACK leaves a pending plan alone; an accepted one drops it. */
+static void test_rollback_and_pending(void) {
+  machine *m = machine_new();
+  plan_builder *pb = malloc(sizeof *pb);
+  pb_init(pb, 5);
+  pb_island(pb, T_SRC + 0x1000, T_ARENA + 0x1000, 0x2000, CI_ISLAND_ENTRY_REL32);
+  pb_chunks(pb, 0x1000);
+  uint32_t size = pb_encode(pb, g_plan);
+  CHECK_ST(machine_smi(m, CI_CMD_COMMIT, g_plan, size), CI_ST_OK);
+  pb_init(pb, 6);
+  pb_island(pb, T_SRC + 0x4000, T_ARENA + 0x4000, 0x2000, CI_ISLAND_ENTRY_REL32);
+  pb_chunks(pb, 0x1000);
+  size = pb_encode(pb, g_plan);
+  m->budget = 4096;
+  CHECK_ST(machine_smi(m, CI_CMD_STAGE, g_plan, size), CI_ST_OK);
+  CHECK_EQ(machine_result(m)->state, CI_STATE_STAGING);
+  CHECK_EQ(machine_result(m)->bytes_written, 0x1000);
+  fake_snapshot before;
+  fake_snapshot_take(&before);
+  uint32_t gen = 7;
+  CHECK_ST(machine_smi(m, CI_CMD_ROLLBACK, &gen, 4), CI_ST_BAD_GENERATION);
+  CHECK_EQ(machine_result(m)->state, CI_STATE_STAGING);
+  m->cpus.fail_read = 0;
+  gen = 0;
+  CHECK_ST(machine_smi(m, CI_CMD_ROLLBACK, &gen, 4), CI_ST_CPU_ACCESS);
+  CHECK_EQ(machine_result(m)->state, CI_STATE_STAGING);
+  CHECK_EQ(fake_snapshot_diff(&before), 0);
+  m->cpus.fail_read = -1;
+  CHECK_ST(machine_smi(m, CI_CMD_ROLLBACK, &gen, 4), CI_ST_OK);
+  CHECK_EQ(machine_result(m)->state, CI_STATE_ROLLED_BACK);
+  CHECK_EQ(machine_result(m)->bytes_restored, 0x1000 + 0x2000 + 5); /* staged + gen 1 */
+  CHECK_EQ(m->engine.undo.top, 0);
+  CHECK_ST(machine_smi(m, CI_CMD_STAGE, 0, 0), CI_ST_NO_PENDING_PLAN);
+  fake_snapshot_free(&before);
+  free(pb);
+  machine_free(m);
+}
+
 void suite_dispatch(void) {
+  test_rollback_and_pending();
   test_commands();
   test_budget_clamp();
   test_regions();

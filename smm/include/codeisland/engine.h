@@ -96,7 +96,7 @@ typedef struct ci_engine {
   uint32_t pending_undo_start;
   uint32_t chunks_done;
   uint32_t chunk_next;                  /* first chunk not yet staged */
-  uint32_t chunk_smi[CI_MAX_CHUNKS];    /* SMI that staged the chunk + 1 */
+  uint32_t chunk_smi[CI_MAX_CHUNKS];    /* epoch of the SMI that staged it, 0 = not */
   uint32_t chunk_fixup[CI_MAX_CHUNKS];  /* first fix-up that may touch it */
   uint16_t return_slots[CI_MAX_ISLANDS];/* per island, from the rules */
 
@@ -120,7 +120,8 @@ typedef struct ci_engine {
   uint32_t ctx_slots[CI_MAX_CPUS]; /* stack slots usable per CPU */
 
   /* per SMI */
-  uint32_t smi;
+  uint32_t smi;        /* the host's SMI counter (reported) */
+  uint32_t epoch;      /* engine's own request counter, never 0 */
   uint32_t budget;
 
   /* totals */
