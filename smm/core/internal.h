@@ -28,10 +28,6 @@ typedef struct ci_work {
   uint32_t failed_index;
 } ci_work;
 
-/* ---- digest.c ---- */
-/* ci_digest64(data, len, 0), compiled out of line (see digest.c). */
-uint64_t ci_digest(const void *data, size_t len);
-
 /* ---- regions.c ---- */
 /* Status for [base, base+len) that must lie in one region with `need`:
  * RANGE_WRAP, TOUCHES_SMRAM, `outside` if in no such region, else OK. */

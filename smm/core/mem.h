@@ -13,6 +13,8 @@ void ci_copy(void *dst, const void *src, size_t len);
 void ci_fill(void *dst, uint8_t value, size_t len);
 /* 1 if the two ranges hold the same bytes (exits at the first difference). */
 int ci_equal(const void *a, const void *b, size_t len);
+/* ci_digest64(data, len, 0), compiled out of line (see mem.c). */
+uint64_t ci_digest(const void *data, size_t len);
 /* 1 if every byte of p equals p[0] (len > 0). */
 int ci_uniform(const uint8_t *p, size_t len);
 
