@@ -46,7 +46,12 @@ typedef struct ci_app_control {
 } ci_app_control;
 _Static_assert(sizeof(ci_app_control) == 80, "app control");
 
-typedef uint64_t (*__attribute__((sysv_abi)) workload_fn)(uint64_t round);
+/* KIND 0 (workload.c): u64 workload_round(u64 round) returns the round's checksum.
+ * KIND 1 (emulation/workloads, workload.h): void workload_thread(unsigned thread, unsigned n)
+ * writes its output on port 0xE9; the app marks each round's end there, and the host compares
+ * the rounds' outputs (they must be identical: the writable segment is restored every round). */
+typedef uint64_t (*__attribute__((sysv_abi)) workload_fn)(uint64_t a, uint64_t b);
+#define CI_PORT_OUT 0xE9
 
 extern const uint8_t ci_workload_blob[];
 extern const uint8_t ci_workload_blob_end[];
@@ -129,6 +134,19 @@ static void power_off(void) {
   gST->RuntimeServices->ResetSystem(EFI_RESET_SHUTDOWN, 0, 0, 0);
 }
 
+static void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
+
+/* One round from the same state: restore the writable segment, run, mark the end on 0xE9. */
+static uint64_t run_round(workload_fn run, uint8_t *blob, uint64_t round) {
+  memcpy(blob + CI_WORKLOAD_RW_OFFSET, ci_workload_blob + CI_WORKLOAD_RW_OFFSET,
+         CI_WORKLOAD_RW_FILESZ);
+  memset(blob + CI_WORKLOAD_RW_OFFSET + CI_WORKLOAD_RW_FILESZ, 0,
+         CI_WORKLOAD_RW_MEMSZ - CI_WORKLOAD_RW_FILESZ);
+  uint64_t sum = CI_WORKLOAD_KIND == 0 ? run(round, 0) : (run(0, 1), 0);
+  for (const char *m = "#end-of-round\n"; *m; m++) outb(CI_PORT_OUT, (uint8_t)*m);
+  return sum;
+}
+
 /* Park between rounds while the host holds PAUSE (bounded, so a lost host cannot hang CI). */
 static void park(EFI_SYSTEM_TABLE *st, ci_app_control *ctl) {
   __atomic_store_n(&ctl->parked, 1u, __ATOMIC_RELEASE);
@@ -168,8 +186,8 @@ EFI_STATUS EFIAPI efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *st) {
     power_off();
     return 1;
   }
-  if (blob_size > CI_WORKLOAD_BSS_START ||
-      cfg->arena_size < CI_APP_BLOB_OFFSET + CI_WORKLOAD_BSS_START + CI_WORKLOAD_BSS) {
+  if (blob_size > CI_WORKLOAD_MEM_SIZE ||
+      cfg->arena_size < CI_APP_BLOB_OFFSET + CI_WORKLOAD_MEM_SIZE) {
     puts8("codeisland-app: error: arena too small for the workload\n");
     power_off();
     return 1;
@@ -189,11 +207,11 @@ EFI_STATUS EFIAPI efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *st) {
   memset(ctl, 0, sizeof *ctl);
   uint8_t *blob = (uint8_t *)(uintptr_t)(cfg->arena_base + CI_APP_BLOB_OFFSET);
   memcpy(blob, ci_workload_blob, blob_size);
-  memset(blob + blob_size, 0, CI_WORKLOAD_BSS_START - blob_size + CI_WORKLOAD_BSS);
+  memset(blob + blob_size, 0, CI_WORKLOAD_MEM_SIZE - blob_size);
   ctl->version = 1;
   ctl->size = sizeof *ctl;
   ctl->blob_base = (uint64_t)(uintptr_t)blob;
-  ctl->blob_size = CI_WORKLOAD_BSS_START + CI_WORKLOAD_BSS;
+  ctl->blob_size = CI_WORKLOAD_MEM_SIZE;
   ctl->entry = ctl->blob_base + CI_WORKLOAD_ENTRY;
   ctl->max_rounds = CI_APP_MAX_ROUNDS;
   __atomic_store_n(&ctl->magic, CI_APP_MAGIC, __ATOMIC_RELEASE);
@@ -216,7 +234,7 @@ EFI_STATUS EFIAPI efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *st) {
       park(st, ctl);
       continue;
     }
-    uint64_t sum = run(round);
+    uint64_t sum = run_round(run, blob, round);
     if (round == 0) ctl->first_sum = sum;
     else if (sum != ctl->first_sum) ctl->bad_rounds++;
     ctl->last_sum = sum;

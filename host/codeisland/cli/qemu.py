@@ -116,9 +116,20 @@ def run_cmd(
 @click.option("--driver", type=click.Path(dir_okay=False, path_type=Path), help="Inject this.")
 @click.option("--no-build", is_flag=True, help="Use the existing smm/build outputs.")
 @click.option("--cpus", default=1, show_default=True, help="Guest vCPUs (all enter SMM).")
+@click.option(
+    "--workload",
+    default="own",
+    show_default=True,
+    help="'own' (smm/app/workload.c) or an emulator workload name (hashtab, lz, ...).",
+)
 @json_option
 def e2e_cmd(
-    workdir: Path | None, driver: Path | None, no_build: bool, cpus: int, as_json: bool
+    workdir: Path | None,
+    driver: Path | None,
+    no_build: bool,
+    cpus: int,
+    workload: str,
+    as_json: bool,
 ) -> None:
     """Build, inject, boot; analyze and plan the target's workload; reject a plan aimed at SMRAM;
     stage and commit through chipsec while the target runs; check checksums, copies, samples,
@@ -131,7 +142,7 @@ def e2e_cmd(
         tmp = tempfile.TemporaryDirectory(prefix="codeisland-e2e-")
         workdir = Path(tmp.name)
     try:
-        report = run_e2e(workdir, driver, do_build=not no_build, cpus=cpus)
+        report = run_e2e(workdir, driver, do_build=not no_build, cpus=cpus, workload=workload)
     finally:
         if tmp is not None:
             tmp.cleanup()

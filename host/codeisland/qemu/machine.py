@@ -67,6 +67,7 @@ class Machine:
         self.helper_qmp_path = self.work / "chipsec.sock"
         self.serial_path = self.work / "serial.log"
         self.debugcon_path = self.work / "debugcon.log"
+        self.workload_path = self.work / "workload.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.qmp: Qmp | None = None
         self._ram: mmap.mmap | None = None
@@ -93,6 +94,8 @@ class Machine:
             "-drive", f"format=raw,file=fat:rw:{fat}",
             "-debugcon", f"file:{self.debugcon_path}",
             "-global", "isa-debugcon.iobase=0x402",
+            "-chardev", f"file,id=wl,path={self.workload_path}",
+            "-device", "isa-debugcon,iobase=0xe9,chardev=wl",
             "-serial", f"file:{self.serial_path}",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
             "-qmp", f"unix:{self.helper_qmp_path},server=on,wait=off",
@@ -117,6 +120,7 @@ class Machine:
         for p in (
             self.serial_path,
             self.debugcon_path,
+            self.workload_path,
             self.qmp_path,
             self.helper_qmp_path,
             self.ram_path,
@@ -205,6 +209,9 @@ class Machine:
 
     def debugcon(self) -> str:
         return _read_text(self.debugcon_path)
+
+    def workload_output(self) -> str:
+        return _read_text(self.workload_path)
 
     def wait_for(self, channel: str, pattern: str, timeout_s: float) -> re.Match[str]:
         """Wait until `pattern` appears on 'serial' or 'debugcon'; EmulationError on timeout."""

@@ -11,7 +11,7 @@ from ..errors import InputError, ToolMissing
 from ..firmware.inject import inject
 from ..hw.qemuhelper import QemuHelper
 from ..hw.transport import ChipsecTransport
-from ..paths import driver_binary, smm_build_dir
+from ..paths import driver_binary, emulation_build_dir, smm_build_dir
 from .machine import Machine
 
 log = logging.getLogger(__name__)
@@ -19,12 +19,20 @@ OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
 DRIVER_BOOT_LINE = r"codeisland: mailbox=(0x[0-9a-fA-F]+)"  # the driver's entry log on debugcon
 
 
-def app_binary() -> Path:
-    return smm_build_dir() / "app" / "CodeIslandApp.efi"
+OWN_WORKLOAD = "own"
 
 
-def workload_elf() -> Path:
-    return smm_build_dir() / "app" / "workload.elf"
+def app_binary(workload: str = OWN_WORKLOAD) -> Path:
+    """The target app; `make -C smm/app [WORKLOAD=name]` builds one per workload."""
+    name = "CodeIslandApp.efi" if workload == OWN_WORKLOAD else f"CodeIslandApp-{workload}.efi"
+    return smm_build_dir() / "app" / name
+
+
+def workload_elf(workload: str = OWN_WORKLOAD) -> Path:
+    """The ELF the app embeds: smm/app's own, or one of the emulator's (workload.h ABI)."""
+    if workload == OWN_WORKLOAD:
+        return smm_build_dir() / "app" / "workload.elf"
+    return emulation_build_dir() / "workloads" / f"{workload}.elf"
 
 
 def require(path: Path, how: str) -> Path:

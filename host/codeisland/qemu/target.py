@@ -19,6 +19,7 @@ BLOB_OFFSET = 0x1000
 _CONTROL = struct.Struct("<QIIQQQQQQIIII")
 _COMMAND_OFFSET = 64
 ROUND_LINE = re.compile(r"codeisland-app: round (\d+) sum (0x[0-9a-f]+)")
+ROUND_MARK = "#end-of-round\n"  # written by the app on port 0xE9 after every round
 DONE_LINE = re.compile(r"codeisland-app: done rounds (\d+) bad (\d+)")
 
 
