@@ -12,6 +12,7 @@
  *   restage      STAGE when every chunk is already in place (differential)
  *   commit/junk  COMMIT when the destination held non-uniform bytes (the undo
  *                log must save them in full instead of a FILL record)
+ *   0 fix-ups    COMMIT of the same islands without fix-ups
  * Untimed between repetitions: ROLLBACK, which restores the destination.
  */
 #define _POSIX_C_SOURCE 199309L
@@ -50,15 +51,15 @@ static uint64_t median(uint64_t *t, unsigned n) {
   return t[n / 2];
 }
 
-static void build_plan(void) {
+static void build_plan(uint32_t fixups) {
   pb_init(pb, 1);
   for (uint32_t i = 0; i < ISLANDS; i++)
     pb_island(pb, T_SRC + 0x10000 + i * 0x2000, T_ARENA + 0x100000 + i * ISLAND_SIZE,
               ISLAND_SIZE, CI_ISLAND_ENTRY_REL32);
   /* 1,000 fix-ups spread evenly (62 or 63 per island), targets outside */
-  for (uint32_t k = 0; k < FIXUPS; k++) {
-    uint32_t island = k * ISLANDS / FIXUPS;
-    uint32_t first = (island * FIXUPS + ISLANDS - 1) / ISLANDS;
+  for (uint32_t k = 0; k < fixups; k++) {
+    uint32_t island = k * ISLANDS / fixups;
+    uint32_t first = (island * fixups + ISLANDS - 1) / ISLANDS;
     uint32_t offset = 16u + (k - first) * 64u;
     pb_rel32(pb, island, offset, T_SRC + 0x80000 + 16u * k);
   }
@@ -180,7 +181,7 @@ int main(void) {
   m = machine_new();
   pb = malloc(sizeof *pb);
   m->budget = CI_STAGE_BUDGET_MAX;
-  build_plan();
+  build_plan(FIXUPS);
   for (uint32_t i = 0; i < ISLANDS; i++)
     memcpy(copy_src + i * ISLAND_SIZE, fake_ptr(pb->islands[i].src, ISLAND_SIZE), ISLAND_SIZE);
 
@@ -194,18 +195,21 @@ int main(void) {
   }
   rollback();
 
+  uint32_t fixup_plan_size = plan_size;
   uint64_t t_memcpy = bench_memcpy(copy_dst, copy_src, sizeof copy_src);
   uint64_t t_validate = bench_validate();
   uint64_t t_stage = bench_stage();
   uint64_t t_commit = bench_commit();
   uint64_t t_restage = bench_restage();
   uint64_t t_junk = bench_commit_junk();
+  build_plan(0); /* same islands, no fix-ups: the copy machinery alone */
+  uint64_t t_nofix = bench_commit();
   uint64_t t_memcpy2 = bench_memcpy(copy_dst, copy_src, sizeof copy_src);
   uint64_t base = (t_memcpy + t_memcpy2) / 2;
 
   printf("codeisland engine benchmark: %u KiB hot set, %u islands, %u fix-ups, plan %u bytes, "
          "median of %u runs\n",
-         ISLANDS * ISLAND_SIZE / 1024, ISLANDS, FIXUPS, plan_size, REPS);
+         ISLANDS * ISLAND_SIZE / 1024, ISLANDS, FIXUPS, fixup_plan_size, REPS);
   printf("  memcpy 64 KiB           %8.2f us   (before %.2f, after %.2f)\n", base / 1e3,
          t_memcpy / 1e3, t_memcpy2 / 1e3);
   printf("  validate                %8.2f us   %5.2fx memcpy\n", t_validate / 1e3,
@@ -218,6 +222,8 @@ int main(void) {
          (double)t_restage / base);
   printf("  commit, junk dest       %8.2f us   %5.2fx memcpy\n", t_junk / 1e3,
          (double)t_junk / base);
+  printf("  stage+commit, 0 fix-ups %8.2f us   %5.2fx memcpy\n", t_nofix / 1e3,
+         (double)t_nofix / base);
   free(pb);
   machine_free(m);
   return 0;

@@ -7,25 +7,29 @@ void ci_copy(void *dst, const void *src, size_t len) {
   uint8_t *d = (uint8_t *)dst;
   const uint8_t *s = (const uint8_t *)src;
 #if defined(__x86_64__)
-  /* rep movsb is the fast path on every CPU with ERMSB/FSRM (and still
-   * correct elsewhere); it is also what SMM code of EDK2 uses. */
-  __asm__ volatile("rep movsb" : "+D"(d), "+S"(s), "+c"(len) : : "memory");
-#else
+  /* rep movsb is the fast path for large copies on every CPU with ERMSB/FSRM
+   * (its start-up costs tens of cycles, so small ones use moves) */
+  if (len >= 256u) {
+    __asm__ volatile("rep movsb" : "+D"(d), "+S"(s), "+c"(len) : : "memory");
+    return;
+  }
+#endif
   for (; len >= 8u; len -= 8u, d += 8, s += 8)
     *(ci_u64u *)d = *(const ci_u64u *)s;
   while (len--)
     *d++ = *s++;
-#endif
 }
 
 void ci_fill(void *dst, uint8_t value, size_t len) {
   uint8_t *d = (uint8_t *)dst;
 #if defined(__x86_64__)
-  __asm__ volatile("rep stosb" : "+D"(d), "+c"(len) : "a"(value) : "memory");
-#else
+  if (len >= 256u) {
+    __asm__ volatile("rep stosb" : "+D"(d), "+c"(len) : "a"(value) : "memory");
+    return;
+  }
+#endif
   while (len--)
     *d++ = value;
-#endif
 }
 
 int ci_equal(const void *a, const void *b, size_t len) {
