@@ -52,6 +52,7 @@ class EmulateConfig:
     slice_instructions: int = 20_000
     stage_at: int | None = None  # SMI boundary of the stage; None = chosen by the seed
     force_inside: bool = True
+    random_points: bool = True  # SMI gaps drawn around smi_every by the seed, else periodic
     rollback_after: int | None = None  # boundaries after commit to roll back, then re-commit
 
 
@@ -289,7 +290,8 @@ def run_emulation(cfg: EmulateConfig, baseline: Baseline | None = None) -> Emula
         else:
             run.sample()
 
-    run.guest.run(every=cfg.smi_every, on_boundary=boundary)
+    jitter = random.Random(cfg.seed ^ 0x5EED) if cfg.random_points else None
+    run.guest.run(every=cfg.smi_every, on_boundary=boundary, jitter=jitter)
     if state["committed_at"] is None and plan.placed:
         report.events.append("the workload ended before the stage boundary; nothing moved")
     outputs = run.guest.outputs()

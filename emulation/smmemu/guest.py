@@ -17,6 +17,7 @@ Threads share nothing writable (workload.h), so each thread's output stream depe
 
 from __future__ import annotations
 
+import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -247,12 +248,16 @@ class Guest:
         every: int | None = None,
         on_boundary: Callable[[Guest], None] | None = None,
         on_slice: SliceHook | None = None,
+        jitter: random.Random | None = None,
     ) -> int:
         """Run until done (or `instructions`), calling `on_boundary` every `every` instructions
-        -- the place to raise periodic SMIs through the transport."""
+        -- the place to raise SMIs through the transport: periodic, or at seeded random points
+        (each gap drawn from [every/2, 3*every/2) by `jitter`)."""
         total = 0
         while not self.done and (instructions is None or total < instructions):
             budget = every or self.slice * len(self.m.cpus) * 64
+            if every and jitter is not None:
+                budget = every // 2 + jitter.randrange(max(every, 1))
             if instructions is not None:
                 budget = min(budget, instructions - total)
             total += self.step(budget, on_slice)

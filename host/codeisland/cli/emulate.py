@@ -18,6 +18,10 @@ from .options import emit, json_option
 )  # fmt: skip
 @click.option("--seed", default=1, show_default=True, type=int, help="Chooses SMI points.")
 @click.option(
+    "--periodic", is_flag=True,
+    help="SMIs exactly every --smi-every instructions (default: seeded random gaps around it).",
+)  # fmt: skip
+@click.option(
     "--layout", default="intel64", show_default=True, type=click.Choice(["intel64", "amd64"]),
     help="Save-state map of the emulated CPUs.",
 )  # fmt: skip
@@ -45,6 +49,7 @@ def command(
     threads: int,
     smi_every: int,
     seed: int,
+    periodic: bool,
     layout: str,
     islands: int,
     names: tuple[str, ...],
@@ -58,7 +63,7 @@ def command(
     cfg = EmulateConfig(
         workload=workload, cpus=cpus, threads=threads, smi_every=smi_every, seed=seed,
         layout=layout, islands=islands, sw_dispatch=sw_smi == "dispatch",
-        rollback_after=rollback_after, names=names,
+        rollback_after=rollback_after, names=names, random_points=not periodic,
     )  # fmt: skip
     report = run_emulation(cfg)
     emit(report, as_json)
