@@ -14,18 +14,26 @@ OVMF = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
 pytestmark = pytest.mark.skipif(not OVMF.is_file(), reason="Debian's ovmf package is not installed")
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    work = tmp_path_factory.mktemp("e2e")
+def _e2e(work: Path, *extra: str) -> dict[str, Any]:
     r = subprocess.run(
         [sys.executable, "-c", "from codeisland.cli import main; main()", "qemu", "e2e",
-         "--json", "--workdir", str(work)],
+         "--json", "--workdir", str(work), *extra],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert r.stdout, r.stderr
     data: dict[str, Any] = json.loads(r.stdout)
     data["_exit"] = r.returncode
     return data
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return _e2e(tmp_path_factory.mktemp("e2e"))
+
+
+@pytest.fixture(scope="module")
+def hashtab(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return _e2e(tmp_path_factory.mktemp("e2e-hashtab"), "--workload", "hashtab")
 
 
 def test_required_keys_and_verdict(report: dict[str, Any]) -> None:
@@ -80,3 +88,21 @@ def test_checksums_stay_correct_and_rollback_restores(report: dict[str, Any]) ->
     assert report["rounds_after_commit"] >= 4
     assert report["rounds_total"] > report["rounds_after_commit"]
     assert report["rolled_back"] is True
+
+
+def test_emulator_workload_runs_relocated_and_matches_the_emulator(hashtab: dict[str, Any]) -> None:
+    """The same blob as smmemu (workload.h ABI) in the real firmware: every relocatable island
+    moved, every round's output identical, and equal to the emulator's unrelocated run."""
+    from smmemu.emulate import EmulateConfig, run_baseline
+
+    assert hashtab["ok"] is True and hashtab["_exit"] == 0
+    assert hashtab["workload"] == "hashtab"
+    names = {i["name"] for i in hashtab["islands"]}
+    assert {"insert", "lookup", "probe", "mix", "workload_thread"} <= names
+    assert hashtab["relocations"] == len(names) >= 10
+    assert hashtab["bad_plan_rejected"] and hashtab["contexts_translated"] >= 1
+    assert hashtab["checksums_ok"] and hashtab["rolled_back"]
+    baseline = run_baseline(EmulateConfig(workload="hashtab", cpus=1, threads=1))
+    assert baseline.exit_codes == [0]
+    assert hashtab["round_output"].encode() == baseline.outputs[0]
+    assert "hash.checksum=0x" in hashtab["round_output"]

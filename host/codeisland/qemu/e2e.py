@@ -63,6 +63,7 @@ class E2eReport:
     rounds_total: int = 0
     rounds_after_commit: int = 0
     checksum: str = ""
+    round_output: str = ""  # an emulator workload's port-0xE9 output of one round
     islands: list[dict[str, Any]] = field(default_factory=list)
     driver_log: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -309,7 +310,8 @@ class E2e:
         same_sums = len({s for _, s in sums}) == 1
         if self.workload != session.OWN_WORKLOAD:  # the rounds' port-0xE9 outputs must agree
             outputs = m.workload_output().split(target.ROUND_MARK)[: r.rounds_total]
-            r.checksum = f"{len(outputs)} identical outputs of {len(outputs[0])} bytes"
+            r.round_output = outputs[0] if outputs else ""
+            r.checksum = f"{len(outputs)} identical outputs of {len(r.round_output)} bytes"
             same_sums = len(outputs) == r.rounds_total and len(set(outputs)) == 1 and outputs[0]
         r.checksums_ok = bool(
             int(done.group(2)) == 0
