@@ -209,7 +209,8 @@ static EFI_STATUS register_handler(void) {
   EFI_SMM_SW_DISPATCH2_PROTOCOL *sw = 0;
   EFI_HANDLE handle = 0;
   if (!EFI_IS_ERROR(g_smst->SmmLocateProtocol(&sw_guid, 0, (void **)&sw))) {
-    EFI_SMM_SW_REGISTER_CONTEXT ctx = {CI_DEFAULT_SW_SMI};
+    /* static: a dispatcher may keep the pointer rather than a copy */
+    static EFI_SMM_SW_REGISTER_CONTEXT ctx = {CI_DEFAULT_SW_SMI};
     EFI_STATUS st = sw->Register(sw, sw_handler, &ctx, &handle);
     ci_log(EFI_IS_ERROR(st) ? "codeisland: SwDispatch2 register failed\n"
                             : "codeisland: sw-smi path=swdispatch2\n");

@@ -96,7 +96,11 @@ static void test_multi_smi_stage_budget(void) {
   CHECK_EQ(machine_result(m)->chunks_total, 20);
   CHECK_EQ(machine_result(m)->state, CI_STATE_STAGING);
   CHECK_EQ(fake_snapshot_diff_outside(&before, T_ARENA + 0x40000, 4096), 0);
+  fake_snapshot staging;
+  fake_snapshot_take(&staging);
   CHECK_ST(machine_smi(m, CI_CMD_COMMIT, 0, 0), CI_ST_NOT_STAGED);
+  CHECK_EQ(fake_snapshot_diff(&staging), 0);
+  fake_snapshot_free(&staging);
   unsigned smis = 1;
   while (machine_result(m)->state == CI_STATE_STAGING && smis < 100) {
     CHECK_ST(machine_smi(m, CI_CMD_STAGE, 0, 0), CI_ST_OK);

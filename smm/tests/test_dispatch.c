@@ -7,6 +7,8 @@
 static void test_commands(void) {
   machine *m = machine_new();
   uint32_t word = 0;
+  fake_snapshot before;
+  fake_snapshot_take(&before);
   CHECK_ST(machine_smi(m, 0, 0, 0), CI_ST_BAD_COMMAND);
   CHECK_ST(machine_smi(m, CI_CMD_STATS + 1, 0, 0), CI_ST_BAD_COMMAND);
   CHECK_EQ(machine_result(m)->command, CI_CMD_STATS + 1);
@@ -27,6 +29,9 @@ static void test_commands(void) {
                        sizeof(ci_result) - 1, &size),
            CI_ST_INTERNAL);
   CHECK_EQ(size, 0);
+  CHECK_EQ(fake_snapshot_diff(&before), 0); /* none of these touched memory */
+  CHECK_EQ(m->cpus.writes, 0);
+  fake_snapshot_free(&before);
   machine_free(m);
 }
 
@@ -65,9 +70,20 @@ static void test_regions(void) {
 
   /* an engine without destinations cannot stage or commit */
   machine *m = machine_new();
+  plan_builder *pb = malloc(sizeof *pb);
+  pb_init(pb, 1);
+  pb_island(pb, T_SRC, T_ARENA, 0x40, CI_ISLAND_ENTRY_REL32);
+  pb_chunks(pb, 0x40);
+  uint32_t size = pb_encode(pb, g_plan);
+  fake_snapshot before;
+  fake_snapshot_take(&before);
   m->engine.region_count = 1; /* only SMRAM */
-  CHECK_ST(machine_smi(m, CI_CMD_STAGE, g_plan, 64), CI_ST_NOT_READY);
+  CHECK_ST(machine_smi(m, CI_CMD_STAGE, g_plan, size), CI_ST_NOT_READY);
+  CHECK_ST(machine_smi(m, CI_CMD_COMMIT, g_plan, size), CI_ST_NOT_READY);
   CHECK_ST(machine_smi(m, CI_CMD_COMMIT, 0, 0), CI_ST_NOT_READY);
+  CHECK_EQ(fake_snapshot_diff(&before), 0);
+  fake_snapshot_free(&before);
+  free(pb);
   CHECK_ST(machine_smi(m, CI_CMD_QUERY, 0, 0), CI_ST_OK);
   machine_free(m);
 }
