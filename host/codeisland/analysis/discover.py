@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from bisect import bisect_right, insort
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
 from tqdm import tqdm
 
 from ..formats import Image
 from . import model as M
-from .decode import Scanner
+from .decode import ScanExtras, Scanner
 
 
 def known_ranges(image: Image) -> list[tuple[int, int, str, str]]:
@@ -53,7 +53,7 @@ def initial_seeds(image: Image) -> dict[int, str]:
             seeds[sym.addr] = sym.name
     if image.entry is not None and image.in_code(image.entry):
         seeds.setdefault(image.entry, "entry")
-    for value in image.abs_pointers.values():
+    for value in sorted(set(image.abs_pointers.values())):
         if image.in_code(value):
             seeds.setdefault(value, f"fn_{value:x}")
     return seeds
@@ -69,7 +69,8 @@ class Discovery:
         self.starts: list[int] = []
         self.callsites: dict[int, list[tuple[int, int]]] = defaultdict(list)
         self.progress = progress
-        self.strong: set[int] = set(initial_seeds(image))  # starts something really enters
+        self.seeds = initial_seeds(image)
+        self.strong: set[int] = set(self.seeds)  # starts that something really enters
 
     def covered(self, addr: int) -> bool:
         i = bisect_right(self.starts, addr) - 1
@@ -87,7 +88,7 @@ class Discovery:
         for start, end, name, src in ranges:
             self.islands[start] = M.Island(name, start, end - start, src)
         seeds = self._scan_all(ranges, "analysing")
-        seeds.update((a, n) for a, n in initial_seeds(self.image).items())
+        seeds.update(self.seeds)
         while seeds:
             found = self._descend(seeds)
             seeds = self._scan_all(found, "descent")
@@ -125,16 +126,27 @@ class Discovery:
             disable=not self.progress or not ranges,
             leave=False,
         )
-        for start, end, name, source in ranges:
-            isl, extras = self.scanner.scan(name, start, end, source)
-            self.islands[start] = isl
+        found: set[int] = set()
+        for isl, extras in self._scans(ranges, bar):
+            self.islands[isl.start] = isl
             for site, opcode, target in extras.callsites:
                 self.callsites[target].append((site, opcode))
             self.strong.update(isl.calls)
             self.strong.update(isl.jumps_out)
-            for target in (*isl.calls, *isl.jumps_out, *extras.code_refs):
-                if target not in seeds and not self.covered(target):
-                    seeds[target] = f"fn_{target:x}"
-            bar.update(end - start)
+            found.update(isl.calls)
+            found.update(isl.jumps_out)
+            found.update(extras.code_refs)
         bar.close()
+        for target in found:
+            if not self.covered(target):
+                seeds[target] = f"fn_{target:x}"
         return seeds
+
+    def _scans(
+        self, ranges: list[tuple[int, int, str, str]], bar: tqdm
+    ) -> Iterator[tuple[M.Island, ScanExtras]]:
+        # one process: forked workers were tried and lost to pickling the results (the
+        # scan itself is ~1 s for a 6 MB .text)
+        for start, end, name, source in ranges:
+            yield self.scanner.scan(name, start, end, source)
+            bar.update(end - start)
