@@ -103,6 +103,17 @@ def test_discovery_walks_system_table_to_our_entry() -> None:
     assert d.config.mailbox_base == 0x200000 and d.config.sw_smi_value == 0xC1
 
 
+def test_discovery_skips_unreadable_chunks() -> None:
+    mem = _memory_with_tables(L.CONFIG_TABLE_GUID)
+
+    def read(a: int, n: int) -> bytes:
+        if a + n > len(mem):
+            raise TransportError("hole")
+        return bytes(mem[a : a + n])
+
+    assert discover(read, 1 << 32).config_table == 0x200800
+
+
 def test_discovery_failures_are_one_clear_error() -> None:
     other = _memory_with_tables(str(uuid.uuid4()))
     with pytest.raises(TransportError, match="not loaded"):
@@ -113,3 +124,11 @@ def test_discovery_failures_are_one_clear_error() -> None:
     empty = bytearray(2 * MIB)
     with pytest.raises(TransportError, match="no EFI system table"):
         discover(lambda a, n: bytes(empty[a : a + n]), len(empty))
+
+
+def test_transport_selects_qemuhelper_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from codeisland.hw.transport import ChipsecTransport
+
+    monkeypatch.delenv("CODEISLAND_QEMU_RAM", raising=False)
+    with pytest.raises(TransportError, match="CODEISLAND_QEMU_RAM"):
+        ChipsecTransport("qemuhelper", 1 << 20)  # found by name, then refuses: no guest named

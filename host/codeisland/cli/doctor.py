@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -62,5 +63,7 @@ def command(
 
 
 def _board_memory() -> int:
-    """Physical memory to scan for the EFI system table on a board: all of it below 4 GiB."""
-    return 1 << 32
+    """Physical memory to scan for the EFI system table: all of it below 4 GiB (unreadable
+    chunks are skipped), or the guest's RAM when qemuhelper is named with its settings."""
+    mib = os.environ.get("CODEISLAND_QEMU_MEM_MIB", "")
+    return int(mib) << 20 if mib.isdigit() else 1 << 32

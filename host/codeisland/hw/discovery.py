@@ -50,7 +50,10 @@ def find_system_tables(read: ReadPhys, memory_size: int) -> list[int]:
     found = []
     top = memory_size - CHUNK
     for base in range(top, -1, -CHUNK):
-        chunk = read(base, CHUNK)
+        try:
+            chunk = read(base, CHUNK)
+        except TransportError:
+            continue  # a hole (MMIO, beyond RAM): chipsec's UEFI HAL skips these too
         pos = chunk.find(SYSTEM_TABLE_SIGNATURE)
         while pos != -1:
             if pos % 8 == 0 and _plausible(chunk[pos : pos + 24]):

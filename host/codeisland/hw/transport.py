@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import TransportError
 from ..transport.base import Transport
+from . import qemuhelper
 from .discovery import Discovery, discover
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ class ChipsecTransport(Transport):
         from chipsec.library.exceptions import OsHelperError
 
         _quiet_chipsec()
+        if helper == qemuhelper.NAME:
+            qemuhelper.register()  # ours lives outside chipsec's package: add it to the registry
         self.memory_size = memory_size
         self.poll_s = poll_s
         self.cs = chipsec.chipset.Chipset()
