@@ -225,12 +225,24 @@ class Baseline:
     instructions: int
 
 
-def run_baseline(cfg: EmulateConfig, image: WorkloadImage | None = None) -> Baseline:
+# (phase, guest instructions so far) at every SMI boundary: for progress bars
+Progress = Callable[[str, int], None]
+
+
+def run_baseline(
+    cfg: EmulateConfig, image: WorkloadImage | None = None, progress: Progress | None = None
+) -> Baseline:
     """Boot, run the workload to its end with a SAMPLE SMI every smi_every instructions."""
     image = image or load_workload(cfg.workload)
     run = _Run(cfg, image)
     samples: list[L.Sample] = []
-    run.guest.run(every=cfg.smi_every, on_boundary=lambda g: samples.extend(run.sample()))
+
+    def boundary(g: Guest) -> None:
+        samples.extend(run.sample())
+        if progress is not None:
+            progress("baseline", g.instructions)
+
+    run.guest.run(every=cfg.smi_every, on_boundary=boundary)
     return Baseline(
         run.guest.outputs(),
         [t.exit_code for t in run.guest.threads],
@@ -251,11 +263,13 @@ def choose_islands(cfg: EmulateConfig, imap: IslandMap, heat: Counter[str]) -> l
     return ranked[: cfg.islands]
 
 
-def run_emulation(cfg: EmulateConfig, baseline: Baseline | None = None) -> EmulateReport:
+def run_emulation(
+    cfg: EmulateConfig, baseline: Baseline | None = None, progress: Progress | None = None
+) -> EmulateReport:
     """The whole differential run; raises EmulationError when the machine stops.  A baseline
     of the same workload and thread count may be reused (outputs do not depend on the rest)."""
     image = load_workload(cfg.workload)
-    baseline = baseline or run_baseline(cfg, image)
+    baseline = baseline or run_baseline(cfg, image, progress)
     rng = random.Random(cfg.seed)
     run = _Run(cfg, image)
     imap = analyze(image.path, load_base=run.guest.base)
@@ -272,6 +286,8 @@ def run_emulation(cfg: EmulateConfig, baseline: Baseline | None = None) -> Emula
     state: dict[str, int | None] = {"boundary": 0, "committed_at": None}
 
     def boundary(g: Guest) -> None:
+        if progress is not None:
+            progress("relocated", g.instructions)
         b = (state["boundary"] or 0) + 1
         state["boundary"] = b
         committed = state["committed_at"]

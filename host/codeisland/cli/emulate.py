@@ -3,6 +3,8 @@ unrelocated and again while its hot functions are moved at SMIs, outputs compare
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from .options import emit, json_option
@@ -65,7 +67,36 @@ def command(
         layout=layout, islands=islands, sw_dispatch=sw_smi == "dispatch",
         rollback_after=rollback_after, names=names, random_points=not periodic,
     )  # fmt: skip
-    report = run_emulation(cfg)
+    with _Bars() as bars:
+        report = run_emulation(cfg, progress=bars.update)
     emit(report, as_json)
     if not report.identical:
         raise click.exceptions.Exit(1)
+
+
+class _Bars:
+    """One tqdm bar per run (baseline, relocated) on stderr, in guest instructions."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.phase = ""
+        self.total: int | None = None
+
+    def update(self, phase: str, done: int) -> None:
+        from tqdm import tqdm
+
+        if phase != self.phase:
+            if self.bar is not None:
+                self.total = self.bar.n
+                self.bar.close()
+            self.phase = phase
+            total = self.total if phase == "relocated" else None
+            self.bar = tqdm(total=total, desc=phase, unit=" insn", unit_scale=True, leave=False)
+        self.bar.update(done - self.bar.n)
+
+    def __enter__(self) -> _Bars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
