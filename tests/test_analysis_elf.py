@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_analysis_support import build_elf
+from test_analysis_support import build_elf, run_tool
 
 from codeisland.analysis import analyze
 from codeisland.analysis import model as M
@@ -118,3 +118,38 @@ def test_report_keys(workload_elf: Path) -> None:
     assert d["format"] == "elf64"
     assert d["islands"] == 5 and d["relocatable"] == 4
     assert 0.5 < d["coverage"]["ratio"] <= 1.0
+
+
+def _bounds(imap) -> list[tuple[int, int]]:  # type: ignore[no-untyped-def]
+    return [(i.start, i.size) for i in imap]
+
+
+def test_stripped_elf_uses_eh_frame(tmp_path: Path) -> None:
+    elf = build_elf(tmp_path, extra=("-fasynchronous-unwind-tables", "-Wl,--eh-frame-hdr"))
+    stripped = tmp_path / "stripped.elf"
+    run_tool("strip", "-o", str(stripped), str(elf))
+    full, bare = analyze(elf), analyze(stripped)
+    assert {i.source for i in full} == {"symtab"}
+    assert {i.source for i in bare} == {"eh_frame"}
+    assert _bounds(bare) == _bounds(full)  # FDE ranges are the exact function bounds
+    assert [len(i.fixups) for i in bare] == [len(i.fixups) for i in full]
+
+
+def test_elf_without_symtab_uses_dwarf(tmp_path: Path) -> None:
+    elf = build_elf(tmp_path, extra=("-g",))
+    nosym = tmp_path / "nosym.elf"
+    run_tool("objcopy", "--strip-all", "--keep-section=.debug_*", str(elf), str(nosym))
+    full, dwarf = analyze(elf), analyze(nosym)
+    assert {i.source for i in dwarf} == {"dwarf"}
+    assert [(i.name, i.start, i.size) for i in dwarf] == [(i.name, i.start, i.size) for i in full]
+
+
+def test_stripped_without_unwind_falls_back_to_descent(workload_elf: Path, tmp_path: Path) -> None:
+    stripped = tmp_path / "bare.elf"
+    run_tool("strip", "-o", str(stripped), str(workload_elf))
+    imap, full = analyze(stripped), analyze(workload_elf)
+    assert {i.source for i in imap} == {"descent"}
+    assert imap.image.entry == full["_start"].start
+    # the entry and every direct callee are found at the symbol addresses
+    assert {i.start for i in imap} == {i.start for i in full}
+    assert imap.island_at(full["chooser"].start).reason == M.INDIRECT_JUMP  # type: ignore[union-attr]

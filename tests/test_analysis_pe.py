@@ -81,3 +81,14 @@ def test_rebased_pe_reads_relocated_pointers(drivers: dict[str, bytes]) -> None:
     before = int.from_bytes(imap.read(site, 8), "little")
     after = int.from_bytes(moved.read(site + bias, 8), "little")
     assert after == before + bias
+
+
+def test_pdata_gives_function_bounds(tmp_path: Path) -> None:
+    pe = build_pe(tmp_path, extra=("-funwind-tables",))
+    imap = analyze(pe)
+    ranges = imap.image.unwind_ranges
+    assert len(ranges) >= 3
+    by_start = {i.start: i for i in imap}
+    for start, end in ranges:
+        assert by_start[start].source == "pdata" and by_start[start].end == end
+    assert verify(imap).ok

@@ -55,7 +55,9 @@ def _tool(name: str) -> str:
     return path
 
 
-def build_elf(tmp: Path, source: str = WORKLOAD_C, name: str = "work", extra: tuple = ()) -> Path:
+def build_elf(
+    tmp: Path, source: str = WORKLOAD_C, name: str = "work", extra: tuple[str, ...] = ()
+) -> Path:
     """A freestanding position-independent ELF (like the emulator's workloads)."""
     src = tmp / f"{name}.c"
     src.write_text(source)
@@ -82,7 +84,9 @@ def build_elf(tmp: Path, source: str = WORKLOAD_C, name: str = "work", extra: tu
     return out
 
 
-def build_pe(tmp: Path, source: str = WORKLOAD_C, name: str = "work") -> Path:
+def build_pe(
+    tmp: Path, source: str = WORKLOAD_C, name: str = "work", extra: tuple[str, ...] = ()
+) -> Path:
     """A PE32+ EFI driver built the way FACTS.md describes."""
     src = tmp / f"{name}.c"
     src.write_text(source.replace("int _start(void)", "unsigned long long efi_main(void)"))
@@ -99,6 +103,7 @@ def build_pe(tmp: Path, source: str = WORKLOAD_C, name: str = "work") -> Path:
             "-fno-stack-protector",
             "-mno-stack-arg-probe",
             "-O2",
+            *extra,
             "-c",
             "-o",
             str(obj),
@@ -151,3 +156,7 @@ def ovmf_drivers(path: Path = OVMF_CODE) -> dict[str, bytes]:
         kind = "smm" if f.type == _FILE_SMM else "dxe"
         out[f"{kind}:{name}"] = pe
     return out
+
+
+def run_tool(*argv: str) -> None:
+    subprocess.run([_tool(argv[0]), *argv[1:]], check=True, capture_output=True)
