@@ -44,7 +44,7 @@ def command(
         raise UsageError("choose exactly one of --qemu DIR, --boot, --helper NAME")
     if helper_name:
         with ChipsecTransport(helper_name, memory_size=_board_memory()) as t:
-            emit(Doctor(t, under_qemu=False).run(), as_json)
+            emit(Doctor(t, under_qemu=helper_name == "qemuhelper").run(), as_json)
         return
     if qemu_dir is not None:
         with session.transport_from_workdir(qemu_dir) as t:
