@@ -213,3 +213,40 @@ def test_cli_plan_build_and_show(
     assert exited.value.code == 2 and err == [
         "codeisland: error: plan digest does not match its bytes (corrupt or edited plan)"
     ]
+
+
+def test_predictor_priorities_order_and_budget(
+    imap,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    counts = _counts(middle=[50, 50], top=[1, 1])
+    plat = load_platform("emulated")
+    hot = plat.region("hot").start(BASE)
+    by_density = run_passes(imap, plat, counts, Options(merge_ratio=1e9))
+    assert {c.name: c.dst for c in by_density.ctx.candidates}["middle"] == hot
+    opts = Options(merge_ratio=1e9, priorities={"top": 100.0, "middle": 1.0})
+    by_predictor = run_passes(imap, plat, counts, opts)
+    assert {c.name: c.dst for c in by_predictor.ctx.candidates}["top"] == hot
+    opts = Options(merge_ratio=1e9, priorities={"top": 100.0, "middle": 1.0}, max_islands=1)
+    budget = run_passes(imap, plat, counts, opts)
+    assert [c.name for c in budget.ctx.candidates] == ["top"]
+    assert budget.ctx.rejected == {"middle": "below the plan's island budget"}
+    bad = tmp_path / "prio.json"
+    bad.write_text('["top"]')
+    with pytest.raises(SystemExit) as exited:
+        main(
+            [
+                "plan",
+                "build",
+                str(imap.image.path),
+                "--island",
+                "top",
+                "-o",
+                str(tmp_path / "o.plan"),
+                "--priorities",
+                str(bad),
+            ]
+        )
+    assert exited.value.code == 2
+    assert "must be a JSON object" in capsys.readouterr().err

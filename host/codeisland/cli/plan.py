@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,12 @@ def command() -> None:
     help="Translate return addresses in this many stack slots.",
 )
 @click.option("--no-callsites", is_flag=True, help="Do not re-point direct call sites.")
+@click.option(
+    "--priorities",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON {island name: priority} from the predictor (default: samples per byte).",
+)
 @json_option
 def build_cmd(
     image: Path,
@@ -94,6 +101,7 @@ def build_cmd(
     chunk_size: int,
     stack_slots: int,
     no_callsites: bool,
+    priorities: Path | None,
     as_json: bool,
 ) -> None:
     """Select, merge/split, prioritise, place (rel32 reach, capacity) and encode a plan."""
@@ -110,6 +118,7 @@ def build_cmd(
         stack_slots=stack_slots,
         callsites=not no_callsites,
         arena_base=arena_base,
+        priorities=load_priorities(priorities) if priorities else {},
     )
     result = run_passes(imap, platform, counts, options)
     try:
@@ -117,6 +126,18 @@ def build_cmd(
     except OSError as exc:
         raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
     emit(result, as_json)
+
+
+def load_priorities(path: Path) -> dict[str, float]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read priorities {path}: {exc}") from None
+    if not isinstance(doc, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in doc.values()
+    ):
+        raise InputError(f"priorities {path} must be a JSON object {{island name: number}}")
+    return {str(k): float(v) for k, v in doc.items()}
 
 
 class PlanView:

@@ -273,7 +273,8 @@ class Environment:
 
 class Order:
     """C3-style call-chain clustering per region: join clusters along the heaviest co-execution
-    (or call) edges while a cluster fits one page, then lay clusters out densest first."""
+    (or call) edges while a cluster fits one page, then lay clusters out by priority (samples
+    per byte unless the predictor gave priorities)."""
 
     name = "order"
 
@@ -317,12 +318,11 @@ class Order:
                 cluster[n] = joined
         unique = {id(v): v for v in cluster.values()}.values()
 
-        def density(names: list[str]) -> float:
-            return sum(by_name[n].frequency for n in names) / sum(
-                by_name[n].island.size for n in names
-            )
+        def rank(names: list[str]) -> float:
+            # a cluster goes where its most important member should go
+            return max(by_name[n].priority for n in names)
 
-        return [n for cl in sorted(unique, key=lambda cl: -density(cl)) for n in cl]
+        return [n for cl in sorted(unique, key=lambda cl: -rank(cl)) for n in cl]
 
     def verify(self, ctx: PlanContext) -> None:
         if sorted(ctx.order) != sorted(c.name for c in ctx.candidates):
