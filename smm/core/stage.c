@@ -52,8 +52,9 @@ void ci_stage_prepare(ci_engine *e) {
   e->chunks_done = 0;
 }
 
-/* The value of fix-up f's field in the copy, as little-endian bytes clipped
- * to the chunk [c0, c1): compares or stores the part inside. */
+/* 1 if the part of a fix-up field [off, off+w) that lies inside the chunk
+ * [c0, c1) (d maps the chunk) holds the matching bytes of val: a field can
+ * straddle two chunks. */
 static int field_equal(const uint8_t *d, uint32_t c0, uint32_t c1, uint32_t off,
                        const uint8_t *val, uint32_t w) {
   for (uint32_t b = 0; b < w; b++)
@@ -114,10 +115,9 @@ static uint32_t chunk_fixups(const ci_engine *e, uint32_t c, uint8_t *d) {
       continue;
     }
     (void)fixup_value(isl, f, val);
-    for (uint32_t b = 0; b < w; b++) /* straddles a chunk boundary */
+    for (uint32_t b = 0; b < w; b++) /* straddles a chunk boundary: the part inside */
       if (f->offset + b >= c0 && f->offset + b < c1)
         d[f->offset + b - c0] = val[b];
-    /* (field_equal above is the read side of this clipping) */
     started += f->offset >= c0;
   }
   return started;
