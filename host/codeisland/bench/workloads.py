@@ -7,12 +7,15 @@ real system.  Each workload is a deterministic function of (seed, window):
                heating its own group of islands (batch jobs at night, services by day)
   interactive  bursts of user activity: input events arrive in a window, the handlers that
                process them run in the next window(s), on top of a weaker daily cycle
-  pipeline     islands whose activity foreshadows others': stage A runs in a window at random,
-               stage B of the same pipeline one window later, stage C two windows later
+  pipeline     islands whose activity foreshadows others': stage A of a pipeline runs in a window
+               at random (p 0.3, unpredictable by design), stages B, C, D one, two and three
+               windows later
   mixed        all of the above plus load changes (runnable threads per busy CPU switching
                between levels; throttling/scheduling islands heat up under high load)
 
-Every workload also has background islands with a low, noisy rate.  Islands lie scattered over
+Every workload also has 600 background islands, each run a steady number of times per window
+(0 to a few; they keep the caches and the iTLB under pressure).  Phase islands' executions are
+Poisson draws around their rates.  Islands lie scattered over
 a 16 MiB text region (4 KiB pages), as functions of many firmware modules would.
 """
 
@@ -28,6 +31,7 @@ WINDOWS_PER_DAY = 24
 TEXT_BASE = 0x4000_0000
 TEXT_SIZE = 16 << 20
 BLOCK_BYTES = 32  # a basic block of the synthetic islands, on average
+STAGES = "ABCD"
 
 
 @dataclass
@@ -59,15 +63,18 @@ class Workload:
 
     def executions(self, t: int) -> np.ndarray:
         """Executions per island in window t (Poisson draws, deterministic per seed and t)."""
+        rates = self.activity(t).rates
         rng = np.random.default_rng([self.seed, t, 1])
-        return rng.poisson(self.activity(t).rates)
+        out = rng.poisson(rates)
+        out[-BACKGROUND:] = np.round(rates[-BACKGROUND:])  # steady background: no noise
+        return out
 
 
 def _islands(rng: np.random.Generator, n: int) -> tuple[list[Island], np.ndarray, np.ndarray]:
     sizes = np.clip(rng.lognormal(np.log(640), 0.5, n), 128, 4096).astype(int) // 16 * 16
     # scattered: one island per random 4 KiB page of the text region, at a random line offset
     pages = rng.choice(TEXT_SIZE // 4096, size=n, replace=False)
-    starts = TEXT_BASE + pages * 4096 + rng.integers(0, 4096 - 4096 // 2, n) // 64 * 64
+    starts = TEXT_BASE + pages * 4096 + rng.integers(0, 4096 - sizes + 1) // 64 * 64
     islands = [
         Island(id=i + 1, name=f"fn_{i:04d}", start=int(starts[i]), size=int(sizes[i]))
         for i in range(n)
@@ -96,9 +103,9 @@ def make_workload(name: str, seed: int = 1) -> Workload:
     rng = np.random.default_rng([seed, 7, len(name)])
     spec = [(f"phase{h}", 24) for h in range(12)] if name in ("daily", "mixed") else []
     if name in ("interactive", "mixed"):
-        spec += [("ui", 10)] + [(f"weak{h}", 4) for h in range(4)]
+        spec += [("ui", 24)] + [(f"weak{h}", 4) for h in range(4)]
     if name in ("pipeline", "mixed"):
-        spec += [(f"pipe{p}{s}", 4) for p in range(4) for s in "ABC"]
+        spec += [(f"pipe{p}{s}", 4) for p in range(3) for s in STAGES]
     if name == "mixed":
         spec += [("load", 8)]
     hot = sum(size for _, size in spec)
@@ -109,7 +116,8 @@ def make_workload(name: str, seed: int = 1) -> Workload:
 def _base(w: Workload, t: int) -> tuple[np.ndarray, np.random.Generator, int]:
     rng = np.random.default_rng([w.seed, t, 0])
     rates = np.zeros(len(w.islands))
-    rates[-BACKGROUND:] = BG_RATE * rng.gamma(2.0, 0.5, BACKGROUND)
+    steady = np.random.default_rng([w.seed, 5])  # the same every window
+    rates[-BACKGROUND:] = BG_RATE * steady.gamma(2.0, 0.5, BACKGROUND)
     tod = (t % WINDOWS_PER_DAY) * (DAY_SECONDS // WINDOWS_PER_DAY)
     return rates, rng, tod
 
@@ -143,8 +151,8 @@ def _load(w: Workload, t: int) -> int:
 
 
 def _pipelines(w: Workload, rates: np.ndarray, t: int) -> None:
-    for p in range(4):
-        for lag, stage in enumerate("ABC"):
+    for p in range(3):
+        for lag, stage in enumerate(STAGES):
             s = t - lag
             if s >= 0 and np.random.default_rng([w.seed, s, 4, p]).random() < 0.3:
                 for i in w.groups[f"pipe{p}{stage}"]:
@@ -201,8 +209,8 @@ _ACTIVITY = {
 }
 _DESCRIPTIONS = {
     "daily": "daily cycle: twelve 2-hour phases, each heats its own 6 islands (RTC-driven)",
-    "interactive": "user bursts: input in window t runs 10 UI islands in t+1; weak 6-hour cycle",
-    "pipeline": "foreshadowing: 4 pipelines, stage A at random (p 0.3), B at t+1, C at t+2",
+    "interactive": "user bursts: input in window t runs 24 UI islands in t+1; weak 6-hour cycle",
+    "pipeline": "foreshadowing: 3 pipelines, stage A at random (p 0.3), B/C/D at t+1/t+2/t+3",
     "mixed": "daily cycle + user bursts + pipelines + load levels (1/4/12 runnable threads)",
 }
 WORKLOADS = tuple(_ACTIVITY)

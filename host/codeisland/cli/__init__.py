@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("verify", "Move every island in Python, re-decode, check all targets resolve."),
     "plan": ("plan", "Build a relocation plan (profile + platform) or decode a plan file."),
     "firmware": ("firmware", "List a UEFI firmware image; inject the SMM driver into it."),
+    "bench": ("bench", "Compare relocation policies on phase workloads (modeled cycles)."),
     "qemu": ("qemu", "Run the injected firmware under QEMU; the end-to-end scenario."),
     "doctor": ("doctor", "Check through chipsec what a relocation needs, with verdicts."),
     "emulate": ("emulate", "Run the real SMM driver in the emulated machine; differential run."),

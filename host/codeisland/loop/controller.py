@@ -11,13 +11,13 @@ Every window:
   3. predict   the policy's heat for the next window.
   4. plan      priority = benefit - cost (predict/priority.py) -> the desired hot set.
   5. apply     new islands are committed as one new generation.  Islands no longer wanted stay
-               until their room is needed; then the newest generation cut that frees enough room
-               is rolled back (the driver undoes it and every newer one) and the still-wanted
-               islands it undid are committed again ("move again") with the new ones.  A full
-               generation stack forces a cut the same way.
+               until their room is needed; then the generation cut that frees enough room while
+               undoing the fewest wanted bytes is rolled back (the driver undoes it and every
+               newer one), if the new islands' benefit pays for staging the undone wanted ones
+               again; those are committed again ("move again") with the new ones.  A full
+               generation stack forces the cheapest cut.
 
-Saved cycles per sample start from an optimistic prior (in the hot region a block costs only
-its line fetches) and are learned from measurements, per island, at the origin and when hot.
+Saved cycles per sample come from the islands' measured misses at their origin (benefit.py).
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from ..frontend.params import FrontendParams
 from ..predict.policies import Policy
 from ..predict.priority import CostModel, select_moves
 from ..profile.attribution import IslandIndex, attribute
+from .benefit import BenefitEstimator
 from .machine import Machine, RelocationResult
 
 
@@ -77,10 +79,11 @@ class ClosedLoop:
         keep_ratio: float = 0.3,
         cooldown: int = 4,
         warmup: int = 0,
-        fetch_cycles_per_block: float = 1.5,
-        min_share: float = 0.005,
+        params: FrontendParams | None = None,
+        min_share: float = 0.001,
     ) -> None:
         self.m = machine
+        params = params or FrontendParams()
         self.policy = policy
         self.cost = cost
         self.keep_ratio = keep_ratio
@@ -93,14 +96,8 @@ class ClosedLoop:
         n = len(machine.islands)
         self.index = IslandIndex(machine.islands)
         self.size = np.array([i.size for i in machine.islands])
-        self.cpb_origin = np.full(n, np.nan)  # cycles per block measured at the origin
-        # optimistic prior for an island never measured in the hot region (all line fetches
-        # hit); the first hot window measures it, and a move that falls short is undone
-        self.cpb_hot = fetch_cycles_per_block
-        self.blocks_per_sample = np.full(n, np.nan)
-        self.pending: tuple[int, dict[int, float]] | None = None  # generation, expected cpb
-        self.cpb_hot_island = np.full(n, np.nan)  # measured per island while hot
-        self.min_blocks = 1000.0  # moved, first hot window not measured yet
+        self.benefit = BenefitEstimator(n, params)
+        self.pending: tuple[int, dict[int, float]] | None = None  # generation, predicted saving
         self.blocked_until = np.zeros(n, dtype=np.int64)
         self.stats = LoopStats()
         self.heat_log: list[np.ndarray] = []
@@ -113,16 +110,6 @@ class ClosedLoop:
         for _, members in self.m.generations():
             r[members] = True
         return r
-
-    def _expected_hot_cpb(self) -> np.ndarray:
-        return np.where(np.isnan(self.cpb_hot_island), self.cpb_hot, self.cpb_hot_island)
-
-    def _saved_per_sample(self) -> np.ndarray:
-        origin = np.where(np.isnan(self.cpb_origin), np.nanmean(self.cpb_origin), self.cpb_origin)
-        origin = np.nan_to_num(origin, nan=self.cpb_hot * 4)
-        bps = np.nan_to_num(self.blocks_per_sample, nan=float(np.nanmean(self.blocks_per_sample)))
-        bps = np.nan_to_num(bps, nan=64.0)
-        return np.maximum(origin - self._expected_hot_cpb(), 0.0) * bps
 
     # -- one window --------------------------------------------------------------------
 
@@ -137,8 +124,8 @@ class ClosedLoop:
             self.stats.frontend_cycles += obs.frontend["cycles"]
             self.stats.windows += 1
         resident = self.resident()
-        self._learn(obs, samples, resident)
-        failed = self._measure(obs, resident)
+        self.benefit.learn(obs, samples, resident)
+        failed = self._measure(obs, samples, resident)
         if failed is not None:
             r = self.m.rollback(failed)
             self.stats.add(r, "rollback", self.window, counted)
@@ -154,31 +141,12 @@ class ClosedLoop:
     def _window_seconds(self) -> int:
         return 3600
 
-    def _learn(self, obs: Any, samples: np.ndarray, resident: np.ndarray) -> None:
-        ran = obs.exact > 0
-        cpb = np.where(ran, obs.island_cycles / np.maximum(obs.exact, 1), np.nan)
-        at_origin = ran & ~resident
-        self.cpb_origin[at_origin] = np.where(
-            np.isnan(self.cpb_origin[at_origin]),
-            cpb[at_origin],
-            0.5 * self.cpb_origin[at_origin] + 0.5 * cpb[at_origin],
-        )
-        hot = ran & resident
-        prev_hot = self.cpb_hot_island[hot]
-        self.cpb_hot_island[hot] = np.where(
-            np.isnan(prev_hot), cpb[hot], 0.5 * prev_hot + 0.5 * cpb[hot]
-        )
-        sampled = samples > 0
-        bps = obs.exact[sampled] / samples[sampled]
-        prev = self.blocks_per_sample[sampled]
-        self.blocks_per_sample[sampled] = np.where(np.isnan(prev), bps, 0.5 * prev + 0.5 * bps)
-
-    def _measure(self, obs: Any, resident: np.ndarray) -> int | None:
+    def _measure(self, obs: Any, samples: np.ndarray, resident: np.ndarray) -> int | None:
         """The generation committed last window, if its measured saving fell short; else None.
 
-        Predicted saving of a move, per executed block: cycles per block at the origin minus
-        the cycles per block expected in the hot region.  Measured: the origin's figure minus
-        what the island actually cost per block in its first hot window.  Both are weighted by
+        Predicted saving of a move, per executed block: from the island's misses at its origin
+        (loop/benefit.py).  Measured: cycles per block at the origin minus what the island
+        actually cost per block in its first hot window.  Both are weighted by
         the blocks the islands really ran, so heat mispredictions (which the next selection
         corrects) do not count against the move, only the placement's effect does.
         """
@@ -187,11 +155,11 @@ class ClosedLoop:
             return None
         gen, expected = pending
         predicted = measured = 0.0
-        for i, exp_cpb in expected.items():
-            base = self.cpb_origin[i]
-            if not resident[i] or obs.exact[i] < self.min_blocks or np.isnan(base):
+        for i, saving in expected.items():
+            base = self.benefit.cpb_origin[i]
+            if not resident[i] or samples[i] < self.benefit.min_samples or np.isnan(base):
                 continue
-            predicted += (base - exp_cpb) * obs.exact[i]
+            predicted += saving * obs.exact[i]
             measured += (base - obs.island_cycles[i] / obs.exact[i]) * obs.exact[i]
         if predicted > 0 and measured < self.keep_ratio * predicted:
             for i in expected:
@@ -204,9 +172,9 @@ class ClosedLoop:
         cost = replace(
             self.cost, threshold=max(self.cost.threshold, self.min_share * self.last_window_cycles)
         )
-        want, _ = select_moves(
+        want, chosen = select_moves(
             np.where(allowed, heat, 0.0),
-            self._saved_per_sample(),
+            self.benefit.saved_per_sample(),
             self.size,
             self.m.fixups,
             resident,
@@ -215,7 +183,10 @@ class ClosedLoop:
         )
         add = want & ~resident
         gens = self.m.generations()
-        cut = self._rollback_point(gens, want, add)
+        benefit = np.zeros(len(self.size))
+        for c in chosen:
+            benefit[c.island] = c.priority
+        cut = self._rollback_point(gens, want, add, benefit)
         readd: list[int] = []
         if cut is not None:
             r = self.m.rollback(cut)
@@ -227,40 +198,52 @@ class ClosedLoop:
             self.stats.add(r, "commit", self.window, counted)
             if counted:
                 self.stats.moved_again += sum(1 for i in readd if i in r.islands)
-            exp = self._expected_hot_cpb()
-            self.pending = (r.generation, {i: float(exp[i]) for i in r.islands if i not in readd})
+            self.pending = (
+                r.generation,
+                {
+                    i: self.benefit.predicted_saving_per_block(i)
+                    for i in r.islands
+                    if i not in readd
+                },
+            )
 
     def _rollback_point(
         self,
         gens: list[tuple[int, list[int]]],
         want: np.ndarray,
         add: np.ndarray,
+        benefit: np.ndarray,
     ) -> int | None:
-        """The newest generation to roll back (with every newer one), or None.
+        """The generation to roll back (with every newer one), or None.
 
         Lazy eviction: islands no longer wanted stay until their room is needed.  A rollback
-        undoes the chosen generation and all newer ones, so the newest cut that frees enough
-        room for the new islands is taken (wanted islands it undoes are committed again).
-        A full generation stack forces a cut that merges the newest generations into the next
-        commit.
+        undoes the chosen generation and all newer ones, and the wanted islands among them
+        must be staged again; so among the cuts that free enough room, the one that undoes the
+        fewest wanted bytes is taken, and only if the new islands' predicted benefit exceeds
+        the cost of staging those again.  A full generation stack forces the cheapest cut.
         """
         if not gens:
             return None
-        cuts: list[int] = []
         used = sum(int(self.size[m]) for _, members in gens for m in members)
         need = int(self.size[add].sum()) - (self.m.hot_capacity - used)
-        if need > 0:
-            freed = 0
-            for g, members in reversed(gens):
-                freed += sum(int(self.size[m]) for m in members if not want[m])
-                if freed >= need:
-                    cuts.append(g)
-                    break
-            else:
-                cuts.append(gens[0][0])
-        if add.any() and len(gens) >= self.m.max_generations:
-            cuts.append(gens[len(gens) // 2][0])
-        return min(cuts) if cuts else None
+        full = add.any() and len(gens) >= self.m.max_generations
+        if need <= 0 and not full:
+            return None
+        best: tuple[float, int] | None = None
+        freed = 0
+        undone: list[int] = []
+        for g, members in reversed(gens):
+            freed += sum(int(self.size[m]) for m in members if not want[m])
+            undone += [m for m in members if want[m]]
+            if freed >= need:
+                restage = float(self.cost.move_cost(self.size[undone], self.m.fixups[undone]).sum())
+                if best is None or restage < best[0]:
+                    best = (restage, g)
+        if best is None:
+            best = (float("inf"), gens[0][0])
+        if full or float(benefit[add].sum()) > best[0]:
+            return best[1] if best[0] < float("inf") or full else gens[0][0]
+        return None
 
     def run(self, windows: int) -> LoopStats:
         for _ in range(windows):

@@ -30,6 +30,8 @@ class Observation:
     exact: np.ndarray  # executed blocks per island (native hook)
     mem: np.ndarray  # data accesses per island (sampled)
     island_cycles: np.ndarray  # modeled front-end cycles per island
+    island_l1i_misses: np.ndarray  # modeled L1i misses per island
+    island_itlb_misses: np.ndarray  # modeled iTLB misses per island (4 KiB or 2 MiB)
     frontend: dict[str, int]  # totals of the front-end model for the window
 
     def context(self) -> dict[str, float]:

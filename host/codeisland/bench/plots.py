@@ -1,0 +1,88 @@
+"""PNG plots of a benchmark run: island heat over time with relocation events; policy comparison."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .runner import MODEL_NOTE, WorkloadResult
+
+POLICY_COLORS = {
+    "none": "#9e9e9e",
+    "reactive": "#e69f00",
+    "ewma": "#56b4e9",
+    "predictive": "#009e73",
+    "oracle": "#cc79a7",
+}
+
+
+def heat_plot(r: WorkloadResult, path: Path, warmup: int, policy: str = "predictive") -> Path:
+    """Phase islands' sampled heat per window, with the policy's commits and rollbacks."""
+    phase = [i for i, g in enumerate(r.group_of) if g != "background"]
+    order = sorted(phase, key=lambda i: (r.group_of[i], i))
+    heat = r.heat[:, order].T
+    fig, ax = plt.subplots(figsize=(11, 5.5), dpi=110)
+    im = ax.imshow(np.log1p(heat), aspect="auto", cmap="magma", interpolation="nearest")
+    row = {isl: k for k, isl in enumerate(order)}
+    for kind, marker, color in (("commit", "|", "#00e5ff"), ("rollback", "x", "#ffffff")):
+        xs, ys = [], []
+        for e in r.events.get(policy, []):
+            if e["kind"] != kind:
+                continue
+            for isl in e["islands"]:
+                if isl in row:
+                    xs.append(e["window"] + 0.5)  # takes effect from the next window
+                    ys.append(row[isl])
+        ax.scatter(xs, ys, marker=marker, s=14, c=color, linewidths=1, label=f"{policy} {kind}")
+    ax.axvline(warmup - 0.5, color="white", linestyle="--", linewidth=1)
+    ax.text(warmup, -1.5, "counted from here", color="black", fontsize=8)
+    ticks, labels = [], []
+    for k, isl in enumerate(order):
+        g = r.group_of[isl]
+        if k == 0 or r.group_of[order[k - 1]] != g:
+            ticks.append(k)
+            labels.append(g)
+    ax.set_yticks(ticks, labels, fontsize=7)
+    ax.set_xlabel("window (1 emulated hour each)")
+    ax.set_title(
+        f"{r.name}: island heat (log samples) and {policy} relocations\n{r.description}", fontsize=9
+    )
+    ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
+    fig.colorbar(im, ax=ax, label="log(1 + samples)")
+    fig.text(0.01, 0.01, MODEL_NOTE, fontsize=6, color="#555555")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def comparison_plot(results: list[WorkloadResult], path: Path) -> Path:
+    """Gain over `none` per workload and policy, as a share of the oracle's gain."""
+    policies = [p for p in POLICY_COLORS if p != "none" and p in results[0].cells]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6), dpi=110)
+    width = 0.8 / len(policies)
+    x = np.arange(len(results))
+    for k, p in enumerate(policies):
+        gains = [100 * r.cells[p].gain / r.cells["none"].stats["modeled_cycles"] for r in results]
+        share = [100 * (r.cells[p].share_of_oracle_gain or 0) for r in results]
+        ax1.bar(x + k * width, gains, width, label=p, color=POLICY_COLORS[p])
+        ax2.bar(x + k * width, share, width, label=p, color=POLICY_COLORS[p])
+    for ax in (ax1, ax2):
+        ax.set_xticks(x + width * (len(policies) - 1) / 2, [r.name for r in results])
+        ax.axhline(0, color="black", linewidth=0.8)
+    ax1.set_ylabel("modeled cycles saved vs none (%)")
+    ax1.set_title("gain over no relocation", fontsize=10)
+    ax2.axhline(90, color="#009e73", linestyle=":", linewidth=1)
+    ax2.set_ylabel("share of the oracle's gain (%)")
+    ax2.set_title("share of the oracle's gain (dotted: 90% target)", fontsize=10)
+    ax2.legend(fontsize=8)
+    fig.text(0.01, 0.01, MODEL_NOTE, fontsize=6, color="#555555")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+    return path

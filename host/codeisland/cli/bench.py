@@ -1,0 +1,68 @@
+"""`codeisland bench`: workloads x policies through the closed loop (modeled front-end cycles)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from ..errors import UsageError
+from .options import emit, json_option
+
+
+@click.command(name="bench")
+@click.option("--quick", is_flag=True, help="Four emulated days per workload instead of seven.")
+@click.option("--workload", "workloads", multiple=True, help="Only these workloads (repeatable).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("out/bench"),
+    show_default=True,
+    help="Directory for the PNG plots.",
+)
+@click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@click.option(
+    "--platform",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Platform profile whose [frontend] table sets the cost model.",
+)
+@click.option("--seed", default=1, show_default=True, help="Workload seed.")
+@json_option
+def command(
+    quick: bool,
+    workloads: tuple[str, ...],
+    out: Path,
+    no_plots: bool,
+    platform: Path | None,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Compare relocation policies (none, reactive, ewma, predictive, oracle) on workloads with
+    designed phase behaviour.  Every figure is from the front-end cost model: a model."""
+    from ..bench.plots import comparison_plot, heat_plot
+    from ..bench.report import BenchReport
+    from ..bench.runner import BenchConfig, run
+    from ..bench.workloads import WORKLOADS
+    from ..frontend.params import load_frontend_params
+
+    unknown = sorted(set(workloads) - set(WORKLOADS))
+    if unknown:
+        raise UsageError(
+            f"unknown workload(s) {', '.join(unknown)} (known: {', '.join(WORKLOADS)})"
+        )
+    params = load_frontend_params(platform)
+    kw = {"workloads": workloads or WORKLOADS, "seed": seed}
+    cfg = BenchConfig.quick(**kw) if quick else BenchConfig(**kw)
+    start = time.perf_counter()
+    results = run(cfg, params)
+    plots: list[Path] = []
+    if not no_plots:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create {out}: {exc.strerror}") from None
+        for r in results:
+            plots.append(heat_plot(r, out / f"heat_{r.name}.png", cfg.warmup))
+        plots.append(comparison_plot(results, out / "policies.png"))
+    emit(BenchReport(cfg, params, results, plots, time.perf_counter() - start), as_json)
