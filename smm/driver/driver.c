@@ -68,12 +68,14 @@ static int cpu_write(void *ctx, uint32_t cpu, uint32_t reg, uint64_t value) {
 /* ---- the SMI ------------------------------------------------------------ */
 
 /* One request: the host fields are read once, the request is copied into
- * SMRAM before the engine looks at it, and done_sequence is written last. */
-static void handle_request(void) {
+ * SMRAM before the engine looks at it, and done_sequence is written last.
+ * Returns 0 when no request was pending (APM_CNT keeps its last value, so an
+ * SMI from another source can find ours there). */
+static int handle_request(void) {
   volatile ci_mailbox *mb = g_mailbox;
   uint32_t sequence = mb->sequence;
   if (sequence == mb->done_sequence)
-    return; /* nothing pending (APM_CNT still holds our value) */
+    return 0;
   uint32_t command = mb->command, size = mb->request_size, budget = mb->stage_budget;
   uint8_t *base = (uint8_t *)g_mailbox;
   uint32_t response_size = 0;
@@ -91,11 +93,12 @@ static void handle_request(void) {
   mb->sample_head = g_ring.head;
   __asm__ volatile("" ::: "memory"); /* x86 keeps store order; the compiler must too */
   mb->done_sequence = sequence;
+  return 1;
 }
 
 static EFI_STATUS EFIAPI sw_handler(EFI_HANDLE h, const void *ctx, void *comm, UINTN *size) {
   (void)h, (void)ctx, (void)comm, (void)size;
-  handle_request();
+  (void)handle_request();
   return EFI_SUCCESS;
 }
 
@@ -108,9 +111,8 @@ static uint8_t inb(uint16_t port) {
 /* Root handler (no SwDispatch2, e.g. Debian's OVMF): runs on every SMI. */
 static EFI_STATUS EFIAPI root_handler(EFI_HANDLE h, const void *ctx, void *comm, UINTN *size) {
   (void)h, (void)ctx, (void)comm, (void)size;
-  if (inb(0xB2) != g_layout.sw_smi_value)
+  if (inb(0xB2) != g_layout.sw_smi_value || !handle_request())
     return EFI_WARN_INTERRUPT_SOURCE_QUIESCED;
-  handle_request();
   return EFI_SUCCESS;
 }
 
