@@ -39,12 +39,13 @@ def ensure_built() -> None:
     assert driver_binary().is_file()
 
 
-def plan_for(session, image, names, hot=None, plan_id=5):  # type: ignore[no-untyped-def]
+def plan_for(session, image, names, hot=None, plan_id=5, stack_slots=0):  # type: ignore[no-untyped-def]
     """Analyse the workload where the guest placed it and plan `names` into `hot`."""
     base = session.arena[0]
     imap = analyze(image.path, load_base=base + CODE_OFFSET)
     hot = hot or HotArea(base + HOT_OFFSET, HOT_SIZE)
-    return imap, plan_moves(imap, list(names), hot, session.machine.read, plan_id)
+    read = session.machine.read
+    return imap, plan_moves(imap, list(names), hot, read, plan_id, stack_slots=stack_slots)
 
 
 @cache

@@ -65,6 +65,17 @@ def test_relocated_run_matches_baseline(
     assert report.smm_instructions_max > 0
 
 
+def test_return_address_translation_matches_baseline() -> None:
+    cfg = EmulateConfig(
+        workload="lz", cpus=2, threads=2, smi_every=60_000, seed=11, stack_slots=16,
+        names=("match_len", "lz_compress"),
+    )  # fmt: skip
+    report = run_emulation(cfg, baseline("lz", 2))
+    assert report.identical
+    assert report.to_dict()["returns_translated"] == sum(c.returns_translated for c in report.costs)
+    assert report.contexts_translated >= 1
+
+
 def test_rollback_then_recommit_matches_baseline() -> None:
     cfg = EmulateConfig(
         workload="graphsort", cpus=2, threads=2, smi_every=50_000, seed=7, rollback_after=3,

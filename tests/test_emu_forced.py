@@ -10,7 +10,7 @@ from test_emu_common import baseline, ensure_built, plan_for
 
 from codeisland.plan import layout as L
 from smmemu.guest import HOT_OFFSET, HOT_SIZE
-from smmemu.machine import NO_UNTIL
+from smmemu.machine import NO_UNTIL, REGS
 from smmemu.plans import HotArea
 from smmemu.session import boot
 from smmemu.workload import load_workload
@@ -63,3 +63,26 @@ def test_rip_at_first_middle_last_instruction_on_three_cpus(layout: str, sw_disp
     expected = baseline("graphsort", 3)
     assert guest.outputs() == expected.outputs
     assert [t.exit_code for t in guest.threads] == [0, 0, 0]
+
+
+def test_return_address_into_a_moved_caller_is_translated() -> None:
+    image = load_workload("lz")
+    s = boot(cpus=2, layout="intel64")
+    guest = s.guest(image, threads=2)
+    _imap, plan = plan_for(s, image, ["match_len", "lz_compress"], stack_slots=16)
+    callee, caller = plan.placed
+    assert s.client.stage(plan.to_bytes()).ok
+    thread = guest.threads[0]
+    assert guest.run_until(thread, callee.src)  # at match_len's entry, called by lz_compress
+    rsp = int(thread.context.reg_read(REGS["rsp"]))
+    ret = int.from_bytes(s.machine.read(rsp, 8), "little")
+    assert caller.src <= ret < caller.src + caller.size
+
+    reply = s.client.commit()
+    assert reply.ok and reply.result.returns_translated >= 1
+    assert thread.rip == callee.dst
+    moved_ret = int.from_bytes(s.machine.read(rsp, 8), "little")
+    assert moved_ret == caller.dst + (ret - caller.src)
+
+    guest.run()
+    assert guest.outputs() == baseline("lz", 2).outputs

@@ -52,6 +52,7 @@ class EmulateConfig:
     slice_instructions: int = 20_000
     stage_at: int | None = None  # SMI boundary of the stage; None = chosen by the seed
     force_inside: bool = True
+    stack_slots: int = 0  # also translate return addresses in this many stack slots
     random_points: bool = True  # SMI gaps drawn around smi_every by the seed, else periodic
     rollback_after: int | None = None  # boundaries after commit to roll back, then re-commit
 
@@ -74,6 +75,7 @@ class SmiCost:
     handler_instructions: int
     bytes_written: int
     contexts_translated: int
+    returns_translated: int = 0
 
 
 @dataclass
@@ -102,6 +104,7 @@ class EmulateReport:
             "identical": self.identical,
             "relocations": self.relocations,
             "contexts_translated": self.contexts_translated,
+            "returns_translated": sum(c.returns_translated for c in self.costs),
             "bytes_written": self.bytes_written,
             "smm_instructions_max": self.smm_instructions_max,
             "guest_instructions": self.guest_instructions,
@@ -160,13 +163,15 @@ class EmulateReport:
         verdict = "IDENTICAL" if self.identical else f"DIFFERENT (threads {self.divergent_threads})"
         lines += [
             "",
-            f"relocations {self.relocations}, contexts translated {self.contexts_translated}, "
+            f"relocations {self.relocations}, contexts translated {self.contexts_translated} "
+            f"(+{sum(c.returns_translated for c in self.costs)} return addresses), "
             f"bytes written {self.bytes_written}, most handler instructions in one SMI "
             f"{self.smm_instructions_max:,}",
             f"guest instructions {self.guest_instructions:,} (baseline "
             f"{self.baseline_instructions:,})",
             f"outputs: {verdict}",
         ]
+        lines += [f"note: {e}" for e in self.events]
         return "\n".join(lines)
 
 
@@ -196,6 +201,7 @@ class _Run:
             SmiCost(
                 smi.number, name, L.Status(r.status).name if r.status < 64 else str(r.status),
                 smi.handler_instructions, int(r.bytes_written), int(r.contexts_translated),
+                int(r.returns_translated),
             )
         )  # fmt: skip
         return reply
@@ -278,7 +284,7 @@ def run_emulation(
     hot = HotArea(base + HOT_OFFSET, HOT_SIZE)
     read = run.session.machine.read
     plan_id = cfg.seed & 0xFFFF or 1
-    plan = plan_moves(imap, chosen, hot, read, plan_id)
+    plan = plan_moves(imap, chosen, hot, read, plan_id, stack_slots=cfg.stack_slots)
     stage_at = cfg.stage_at if cfg.stage_at is not None else rng.randrange(1, 4)
     report = EmulateReport(cfg, False, 0, 0, 0, 0, 0, baseline.instructions)
     report.hot = baseline.heat.most_common()
@@ -301,7 +307,7 @@ def run_emulation(
         ):
             run.request("ROLLBACK", lambda: run.client.rollback(0))
             report.events.append(f"boundary {b}: rolled the generation back")
-            again = plan_moves(imap, chosen, hot, read, plan_id + 1)
+            again = plan_moves(imap, chosen, hot, read, plan_id + 1, stack_slots=cfg.stack_slots)
             _stage_and_commit(run, again, rng, cfg, report)
         else:
             run.sample()
@@ -346,6 +352,7 @@ def _stage_and_commit(
             report.translations.append(
                 Translation(smi.number, cpu.index, thread, island, before, after)
             )
+    _note_parked(run, plan, report)
     report.relocations += len(plan.placed)
     for p in plan.placed:
         report.moved.append(
@@ -366,3 +373,20 @@ def _step_until_inside(run: _Run, plan: BuiltPlan, rng: random.Random, limit: in
             return False
         run.guest.step(rng.randrange(1, 200))
     return False
+
+
+def _note_parked(run: _Run, plan: BuiltPlan, report: EmulateReport) -> None:
+    """Threads not on any CPU at the commit are invisible to the handler (as on a board, where
+    the OS keeps them): one parked inside the bytes the entry jump overwrote resumes in them."""
+    on_cpu = {id(c.thread) for c in run.session.machine.cpus if c.thread is not None}
+    for t in run.guest.threads:
+        if id(t) in on_cpu or not t.runnable:
+            continue
+        for p, rec in zip(plan.placed, plan.plan.islands, strict=True):
+            kind = rec.flags & L.ISLAND_ENTRY_MASK
+            patch = {L.ISLAND_ENTRY_REL32: 5, L.ISLAND_ENTRY_ABS64: 14}.get(kind, 0)
+            if p.src < t.rip < p.src + patch:
+                report.events.append(
+                    f"hazard: thread {t.index} is parked at {t.rip:#x}, inside the entry patch "
+                    f"of {p.name}, and was not on a CPU to be translated"
+                )

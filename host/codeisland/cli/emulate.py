@@ -44,6 +44,10 @@ from .options import emit, json_option
     "--rollback-after", type=click.IntRange(1), default=None,
     help="Roll the generation back this many SMIs after the commit, then move it again.",
 )  # fmt: skip
+@click.option(
+    "--stack-slots", default=0, show_default=True, type=click.IntRange(0, 64),
+    help="Also translate return addresses found in this many 8-byte slots of each stack.",
+)  # fmt: skip
 @json_option
 def command(
     workload: str,
@@ -57,6 +61,7 @@ def command(
     names: tuple[str, ...],
     sw_smi: str,
     rollback_after: int | None,
+    stack_slots: int,
     as_json: bool,
 ) -> None:
     """Run WORKLOAD twice on the emulated board and compare outputs byte for byte."""
@@ -66,6 +71,7 @@ def command(
         workload=workload, cpus=cpus, threads=threads, smi_every=smi_every, seed=seed,
         layout=layout, islands=islands, sw_dispatch=sw_smi == "dispatch",
         rollback_after=rollback_after, names=names, random_points=not periodic,
+        stack_slots=stack_slots,
     )  # fmt: skip
     with _Bars() as bars:
         report = run_emulation(cfg, progress=bars.update)
