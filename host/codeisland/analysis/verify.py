@@ -10,6 +10,7 @@ targets stay absolute).  A fix-up the analysis missed or got wrong shows up as a
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,11 +110,23 @@ def verify(
     movable = [i for i in imap if i.relocatable]
     report.skipped = len(imap) - len(movable)
     chosen = _pick(movable, limit)
+    collecting = gc.isenabled()
+    gc.disable()  # see analyze(): many long-lived objects, no cycles
+    try:
+        _check_all(imap, chosen, delta, progress, report)
+    finally:
+        if collecting:
+            gc.enable()
+    return report
+
+
+def _check_all(
+    imap: IslandMap, chosen: list[Island], delta: int, progress: bool, report: VerifyReport
+) -> None:
     for n, isl in enumerate(
         tqdm(chosen, desc="verify", unit="island", disable=not progress, leave=False)
     ):
         _check_island(imap, isl, isl.start + delta + 16 * n, report)
-    return report
 
 
 def _check_island(imap: IslandMap, isl: Island, dst: int, report: VerifyReport) -> None:
