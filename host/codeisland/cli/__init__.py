@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("verify", "Move every island in Python, re-decode, check all targets resolve."),
     "plan": ("plan", "Build a relocation plan (profile + platform) or decode a plan file."),
     "firmware": ("firmware", "List a UEFI firmware image; inject the SMM driver into it."),
+    "profile": ("profile", "Record a profile from an emulated run; validate and show one."),
+    "model": ("model", "Train the heat model on a profile; show a model's importances."),
     "bench": ("bench", "Compare relocation policies on phase workloads (modeled cycles)."),
     "qemu": ("qemu", "Run the injected firmware under QEMU; the end-to-end scenario."),
     "doctor": ("doctor", "Check through chipsec what a relocation needs, with verdicts."),

@@ -183,7 +183,7 @@ class HeatModel:
 
 
 def train_from_profile(profile: Profile, model: HeatModel, importances: bool = True) -> HeatModel:
-    """Train on a recorded profile (exact counts when present: they are the ground truth)."""
+    """Train on a recorded profile's samples (what the loop sees at run time)."""
     counts = profile.counts("samples")
     mem = profile.counts("mem")
     model.retrain(counts, mem, profile.context())
