@@ -88,6 +88,7 @@ class Scanner:
         dec, _, sec = got
         limit = min(limit, sec.end, start + L.MAX_ISLAND_SIZE)
         ins, seen, todo, end = self._ins, set(), [start], start
+        callees: list[int] = []
         while todo:
             addr = todo.pop()
             while start <= addr < limit and addr not in seen:
@@ -106,8 +107,13 @@ class Scanner:
                         break
                 elif fc in _STOPS:
                     break
+                elif fc == _CALL:
+                    callees.append(ins.near_branch_target)
                 addr = ins.next_ip
-        return end
+        # a call into our own range is another function that linear flow ran into (after a
+        # call that does not return, or padding that decodes): the function ends there
+        inner = [t for t in callees if start < t < end]
+        return min(inner) if inner else end
 
     # -- the island scan ----------------------------------------------------------------
 

@@ -52,21 +52,18 @@ class PeImage(Image):
     def _sections(self) -> list[Section]:
         out = []
         for sec in self.pe.sections:
-            vsize = int(sec.virtual_size) or int(sec.sizeof_raw_data)
             raw = int(sec.sizeof_raw_data)
+            vsize = int(sec.virtual_size) or raw
             chars = int(sec.characteristics)
-            out.append(
-                Section(
-                    name=sec.name,
-                    addr=self._base + int(sec.virtual_address),
-                    # bytes past the raw data are zero-filled by the loader; analysis only
-                    # looks at what the file holds
-                    size=min(vsize, raw) if raw else vsize,
-                    offset=int(sec.pointerto_raw_data),
-                    executable=bool(chars & (IMAGE_SCN_MEM_EXECUTE | IMAGE_SCN_CNT_CODE)),
-                    nobits=raw == 0,
+            addr = self._base + int(sec.virtual_address)
+            executable = bool(chars & (IMAGE_SCN_MEM_EXECUTE | IMAGE_SCN_CNT_CODE))
+            filled = min(vsize, raw)
+            if filled:
+                out.append(Section(sec.name, addr, filled, int(sec.pointerto_raw_data), executable))
+            if vsize > filled:  # the loader zero-fills the rest (.bss merged into .data)
+                out.append(
+                    Section(sec.name, addr + filled, vsize - filled, 0, executable, nobits=True)
                 )
-            )
         return out
 
     def _directory(self, kind: lief.PE.DataDirectory.TYPES) -> bytes:
