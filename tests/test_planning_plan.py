@@ -114,7 +114,11 @@ def test_passes_merge_neighbours_and_order(imap) -> None:  # type: ignore[no-unt
     assert merged.dst == BASE + 0x400000  # densest cluster first, at the hot region start
     assert result.plan.islands[0].src in (merged.island.start, imap["top"].start)
     d = result.to_dict()
-    assert {h["kind"] for h in d["hints"]} == {"dedicated_core", "vm"}
+    assert {h["kind"] for h in d["hints"]} == {"dedicated_core", "vm", "cpu_affinity"}
+    hot = d["environments"]["hot"]
+    assert hot["start"] == BASE + 0x400000 and hot["page_size"] == 0x200000
+    assert hot["islands"] == len(d["islands"]) and hot["preferred_cpus"] == [0, 1]
+    assert "environment hot: 0x10400000 +0x200000, page 0x200000" in str(result)
     assert any(line.startswith("merge:") for line in d["passes"])
 
 

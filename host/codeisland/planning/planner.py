@@ -38,9 +38,40 @@ class PlanResult:
             "chunks": len(plan.chunks),
             "copy_bytes": plan.copy_bytes,
             "rejected": ctx.rejected,
-            "hints": [h.to_dict() for h in ctx.platform.hints],
+            "environments": self.environments(),
+            "hints": self.hints(),
             "passes": ctx.log,
         }
+
+    def environments(self) -> dict[str, dict[str, Any]]:
+        """Each destination region with what the plan put there."""
+        out = {}
+        for region in self.ctx.platform.destinations():
+            placed = [c for c in self.ctx.candidates if c.environment == region.name]
+            out[region.name] = {
+                **region.to_dict(),
+                "start": self.ctx.region_start(region),
+                "islands": len(placed),
+                "bytes_used": sum(c.island.size for c in placed),
+            }
+        return out
+
+    def hints(self) -> list[dict[str, Any]]:
+        """The platform's hint-only environments, plus CPU preferences of the regions used:
+        an SMI handler moves code, it cannot pin threads to CPUs."""
+        out = [h.to_dict() for h in self.ctx.platform.hints]
+        for name, env in self.environments().items():
+            if env["islands"] and env["preferred_cpus"]:
+                out.append(
+                    {
+                        "name": f"{name}-affinity",
+                        "kind": "cpu_affinity",
+                        "description": f"run threads of the {env['islands']} islands in region "
+                        f"{name} on CPUs {env['preferred_cpus']} (host scheduler)",
+                        "cpus": env["preferred_cpus"],
+                    }
+                )
+        return out
 
     def __str__(self) -> str:
         d = self.to_dict()
@@ -57,6 +88,12 @@ class PlanResult:
             )
         for name, why in list(d["rejected"].items())[:20]:
             lines.append(f"  not moved: {name}: {why}")
+        for name, env in d["environments"].items():
+            lines.append(
+                f"  environment {name}: {env['start']:#x} +{env['size']:#x}, page "
+                f"{env['page_size']:#x}, align {env['alignment']}, node {env['numa_node']}, "
+                f"cache {env['cache']}: {env['islands']} islands, {env['bytes_used']} bytes"
+            )
         for h in d["hints"]:
             lines.append(
                 f"  hint (host side, SMM does not act on it): {h['name']}: {h['description']}"
