@@ -119,6 +119,8 @@ def build_cmd(
         callsites=not no_callsites,
         arena_base=arena_base,
         priorities=load_priorities(priorities) if priorities else {},
+        # without a profile nothing says two islands run together: move exactly those named
+        merge_ratio=0.5 if profile else float("inf"),
     )
     result = run_passes(imap, platform, counts, options)
     try:
@@ -180,7 +182,7 @@ class PlanView:
             lines.append(
                 f"  [{n}] id {isl.id}: {isl.src:#x} -> {isl.dst:#x} size {isl.size} entry "
                 f"{entry.get(isl.flags & L.ISLAND_ENTRY_MASK, '?')}; fix-ups "
-                + ", ".join(f"{kinds[k]} {v}" for k, v in by_kind.items() if v)
+                + (", ".join(f"{kinds[k]} {v}" for k, v in by_kind.items() if v) or "none")
             )
         for r in p.rules:
             lines.append(
