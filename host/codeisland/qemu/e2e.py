@@ -37,6 +37,7 @@ RUNTIME = ("ci_start", "ci_fail")  # never return / end the thread: nothing to g
 ROUNDS_AFTER_COMMIT = 4
 MAX_COMMIT_ATTEMPTS = 6
 SAMPLES = 8
+STAGE_BUDGET = 4096  # bytes per SMI: the engine's minimum, so larger plans span SMIs
 
 
 @dataclass
@@ -226,6 +227,7 @@ class E2e:
         r = self.report
         for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
             r.commit_attempts = attempt
+            client.set_stage_budget(STAGE_BUDGET)
             reply = client.stage(wp.plan.to_bytes())
             r.stage_smis, r.bytes_written, r.fixups_applied = 1, 0, 0
             while True:
@@ -234,6 +236,8 @@ class E2e:
                 r.fixups_applied += res.fixups_applied
                 if res.state == L.STATE_STAGED:
                     break
+                if r.stage_smis > res.chunks_total:
+                    raise EmulationError("staging makes no progress within the budget")
                 reply = client.stage()
                 r.stage_smis += 1
             res = client.commit().result

@@ -20,6 +20,7 @@ from ..planning import build_plan
 
 HOT_OFFSET = 0x800000  # destinations start 8 MiB into the 16 MiB arena, far above the blob
 DST_ALIGN = 64
+CHUNK_SIZE = 256  # small diff chunks, so that a plan stages over several SMIs (see e2e)
 
 Read = Callable[[int, int], bytes]
 
@@ -51,7 +52,12 @@ class WorkloadPlan:
 
     def build(self, dst_base: int, plan_id: int) -> Plan:
         return build_plan(
-            self.imap, self.moves(dst_base), plan_id=plan_id, callsites=True, read_bytes=self.read
+            self.imap,
+            self.moves(dst_base),
+            plan_id=plan_id,
+            callsites=True,
+            read_bytes=self.read,
+            chunk_size=CHUNK_SIZE,
         )
 
     def retargeted(self, dst_base: int, plan_id: int) -> Plan:
