@@ -237,7 +237,45 @@ static void test_replace_pending(void) {
   machine_free(m);
 }
 
+/* COMMIT of a staged plan re-checks call sites, and a failing commit keeps the
+ * plan STAGED with nothing written. */
+static void test_commit_rechecks_and_keeps_staged(void) {
+  machine *m = machine_new();
+  plan_builder *pb = malloc(sizeof *pb);
+  sample_plan(pb);
+  uint32_t size = pb_encode(pb, g_plan);
+  m->budget = 4096;
+  CHECK_ST(machine_smi(m, CI_CMD_STAGE, g_plan, size), CI_ST_OK);
+  CHECK_EQ(machine_result(m)->state, CI_STATE_STAGED);
+  uint8_t *cs = fake_ptr(T_SRC + 0x20000, 5);
+  cs[0] = 0xE9; /* guest code rewrote the call into a jump */
+  fake_snapshot before;
+  fake_snapshot_take(&before);
+  CHECK_ST(machine_smi(m, CI_CMD_COMMIT, 0, 0), CI_ST_CALLSITE_OPCODE);
+  CHECK_EQ(fake_snapshot_diff(&before), 0);
+  fake_snapshot_free(&before);
+  CHECK_EQ(machine_result(m)->failed_index, 0);
+  cs[0] = 0xE8;
+  cs[1] ^= 1;
+  CHECK_ST(machine_smi(m, CI_CMD_COMMIT, 0, 0), CI_ST_CALLSITE_TARGET);
+  cs[1] ^= 1;
+  fake_snapshot_take(&before);
+  m->cpus.rip[2] = pb->islands[0].src + 0x10;
+  m->cpus.fail_write = 2;
+  CHECK_ST(machine_smi(m, CI_CMD_COMMIT, 0, 0), CI_ST_CPU_ACCESS);
+  CHECK_EQ(machine_result(m)->state, CI_STATE_STAGED);
+  CHECK_EQ(machine_result(m)->bytes_restored, 5 + 4); /* entry and call site unwound */
+  CHECK_EQ(fake_snapshot_diff(&before), 0);
+  m->cpus.fail_write = -1;
+  CHECK_ST(machine_smi(m, CI_CMD_COMMIT, 0, 0), CI_ST_OK);
+  CHECK_EQ(m->cpus.rip[2], pb->islands[0].dst + 0x10);
+  fake_snapshot_free(&before);
+  free(pb);
+  machine_free(m);
+}
+
 void suite_apply(void) {
+  test_commit_rechecks_and_keeps_staged();
   test_commit_one_smi_and_rollback();
   test_multi_smi_stage_budget();
   test_differential_skip();

@@ -599,10 +599,18 @@ static void test_capacity(void) {
   CHECK_ST(machine_smi(m, CI_CMD_ROLLBACK, &gen, 4), CI_ST_OK);
   CHECK_ST(machine_smi(m, CI_CMD_COMMIT, g_plan, encode()), CI_ST_OK);
   CHECK_EQ(machine_result(m)->map_count, 3 * CI_MAX_ISLANDS + 1);
-  gen = 1; /* everything, newest first */
+  gen = 1; /* everything, newest first, across the compacted map */
   CHECK_ST(machine_smi(m, CI_CMD_ROLLBACK, &gen, 4), CI_ST_OK);
   CHECK_EQ(machine_result(m)->generation, 0);
   CHECK_EQ(m->engine.undo.top, 0);
+  const uint8_t *dsts = fake_ptr(T_ARENA, 0x40 * (64 * 4 + 1));
+  uint64_t nonzero = 0;
+  for (uint32_t k = 0; k < 0x40 * (64 * 4 + 1); k++)
+    nonzero += dsts[k] != 0;
+  CHECK_EQ(nonzero, 0); /* every destination restored */
+  for (uint32_t g = 0; g < 4; g++)
+    for (uint32_t i = 0; i < CI_MAX_ISLANDS; i++) /* every entry restored */
+      CHECK_EQ(fake_ptr(T_SRC + 0x40 * (64 * g + i), 1)[0], 0x40 + (i * 7u) % 0x3F);
   machine_free(m);
 }
 
