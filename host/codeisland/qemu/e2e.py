@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DriverRejected, EmulationError, ToolMissing
+from ..hw.transport import ChipsecTransport
 from ..plan import layout as L
 from ..plan.apply import entry_patch
 from ..transport.mailbox import MailboxClient
@@ -192,9 +193,12 @@ class E2e:
 
     # -- the SMRAM plan ---------------------------------------------------------------------
 
-    def _bad_plan(self, m: Machine, t: Any, client: MailboxClient, wp: WorkloadPlan) -> None:
-        helper = t.helper
-        smram = helper.smram
+    def _bad_plan(
+        self, m: Machine, t: ChipsecTransport, client: MailboxClient, wp: WorkloadPlan
+    ) -> None:
+        smram = t.helper.smram
+        if smram is None or not smram.tseg_size:
+            raise EmulationError("TSEG not found: no SMRAM to aim the bad plan at")
         bad = wp.retargeted(smram.tseg_base + 0x1000, plan_id=99)
         before_q = client.query().info
         island = bad.islands[0]
@@ -223,7 +227,9 @@ class E2e:
 
     # -- stage and commit while the workload runs ------------------------------------------
 
-    def _stage_commit(self, t: Any, client: MailboxClient, wp: WorkloadPlan, arena: int) -> None:
+    def _stage_commit(
+        self, t: ChipsecTransport, client: MailboxClient, wp: WorkloadPlan, arena: int
+    ) -> None:
         r = self.report
         for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
             r.commit_attempts = attempt
@@ -255,7 +261,7 @@ class E2e:
             target.resume(t, arena)
             self._wait_rounds(t, arena, 1)
 
-    def _wait_rounds(self, t: Any, arena: int, more: int) -> int:
+    def _wait_rounds(self, t: ChipsecTransport, arena: int, more: int) -> int:
         start = target.read_control(t, arena).rounds
         deadline = time.monotonic() + 60
         while target.read_control(t, arena).rounds < start + more:
@@ -265,7 +271,7 @@ class E2e:
         return start
 
     def _after_commit(
-        self, m: Machine, t: Any, client: MailboxClient, wp: WorkloadPlan, arena: int
+        self, m: Machine, t: ChipsecTransport, client: MailboxClient, wp: WorkloadPlan, arena: int
     ) -> None:
         r = self.report
         committed_round = target.read_control(t, arena).rounds
