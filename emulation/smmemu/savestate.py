@@ -82,7 +82,7 @@ def _intel64() -> SaveStateLayout:
         "r8": Field(0x7F54, 8), "r9": Field(0x7F4C, 8), "r10": Field(0x7F44, 8),
         "r11": Field(0x7F3C, 8), "r12": Field(0x7F34, 8), "r13": Field(0x7F2C, 8),
         "r14": Field(0x7F24, 8), "r15": Field(0x7F1C, 8),
-        "revision": Field(0x7EFC, 4), "smbase": Field(0x7EF8, 4), "cr4": Field(0x7E40, 8),
+        "revision": Field(0x7EFC, 4), "smbase": Field(0x7EF8, 4), "cr4": Field(0x7E40, 4),
     }  # fmt: skip
     return SaveStateLayout("intel64", 0x7C00, 0x00030064, f)
 
