@@ -1,14 +1,21 @@
 """Analysis: from an ELF64 or PE32+ x86-64 image to an `IslandMap`.
 
     from codeisland.analysis import analyze
-    imap = analyze("workload.elf")                # link addresses
+    imap = analyze("workload.elf")                       # link addresses
     imap = analyze("workload.elf", load_base=0x7f0000)   # or imap.rebased(0x7f0000)
-    for isl in imap:                              # Island: name, start, size, relocatable, reason,
-        isl.fixups                                #   FixupSite(kind, offset, pc_bias, target)
-        isl.targets, isl.calls                    #   internal branch offsets, direct call targets
-    imap.callsites[isl.start]                     # [(opcode address, 0xE8/0xE9)] into the island
-    imap.read(addr, size)                         # bytes as a loader at load_base leaves them
-    imap.call_graph(), imap.coverage(), imap.to_dict()
+    for isl in imap:               # Island: name, start, size, source, relocatable, reason, detail
+        isl.fixups                 #   FixupSite(kind, offset, pc_bias, target), plan.h semantics
+        isl.targets, isl.calls     #   internal branch offsets, direct call targets (absolute)
+        isl.fixup_records(index)   #   the same as plan records (layout.Fixup) for table slot index
+    imap["name"], imap.island_at(addr)
+    imap.callsites[isl.start]      # [(opcode address, 0xE8/0xE9)] direct calls/jumps into it
+    imap.read(addr, size)          # bytes as a loader at load_base leaves them
+    imap.call_graph(), imap.coverage(), imap.not_relocatable(), imap.to_dict()
+
+Modules: `discover` (functions from symbols, DWARF, .eh_frame/.pdata, recursive descent),
+`decode` (the iced-x86 island scan), `model` (Island, IslandMap, reasons), `merge` (neighbours
+into one island), `coexec` (co-execution weights from {name: per-window counts}), `verify`
+(engine-exact relocation of every island and re-decode).
 
 Bad input (truncated, non-x86, corrupt, unsupported) raises InputError.
 """
