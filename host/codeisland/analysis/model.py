@@ -196,10 +196,16 @@ class IslandMap:
         )
 
     def call_graph(self) -> dict[str, list[str]]:
-        """Direct call edges between islands, by name (caller -> sorted callees)."""
+        """Direct call edges between islands, by name (caller -> sorted callees).  A direct
+        jump to another island's start is a tail call and counts as an edge too."""
         graph: dict[str, list[str]] = {}
         for isl in self.islands:
             callees = {c.name for t in isl.calls if (c := self.island_at(t)) is not None}
+            callees.update(
+                c.name
+                for t in isl.jumps_out
+                if (c := self.island_at(t)) is not None and c.start == t
+            )
             graph[isl.name] = sorted(callees - {isl.name})
         return graph
 
