@@ -34,6 +34,7 @@ from ..profile.format import Profile
 
 MODEL_MAGIC = b"CIMODEL1"
 MODEL_VERSION = 1
+MIN_WINDOWS = 4
 MAX_ROWS = 100_000  # sliding window cap: the newest rows are kept
 
 
@@ -56,6 +57,8 @@ class HeatModel:
     ) -> FeatureState:
         """Fit on the newest `history_windows` windows; returns a state primed on all of them."""
         w = min(self.history_windows, counts.shape[0])
+        if w < MIN_WINDOWS:
+            raise UsageError(f"too little history to train: {w} windows (need {MIN_WINDOWS})")
         c, m = counts[-w:], (mem[-w:] if mem is not None else None)
         cx = {k: v[-w:] for k, v in ctx.items()}
         load = load_signal(cx["runnable_threads"], cx["busy_cpus"])

@@ -1,0 +1,56 @@
+"""`codeisland bench --quick --json`: the keys, the cells and the plots (about a minute here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from smmemu.fetchtrace import library_path
+
+POLICIES = {"none", "reactive", "ewma", "predictive", "oracle"}
+CELL_KEYS = {
+    "modeled_cycles",
+    "share_of_oracle_gain",
+    "relocations",
+    "rollbacks",
+    "bytes_staged",
+    "handler_insns_max",
+    "gain",
+}
+
+
+@pytest.mark.skipif(not library_path().is_file(), reason="native library not built")
+def test_bench_quick_json(tmp_path: Path) -> None:
+    out = tmp_path / "plots"
+    r = subprocess.run(
+        [sys.executable, "-c", "from codeisland.cli import main; main()",
+         "bench", "--quick", "--json", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    d = json.loads(r.stdout)
+    assert isinstance(d["predictive_share_of_oracle_gain"], float)
+    assert isinstance(d["predictive_over_reactive_gain"], float)
+    assert "model" in d["note"]
+    assert [w["name"] for w in d["workloads"]] == ["daily", "interactive", "pipeline", "mixed"]
+    for w in d["workloads"]:
+        assert set(w["cells"]) == POLICIES
+        for policy, cell in w["cells"].items():
+            assert set(cell) >= CELL_KEYS
+            if policy == "none":
+                assert cell["relocations"] == 0 and cell["gain"] == 0
+        assert w["cells"]["oracle"]["share_of_oracle_gain"] == pytest.approx(1.0)
+        assert w["retrains"] > 0
+    gains = d["gains"]
+    assert d["predictive_share_of_oracle_gain"] == pytest.approx(
+        gains["predictive"] / gains["oracle"]
+    )
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([f"heat_{w}.png" for w in ("daily", "interactive", "pipeline", "mixed")]
+                           + ["policies.png"])  # fmt: skip
+    for p in out.iterdir():
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
