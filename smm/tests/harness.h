@@ -124,5 +124,6 @@ void suite_validate(void);
 void suite_apply(void);
 void suite_context(void);
 void suite_dispatch(void);
+void suite_random(void);
 
 #endif
