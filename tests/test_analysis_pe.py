@@ -92,3 +92,35 @@ def test_pdata_gives_function_bounds(tmp_path: Path) -> None:
     for start, end in ranges:
         assert by_start[start].source == "pdata" and by_start[start].end == end
     assert verify(imap).ok
+
+
+SELF_REF_C = r"""
+__attribute__((noinline)) void *selfref(int x) { return x ? (void *)selfref : (void *)0; }
+unsigned long long efi_main(void) { return (unsigned long long)selfref(1); }
+"""
+
+
+def test_abs64_pointer_into_the_island(tmp_path: Path) -> None:
+    """-mcmodel=large: `movabs rcx, selfref` inside selfref is a DIR64 base relocation that
+    points into its own island, hence an ABS64 fix-up; rebasing moves the pointer too."""
+    from codeisland.plan import layout as L
+    from codeisland.planning import build_plan
+
+    pe = build_pe(tmp_path, source=SELF_REF_C, name="selfref", extra=("-mcmodel=large",))
+    imap = analyze(pe).rebased(0x7E000000)
+    isl = imap.islands[0]
+    (fx,) = isl.fixups
+    assert (fx.kind, fx.pc_bias, fx.target) == (L.FIXUP_ABS64, 0, isl.start)
+    assert int.from_bytes(imap.read(isl.start + fx.offset, 8), "little") == 0x7E001000
+    report = verify(imap)
+    assert report.ok and report.islands == 1
+    dst = 0x7E400000
+    plan = build_plan(imap, [(isl, dst)])
+    assert plan.fixups[0].kind == L.FIXUP_ABS64
+    final = plan.chunks[0]
+    from codeisland.plan.apply import relocated_bytes
+    from codeisland.plan.digest import digest64
+
+    moved = relocated_bytes(imap.read(isl.start, isl.size), isl.start, dst, isl.fixup_records(0))
+    assert int.from_bytes(moved[fx.offset : fx.offset + 8], "little") == dst
+    assert final.digest == digest64(moved[: final.length])
