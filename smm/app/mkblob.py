@@ -23,7 +23,8 @@ def main(elf_path: str, entry_name: str, kind: str, out_bin: str, out_h: str) ->
     with open(elf_path, "rb") as f:
         elf = ELFFile(f)
         relocs = [
-            s.name for s in elf.iter_sections()
+            s.name
+            for s in elf.iter_sections()
             if s["sh_type"] in ("SHT_RELA", "SHT_REL") and s["sh_size"]
         ]
         if relocs:
