@@ -111,8 +111,10 @@ def test_passes_merge_neighbours_and_order(imap) -> None:  # type: ignore[no-unt
     assert merged.island.start == imap["leaf"].start and merged.island.end == imap["middle"].end
     assert not any(f.target == imap["leaf"].start for f in merged.island.fixups)  # now internal
     assert merged.frequency == 47 and merged.environment == "hot"
-    assert merged.dst == BASE + 0x400000  # densest cluster first, at the hot region start
-    assert result.plan.islands[0].src in (merged.island.start, imap["top"].start)
+    # one C3 cluster, caller first: top calls middle (now inside leaf+middle)
+    assert result.ctx.order == ["top", "leaf+middle"]
+    top = names["top"]
+    assert top.dst == BASE + 0x400000 and merged.dst == top.dst + ((top.island.size + 63) & ~63)
     d = result.to_dict()
     assert {h["kind"] for h in d["hints"]} == {"dedicated_core", "vm", "cpu_affinity"}
     hot = d["environments"]["hot"]
@@ -224,18 +226,21 @@ def test_predictor_priorities_order_and_budget(
     tmp_path: Path,  # type: ignore[no-untyped-def]
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    counts = _counts(middle=[50, 50], top=[1, 1])
+    # leaf and top never run in the same window and do not call each other: two clusters
+    counts = _counts(leaf=[50, 0], top=[0, 1])
     plat = load_platform("emulated")
     hot = plat.region("hot").start(BASE)
     by_density = run_passes(imap, plat, counts, Options(merge_ratio=1e9))
-    assert {c.name: c.dst for c in by_density.ctx.candidates}["middle"] == hot
-    opts = Options(merge_ratio=1e9, priorities={"top": 100.0, "middle": 1.0})
+    assert by_density.ctx.order == ["leaf", "top"]
+    assert {c.name: c.dst for c in by_density.ctx.candidates}["leaf"] == hot
+    opts = Options(merge_ratio=1e9, priorities={"top": 100.0, "leaf": 1.0})
     by_predictor = run_passes(imap, plat, counts, opts)
+    assert by_predictor.ctx.order == ["top", "leaf"]
     assert {c.name: c.dst for c in by_predictor.ctx.candidates}["top"] == hot
-    opts = Options(merge_ratio=1e9, priorities={"top": 100.0, "middle": 1.0}, max_islands=1)
+    opts = Options(merge_ratio=1e9, priorities={"top": 100.0, "leaf": 1.0}, max_islands=1)
     budget = run_passes(imap, plat, counts, opts)
     assert [c.name for c in budget.ctx.candidates] == ["top"]
-    assert budget.ctx.rejected == {"middle": "below the plan's island budget"}
+    assert budget.ctx.rejected == {"leaf": "below the plan's island budget"}
     bad = tmp_path / "prio.json"
     bad.write_text('["top"]')
     with pytest.raises(SystemExit) as exited:
@@ -254,3 +259,12 @@ def test_predictor_priorities_order_and_budget(
         )
     assert exited.value.code == 2
     assert "must be a JSON object" in capsys.readouterr().err
+
+
+def test_order_keeps_call_chains_adjacent_caller_first(imap) -> None:  # type: ignore[no-untyped-def]
+    counts = _counts(leaf=[1, 1], middle=[1, 1], top=[1, 1])
+    result = run_passes(imap, load_platform("emulated"), counts, Options(merge_ratio=1e9))
+    assert result.ctx.order == ["top", "middle", "leaf"]  # one C3 cluster: top->middle->leaf
+    dst = {c.name: c.dst or 0 for c in result.ctx.candidates}
+    assert dst["top"] < dst["middle"] < dst["leaf"]
+    assert dst["leaf"] - dst["top"] < 0x200  # packed (64-byte alignment only)

@@ -290,8 +290,16 @@ class Order:
     ) -> list[str]:
         by_name = {c.name: c for c in cands}
         cluster = {c.name: [c.name] for c in cands}
-        edges: list[tuple[float, str, str]] = []
+        edges: list[tuple[float, str, str]] = []  # (weight, caller, callee)
         names = list(by_name)
+
+        def calls(x: str, y: str) -> bool:
+            return any(
+                m in graph.get(a, ())
+                for a in by_name[x].island.members
+                for m in by_name[y].island.members
+            )
+
         for i, a in enumerate(names):
             for b in names[i + 1 :]:
                 w = max(
@@ -299,13 +307,10 @@ class Order:
                     for x in by_name[a].island.members
                     for y in by_name[b].island.members
                 )
-                calls = any(
-                    m in graph.get(x, ())
-                    for x in by_name[a].island.members
-                    for m in by_name[b].island.members
-                )
-                if w or calls:
-                    edges.append((w + (1e-3 if calls else 0.0), a, b))
+                ab, ba = calls(a, b), calls(b, a)
+                if w or ab or ba:
+                    caller, callee = (b, a) if ba and not ab else (a, b)
+                    edges.append((w + (1e-3 if ab or ba else 0.0), caller, callee))
         for _w, a, b in sorted(edges, reverse=True):
             ca, cb = cluster[a], cluster[b]
             if ca is cb:
@@ -313,7 +318,7 @@ class Order:
             size = sum(by_name[n].island.size for n in ca + cb)
             if size > page:
                 continue
-            joined = ca + cb
+            joined = ca + cb  # C3: the caller's cluster, then the callee's
             for n in joined:
                 cluster[n] = joined
         unique = {id(v): v for v in cluster.values()}.values()
