@@ -86,3 +86,16 @@ def test_rollback_then_recommit_matches_baseline() -> None:
     commands = [c.command for c in report.costs if c.command != "SAMPLE"]
     assert commands == ["STAGE", "COMMIT", "ROLLBACK", "STAGE", "COMMIT"]
     assert report.relocations == 4
+
+
+def test_stage_over_several_smis_with_the_guest_running_between() -> None:
+    names = ("lz_compress", "lz_decompress", "gen_text", "ci_memcpy", "memcpy", "ci_memset",
+             "memset", "fnv1a", "ci_line")  # fmt: skip
+    cfg = EmulateConfig(workload="lz", smi_every=40_000, seed=3, stage_budget=4096, names=names)
+    report = run_emulation(cfg, baseline("lz", 2))
+    assert report.identical
+    steps = [(c.command, c.bytes_written) for c in report.costs if c.command != "SAMPLE"]
+    total = sum(m["size"] for m in report.moved)
+    assert total > 4096
+    assert [c for c, _ in steps] == ["STAGE", "STAGE", "COMMIT"]
+    assert all(n <= 4096 for _, n in steps) and sum(n for _, n in steps) == total

@@ -53,6 +53,7 @@ class EmulateConfig:
     stage_at: int | None = None  # SMI boundary of the stage; None = chosen by the seed
     force_inside: bool = True
     stack_slots: int = 0  # also translate return addresses in this many stack slots
+    stage_budget: int = 0  # bytes the driver stages per SMI (0 = its default)
     random_points: bool = True  # SMI gaps drawn around smi_every by the seed, else periodic
     rollback_after: int | None = None  # boundaries after commit to roll back, then re-commit
 
@@ -289,33 +290,24 @@ def run_emulation(
     report = EmulateReport(cfg, False, 0, 0, 0, 0, 0, baseline.instructions)
     report.hot = baseline.heat.most_common()
     report.sw_path = "SwDispatch2" if cfg.sw_dispatch else "root handler"
-    state: dict[str, int | None] = {"boundary": 0, "committed_at": None}
+    if cfg.stage_budget:
+        run.client.set_stage_budget(cfg.stage_budget)
+    flow = _Flow(run, plan, rng, cfg, report, stage_at)
 
     def boundary(g: Guest) -> None:
         if progress is not None:
             progress("relocated", g.instructions)
-        b = (state["boundary"] or 0) + 1
-        state["boundary"] = b
-        committed = state["committed_at"]
-        if b == stage_at and plan.placed:
-            _stage_and_commit(run, plan, rng, cfg, report)
-            state["committed_at"] = b
-        elif (
-            cfg.rollback_after is not None
-            and committed is not None
-            and (b == committed + cfg.rollback_after)
-        ):
-            run.request("ROLLBACK", lambda: run.client.rollback(0))
-            report.events.append(f"boundary {b}: rolled the generation back")
-            again = plan_moves(imap, chosen, hot, read, plan_id + 1, stack_slots=cfg.stack_slots)
-            _stage_and_commit(run, again, rng, cfg, report)
-        else:
-            run.sample()
+        flow.boundary()
+        if flow.replan:
+            flow.replan = False
+            flow.plan = plan_moves(
+                imap, chosen, hot, read, flow.plan.plan.plan_id + 1, stack_slots=cfg.stack_slots
+            )
 
     jitter = random.Random(cfg.seed ^ 0x5EED) if cfg.random_points else None
     run.guest.run(every=cfg.smi_every, on_boundary=boundary, jitter=jitter)
-    if state["committed_at"] is None and plan.placed:
-        report.events.append("the workload ended before the stage boundary; nothing moved")
+    if flow.phase != "committed" and plan.placed:
+        report.events.append(f"the workload ended with the plan {flow.phase}; it did not commit")
     outputs = run.guest.outputs()
     codes = [t.exit_code for t in run.guest.threads]
     report.divergent_threads = [
@@ -333,32 +325,86 @@ def run_emulation(
     return report
 
 
-def _stage_and_commit(
-    run: _Run, plan: BuiltPlan, rng: random.Random, cfg: EmulateConfig, report: EmulateReport
-) -> None:
-    raw = plan.to_bytes()
-    reply = run.request("STAGE", lambda: run.client.stage(raw))
-    while reply.result.state == L.STATE_STAGING:
-        reply = run.request("STAGE", lambda: run.client.stage(b""))
-    if cfg.force_inside and not _step_until_inside(run, plan, rng):
-        report.events.append("no thread entered the islands before the commit (not forced)")
-    run.request("COMMIT", lambda: run.client.commit(b""))
-    smi = run.last_smi
-    for cpu in run.session.machine.cpus:
-        before, after = smi.rips_before[cpu.index], smi.rips_after[cpu.index]
-        if before != after:
-            thread = getattr(cpu.thread, "index", None)
-            island = plan.island_of(before)
-            report.translations.append(
-                Translation(smi.number, cpu.index, thread, island, before, after)
-            )
-    _note_parked(run, plan, report)
-    report.relocations += len(plan.placed)
-    for p in plan.placed:
-        report.moved.append(
-            {"name": p.name, "src": p.src, "dst": p.dst, "size": p.size, "fixups": p.fixups,
-             "smi": smi.number}
-        )  # fmt: skip
+class _Flow:
+    """What each SMI boundary of the relocated run does, as explicit phases:
+
+        wait --(stage_at)--> STAGE plan --> staging --STAGE ""...--> staged
+        staged --(step until a thread is inside an island)--> COMMIT --> committed
+        committed --(rollback_after boundaries)--> ROLLBACK --> wait (a new plan, next SMI)
+
+    Boundaries with nothing to do raise a SAMPLE SMI.  STAGE continues over as many SMIs as the
+    driver's per-SMI byte budget needs, with the guest running in between."""
+
+    def __init__(
+        self,
+        run: _Run,
+        plan: BuiltPlan,
+        rng: random.Random,
+        cfg: EmulateConfig,
+        report: EmulateReport,
+        stage_at: int,
+    ) -> None:
+        self.run, self.plan, self.rng, self.cfg, self.report = run, plan, rng, cfg, report
+        self.stage_at = stage_at
+        self.phase = "wait" if plan.placed else "idle"
+        self.b = 0
+        self.committed_at = 0
+        self.rolled_back = False
+        self.replan = False
+
+    def boundary(self) -> None:
+        self.b += 1
+        run, cfg = self.run, self.cfg
+        if self.phase == "wait" and self.b >= self.stage_at:
+            raw = self.plan.to_bytes()
+            reply = run.request("STAGE", lambda: run.client.stage(raw))
+            self._staged(reply)
+        elif self.phase == "staging":
+            self._staged(run.request("STAGE", lambda: run.client.stage(b"")))
+        elif self.phase == "staged":
+            self._commit()
+        elif (
+            self.phase == "committed"
+            and cfg.rollback_after is not None
+            and not self.rolled_back
+            and self.b == self.committed_at + cfg.rollback_after
+        ):
+            run.request("ROLLBACK", lambda: run.client.rollback(0))
+            self.report.events.append(f"SMI boundary {self.b}: rolled the generation back")
+            self.rolled_back, self.replan = True, True
+            self.phase, self.stage_at = "wait", self.b + 1
+        else:
+            run.sample()
+
+    def _staged(self, reply: Any) -> None:
+        state = reply.result.state
+        self.phase = "staged" if state == L.STATE_STAGED else "staging"
+        if state not in (L.STATE_STAGED, L.STATE_STAGING):
+            raise EmulationError(f"STAGE left the plan in state {state}")
+
+    def _commit(self) -> None:
+        run, plan, report = self.run, self.plan, self.report
+        if self.cfg.force_inside and not _step_until_inside(run, plan, self.rng):
+            report.events.append("no thread entered the islands before the commit (not forced)")
+        run.request("COMMIT", lambda: run.client.commit(b""))
+        smi = run.last_smi
+        for cpu in run.session.machine.cpus:
+            before, after = smi.rips_before[cpu.index], smi.rips_after[cpu.index]
+            if before != after:
+                thread = getattr(cpu.thread, "index", None)
+                report.translations.append(
+                    Translation(
+                        smi.number, cpu.index, thread, plan.island_of(before), before, after
+                    )
+                )
+        _note_parked(run, plan, report)
+        report.relocations += len(plan.placed)
+        for p in plan.placed:
+            report.moved.append(
+                {"name": p.name, "src": p.src, "dst": p.dst, "size": p.size, "fixups": p.fixups,
+                 "smi": smi.number}
+            )  # fmt: skip
+        self.phase, self.committed_at = "committed", self.b
 
 
 def _step_until_inside(run: _Run, plan: BuiltPlan, rng: random.Random, limit: int = 60_000) -> bool:

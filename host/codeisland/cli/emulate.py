@@ -48,6 +48,10 @@ from .options import emit, json_option
     "--stack-slots", default=0, show_default=True, type=click.IntRange(0, 64),
     help="Also translate return addresses found in this many 8-byte slots of each stack.",
 )  # fmt: skip
+@click.option(
+    "--stage-budget", default=0, show_default=True, type=click.IntRange(0),
+    help="Bytes the driver stages per SMI (0 = its default; it clamps to 4096..262144).",
+)  # fmt: skip
 @json_option
 def command(
     workload: str,
@@ -62,6 +66,7 @@ def command(
     sw_smi: str,
     rollback_after: int | None,
     stack_slots: int,
+    stage_budget: int,
     as_json: bool,
 ) -> None:
     """Run WORKLOAD twice on the emulated board and compare outputs byte for byte."""
@@ -71,7 +76,7 @@ def command(
         workload=workload, cpus=cpus, threads=threads, smi_every=smi_every, seed=seed,
         layout=layout, islands=islands, sw_dispatch=sw_smi == "dispatch",
         rollback_after=rollback_after, names=names, random_points=not periodic,
-        stack_slots=stack_slots,
+        stack_slots=stack_slots, stage_budget=stage_budget,
     )  # fmt: skip
     with _Bars() as bars:
         report = run_emulation(cfg, progress=bars.update)
