@@ -17,6 +17,20 @@ SHF_ALLOC, SHF_EXECINSTR = 0x2, 0x4
 PF_X = 0x1
 R_X86_64_64, R_X86_64_RELATIVE = 1, 8
 _MACHINES = {"EM_X86_64"}
+# what pyelftools raises on corrupt input (found by mutating real images: a seek past 2**63
+# raises OverflowError, a bad table TypeError/AttributeError deep inside construct)
+_ELF_ERRORS = (
+    ELFError,
+    ValueError,
+    struct.error,
+    KeyError,
+    IndexError,
+    OverflowError,
+    TypeError,
+    AttributeError,
+    AssertionError,
+    EOFError,
+)
 
 
 class ElfImage(Image):
@@ -27,8 +41,8 @@ class ElfImage(Image):
         try:
             self.elf = ELFFile(BytesIO(data))
             header = self.elf.header
-        except (ELFError, ValueError, struct.error) as exc:
-            raise InputError(f"not a readable ELF image: {exc}") from None
+        except _ELF_ERRORS as exc:
+            raise InputError(f"not a readable ELF image: {exc or type(exc).__name__}") from None
         if self.elf.elfclass != 64 or header["e_machine"] not in _MACHINES:
             raise InputError(
                 f"unsupported ELF: class {self.elf.elfclass}, machine {header['e_machine']} "
@@ -45,8 +59,8 @@ class ElfImage(Image):
     def _guard(self, what: str, fn):  # type: ignore[no-untyped-def]
         try:
             return fn()
-        except (ELFError, ValueError, struct.error, KeyError, IndexError) as exc:
-            raise InputError(f"corrupt ELF {what}: {exc}") from None
+        except _ELF_ERRORS as exc:
+            raise InputError(f"corrupt ELF {what}: {exc or type(exc).__name__}") from None
 
     @cached_property
     def _raw_sections(self) -> list:  # type: ignore[type-arg]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 from functools import cached_property
 
 import lief
@@ -18,6 +19,8 @@ from .image import Image, Section, Symbol
 IMAGE_SCN_MEM_EXECUTE = 0x20000000
 IMAGE_SCN_CNT_CODE = 0x20
 IMAGE_REL_BASED_DIR64 = 10
+IMAGE_FILE_MACHINE_AMD64 = 0x8664
+PE32_PLUS_MAGIC = 0x20B
 _COFF_FUNCTION = 0x20  # complex type "function" in a COFF symbol's type field
 
 lief.logging.disable()
@@ -31,12 +34,17 @@ class PeImage(Image):
         binary = lief.PE.parse(io.BytesIO(data))
         if binary is None:
             raise InputError("not a readable PE image (lief could not parse its headers)")
-        if binary.header.machine != lief.PE.Header.MACHINE_TYPES.AMD64:
+        with warnings.catch_warnings():  # lief warns when a number is not a known enum value
+            warnings.simplefilter("ignore")
+            machine = int(binary.header.machine)
+            magic = int(binary.optional_header.magic)
+        if machine != IMAGE_FILE_MACHINE_AMD64:
+            raise InputError(f"unsupported PE machine {machine:#06x} (only AMD64 is supported)")
+        if magic != PE32_PLUS_MAGIC:
             raise InputError(
-                f"unsupported PE machine {binary.header.machine.name} (only AMD64 is supported)"
+                f"unsupported PE (optional header magic {magic:#x}): only PE32+ "
+                "(64-bit) images are supported"
             )
-        if binary.optional_header.magic != lief.PE.PE_TYPE.PE32_PLUS:
-            raise InputError("unsupported PE: only PE32+ (64-bit) images are supported")
         self.pe = binary
         self._base = int(binary.optional_header.imagebase)
 
