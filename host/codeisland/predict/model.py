@@ -31,6 +31,7 @@ from threadpoolctl import threadpool_limits
 from ..errors import InputError, UsageError
 from ..profile.features import FEATURES, FeatureState, Relations, load_signal, training_rows
 from ..profile.format import Profile
+from .fasttrees import FlatTrees
 
 MODEL_MAGIC = b"CIMODEL1"
 MODEL_VERSION = 1
@@ -40,7 +41,7 @@ MAX_ROWS = 100_000  # sliding window cap: the newest rows are kept
 
 @dataclass
 class HeatModel:
-    max_iter: int = 60
+    max_iter: int = 40
     max_leaf_nodes: int = 15
     learning_rate: float = 0.15
     history_windows: int = 48  # sliding window used by retrain
@@ -49,6 +50,7 @@ class HeatModel:
     relations: Relations | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     importances: dict[str, float] = field(default_factory=dict)
+    _flat: FlatTrees | None = field(default=None, repr=False)
 
     # -- training ----------------------------------------------------------------------
 
@@ -106,15 +108,30 @@ class HeatModel:
         return self.estimator
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
-        with threadpool_limits(1):
-            return np.asarray(self._fitted().predict(x))
+        est = self._fitted()
+        if self._flat is None or self._flat.est is not est:
+            self._flat = FlatTrees(est)
+        return self._flat.predict(x)
 
     def predict_heat(self, state: FeatureState, next_time_of_day: float) -> np.ndarray:
-        """Predicted samples per island in the next window (>= 0)."""
+        """Predicted samples per island in the next window (>= 0).
+
+        Quiet islands (no samples, data accesses or learned relations: their feature rows are
+        identical) are predicted once and the value broadcast, so a decision costs one model
+        call over the islands that have a history, not over all of them.
+        """
         if self.relations is not None and state.relations is not self.relations:
             state.relations = self.relations
-        y = self._predict(state.features(next_time_of_day))
-        return np.expm1(np.clip(y, 0, 50))
+        x = state.features(next_time_of_day)
+        quiet = state.quiet()
+        out = np.empty(len(x))
+        active = ~quiet
+        rows = np.concatenate([x[active], x[quiet][:1]])
+        y = self._predict(rows) if len(rows) else rows[:, 0]
+        out[active] = y[: int(active.sum())]
+        if quiet.any():
+            out[quiet] = y[-1]
+        return np.expm1(np.clip(out, 0, 50))
 
     # -- persistence -------------------------------------------------------------------
 
@@ -174,7 +191,7 @@ class HeatModel:
             raise InputError(f"{path}: model body holds no estimator")
         p = head.get("params", {})
         model = cls(
-            max_iter=p.get("max_iter", 60),
+            max_iter=p.get("max_iter", 40),
             max_leaf_nodes=p.get("max_leaf_nodes", 15),
             learning_rate=p.get("learning_rate", 0.15),
             history_windows=p.get("history_windows", 48),

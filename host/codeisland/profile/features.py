@@ -154,6 +154,16 @@ class FeatureState:
         self.load = float(load_signal(np.array(runnable), np.array(busy)))
         self.windows += 1
 
+    def quiet(self) -> np.ndarray:
+        """Islands whose feature rows are all alike: no samples in the lags, EWMA or any hour,
+        no data accesses now, and no learned relation (their rows differ in nothing)."""
+        r = self.relations
+        q = ~self.lags.any(axis=0) & (self.ewma == 0) & (self.mem == 0)
+        q &= ~self.season_sum.any(axis=0) & ~self.recent.any(axis=0)
+        for v in (r.input_beta, r.load_beta, r.leader_a, r.leader_b, r.leader_corr):
+            q &= v == 0
+        return q  # type: ignore[no-any-return]
+
     def features(self, next_time_of_day: float) -> np.ndarray:
         """islands x len(FEATURES) matrix predicting the next window."""
         r = self.relations
