@@ -124,3 +124,14 @@ def test_abs64_pointer_into_the_island(tmp_path: Path) -> None:
     moved = relocated_bytes(imap.read(isl.start, isl.size), isl.start, dst, isl.fixup_records(0))
     assert int.from_bytes(moved[fx.offset : fx.offset + 8], "little") == dst
     assert final.digest == digest64(moved[: final.length])
+
+
+def test_coff_symbols_name_the_islands(tmp_path: Path) -> None:
+    pe = build_pe(tmp_path, extra=("-funwind-tables",), link_extra=("-debug:symtab",))
+    imap = analyze(pe)
+    names = {i.name for i in imap}
+    assert {"leaf", "middle", "chooser", "top", "efi_main"} <= names
+    assert {s.source for s in imap.image.symbols} == {"coff"}
+    assert imap["efi_main"].start == imap.image.entry
+    assert imap["chooser"].reason == M.INDIRECT_JUMP
+    assert imap.call_graph()["middle"] == ["leaf"]

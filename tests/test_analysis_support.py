@@ -85,7 +85,11 @@ def build_elf(
 
 
 def build_pe(
-    tmp: Path, source: str = WORKLOAD_C, name: str = "work", extra: tuple[str, ...] = ()
+    tmp: Path,
+    source: str = WORKLOAD_C,
+    name: str = "work",
+    extra: tuple[str, ...] = (),
+    link_extra: tuple[str, ...] = (),
 ) -> Path:
     """A PE32+ EFI driver built the way FACTS.md describes."""
     src = tmp / f"{name}.c"
@@ -120,6 +124,7 @@ def build_pe(
             "-dll",
             "-entry:efi_main",
             f"-out:{out}",
+            *link_extra,
             str(obj),
         ],
         check=True,

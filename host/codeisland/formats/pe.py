@@ -21,7 +21,6 @@ IMAGE_SCN_CNT_CODE = 0x20
 IMAGE_REL_BASED_DIR64 = 10
 IMAGE_FILE_MACHINE_AMD64 = 0x8664
 PE32_PLUS_MAGIC = 0x20B
-_COFF_FUNCTION = 0x20  # complex type "function" in a COFF symbol's type field
 
 lief.logging.disable()
 
@@ -85,11 +84,12 @@ class PeImage(Image):
 
     def _symbols(self) -> list[Symbol]:
         out = []
+        sections = list(self.pe.sections)
         for sym in self.pe.symbols:  # COFF symbol table, rare in UEFI images
-            if int(sym.section_number) <= 0 or (int(sym.type) >> 4) & 0x3 != 2:
+            index = int(sym.section_idx)  # 1-based; 0 undefined, negative absolute/debug
+            if not sym.is_function or not 0 < index <= len(sections):
                 continue
-            sec = self.pe.sections[int(sym.section_number) - 1]
-            addr = self._base + int(sec.virtual_address) + int(sym.value)
+            addr = self._base + int(sections[index - 1].virtual_address) + int(sym.value)
             out.append(Symbol(sym.name, addr, 0, "coff"))
         if self.pe.has_exports:
             for ent in self.pe.get_export().entries:
