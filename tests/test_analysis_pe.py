@@ -135,3 +135,13 @@ def test_coff_symbols_name_the_islands(tmp_path: Path) -> None:
     assert imap["efi_main"].start == imap.image.entry
     assert imap["chooser"].reason == M.INDIRECT_JUMP
     assert imap.call_graph()["middle"] == ["leaf"]
+
+
+def test_exports_name_the_islands(tmp_path: Path) -> None:
+    pe = build_pe(tmp_path, link_extra=("-export:top", "-export:middle"))
+    imap = analyze(pe)
+    assert [(s.name, s.source) for s in imap.image.symbols] == [
+        ("middle", "export"),
+        ("top", "export"),
+    ]
+    assert imap["top"].source == "descent" and imap["middle"].start in imap["top"].calls
