@@ -268,3 +268,32 @@ def test_order_keeps_call_chains_adjacent_caller_first(imap) -> None:  # type: i
     dst = {c.name: c.dst or 0 for c in result.ctx.candidates}
     assert dst["top"] < dst["middle"] < dst["leaf"]
     assert dst["leaf"] - dst["top"] < 0x200  # packed (64-byte alignment only)
+
+
+def test_place_splits_a_merge_that_fits_nowhere(imap) -> None:  # type: ignore[no-untyped-def]
+    # a 0x60-byte region: leaf+middle (107 B) does not fit; split, leaf (17 B) does, and
+    # middle (75 B) after it at 64-byte alignment would need 0x40 + 75 = 139 B
+    doc = {
+        "name": "small",
+        "arena_base": BASE,
+        "arena_size": 0x1000000,
+        "region": [
+            {"name": "hot", "role": "hot", "arena_offset": 0x400000, "size": 0x60, "alignment": 64}
+        ],
+    }
+    plat = parse_platform(doc)
+    counts = _counts(leaf=[9, 8], middle=[9, 8])
+    # skip Environment's capacity estimate to reach Place with the merged block
+    from codeisland.planning import passes as P
+
+    ctx = P.PlanContext(imap, plat, counts, Options())
+    for p in (P.Select(), P.Merge()):
+        p.run(ctx)
+    assert [c.name for c in ctx.candidates] == ["leaf+middle"]
+    ctx.candidates[0].environment = "hot"
+    ctx.order = ["leaf+middle"]
+    P.Place().run(ctx)
+    P.Place().verify(ctx)
+    assert "split at place: leaf+middle" in ctx.log
+    assert [(c.name, c.dst) for c in ctx.candidates] == [("leaf", BASE + 0x400000)]
+    assert ctx.rejected == {"middle": "no region in rel32 reach of every fix-up has room"}

@@ -343,20 +343,39 @@ class Place:
     def run(self, ctx: PlanContext) -> None:
         cursor = {r.name: ctx.region_start(r) for r in ctx.platform.destinations()}
         by_name = {c.name: c for c in ctx.candidates}
+        placed: list[Candidate] = []
         for name in ctx.order:
             c = by_name[name]
-            for region in self._regions_from(ctx, c.environment):
-                at = _align(cursor[region.name], region.alignment)
-                if at + c.island.size > ctx.region_start(region) + region.size:
-                    continue
-                if not _reaches(c.island, at):
-                    continue
-                c.dst, c.environment = at, region.name
-                cursor[region.name] = at + c.island.size
-                break
-            else:
+            if self._place(ctx, c, cursor):
+                placed.append(c)
+                continue
+            if len(c.island.members) < 2:
                 ctx.rejected[c.name] = "no region in rel32 reach of every fix-up has room"
-        ctx.candidates = [c for c in ctx.candidates if c.dst is not None]
+                continue
+            # a merged block that fits nowhere: its members may still fit one by one
+            ctx.note(f"split at place: {c.name}")
+            for member in c.island.members:
+                freq = c.member_freq.get(member, 0.0)
+                part = Candidate(
+                    ctx.imap[member], freq, c.priority, c.environment, member_freq={member: freq}
+                )
+                if self._place(ctx, part, cursor):
+                    placed.append(part)
+                else:
+                    ctx.rejected[member] = "no region in rel32 reach of every fix-up has room"
+        ctx.candidates = placed
+
+    def _place(self, ctx: PlanContext, c: Candidate, cursor: dict[str, int]) -> bool:
+        for region in self._regions_from(ctx, c.environment):
+            at = _align(cursor[region.name], region.alignment)
+            if at + c.island.size > ctx.region_start(region) + region.size:
+                continue
+            if not _reaches(c.island, at):
+                continue
+            c.dst, c.environment = at, region.name
+            cursor[region.name] = at + c.island.size
+            return True
+        return False
 
     @staticmethod
     def _regions_from(ctx: PlanContext, first: str | None) -> list[Region]:
