@@ -109,7 +109,13 @@ class PlanContext:
         return self._scanner
 
     def weight(self, a: str, b: str) -> float:
-        return self.weights.get((a, b) if a < b else (b, a), 0.0)
+        """Co-execution weight of two islands, computed when first asked: merge looks at
+        neighbours and order at the few placed islands, never at all pairs of a profile."""
+        key = (a, b) if a < b else (b, a)
+        if key not in self.weights:
+            pair = {n: self.counts.get(n, ()) for n in key}
+            self.weights[key] = coexecution(pair).get(key, 0.0) if all(pair.values()) else 0.0
+        return self.weights[key]
 
     def region_start(self, region: Region) -> int:
         return region.start(
@@ -140,7 +146,6 @@ class Select:
     name = "select"
 
     def run(self, ctx: PlanContext) -> None:
-        ctx.weights = coexecution({n: c for n, c in ctx.counts.items() if ctx.imap.get(n)})
         if ctx.options.names:
             chosen = [ctx.imap[n] for n in ctx.options.names]
         else:
