@@ -93,6 +93,19 @@ static int overlaps_active(const ci_engine *e, uint64_t base, uint64_t len) {
   return 0;
 }
 
+/* Does [base, base+len) overlap a destination of the pending plan?  Its
+ * staged bytes are restored when a new plan replaces it, so a new plan must
+ * not read (as source or call site) what it staged. */
+static int overlaps_pending_dst(const ci_engine *e, uint64_t base, uint64_t len) {
+  if (e->state != CI_STATE_VALIDATED && e->state != CI_STATE_STAGING &&
+      e->state != CI_STATE_STAGED)
+    return 0;
+  for (uint32_t i = 0; i < e->plan.header->island_count; i++)
+    if (ci_range_overlap(base, len, e->plan.islands[i].dst, e->plan.islands[i].size))
+      return 1;
+  return 0;
+}
+
 static ci_status check_island(const ci_engine *e, const ci_island *isl) {
   ci_status st;
   int32_t rel;
@@ -114,7 +127,7 @@ static ci_status check_island(const ci_engine *e, const ci_island *isl) {
   if ((isl->flags & CI_ISLAND_ENTRY_MASK) == CI_ISLAND_ENTRY_REL32 &&
       !ci_rel32(isl->dst, isl->src + CI_ENTRY_REL32_LEN, &rel))
     return CI_ST_ENTRY_RANGE;
-  if (overlaps_active(e, isl->src, isl->size))
+  if (overlaps_active(e, isl->src, isl->size) || overlaps_pending_dst(e, isl->src, isl->size))
     return CI_ST_ISLAND_ACTIVE;
   if (overlaps_active(e, isl->dst, isl->size) ||
       ci_range_overlap(isl->dst, isl->size, isl->src, isl->size))
@@ -237,7 +250,8 @@ static ci_status check_callsite_shape(const ci_engine *e, const ci_plan_view *v,
   ci_status st = ci_region_check(e, c->insn, 5, CI_REGION_SOURCE, CI_ST_CALLSITE_REGION);
   if (st != CI_ST_OK)
     return st;
-  if (in_plan_code(v, c->insn, 5) || overlaps_active(e, c->insn, 5))
+  if (in_plan_code(v, c->insn, 5) || overlaps_active(e, c->insn, 5) ||
+      overlaps_pending_dst(e, c->insn, 5))
     return CI_ST_CALLSITE_IN_ISLAND;
   for (uint32_t j = 0; j < k; j++)
     if (ci_range_overlap(c->insn, 5, v->callsites[j].insn, 5))

@@ -314,6 +314,36 @@ static void test_islands(machine *m) {
   REJECT(m, encode(), DST_OVERLAPS_CODE, 0);
   uint32_t gen = 0;
   CHECK_ST(machine_smi(m, CI_CMD_ROLLBACK, &gen, 4), CI_ST_OK);
+
+  /* against a pending plan: a new plan may reuse its destinations, but not
+   * read what it staged (those bytes are restored when it is replaced) */
+  pb_init(pb, 1);
+  pb_island(pb, T_SRC + 0x1000, T_ARENA + 0x50000, 0x100, CI_ISLAND_ENTRY_REL32);
+  pb_chunks(pb, 0x80);
+  m->budget = 4096;
+  CHECK_ST(machine_smi(m, CI_CMD_STAGE, g_plan, encode()), CI_ST_OK);
+  m->budget = CI_STAGE_BUDGET_MAX;
+  pb_init(pb, 3); /* a source inside the pending destination: refused */
+  pb->islands[0].src = T_ARENA + 0x50080;
+  pb->islands[0].dst = T_ARENA + 0x60000;
+  pb->islands[0].size = 0x40;
+  pb->islands[0].flags = CI_ISLAND_ENTRY_REL32;
+  pb->h.island_count = 1;
+  pb_chunks(pb, 0x40);
+  REJECT(m, encode(), ISLAND_ACTIVE, 0);
+  pb_init(pb, 4); /* a call site inside the pending destination: refused */
+  pb_island(pb, T_SRC + 0x6000, T_ARENA + 0x70000, 0x40, CI_ISLAND_ENTRY_REL32);
+  pb->callsites[0].insn = T_ARENA + 0x50010;
+  pb->callsites[0].opcode = 0xE8;
+  pb->callsites[0].island = 0;
+  pb->h.callsite_count = 1;
+  pb_chunks(pb, 0x40);
+  REJECT(m, encode(), CALLSITE_IN_ISLAND, 0);
+  pb_init(pb, 2); /* overlapping the pending destination is fine: it replaces it */
+  pb_island(pb, T_SRC + 0x3000, T_ARENA + 0x50080, 0x100, CI_ISLAND_ENTRY_REL32);
+  pb_chunks(pb, 0x80);
+  CHECK_ST(machine_smi(m, CI_CMD_COMMIT, g_plan, encode()), CI_ST_OK);
+  CHECK_ST(machine_smi(m, CI_CMD_ROLLBACK, &gen, 4), CI_ST_OK);
 }
 
 /* ---- fix-ups ---- */
