@@ -125,13 +125,23 @@ def test_passes_merge_neighbours_and_order(imap) -> None:  # type: ignore[no-unt
 
 
 def test_passes_split_conflicting_members(imap) -> None:  # type: ignore[no-untyped-def]
-    # co-executed in one window, but middle is 40x hotter: the merge is split back
+    # co-executed in one window, but middle is 40x hotter: they want different regions, so
+    # Merge does not join them, and Split takes apart such a block when it gets one (e.g. the
+    # islands of an earlier plan, planned again under a new profile)
+    from codeisland.analysis.merge import merge
+    from codeisland.planning import passes as P
+
     counts = _counts(leaf=[1, 0, 0, 0], middle=[40, 30, 50, 40])
-    opts = Options(merge_ratio=0.5, split_ratio=8.0)
-    result = run_passes(imap, load_platform("emulated"), counts, opts)
-    names = sorted(c.name for c in result.ctx.candidates)
-    assert names == ["leaf", "middle"]
-    assert any(line.startswith("split:") for line in result.ctx.log)
+    result = run_passes(imap, load_platform("emulated"), counts, Options(merge_ratio=0.01))
+    assert sorted(c.name for c in result.ctx.candidates) == ["leaf", "middle"]
+    assert not any(line.startswith("merge:") for line in result.ctx.log)
+    ctx = P.PlanContext(imap, load_platform("emulated"), counts, Options())
+    block = merge(imap, [imap["leaf"], imap["middle"]])
+    ctx.candidates = [P.Candidate(block, 161.0, member_freq={"leaf": 1.0, "middle": 160.0})]
+    P.Split().run(ctx)
+    P.Split().verify(ctx)
+    assert [(c.name, c.frequency) for c in ctx.candidates] == [("leaf", 1.0), ("middle", 160.0)]
+    assert ctx.log == ["split: leaf+middle (member frequencies [1.0, 160.0])"]
 
 
 def test_place_respects_capacity(imap, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

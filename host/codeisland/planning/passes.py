@@ -183,7 +183,10 @@ class Merge:
                         prev.frequency + cand.frequency,
                         member_freq={**prev.member_freq, **cand.member_freq},
                     )
-                    ctx.note(f"merge: {prev.name} + {cand.name}")
+                    ctx.note(
+                        f"merge: {cand.name} after {prev.island.members[-1]} "
+                        f"({len(merged.members)} members from {merged.members[0]})"
+                    )
                     continue
             out.append(cand)
         ctx.candidates = out
@@ -192,8 +195,14 @@ class Merge:
         if not 0 <= b.island.start - a.island.end <= MAX_GAP:
             return False
         w = max(ctx.weight(x, y) for x in a.member_freq for y in b.member_freq)
-        least = min(min(a.member_freq.values()), min(b.member_freq.values()))
-        return least > 0 and w >= ctx.options.merge_ratio * least
+        freqs = [*a.member_freq.values(), *b.member_freq.values()]
+        least = min(freqs)
+        # never build what Split would take apart again (members wanting different regions)
+        return (
+            least > 0
+            and w >= ctx.options.merge_ratio * least
+            and max(freqs) <= ctx.options.split_ratio * least
+        )
 
     def verify(self, ctx: PlanContext) -> None:
         _disjoint(ctx, self.name)
