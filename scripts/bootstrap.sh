@@ -5,7 +5,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-DEBIAN_PACKAGES=(clang lld llvm gnu-efi qemu-system-x86 ovmf mtools dosfstools binutils make python3 python3-venv python3-pip)
+DEBIAN_PACKAGES=(clang lld llvm libclang-rt-14-dev gnu-efi qemu-system-x86 ovmf mtools dosfstools binutils make python3 python3-venv python3-pip)
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
