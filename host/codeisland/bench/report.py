@@ -23,6 +23,7 @@ class BenchReport:
     results: list[WorkloadResult]
     plots: list[Path]
     seconds: float
+    note: str = MODEL_NOTE
 
     def totals(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -45,7 +46,7 @@ class BenchReport:
         d: dict[str, Any] = dict(self.headline())
         ms = self.decision_ms()
         d.update(
-            note=MODEL_NOTE,
+            note=self.note,
             config=self.config.__dict__,
             frontend=self.params.to_dict(),
             gains=self.totals(),
@@ -72,7 +73,7 @@ class BenchReport:
         return d
 
     def __str__(self) -> str:
-        lines = [f"codeisland bench -- {MODEL_NOTE}", ""]
+        lines = [f"codeisland bench -- {self.note}", ""]
         head = (
             f"{'workload':<12}{'policy':<11}{'modeled cycles':>16}{'gain':>8}{'of oracle':>10}"
             f"{'reloc':>7}{'rollb':>6}{'staged KiB':>11}{'SMI insns max':>14}"

@@ -28,6 +28,13 @@ from .options import emit, json_option
     help="Platform profile whose [frontend] table sets the cost model.",
 )
 @click.option("--seed", default=1, show_default=True, help="Workload seed.")
+@click.option(
+    "--emulated",
+    "emulated",
+    metavar="WORKLOAD",
+    help="Run the loop on smmemu with the real driver and this guest workload instead.",
+)
+@click.option("--windows", type=int, help="Windows per policy (emulated run; default 36).")
 @json_option
 def command(
     quick: bool,
@@ -36,13 +43,15 @@ def command(
     no_plots: bool,
     platform: Path | None,
     seed: int,
+    emulated: str | None,
+    windows: int | None,
     as_json: bool,
 ) -> None:
     """Compare relocation policies (none, reactive, ewma, predictive, oracle) on workloads with
     designed phase behaviour.  Every figure is from the front-end cost model: a model."""
     from ..bench.plots import comparison_plot, heat_plot
     from ..bench.report import BenchReport
-    from ..bench.runner import BenchConfig, run
+    from ..bench.runner import BenchConfig, run, run_emulated
     from ..bench.workloads import WORKLOADS
     from ..frontend.params import load_frontend_params
 
@@ -55,7 +64,12 @@ def command(
     kw = {"workloads": workloads or WORKLOADS, "seed": seed}
     cfg = BenchConfig.quick(**kw) if quick else BenchConfig(**kw)
     start = time.perf_counter()
-    results = run(cfg, params)
+    if emulated:
+        n = windows or (24 if quick else 36)
+        cfg = BenchConfig(workloads=(emulated,), windows=n, warmup=min(12, n // 2), seed=seed)
+        results = [run_emulated(emulated, cfg.policies, n, cfg.warmup, params, seed=seed)]
+    else:
+        results = run(cfg, params)
     plots: list[Path] = []
     if not no_plots:
         try:
@@ -64,5 +78,9 @@ def command(
             raise UsageError(f"cannot create {out}: {exc.strerror}") from None
         for r in results:
             plots.append(heat_plot(r, out / f"heat_{r.name}.png", cfg.warmup))
-        plots.append(comparison_plot(results, out / "policies.png"))
-    emit(BenchReport(cfg, params, results, plots, time.perf_counter() - start), as_json)
+        if not emulated:
+            plots.append(comparison_plot(results, out / "policies.png"))
+    from ..bench.runner import EMULATED_NOTE, MODEL_NOTE
+
+    note = EMULATED_NOTE if emulated else MODEL_NOTE
+    emit(BenchReport(cfg, params, results, plots, time.perf_counter() - start, note), as_json)
