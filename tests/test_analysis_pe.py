@@ -52,7 +52,8 @@ def test_ovmf_smm_drivers_analyse_and_verify(drivers: dict[str, bytes]) -> None:
         imap = analyze(pe)
         d = imap.to_dict()
         assert d["format"] == "pe32+" and d["islands"] > 5, name
-        assert d["coverage"]["ratio"] > 0.5, name
+        # padding zeros are not code: descent stops before them, coverage ignores them
+        assert 0.85 < d["coverage"]["ratio"] <= 1.0, name
         assert sum(d["not_relocatable"].values()) + d["relocatable"] == d["islands"]
         report = verify(imap)
         assert report.ok, (name, [str(m) for m in report.mismatches[:3]])

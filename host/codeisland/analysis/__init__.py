@@ -50,6 +50,8 @@ def analyze(
     finally:
         if collecting:
             gc.enable()
-    code_bytes = sum(s.size for s in image.code_sections)
+    # coverage is measured against the code the sections hold, not the zero fill that pads
+    # them to the file alignment (4 KiB in UEFI images)
+    code_bytes = sum(len(bytes(image.section_bytes(s)).rstrip(b"\0")) for s in image.code_sections)
     imap = IslandMap(image, found, dict(islands.callsites), code_bytes)
     return imap.rebased(load_base) if load_base is not None else imap

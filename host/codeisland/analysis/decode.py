@@ -54,6 +54,7 @@ class Scanner:
         self._decoders: dict[int, tuple[iced_x86.Decoder, bytes, Section]] = {}
         self._ins = iced_x86.Instruction()
         self._last: tuple[iced_x86.Decoder, bytes, Section] | None = None
+        self._code_end: dict[int, int] = {}
         self._sites = image.abs_pointer_sites
         # every reference of real code lands inside the image (sections, .bss included)
         self._lo = min(sec.addr for sec in image.sections)
@@ -85,8 +86,13 @@ class Scanner:
         got = self._decoder(start)
         if got is None:
             return start
-        dec, _, sec = got
-        limit = min(limit, sec.end, start + L.MAX_ISLAND_SIZE)
+        dec, data, sec = got
+        # never past the section's last non-zero byte: the zero fill that pads a section to
+        # the file alignment decodes as `add [rax], al` and would swallow it whole
+        code_end = self._code_end.get(sec.addr)
+        if code_end is None:
+            code_end = self._code_end[sec.addr] = sec.addr + len(data.rstrip(b"\0"))
+        limit = min(limit, code_end, start + L.MAX_ISLAND_SIZE)
         ins, seen, todo, end = self._ins, set(), [start], start
         callees: list[int] = []
         while todo:
