@@ -18,7 +18,7 @@ from ..plan import layout as L
 from . import model as M
 
 FC = iced_x86.FlowControl
-_NEXT = FC.NEXT
+assert FC.NEXT == 0  # scan() tests `not fc`
 _UNCOND = FC.UNCONDITIONAL_BRANCH
 _COND = FC.CONDITIONAL_BRANCH
 _CALL = FC.CALL
@@ -151,14 +151,15 @@ class Scanner:
                 if ins.mnemonic == _LEA:
                     extras.code_refs.append(target)
             fc = ins.flow_control
-            if fc == _NEXT:
+            if not fc:  # FlowControl.NEXT, four instructions in five
                 continue
-            ip = ins.ip
             if fc in _DIRECT:
                 target = ins.near_branch_target
                 if start <= target < end:
                     targets.add(target - start)
-                elif target:
+                    continue
+                ip = ins.ip
+                if target:
                     co = dec.get_constant_offsets(ins)
                     if co.immediate_size != 4:
                         reason = reason or M.SHORT_BRANCH_OUT
@@ -172,12 +173,14 @@ class Scanner:
                         if opcode in (0xE8, 0xE9):
                             extras.callsites.append((field_at - 1, opcode, target))
             elif fc == _INDIRECT:
+                ip = ins.ip
                 if not ins.is_ip_rel_memory_operand and (
                     ins.op0_kind == _OP_REGISTER or ins.memory_index != _REG_NONE
                 ):
                     reason = reason or M.INDIRECT_JUMP
                     detail = detail or f"at +{ip - start:#x}"
             elif fc == _EXCEPTION and ins.code == _INVALID:
+                ip = ins.ip
                 past = dec.last_error == _NO_MORE_BYTES
                 reason = M.PAST_END if past else M.UNDECODABLE
                 detail = f"{'instruction ' if past else ''}at +{ip - start:#x}"
