@@ -307,3 +307,14 @@ def test_place_splits_a_merge_that_fits_nowhere(imap) -> None:  # type: ignore[n
     assert "split at place: leaf+middle" in ctx.log
     assert [(c.name, c.dst) for c in ctx.candidates] == [("leaf", BASE + 0x400000)]
     assert ctx.rejected == {"middle": "no region in rel32 reach of every fix-up has room"}
+
+
+def test_profile_names_not_in_the_image(imap) -> None:  # type: ignore[no-untyped-def]
+    counts = _counts(top=[3, 3], ghost=[5, 5], other=[1, 1])
+    result = run_passes(imap, load_platform("emulated"), counts)
+    assert [c.name for c in result.ctx.candidates] == ["top"]
+    assert (
+        result.ctx.log[0] == "select: 2 profile islands are not in the image (first: ghost, other)"
+    )
+    with pytest.raises(PlanError, match="no island to move"):
+        run_passes(imap, load_platform("emulated"), _counts(ghost=[1]))

@@ -156,6 +156,12 @@ class Select:
                 continue
             freq = float(sum(ctx.counts.get(isl.name, ())))
             ctx.candidates.append(Candidate(isl, freq, member_freq={isl.name: freq}))
+        unknown = sorted(n for n in ctx.counts if ctx.imap.get(n) is None)
+        if unknown:  # a profile of another build, or islands named differently
+            ctx.note(
+                f"select: {len(unknown)} profile islands are not in the image "
+                f"(first: {', '.join(unknown[:3])})"
+            )
         ctx.note(f"select: {len(ctx.candidates)} candidates, {len(ctx.rejected)} not relocatable")
 
     def verify(self, ctx: PlanContext) -> None:
