@@ -21,7 +21,9 @@ POLICY_COLORS = {
 }
 
 
-def heat_plot(r: WorkloadResult, path: Path, warmup: int, policy: str = "predictive") -> Path:
+def heat_plot(
+    r: WorkloadResult, path: Path, warmup: int, policy: str = "predictive", note: str = MODEL_NOTE
+) -> Path:
     """Phase islands' sampled heat per window, with the policy's commits and rollbacks."""
     phase = [i for i, g in enumerate(r.group_of) if g != "background"]
     order = sorted(phase, key=lambda i: (r.group_of[i], i))
@@ -40,7 +42,7 @@ def heat_plot(r: WorkloadResult, path: Path, warmup: int, policy: str = "predict
                     ys.append(row[isl])
         ax.scatter(xs, ys, marker=marker, s=14, c=color, linewidths=1, label=f"{policy} {kind}")
     ax.axvline(warmup - 0.5, color="white", linestyle="--", linewidth=1)
-    ax.text(warmup, -1.5, "counted from here", color="black", fontsize=8)
+    ax.text(warmup, len(order) - 1, " counted from here", color="white", fontsize=8, va="bottom")
     ticks, labels = [], []
     for k, isl in enumerate(order):
         g = r.group_of[isl]
@@ -54,7 +56,7 @@ def heat_plot(r: WorkloadResult, path: Path, warmup: int, policy: str = "predict
     )
     ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
     fig.colorbar(im, ax=ax, label="log(1 + samples)")
-    fig.text(0.01, 0.01, MODEL_NOTE, fontsize=6, color="#555555")
+    fig.text(0.01, 0.01, note, fontsize=6, color="#555555")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path)
     plt.close(fig)

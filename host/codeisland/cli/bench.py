@@ -70,6 +70,9 @@ def command(
         results = [run_emulated(emulated, cfg.policies, n, cfg.warmup, params, seed=seed)]
     else:
         results = run(cfg, params)
+    from ..bench.runner import EMULATED_NOTE, MODEL_NOTE
+
+    note = EMULATED_NOTE if emulated else MODEL_NOTE
     plots: list[Path] = []
     if not no_plots:
         try:
@@ -77,10 +80,7 @@ def command(
         except OSError as exc:
             raise UsageError(f"cannot create {out}: {exc.strerror}") from None
         for r in results:
-            plots.append(heat_plot(r, out / f"heat_{r.name}.png", cfg.warmup))
+            plots.append(heat_plot(r, out / f"heat_{r.name}.png", cfg.warmup, note=note))
         if not emulated:
             plots.append(comparison_plot(results, out / "policies.png"))
-    from ..bench.runner import EMULATED_NOTE, MODEL_NOTE
-
-    note = EMULATED_NOTE if emulated else MODEL_NOTE
     emit(BenchReport(cfg, params, results, plots, time.perf_counter() - start, note), as_json)
