@@ -52,3 +52,29 @@ def test_reactive_loop_relocates_through_the_driver() -> None:
     assert loop.stats.handler_insns_max > 0  # measured by the emulator, per SMI
     assert loop.stats.frontend_cycles < base.stats.frontend_cycles
     assert base.stats.relocations == 0
+
+
+def test_phase_daily_output_does_not_depend_on_clock_or_input() -> None:
+    from codeisland.profile.record import INPUT_PORT, RTC_DATA, RTC_INDEX, EmulatedInputs
+    from smmemu.session import boot
+    from smmemu.workload import load_workload
+
+    outputs, hours = [], []
+    for shift in (0, 5):  # other hours and other input bursts per window
+        s = boot(cpus=2)
+        g = s.guest(load_workload("phase_daily"), 2)
+        inputs = EmulatedInputs(seed=shift + 1)
+        ports = s.machine.ports
+        ports.on_out(RTC_INDEX, inputs.rtc_select)
+        ports.on_in(RTC_DATA, inputs.rtc_read)
+        ports.on_in(INPUT_PORT, inputs.input_read)
+        w = 0
+        while not g.done:
+            inputs.new_window(w + shift)
+            hours.append(inputs.time_of_day // 3600)
+            g.run(instructions=300_000)
+            w += 1
+        outputs.append(g.outputs())
+    assert outputs[0] == outputs[1]
+    assert all(o.startswith(b"phase_daily=0x") for o in outputs[0])
+    assert len(set(hours)) == 24  # the runs saw every hour of the day
