@@ -98,8 +98,33 @@ static uint32_t chunk_fixups(const ci_engine *e, uint32_t c, uint8_t *d) {
   const ci_chunk *ch = &v->chunks[c];
   const ci_island *isl = &v->islands[ch->island];
   uint32_t c0 = ch->offset, c1 = ch->offset + ch->length, started = 0;
-  uint32_t n = v->header->fixup_count;
-  for (uint32_t k = e->chunk_fixup[c]; k < n; k++) {
+  uint32_t n = v->header->fixup_count, k = e->chunk_fixup[c];
+  /* Fast run: fields starting in the chunk with 8 bytes of room before its
+   * end (so wholly inside whatever their width), in order; the island's
+   * fields are hoisted and the store needs no bounds test.  What is left
+   * (a field straddling either end, the last ones of the chunk) goes
+   * through the general loop below, which starts where this one stopped. */
+  if (ch->length >= 8u) {
+    const uint32_t island = ch->island, last = c1 - 8u;
+    const uint64_t idst = isl->dst, abs_delta = isl->dst - isl->src;
+    uint8_t *dc = d - c0; /* dc + offset: the field, for c0 <= offset */
+    const uint32_t k0 = k;
+    if (k < n && v->fixups[k].island == island && v->fixups[k].offset < c0)
+      goto general; /* the first one starts in the previous chunk */
+    for (; k < n; k++) {
+      const ci_fixup *f = &v->fixups[k];
+      uint32_t off = f->offset;
+      if (f->island != island || off > last)
+        break;
+      if (f->kind == CI_FIXUP_ABS64)
+        ci_put64(dc + off, f->target + abs_delta);
+      else
+        ci_put32(dc + off, (uint32_t)(f->target - (idst + off + f->pc_bias)));
+    }
+    started = k - k0;
+  }
+general:
+  for (; k < n; k++) {
     const ci_fixup *f = &v->fixups[k];
     uint8_t val[8];
     if (f->island != ch->island || f->offset >= c1)

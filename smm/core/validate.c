@@ -189,9 +189,45 @@ static ci_status check_fixup_value(const ci_fixup *f, const ci_island *isl, cons
   return CI_ST_OK;
 }
 
+/*
+ * Fast pass over the run of fix-ups of one island that starts at k: the
+ * tests of check_fixup_shape and check_fixup_value for the common kinds
+ * (REL32, RIPREL32), with the island's fields hoisted.  Returns the end of
+ * the run (first fix-up of another island) if every fix-up in it passed, 0
+ * at the first that did not (or is ABS64); the caller then runs the exact
+ * checks over the run, which name the status and index as always (the
+ * validator writes nothing, so running them again changes nothing).  The
+ * field is read only after its shape is known to lie inside the island.
+ * Since pc_old + disp == target is required, the new displacement
+ * target - (pc_old + delta) is disp - delta (mod 2^64): ci_rel32's test on it.
+ * Needs isl->size >= 4 (lim4 = size - 4).
+ */
+static uint32_t fixups_fast_run(const ci_fixup *fx, uint32_t k, uint32_t n, uint32_t island,
+                                const ci_island *isl, const uint8_t *src) {
+  const uint64_t src_base = isl->src, delta = isl->dst - isl->src;
+  const uint32_t lim4 = isl->size - 4u;
+  uint32_t prev_end = 0;
+  for (; k < n; k++) {
+    const ci_fixup *f = &fx[k];
+    if (f->island != island)
+      break;
+    uint32_t off = f->offset, bias = f->pc_bias;
+    if ((uint8_t)(f->kind - 1u) >= 2u || bias - 4u > 11u || off > lim4 || off < prev_end)
+      return 0;
+    uint64_t disp = (uint64_t)(int64_t)(int32_t)ci_le32(src + off);
+    if (src_base + off + bias + disp != f->target ||
+        disp - delta + 0x80000000ULL > 0xFFFFFFFFULL)
+      return 0;
+    prev_end = off + 4u;
+  }
+  return k;
+}
+
 /* One pass over the fix-ups (sorted by island, then offset): the island's
  * fields and mapping are taken once per island, each fix-up's shape is
- * checked before the bytes it describes are read. */
+ * checked before the bytes it describes are read.  Each island's run is
+ * first tried by fixups_fast_run; the exact checks below run only for a run
+ * it did not pass. */
 static ci_status check_fixups(const ci_plan_view *v, uint32_t *failed) {
   const uint32_t n = v->header->fixup_count, islands = v->header->island_count;
   const ci_fixup *fx = v->fixups;
@@ -213,6 +249,13 @@ static ci_status check_fixups(const ci_plan_view *v, uint32_t *failed) {
         prev_end = 0;
         if (!src)
           st = CI_ST_INTERNAL;
+        else if (isl->size >= 4u) {
+          uint32_t end = fixups_fast_run(fx, k, n, cur, isl, src);
+          if (end) { /* the whole run passed; go on at the next island */
+            k = end - 1u;
+            continue;
+          }
+        }
       }
     }
     if (st == CI_ST_OK)
