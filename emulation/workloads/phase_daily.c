@@ -12,7 +12,7 @@
  */
 #include "workload.h"
 
-#define ROUNDS 4000u
+#define ROUNDS 6000u
 #define PAGE __attribute__((noinline, aligned(4096)))
 
 static u64 step(u64 x, u64 k) { return (x ^ (x >> 29)) * 0xBF58476D1CE4E5B9ULL + k; }

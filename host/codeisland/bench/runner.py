@@ -164,6 +164,7 @@ def run_emulated(
     *,
     window_instructions: int = 300_000,
     seed: int = 1,
+    hot_capacity: int = 32 * 1024,
 ) -> WorkloadResult:
     """The same loop on smmemu: the real driver relocates the real workload's functions.
 
@@ -180,7 +181,7 @@ def run_emulated(
     for p in policies:
         if p == "oracle":
             continue
-        m = EmulatedMachine(workload, seed=seed, params=params,
+        m = EmulatedMachine(workload, seed=seed, params=params, hot_capacity=hot_capacity,
                             window_instructions=window_instructions)  # fmt: skip
         loop = ClosedLoop(m, make_policy(p, len(m.islands)), CostModel.from_params(
             params, 16 * 1024, 4), warmup=warmup, params=params)  # fmt: skip

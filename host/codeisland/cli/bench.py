@@ -35,6 +35,9 @@ from .options import emit, json_option
     help="Run the loop on smmemu with the real driver and this guest workload instead.",
 )
 @click.option("--windows", type=int, help="Windows per policy (emulated run; default 36).")
+@click.option(
+    "--hot-kib", default=32, show_default=True, help="Hot-region capacity in KiB (emulated run)."
+)
 @json_option
 def command(
     quick: bool,
@@ -45,6 +48,7 @@ def command(
     seed: int,
     emulated: str | None,
     windows: int | None,
+    hot_kib: int,
     as_json: bool,
 ) -> None:
     """Compare relocation policies (none, reactive, ewma, predictive, oracle) on workloads with
@@ -66,8 +70,16 @@ def command(
     start = time.perf_counter()
     if emulated:
         n = windows or (24 if quick else 36)
-        cfg = BenchConfig(workloads=(emulated,), windows=n, warmup=min(12, n // 2), seed=seed)
-        results = [run_emulated(emulated, cfg.policies, n, cfg.warmup, params, seed=seed)]
+        if hot_kib < 1:
+            raise UsageError("--hot-kib must be positive")
+        warm = min(36, n // 2)
+        cfg = BenchConfig(workloads=(emulated,), windows=n, warmup=warm, seed=seed,
+                          hot_capacity=hot_kib * 1024)  # fmt: skip
+        results = [
+            run_emulated(
+                emulated, cfg.policies, n, warm, params, seed=seed, hot_capacity=cfg.hot_capacity
+            )
+        ]
     else:
         results = run(cfg, params)
     from ..bench.runner import EMULATED_NOTE, MODEL_NOTE

@@ -27,6 +27,12 @@ RUNTIME = {"ci_start", "ci_putc", "ci_puts", "ci_puthex", "ci_putdec", "ci_line"
            "ci_input", "ci_memset", "ci_memcpy"}  # fmt: skip
 
 
+# ROLLBACK restores the copy's bytes, so a return address into a copy that a thread still has
+# on its stack would return into undone bytes: every plan asks for return addresses in this
+# many 8-byte slots above each saved RSP to be translated (back) as well (CI_RULE_TRANSLATE_RETURN)
+STACK_SLOTS = 32
+
+
 class _FirstFit:
     """Destinations in the HOT area around the copies that are live now (rolled-back space is
     reused), 64-byte aligned; duck-types smmemu.plans.HotArea for plan_moves."""
@@ -165,7 +171,8 @@ class EmulatedMachine:
         names = [self.islands[i].name for i in islands]
         try:
             hot = _FirstFit(self.hot_base, self.hot_capacity, self.address_map())
-            built = plan_moves(self.imap, names, hot, self.s.machine.read, self.plan_id)
+            built = plan_moves(self.imap, names, hot, self.s.machine.read, self.plan_id,
+                               stack_slots=STACK_SLOTS)  # fmt: skip
         except PlanError:
             return RelocationResult(generation=0)  # HOT area exhausted: nothing moved
         self.plan_id += 1
