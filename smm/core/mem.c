@@ -3,6 +3,10 @@
 
 #include "codeisland/digest.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h> /* compiler intrinsics, not libc */
+#endif
+
 void ci_copy(void *dst, const void *src, size_t len) {
   uint8_t *d = (uint8_t *)dst;
   const uint8_t *s = (const uint8_t *)src;
@@ -59,6 +63,45 @@ int ci_uniform(const uint8_t *p, size_t len) {
     if (p[i] != p[0])
       return 0;
   return 1;
+}
+
+size_t ci_copy_over_fill(uint8_t *dst, const uint8_t *src, size_t len, uint8_t fill) {
+  size_t i = 0;
+#if defined(__SSE2__)
+  /* 64 bytes a step with SSE2 (the SMI entry saves FP/SSE state; x86-64
+   * always has SSE2): four loads of the old bytes, one test, four copies. */
+  const __m128i pat = _mm_set1_epi8((char)fill);
+  for (; i + 64u <= len; i += 64u) {
+    const __m128i *o = (const __m128i *)(dst + i), *s = (const __m128i *)(src + i);
+    __m128i e = _mm_and_si128(
+        _mm_and_si128(_mm_cmpeq_epi8(_mm_loadu_si128(o), pat),
+                      _mm_cmpeq_epi8(_mm_loadu_si128(o + 1), pat)),
+        _mm_and_si128(_mm_cmpeq_epi8(_mm_loadu_si128(o + 2), pat),
+                      _mm_cmpeq_epi8(_mm_loadu_si128(o + 3), pat)));
+    if (_mm_movemask_epi8(e) != 0xFFFF)
+      return i;
+    __m128i s0 = _mm_loadu_si128(s), s1 = _mm_loadu_si128(s + 1);
+    __m128i s2 = _mm_loadu_si128(s + 2), s3 = _mm_loadu_si128(s + 3);
+    __m128i *d = (__m128i *)(dst + i);
+    _mm_storeu_si128(d, s0);
+    _mm_storeu_si128(d + 1, s1);
+    _mm_storeu_si128(d + 2, s2);
+    _mm_storeu_si128(d + 3, s3);
+  }
+#else
+  const uint64_t pattern = 0x0101010101010101ULL * fill;
+  for (; i + 8u <= len; i += 8u) {
+    if (*(const ci_u64u *)(dst + i) != pattern)
+      return i;
+    *(ci_u64u *)(dst + i) = *(const ci_u64u *)(src + i);
+  }
+#endif
+  for (; i < len; i++) {
+    if (dst[i] != fill)
+      return i;
+    dst[i] = src[i];
+  }
+  return len;
 }
 
 /*

@@ -17,6 +17,12 @@ int ci_equal(const void *a, const void *b, size_t len);
 uint64_t ci_digest(const void *data, size_t len);
 /* 1 if every byte of p equals p[0] (len > 0). */
 int ci_uniform(const uint8_t *p, size_t len);
+/* Copy src over dst while dst's old bytes all equal `fill`, in one pass
+ * (each destination block is read, compared, then overwritten).  Returns
+ * the number of leading bytes copied: len if every old byte was `fill`;
+ * otherwise n < len such that the old dst[0, n) all held `fill` (and now
+ * hold src[0, n)) and dst[n, len) is untouched.  dst and src do not overlap. */
+size_t ci_copy_over_fill(uint8_t *dst, const uint8_t *src, size_t len, uint8_t fill);
 
 
 /* Little-endian loads and stores at any alignment (x86-64 is the only

@@ -33,11 +33,19 @@ void ci_stage_prepare(ci_engine *e) {
   for (uint32_t c = 0; c < v->header->chunk_count; c++) {
     const ci_chunk *ch = &v->chunks[c];
     /* First fix-up of the chunk's island whose field ends after the chunk's
-     * start (fix-ups are sorted and disjoint, so their ends are sorted). */
-    while (k < nf && (v->fixups[k].island < ch->island ||
-                      (v->fixups[k].island == ch->island &&
-                       v->fixups[k].offset + fixup_width(v->fixups[k].kind) <= ch->offset)))
-      k++;
+     * start (fix-ups are sorted and disjoint, so their ends are sorted):
+     * "before the chunk" holds for a prefix of [k, nf), found by bisection
+     * (chunks ascend, so the search starts at the previous answer). */
+    uint32_t hi = nf;
+    while (k < hi) {
+      uint32_t mid = k + (hi - k) / 2u;
+      const ci_fixup *f = &v->fixups[mid];
+      if (f->island < ch->island ||
+          (f->island == ch->island && f->offset + fixup_width(f->kind) <= ch->offset))
+        k = mid + 1u;
+      else
+        hi = mid;
+    }
     e->chunk_fixup[c] = k;
     e->chunk_smi[c] = 0;
   }

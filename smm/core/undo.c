@@ -55,11 +55,37 @@ int ci_undo_save_reg(ci_undo *u, uint32_t cpu, uint32_t reg, uint64_t value) {
   return push(u, &h, data, 8);
 }
 
+/*
+ * Same records and bytes as ci_undo_save(MEM) followed by the copy, in one
+ * pass over the destination when the log has room for a full record: the
+ * copy runs while the old bytes are all dst[0] (ci_copy_over_fill); if it
+ * reaches the end, they were uniform and a FILL record is pushed; if it stops
+ * at n, the old bytes [0, n) are known to have been dst[0], so the MEM record
+ * is that fill followed by the untouched rest, and then the rest is copied.
+ * With less room (a FILL record may still fit) the two-pass path decides.
+ */
 uint32_t ci_undo_copy(ci_undo *u, uint64_t addr, uint8_t *dst, const uint8_t *src,
                       uint32_t len) {
-  if (!ci_undo_save(u, CI_UNDO_MEM, addr, dst, len))
-    return 0;
-  ci_copy(dst, src, len);
+  uint32_t need = CI_UNDO_HDR + pad8(len);
+  if (len < 64u || need > u->size - u->top) {
+    if (!ci_undo_save(u, CI_UNDO_MEM, addr, dst, len))
+      return 0;
+    ci_copy(dst, src, len);
+    return 1;
+  }
+  uint8_t fill = dst[0];
+  undo_hdr h = {addr, len, CI_UNDO_FILL, fill, 0};
+  size_t n = ci_copy_over_fill(dst, src, len, fill);
+  if (n == len)
+    return push(u, &h, 0, 0); /* room checked above */
+  uint8_t *data = u->pool + u->top;
+  ci_fill(data, fill, n);
+  ci_copy(data + n, dst + n, len - n);
+  h.kind = CI_UNDO_MEM;
+  h.fill = 0;
+  ci_copy(data + pad8(len), &h, sizeof h);
+  u->top += need;
+  ci_copy(dst + n, src + n, len - n);
   return 1;
 }
 

@@ -202,20 +202,33 @@ static ci_status check_fixup_value(const ci_fixup *f, const ci_island *isl, cons
  * target - (pc_old + delta) is disp - delta (mod 2^64): ci_rel32's test on it.
  * Needs isl->size >= 4 (lim4 = size - 4).
  */
+_Static_assert(offsetof(ci_fixup, island) == 0 && offsetof(ci_fixup, kind) == 2 &&
+                   offsetof(ci_fixup, pc_bias) == 3,
+               "fixups_fast_run reads island, kind and pc_bias as one word");
+
 static uint32_t fixups_fast_run(const ci_fixup *fx, uint32_t k, uint32_t n, uint32_t island,
                                 const ci_island *isl, const uint8_t *src) {
   const uint64_t src_base = isl->src, delta = isl->dst - isl->src;
   const uint32_t lim4 = isl->size - 4u;
+  /* The record's first word, island | kind << 16 | pc_bias << 24 (plan.h
+   * layout, little-endian), minus island | 1 << 16 | 4 << 24: its low 16
+   * bits are 0 iff the island matches (no borrow then), bits 17..23 are 0
+   * iff kind - 1 is 0 or 1, and its top byte is pc_bias - 4, at most 11. */
+  const uint32_t base_word = island | 1u << 16 | 4u << 24;
   uint32_t prev_end = 0;
   for (; k < n; k++) {
     const ci_fixup *f = &fx[k];
-    if (f->island != island)
-      break;
-    uint32_t off = f->offset, bias = f->pc_bias;
-    if ((uint8_t)(f->kind - 1u) >= 2u || bias - 4u > 11u || off > lim4 || off < prev_end)
+    uint32_t x = ci_le32((const uint8_t *)f) - base_word;
+    if ((x & 0x00FEFFFFu) != 0 || x > 0x0BFFFFFFu) {
+      if (f->island != island)
+        break; /* the end of the run */
+      return 0;
+    }
+    uint32_t off = f->offset, bias4 = x >> 24; /* pc_bias - 4 */
+    if (off > lim4 || off < prev_end)
       return 0;
     uint64_t disp = (uint64_t)(int64_t)(int32_t)ci_le32(src + off);
-    if (src_base + off + bias + disp != f->target ||
+    if (src_base + off + 4u + bias4 + disp != f->target ||
         disp - delta + 0x80000000ULL > 0xFFFFFFFFULL)
       return 0;
     prev_end = off + 4u;

@@ -54,6 +54,12 @@ static inline uint64_t ci_digest_rotl(uint64_t x, unsigned r) {
 #if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 typedef uint64_t __attribute__((may_alias, aligned(1))) ci_digest_u64u;
 static inline uint64_t ci_digest_le64(const uint8_t *p) { return *(const ci_digest_u64u *)p; }
+#if defined(__SSE2__) && !defined(CI_DIGEST_NO_SSE2)
+/* SSE2 (every x86-64; the SMI entry saves its state): compiler intrinsics,
+ * no libc.  Little-endian lanes, so a 16-byte load is two le64 words. */
+#define CI_DIGEST_SSE2 1
+#include <emmintrin.h>
+#endif
 #else
 static inline uint64_t ci_digest_le64(const uint8_t *p) {
   return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 |
@@ -69,12 +75,31 @@ static inline uint64_t ci_digest64(const void *data, size_t len, uint64_t seed) 
   unsigned k;
   for (k = 0; k < 4u; k++)
     a[k] = CI_DIGEST_LANE[k];
+#if defined(CI_DIGEST_SSE2)
+  /* the same lane sums, two lanes per SSE2 register (64-bit adds wrap alike) */
+  {
+    __m128i a01 = _mm_loadu_si128((const __m128i *)(const void *)a),
+            a23 = _mm_loadu_si128((const __m128i *)(const void *)(a + 2));
+    __m128i b01 = _mm_setzero_si128(), b23 = _mm_setzero_si128();
+    for (i = 0; i < full; i++, p += 32) {
+      a01 = _mm_add_epi64(a01, _mm_loadu_si128((const __m128i *)(const void *)p));
+      a23 = _mm_add_epi64(a23, _mm_loadu_si128((const __m128i *)(const void *)(p + 16)));
+      b01 = _mm_add_epi64(b01, a01);
+      b23 = _mm_add_epi64(b23, a23);
+    }
+    _mm_storeu_si128((__m128i *)(void *)a, a01);
+    _mm_storeu_si128((__m128i *)(void *)(a + 2), a23);
+    _mm_storeu_si128((__m128i *)(void *)b, b01);
+    _mm_storeu_si128((__m128i *)(void *)(b + 2), b23);
+  }
+#else
   for (i = 0; i < full; i++, p += 32) {
     for (k = 0; k < 4u; k++) {
       a[k] += ci_digest_le64(p + 8u * k);
       b[k] += a[k];
     }
   }
+#endif
   if (len % 32u) {
     uint8_t tail[32];
     size_t rest = len % 32u, j;
