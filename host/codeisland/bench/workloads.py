@@ -208,7 +208,7 @@ _ACTIVITY = {
     "mixed": _act_mixed,
 }
 _DESCRIPTIONS = {
-    "daily": "daily cycle: twelve 2-hour phases, each heats its own 6 islands (RTC-driven)",
+    "daily": "daily cycle: twelve 2-hour phases, each heats its own 24 islands (RTC-driven)",
     "interactive": "user bursts: input in window t runs 24 UI islands in t+1; weak 6-hour cycle",
     "pipeline": "foreshadowing: 3 pipelines, stage A at random (p 0.3), B/C/D at t+1/t+2/t+3",
     "mixed": "daily cycle + user bursts + pipelines + load levels (1/4/12 runnable threads)",
