@@ -65,7 +65,7 @@ def command() -> None:
 
 
 @command.command(name="record")
-@click.option("--workload", default="hashtab", show_default=True, help="Workload to run.")
+@click.option("--workload", default="phase_daily", show_default=True, help="Workload to run.")
 @click.option(
     "--source",
     type=click.Choice(["emulator", "model"]),
