@@ -47,6 +47,22 @@ void ci_stage_prepare(ci_engine *e) {
         hi = mid;
     }
     e->chunk_fixup[c] = k;
+    /* The run chunk_fixups stores without bounds tests: fix-ups of the
+     * chunk's island starting in [c0, c1 - 8] (a prefix of what follows the
+     * one that may straddle in from the previous chunk), also by bisection. */
+    uint32_t first = k + (k < nf && v->fixups[k].island == ch->island &&
+                          v->fixups[k].offset < ch->offset);
+    uint32_t end = first;
+    hi = ch->length >= 8u ? nf : first;
+    while (end < hi) {
+      uint32_t mid = end + (hi - end) / 2u;
+      const ci_fixup *f = &v->fixups[mid];
+      if (f->island == ch->island && f->offset <= ch->offset + ch->length - 8u)
+        end = mid + 1u;
+      else
+        hi = mid;
+    }
+    e->chunk_fast[c] = (uint16_t)(end - first); /* at most 4096 / 4 */
     e->chunk_smi[c] = 0;
   }
   for (uint32_t i = 0; i < CI_MAX_ISLANDS; i++)
@@ -98,61 +114,54 @@ static int chunk_matches(const ci_engine *e, uint32_t c, const uint8_t *s, const
   return ci_equal(d + (pos - c0), s + (pos - c0), c1 - pos);
 }
 
+/* Write the part of fix-up f's field that lies inside the chunk [c0, c1)
+ * (d maps the chunk); 1 if the field starts inside it. */
+static uint32_t fixup_store(const ci_island *isl, const ci_fixup *f, uint32_t c0, uint32_t c1,
+                            uint8_t *d) {
+  uint8_t val[8];
+  uint32_t w = fixup_value(isl, f, val);
+  if (f->offset >= c0 && f->offset + w <= c1) { /* wholly inside: store directly */
+    uint8_t *p = d + (f->offset - c0);
+    if (w == 8)
+      ci_put64(p, ci_le64(val));
+    else
+      ci_put32(p, ci_le32(val));
+    return 1;
+  }
+  for (uint32_t b = 0; b < w; b++) /* straddles a chunk boundary: the part inside */
+    if (f->offset + b >= c0 && f->offset + b < c1)
+      d[f->offset + b - c0] = val[b];
+  return f->offset >= c0;
+}
+
 /* Overwrite the fix-up fields of a copied chunk; returns fix-ups started
- * inside this chunk (each counted once even if it straddles two).  Fields
- * wholly inside the chunk (nearly all) are written directly. */
+ * inside this chunk (each counted once even if it straddles two).  The run
+ * that ci_stage_prepare found wholly inside (nearly all) is stored with the
+ * island's fields hoisted and no bounds tests; a field straddling in from
+ * the previous chunk and the last ones go through fixup_store. */
 static uint32_t chunk_fixups(const ci_engine *e, uint32_t c, uint8_t *d) {
   const ci_plan_view *v = &e->plan;
   const ci_chunk *ch = &v->chunks[c];
   const ci_island *isl = &v->islands[ch->island];
+  const ci_fixup *fx = v->fixups;
   uint32_t c0 = ch->offset, c1 = ch->offset + ch->length, started = 0;
   uint32_t n = v->header->fixup_count, k = e->chunk_fixup[c];
-  /* Fast run: fields starting in the chunk with 8 bytes of room before its
-   * end (so wholly inside whatever their width), in order; the island's
-   * fields are hoisted and the store needs no bounds test.  What is left
-   * (a field straddling either end, the last ones of the chunk) goes
-   * through the general loop below, which starts where this one stopped. */
-  if (ch->length >= 8u) {
-    const uint32_t island = ch->island, last = c1 - 8u;
-    const uint64_t idst = isl->dst, abs_delta = isl->dst - isl->src;
-    uint8_t *dc = d - c0; /* dc + offset: the field, for c0 <= offset */
-    const uint32_t k0 = k;
-    if (k < n && v->fixups[k].island == island && v->fixups[k].offset < c0)
-      goto general; /* the first one starts in the previous chunk */
-    for (; k < n; k++) {
-      const ci_fixup *f = &v->fixups[k];
-      uint32_t off = f->offset;
-      if (f->island != island || off > last)
-        break;
-      if (f->kind == CI_FIXUP_ABS64)
-        ci_put64(dc + off, f->target + abs_delta);
-      else
-        ci_put32(dc + off, (uint32_t)(f->target - (idst + off + f->pc_bias)));
-    }
-    started = k - k0;
+  if (k < n && fx[k].island == ch->island && fx[k].offset < c0)
+    started += fixup_store(isl, &fx[k++], c0, c1, d);
+  const uint32_t end = k + e->chunk_fast[c];
+  const uint64_t idst = isl->dst, abs_delta = isl->dst - isl->src;
+  uint8_t *dc = d - c0; /* dc + offset: the field, for offset >= c0 */
+  started += end - k;
+  for (; k < end; k++) {
+    const ci_fixup *f = &fx[k];
+    uint32_t off = f->offset;
+    if (f->kind == CI_FIXUP_ABS64)
+      ci_put64(dc + off, f->target + abs_delta);
+    else
+      ci_put32(dc + off, (uint32_t)(f->target - (idst + off + f->pc_bias)));
   }
-general:
-  for (; k < n; k++) {
-    const ci_fixup *f = &v->fixups[k];
-    uint8_t val[8];
-    if (f->island != ch->island || f->offset >= c1)
-      break;
-    uint32_t w = fixup_width(f->kind);
-    if (f->offset >= c0 && f->offset + w <= c1) { /* the common case: store directly */
-      uint8_t *p = d + (f->offset - c0);
-      if (w == 8)
-        ci_put64(p, f->target - isl->src + isl->dst);
-      else
-        ci_put32(p, (uint32_t)(f->target - (isl->dst + f->offset + f->pc_bias)));
-      started++;
-      continue;
-    }
-    (void)fixup_value(isl, f, val);
-    for (uint32_t b = 0; b < w; b++) /* straddles a chunk boundary: the part inside */
-      if (f->offset + b >= c0 && f->offset + b < c1)
-        d[f->offset + b - c0] = val[b];
-    started += f->offset >= c0;
-  }
+  for (; k < n && fx[k].island == ch->island && fx[k].offset < c1; k++)
+    started += fixup_store(isl, &fx[k], c0, c1, d);
   return started;
 }
 

@@ -98,6 +98,9 @@ typedef struct ci_engine {
   uint32_t chunk_next;                  /* first chunk not yet staged */
   uint32_t chunk_smi[CI_MAX_CHUNKS];    /* epoch of the SMI that staged it, 0 = not */
   uint32_t chunk_fixup[CI_MAX_CHUNKS];  /* first fix-up that may touch it */
+  uint16_t chunk_fast[CI_MAX_CHUNKS];   /* then (after one straddling in from
+                                           the previous chunk) how many lie
+                                           inside it with 8 bytes to spare */
   uint16_t return_slots[CI_MAX_ISLANDS];/* per island, from the rules */
 
   /* committed generations, oldest first */
