@@ -14,6 +14,11 @@
  *                log must save them in full instead of a FILL record)
  *   0 fix-ups    COMMIT of the same islands without fix-ups
  * Untimed between repetitions: ROLLBACK, which restores the destination.
+ * Then a breakdown of the one-SMI path: parts timed alone (the glue's copy of
+ * the request into SMRAM, the plan digest, a plain memcpy of the 16 chunks
+ * at the engine's own source/destination addresses, the engine's fused
+ * copy + undo scan of them) and parts derived from the rows above (a
+ * difference of two medians, so it carries the noise of both).
  */
 #define _POSIX_C_SOURCE 199309L
 #include <stdio.h>
@@ -22,6 +27,7 @@
 #include <time.h>
 
 #include "harness.h"
+#include "mem.h" /* ci_digest, ci_copy_over_fill: timed alone in the breakdown */
 
 #define ISLANDS 16u
 #define ISLAND_SIZE 4096u
@@ -182,6 +188,56 @@ static uint64_t bench_commit_junk(void) {
   return median(t, REPS);
 }
 
+/* The glue's copy of the request into the engine's SMRAM buffer (part of
+ * every timed SMI above, through machine_smi). */
+static uint64_t bench_request_copy(void) {
+  static uint64_t t[REPS];
+  uint8_t *buf = ci_engine_request_buffer(&m->engine);
+  for (unsigned r = 0; r < REPS; r++) {
+    uint64_t t0 = now_ns();
+    memcpy(buf, g_plan, plan_size);
+    __asm__ volatile("" ::: "memory");
+    t[r] = now_ns() - t0;
+  }
+  return median(t, REPS);
+}
+
+static uint64_t bench_digest(void) {
+  static uint64_t t[REPS];
+  for (unsigned r = 0; r < REPS; r++) {
+    uint64_t t0 = now_ns();
+    uint64_t d = ci_digest(g_plan, plan_size);
+    __asm__ volatile("" ::: "memory");
+    t[r] = now_ns() - t0;
+    sink = (uint8_t)d;
+  }
+  return median(t, REPS);
+}
+
+/* The 16 chunks at the engine's addresses, destination zeroed before each
+ * run (as ROLLBACK leaves it): fused = the engine's copy + undo scan. */
+static uint64_t bench_chunks(int fused) {
+  static uint64_t t[REPS];
+  for (unsigned r = 0; r < REPS; r++) {
+    for (uint32_t i = 0; i < ISLANDS; i++)
+      memset(fake_ptr(pb->islands[i].dst, ISLAND_SIZE), 0, ISLAND_SIZE);
+    uint64_t t0 = now_ns();
+    for (uint32_t i = 0; i < ISLANDS; i++) {
+      uint8_t *d = fake_ptr(pb->islands[i].dst, ISLAND_SIZE);
+      const uint8_t *s = fake_ptr(pb->islands[i].src, ISLAND_SIZE);
+      if (fused)
+        sink = (uint8_t)ci_copy_over_fill(d, s, ISLAND_SIZE, 0);
+      else
+        memcpy(d, s, ISLAND_SIZE);
+    }
+    __asm__ volatile("" ::: "memory");
+    t[r] = now_ns() - t0;
+  }
+  for (uint32_t i = 0; i < ISLANDS; i++)
+    memset(fake_ptr(pb->islands[i].dst, ISLAND_SIZE), 0, ISLAND_SIZE);
+  return median(t, REPS);
+}
+
 static void row(const char *what, uint64_t med, uint64_t min, uint64_t base, uint64_t mbase,
                 const char *note) {
   printf("  %-24s %6.2f us %6.2f us   %5.2fx %5.2fx%s\n", what, med / 1e3, min / 1e3,
@@ -214,11 +270,16 @@ int main(void) {
   uint64_t t_commit = bench_commit();                                     /* min 3 */
   uint64_t t_restage = bench_restage();                                   /* min 4 */
   uint64_t t_junk = bench_commit_junk();                                  /* min 5 */
+  uint64_t t_reqcopy = bench_request_copy();                              /* min 6 */
+  uint64_t t_digest = bench_digest();                                     /* min 7 */
+  uint64_t t_chunks = bench_chunks(0);                                    /* min 8 */
+  uint64_t t_fused = bench_chunks(1);                                     /* min 9 */
   build_plan(0); /* same islands, no fix-ups: the copy machinery alone */
-  uint64_t t_nofix = bench_commit();                                      /* min 6 */
-  uint64_t t_memcpy2 = bench_memcpy(copy_dst, copy_src, sizeof copy_src); /* min 7 */
+  uint64_t t_nofix = bench_commit();                                      /* min 10 */
+  uint64_t t_valid0 = bench_validate();                                   /* min 11 */
+  uint64_t t_memcpy2 = bench_memcpy(copy_dst, copy_src, sizeof copy_src); /* min 12 */
   uint64_t base = (t_memcpy + t_memcpy2) / 2;
-  uint64_t mbase = g_min[0] < g_min[7] ? g_min[0] : g_min[7];
+  uint64_t mbase = g_min[0] < g_min[12] ? g_min[0] : g_min[12];
 
   printf("codeisland engine benchmark: %u KiB hot set, %u islands, %u fix-ups, plan %u bytes, "
          "median of %u runs\n",
@@ -230,7 +291,20 @@ int main(void) {
   row("stage+commit (one SMI)", t_commit, g_min[3], base, mbase, "  <- target <= 1.5x");
   row("restage, all identical", t_restage, g_min[4], base, mbase, "");
   row("commit, junk dest", t_junk, g_min[5], base, mbase, "");
-  row("stage+commit, 0 fix-ups", t_nofix, g_min[6], base, mbase, "");
+  row("stage+commit, 0 fix-ups", t_nofix, g_min[10], base, mbase, "");
+  printf("one-SMI breakdown (medians, us; \"~\" = difference of two rows above):\n");
+  printf("  request copy %.2f | validate %.2f = digest %.2f + ~checks %.2f | "
+         "~stage %.2f | ~commit %.2f\n",
+         t_reqcopy / 1e3, t_validate / 1e3, t_digest / 1e3,
+         ((double)t_validate - (double)t_digest) / 1e3,
+         ((double)t_stage - (double)t_validate - (double)t_reqcopy) / 1e3,
+         ((double)t_commit - (double)t_stage) / 1e3);
+  printf("  the 16 chunks at the engine's addresses: memcpy %.2f, engine copy + undo scan %.2f\n",
+         t_chunks / 1e3, t_fused / 1e3);
+  printf("  the %u fix-ups: ~%.2f in all (stage+commit with minus without), "
+         "~%.2f of it in validate\n",
+         FIXUPS, ((double)t_commit - (double)t_nofix) / 1e3,
+         ((double)t_validate - (double)t_valid0) / 1e3);
   free(pb);
   machine_free(m);
   return 0;
