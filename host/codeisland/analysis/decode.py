@@ -206,6 +206,7 @@ class Scanner:
             reason=reason,
             detail=detail,
             members=(name,),
+            entry_insn_len=_first_insn_len(data, start - sec.addr, end - start, start),
         )
         return _entry_limits(isl), extras
 
@@ -228,6 +229,12 @@ class Scanner:
         return M.Island(
             name, start, end - start, source, reason=reason, detail=detail, members=(name,)
         )
+
+
+def _first_insn_len(data: bytes, offset: int, size: int, ip: int) -> int:
+    """Length of the island's first instruction (0 when it does not decode inside the island)."""
+    ins = iced_x86.Decoder(64, data[offset : offset + min(size, 15)], ip=ip).decode()
+    return 0 if ins.code == _INVALID else ins.len
 
 
 def _entry_limits(isl: M.Island) -> M.Island:

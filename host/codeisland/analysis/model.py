@@ -61,6 +61,7 @@ class Island:
     reason: str | None = None  # None when relocatable, else a category above
     detail: str = ""
     members: tuple[str, ...] = ()  # names of merged functions, in address order
+    entry_insn_len: int = 0  # length of the first instruction (0: not decoded)
 
     @property
     def end(self) -> int:
@@ -72,6 +73,17 @@ class Island:
 
     def __contains__(self, addr: int) -> bool:
         return self.start <= addr < self.end
+
+    @property
+    def entry_preemption_safe(self) -> bool:
+        """True when a 5-byte entry jump replaces exactly one instruction.
+
+        Then no thread can be stopped inside the patched bytes: a thread the handler cannot see
+        (parked by an OS scheduler, not on any CPU during the SMI) is either before the
+        instruction, and runs the new jump, or past it.  This is how ftrace/livepatch make entry
+        patching safe; workloads get it from clang's -fpatchable-function-entry=5 (one 5-byte NOP).
+        """
+        return self.entry_insn_len >= L.ENTRY_REL32_LEN
 
     def fixup_records(self, index: int) -> list[L.Fixup]:
         """The island's fix-ups as plan records for island table slot `index`."""
@@ -111,6 +123,7 @@ class Island:
             "targets": len(self.targets),
             "calls": len(self.calls),
             "members": list(self.members),
+            "entry_preemption_safe": self.entry_preemption_safe,
         }
 
 
