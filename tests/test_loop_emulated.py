@@ -55,7 +55,7 @@ def test_reactive_loop_relocates_through_the_driver() -> None:
 
 
 def test_phase_daily_output_does_not_depend_on_clock_or_input() -> None:
-    from codeisland.profile.record import INPUT_PORT, RTC_DATA, RTC_INDEX, EmulatedInputs
+    from codeisland.profile.record import EmulatedInputs
     from smmemu.session import boot
     from smmemu.workload import load_workload
 
@@ -63,11 +63,7 @@ def test_phase_daily_output_does_not_depend_on_clock_or_input() -> None:
     for shift in (0, 5):  # other hours and other input bursts per window
         s = boot(cpus=2)
         g = s.guest(load_workload("phase_daily"), 2)
-        inputs = EmulatedInputs(seed=shift + 1)
-        ports = s.machine.ports
-        ports.on_out(RTC_INDEX, inputs.rtc_select)
-        ports.on_in(RTC_DATA, inputs.rtc_read)
-        ports.on_in(INPUT_PORT, inputs.input_read)
+        inputs = EmulatedInputs.on(s.machine, seed=shift + 1)
         w = 0
         while not g.done:
             inputs.new_window(w + shift)

@@ -29,7 +29,7 @@ from unicorn.x86_const import UC_X86_REG_RIP
 from codeisland.errors import EmulationError
 
 from .machine import NO_UNTIL, REGS, Cpu, Machine
-from .ports import PORT_GUEST_EXIT, PORT_GUEST_IN, PORT_GUEST_OUT
+from .ports import PORT_GUEST_EXIT, PORT_GUEST_OUT
 from .workload import WorkloadImage
 
 CODE_OFFSET = 0x000000
@@ -100,7 +100,6 @@ class Guest:
         self.current: GuestThread | None = None
         machine.ports.on_out(PORT_GUEST_OUT, self._out)
         machine.ports.on_out(PORT_GUEST_EXIT, self._exit)
-        machine.ports.on_in(PORT_GUEST_IN, lambda _p, _s: 0)
         for cpu in machine.cpus:
             cpu.thread = None
             cpu.context = cpu.idle_context

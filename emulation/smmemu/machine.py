@@ -66,6 +66,7 @@ from unicorn.x86_const import (
 from codeisland.errors import EmulationError
 
 from . import efi, smram
+from .devices import CmosRtc, InputEvents
 from .firmware import Firmware
 from .memory import SMRAM_BASE, SMRAM_SIZE, TRAP_BASE, TRAP_SIZE, MemoryMap
 from .pe import LoadedImage, load_pe
@@ -171,6 +172,11 @@ class Machine:
         self.ports.on_in(PORT_APM_STS, lambda _p, _s: self.apm[1])
         self.ports.on_out(PORT_APM_STS, self._apm_data)
         self.ports.on_out(PORT_APM_CNT, self._apm_from_guest)
+        # board devices every guest may read; their owners set the clock and queue events
+        self.rtc = CmosRtc()
+        self.rtc.attach(self.ports)
+        self.input_events = InputEvents()
+        self.input_events.attach(self.ports)
         self.uc.hook_add(
             UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED | UC_HOOK_MEM_FETCH_UNMAPPED
             | UC_HOOK_MEM_READ_PROT | UC_HOOK_MEM_WRITE_PROT | UC_HOOK_MEM_FETCH_PROT,

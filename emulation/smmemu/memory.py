@@ -9,12 +9,20 @@ the access rules of normal mode and SMM.
                 | DXE data             |  system table, boot services, protocol
     0x0011_0000 +----------------------+  interfaces, config table array, DXE stack (BS data)
                 | page pool            |  gBS->AllocatePages, top-down, each allocation's
-                |                      |  EFI memory type recorded (mailbox, arena, ...)
+                |                      |  EFI memory type recorded (mailbox, arena, ...);
+                |                      |  allocations of >= 2 MiB start on a 2 MiB boundary
     0x0411_0000 +----------------------+
                 | unmapped             |
     0x0800_0000 +----------------------+
                 | SMRAM (TSEG, 8 MiB)  |  see smram.py; inaccessible outside SMM
     0x0880_0000 +----------------------+
+
+Large allocations: AllocateAnyPages promises nothing beyond 4 KiB alignment, and real firmware
+gives no more.  This emulator's choice is to start every allocation of 2 MiB or more on a 2 MiB
+boundary (the pages skipped stay conventional memory), so the driver's 16 MiB arena -- and the
+platform's 2 MiB "hot" region inside it -- can be mapped with large pages.  Code above this
+layer must still check the alignment it needs (planning.platform does), because a board may
+not align.
 
 Rules:
 - outside SMM, SMRAM has no access at all: a guest touching it faults (a Unicorn page
@@ -38,6 +46,7 @@ from codeisland.errors import EmulationError
 from . import efi
 
 PAGE = 0x1000
+LARGE_PAGE = 0x20_0000
 TRAP_BASE = 0x0001_0000
 TRAP_SIZE = 0x1000
 DXE_BASE = 0x0001_1000
@@ -85,13 +94,19 @@ class MemoryMap:
     # -- allocation -----------------------------------------------------------------
 
     def allocate_pages(self, pages: int, memory_type: int) -> int | None:
-        """AllocateAnyPages: top-down from the pool; None when it does not fit."""
+        """AllocateAnyPages: top-down from the pool, 2 MiB aligned when 2 MiB or larger (the
+        emulator's choice, see the module doc); None when it does not fit."""
         size = pages * PAGE
-        if pages <= 0 or self._pool_top - size < POOL_BASE:
+        if pages <= 0:
             return None
-        self._pool_top -= size
-        self.allocations.append(Allocation(self._pool_top, pages, memory_type))
-        return self._pool_top
+        base = self._pool_top - size
+        if size >= LARGE_PAGE:
+            base &= ~(LARGE_PAGE - 1)
+        if base < POOL_BASE:
+            return None
+        self._pool_top = base
+        self.allocations.append(Allocation(base, pages, memory_type))
+        return base
 
     def dxe_alloc(self, size: int, align: int = 16) -> int:
         """Firmware-internal boot-services data (tables, interfaces)."""

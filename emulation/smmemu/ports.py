@@ -14,12 +14,14 @@ from unicorn.x86_const import UC_X86_INS_IN, UC_X86_INS_OUT
 InHandler = Callable[[int, int], int]  # (port, size) -> value
 OutHandler = Callable[[int, int, int], None]  # (port, size, value)
 
+PORT_CMOS_INDEX = 0x70  # devices.py: CmosRtc
+PORT_CMOS_DATA = 0x71
 PORT_APM_CNT = 0xB2
 PORT_APM_STS = 0xB3
 PORT_DEBUGCON = 0x402
 PORT_GUEST_OUT = 0xE9
 PORT_GUEST_EXIT = 0xEA
-PORT_GUEST_IN = 0xEB
+PORT_GUEST_IN = 0xEB  # devices.py: InputEvents
 PORT_TRAP = 0xF0  # firmware service stubs (traps.py)
 
 

@@ -20,7 +20,7 @@ from ..errors import EmulationError, PlanError
 from ..frontend.params import FrontendParams
 from ..plan import layout as L
 from ..profile.format import Island
-from ..profile.record import INPUT_PORT, RTC_DATA, RTC_INDEX, EmulatedInputs
+from ..profile.record import EmulatedInputs
 from .machine import Observation, RelocationResult
 
 RUNTIME = {"ci_start", "ci_putc", "ci_puts", "ci_puthex", "ci_putdec", "ci_line", "ci_fail",
@@ -93,11 +93,7 @@ class EmulatedMachine:
             window_instructions,
             sample_every,
         )
-        self.inputs = EmulatedInputs(seed)
-        ports = self.s.machine.ports
-        ports.on_out(RTC_INDEX, self.inputs.rtc_select)
-        ports.on_in(RTC_DATA, self.inputs.rtc_read)
-        ports.on_in(INPUT_PORT, self.inputs.input_read)
+        self.inputs = EmulatedInputs.on(self.s.machine, seed)
         try:
             self.model = FetchModel(self.params.native())
             hot_base = base + HOT_OFFSET

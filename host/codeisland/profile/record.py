@@ -6,15 +6,16 @@ Per window of `window_instructions` guest instructions:
     address map (STATS);
   - exact per-island block counts and data accesses from the native hook (fetchtrace), ground
     truth, and the hook's front-end model running on the same fetch stream;
-  - context: the emulated RTC's time of day (CMOS ports 0x70/0x71, one window = one emulated
-    hour from midnight), input events (port 0xEB, seeded bursts), runnable threads, busy CPUs.
+  - context: the emulated RTC's time of day (smmemu.devices.CmosRtc, one window = one emulated
+    hour from midnight), input events (smmemu.devices.InputEvents, seeded bursts), runnable
+    threads, busy CPUs.
 Islands are the workload's functions, where the guest placed them in the driver's arena.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -24,42 +25,47 @@ from .attribution import IslandIndex, attribute
 from .format import DAY_SECONDS, Island, Profile, Window
 
 WINDOW_SECONDS = 3600
-RTC_INDEX, RTC_DATA, INPUT_PORT = 0x70, 0x71, 0xEB
 
-
-def _bcd(v: int) -> int:
-    return ((v // 10) << 4) | (v % 10)
+if TYPE_CHECKING:
+    from smmemu.devices import CmosRtc, InputEvents
 
 
 class EmulatedInputs:
-    """RTC and input-event ports of the emulated board, driven by the recorder's clock."""
+    """Drives the emulated board's RTC and input-event devices (smmemu.devices) per window:
+    the clock reads one emulated hour per window from midnight, and a window gets a seeded
+    burst of input events with probability 0.2 (undelivered ones are dropped at the next)."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(
+        self, seed: int, rtc: CmosRtc | None = None, events: InputEvents | None = None
+    ) -> None:
+        from smmemu.devices import CmosRtc, InputEvents
+
         self.rng = random.Random(seed)
-        self.time_of_day = 0
-        self.selected = 0
-        self.pending = 0  # events still to deliver in this window
-        self.delivered = 0
+        self.rtc = rtc if rtc is not None else CmosRtc()
+        self.events = events if events is not None else InputEvents()
+
+    @classmethod
+    def on(cls, machine: Any, seed: int) -> EmulatedInputs:
+        """Drive the devices of an smmemu Machine."""
+        return cls(seed, machine.rtc, machine.input_events)
+
+    @property
+    def time_of_day(self) -> int:
+        return self.rtc.time_of_day
+
+    @property
+    def delivered(self) -> int:
+        return self.events.delivered
+
+    @property
+    def pending(self) -> int:
+        return self.events.pending
 
     def new_window(self, index: int) -> None:
-        self.time_of_day = (index * WINDOW_SECONDS) % DAY_SECONDS
-        self.pending = self.rng.randrange(40, 120) if self.rng.random() < 0.2 else 0
-        self.delivered = 0
-
-    def rtc_select(self, _port: int, _size: int, value: int) -> None:
-        self.selected = value & 0x7F
-
-    def rtc_read(self, _port: int, _size: int) -> int:
-        t = self.time_of_day
-        fields = {0: t % 60, 2: (t // 60) % 60, 4: t // 3600}
-        return _bcd(fields.get(self.selected, 0))
-
-    def input_read(self, _port: int, _size: int) -> int:
-        if self.pending:
-            self.pending -= 1
-            self.delivered += 1
-            return 1
-        return 0
+        self.rtc.set_time((index * WINDOW_SECONDS) % DAY_SECONDS)
+        burst = self.rng.randrange(40, 120) if self.rng.random() < 0.2 else 0
+        self.events.clear()
+        self.events.push(1, burst)
 
 
 def record_emulated(
@@ -88,10 +94,7 @@ def record_emulated(
         if image.functions[n].size > 0
     ]
     index = IslandIndex(islands)
-    inputs = EmulatedInputs(seed)
-    s.machine.ports.on_out(RTC_INDEX, inputs.rtc_select)
-    s.machine.ports.on_in(RTC_DATA, inputs.rtc_read)
-    s.machine.ports.on_in(INPUT_PORT, inputs.input_read)
+    inputs = EmulatedInputs.on(s.machine, seed)
     try:
         model = FetchModel((params or FrontendParams()).native())
         model.set_ranges([i.start for i in islands], [i.start + i.size for i in islands],
