@@ -29,13 +29,14 @@ ci_status ci_region_check(const ci_engine *e, uint64_t base, uint64_t len, uint3
                           ci_status outside) {
   if (!ci_range_valid(base, len))
     return CI_ST_RANGE_WRAP;
+  /* One pass.  Regions never overlap (ci_region_add), so a range inside a
+   * region other than SMRAM touches no SMRAM region and may be accepted at
+   * once; a range inside an SMRAM region overlaps it, and that test comes
+   * first.  Same answer as "any SMRAM overlap, then any containing region". */
   for (uint32_t i = 0; i < e->region_count; i++) {
     const ci_region_info *r = &e->regions[i];
     if ((r->flags & CI_REGION_SMRAM) && ci_range_overlap(base, len, r->base, r->size))
       return CI_ST_TOUCHES_SMRAM;
-  }
-  for (uint32_t i = 0; i < e->region_count; i++) {
-    const ci_region_info *r = &e->regions[i];
     if ((r->flags & need) == need && ci_range_inside(base, len, r->base, r->size))
       return CI_ST_OK;
   }
