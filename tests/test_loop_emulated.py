@@ -74,3 +74,20 @@ def test_phase_daily_output_does_not_depend_on_clock_or_input() -> None:
     assert outputs[0] == outputs[1]
     assert all(o.startswith(b"phase_daily=0x") for o in outputs[0])
     assert len(set(hours)) == 24  # the runs saw every hour of the day
+
+
+def test_loop_models_large_pages_only_on_an_aligned_arena(monkeypatch: pytest.MonkeyPatch) -> None:
+    from codeisland.loop.emulated import EmulatedMachine
+    from smmemu import memory
+
+    aligned = EmulatedMachine("phase_daily")
+    base, _ = aligned.s.arena
+    assert base % (2 << 20) == 0 and aligned.describe()["warnings"] == []
+    # firmware that does not align large allocations (the emulator's 2 MiB choice undone):
+    # the arena lands off a 2 MiB boundary, and the loop says so instead of claiming the page
+    monkeypatch.setattr(memory, "LARGE_PAGE", memory.PAGE)
+    m = EmulatedMachine("phase_daily")
+    base, _ = m.s.arena
+    assert base % (2 << 20) != 0
+    (warning,) = m.describe()["warnings"]
+    assert f"starts at {base + 0x400000:#x}" in warning and "4 KiB pages" in warning

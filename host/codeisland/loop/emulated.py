@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import EmulationError, PlanError
 from ..frontend.params import FrontendParams
 from ..plan import layout as L
+from ..planning.platform import large_page_ranges, load_platform
 from ..profile.format import Island
 from ..profile.record import EmulatedInputs
 from .machine import Observation, RelocationResult
@@ -94,11 +95,14 @@ class EmulatedMachine:
             sample_every,
         )
         self.inputs = EmulatedInputs.on(self.s.machine, seed)
+        self.platform = load_platform("emulated")
+        # large pages only where the arena's address allows them; the rest is modeled with
+        # 4 KiB pages and reported (describe(), the bench report), never silently assumed
+        huge, self.warnings = large_page_ranges(self.platform, base)
         try:
             self.model = FetchModel(self.params.native())
-            hot_base = base + HOT_OFFSET
-            if hot_base % (2 << 20) == 0:  # the platform maps the HOT area with 2 MiB pages
-                self.model.add_huge_region(hot_base, HOT_SIZE // (2 << 20) * (2 << 20))
+            for start, size in huge:
+                self.model.add_huge_region(start, size)
             self.model.attach(self.s.machine.uc, data_accesses=True)
         except FetchModelError as exc:
             raise EmulationError(str(exc)) from None
@@ -211,4 +215,4 @@ class EmulatedMachine:
         return sorted(gens.items())
 
     def describe(self) -> dict[str, Any]:
-        return {"islands": len(self.islands), "cpus": self.cpus}
+        return {"islands": len(self.islands), "cpus": self.cpus, "warnings": self.warnings}

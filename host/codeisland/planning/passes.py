@@ -22,7 +22,7 @@ from ..errors import PlanError
 from ..plan import layout as L
 from ..plan.document import Plan
 from .build import build_plan
-from .platform import Platform, Region
+from .platform import PageMapping, Platform, Region, page_mapping
 
 S32 = (-(1 << 31), (1 << 31) - 1)
 
@@ -123,6 +123,10 @@ class PlanContext:
             if self.options.arena_base is not None
             else self.platform.arena_base
         )
+
+    def page_mapping(self, region: Region) -> PageMapping:
+        """The page size `region` really gets at its absolute start (see platform.page_mapping)."""
+        return page_mapping(region, self.region_start(region))
 
 
 class Pass(Protocol):
@@ -273,6 +277,10 @@ class Environment:
     name = "environment"
 
     def run(self, ctx: PlanContext) -> None:
+        for r in ctx.platform.destinations():
+            warning = ctx.page_mapping(r).warning
+            if warning is not None:
+                ctx.note(f"environment: warning: {warning}")
         free = {r.name: r.size for r in ctx.platform.destinations()}
         for c in ctx.candidates:
             need = c.island.size + 64
@@ -303,7 +311,9 @@ class Order:
         graph = ctx.imap.call_graph()
         for region in ctx.platform.destinations():
             members = [c for c in ctx.candidates if c.environment == region.name]
-            ctx.order.extend(self._cluster(ctx, members, region.page_size, graph))
+            # clusters that fit one page of what the region can really be mapped with
+            page = ctx.page_mapping(region).page_size
+            ctx.order.extend(self._cluster(ctx, members, page, graph))
 
     def _cluster(
         self, ctx: PlanContext, cands: list[Candidate], page: int, graph: dict[str, list[str]]

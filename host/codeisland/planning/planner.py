@@ -40,6 +40,7 @@ class PlanResult:
             "rejected": ctx.rejected,
             "environments": self.environments(),
             "hints": self.hints(),
+            "warnings": self.warnings(),
             "passes": ctx.log,
         }
 
@@ -51,10 +52,16 @@ class PlanResult:
             out[region.name] = {
                 **region.to_dict(),
                 "start": self.ctx.region_start(region),
+                "mapped_page_size": self.ctx.page_mapping(region).page_size,
                 "islands": len(placed),
                 "bytes_used": sum(c.island.size for c in placed),
             }
         return out
+
+    def warnings(self) -> list[str]:
+        """Destination regions that cannot have the page size they declare at this arena."""
+        found = (self.ctx.page_mapping(r).warning for r in self.ctx.platform.destinations())
+        return [w for w in found if w is not None]
 
     def hints(self) -> list[dict[str, Any]]:
         """The platform's hint-only environments, plus CPU preferences of the regions used:
@@ -91,13 +98,14 @@ class PlanResult:
         for name, env in d["environments"].items():
             lines.append(
                 f"  environment {name}: {env['start']:#x} +{env['size']:#x}, page "
-                f"{env['page_size']:#x}, align {env['alignment']}, node {env['numa_node']}, "
+                f"{env['mapped_page_size']:#x}, align {env['alignment']}, node {env['numa_node']}, "
                 f"cache {env['cache']}: {env['islands']} islands, {env['bytes_used']} bytes"
             )
         for h in d["hints"]:
             lines.append(
                 f"  hint (host side, SMM does not act on it): {h['name']}: {h['description']}"
             )
+        lines += [f"  warning: {w}" for w in d["warnings"]]
         lines += [f"  pass {line}" for line in d["passes"]]
         return "\n".join(lines)
 

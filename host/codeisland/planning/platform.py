@@ -18,7 +18,9 @@ from typing import Any
 
 from ..errors import UsageError
 
-PAGE_SIZES = (4096, 2 * 1024 * 1024)
+SMALL_PAGE = 4096
+LARGE_PAGE = 2 * 1024 * 1024
+PAGE_SIZES = (SMALL_PAGE, LARGE_PAGE)
 CACHE_POLICIES = ("wb", "wt", "wc", "uc")
 ROLES = ("source", "hot", "warm", "stack")
 DEST_ROLES = ("hot", "warm")
@@ -47,6 +49,56 @@ class Region:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class PageMapping:
+    """How a region is mapped once its absolute start is known.
+
+    A region declares a page size, but a large page maps only from a large-page boundary: an
+    arena-relative region lands wherever firmware put the arena (AllocatePages promises 4 KiB
+    alignment, no more).  A region whose start (or size) does not fit its declared page size
+    is therefore mapped -- and modeled -- with 4 KiB pages, and `warning` says why; it is never
+    silently claimed as a large page.
+    """
+
+    region: str
+    start: int
+    size: int
+    declared: int  # page size the profile asks for
+    page_size: int  # page size it can be mapped with at this start
+    warning: str | None = None
+
+
+def page_mapping(region: Region, start: int) -> PageMapping:
+    page = region.page_size
+    why = None
+    if page > SMALL_PAGE and start % page:
+        why = f"starts at {start:#x}, not on a {page:#x} boundary"
+    elif page > SMALL_PAGE and region.size % page:
+        why = f"size {region.size:#x} is not a multiple of {page:#x}"
+    if why is None:
+        return PageMapping(region.name, start, region.size, page, page)
+    return PageMapping(
+        region.name, start, region.size, page, SMALL_PAGE,
+        f"region {region.name} declares {page:#x} pages but {why}: mapped and modeled "
+        f"with 4 KiB pages",
+    )  # fmt: skip
+
+
+def large_page_ranges(
+    platform: Platform, arena_base: int | None
+) -> tuple[list[tuple[int, int]], list[str]]:
+    """(base, size) of every region that really gets large pages at this arena base, and a
+    warning for each region that declared large pages but cannot have them."""
+    ranges, warnings = [], []
+    for r in platform.regions:
+        m = page_mapping(r, r.start(arena_base))
+        if m.warning is not None:
+            warnings.append(m.warning)
+        elif m.page_size > SMALL_PAGE:
+            ranges.append((m.start, m.size))
+    return ranges, warnings
 
 
 @dataclass(frozen=True)
