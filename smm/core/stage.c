@@ -152,6 +152,12 @@ static uint32_t chunk_fixups(const ci_engine *e, uint32_t c, uint8_t *d) {
   const uint64_t idst = isl->dst, abs_delta = isl->dst - isl->src;
   uint8_t *dc = d - c0; /* dc + offset: the field, for offset >= c0 */
   started += end - k;
+  if (v->rel32_only) { /* the common plan: no kind test per field */
+    for (; k < end; k++) {
+      const ci_fixup *f = &fx[k];
+      ci_put32(dc + f->offset, (uint32_t)(f->target - (idst + f->offset + f->pc_bias)));
+    }
+  }
   for (; k < end; k++) {
     const ci_fixup *f = &fx[k];
     uint32_t off = f->offset;

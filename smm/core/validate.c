@@ -241,12 +241,13 @@ static uint32_t fixups_fast_run(const ci_fixup *fx, uint32_t k, uint32_t n, uint
  * checked before the bytes it describes are read.  Each island's run is
  * first tried by fixups_fast_run; the exact checks below run only for a run
  * it did not pass. */
-static ci_status check_fixups(const ci_plan_view *v, uint32_t *failed) {
+static ci_status check_fixups(const ci_plan_view *v, uint32_t *failed, uint8_t *rel32_only) {
   const uint32_t n = v->header->fixup_count, islands = v->header->island_count;
   const ci_fixup *fx = v->fixups;
   const ci_island *isl = 0;
   const uint8_t *src = 0;
   uint32_t cur = CI_NO_INDEX, prev_end = 0;
+  *rel32_only = 1; /* stays 1 if every run passes fixups_fast_run (32-bit kinds only) */
   for (uint32_t k = 0; k < n; k++) {
     const ci_fixup *f = &fx[k];
     ci_status st = CI_ST_OK;
@@ -271,6 +272,7 @@ static ci_status check_fixups(const ci_plan_view *v, uint32_t *failed) {
         }
       }
     }
+    *rel32_only = 0;
     if (st == CI_ST_OK)
       st = check_fixup_shape(f, isl, prev_end);
     if (st == CI_ST_OK)
@@ -444,6 +446,7 @@ static void make_view(const uint8_t *plan, ci_plan_view *v) {
   p += h->target_count * sizeof(ci_target);
   v->rules = (const ci_rule *)p;
   v->return_rules = 0;
+  v->rel32_only = 0;
 }
 
 #define EACH(count, check, ...)              \
@@ -471,7 +474,7 @@ ci_status ci_validate(const ci_engine *e, uint8_t *plan, uint32_t size, ci_plan_
   make_view(plan, v);
   EACH(h->island_count, check_island, e, &v->islands[k]);
   EACH(h->island_count, check_island_pairs, v->islands, k);
-  st = check_fixups(v, failed);
+  st = check_fixups(v, failed, &v->rel32_only);
   if (st != CI_ST_OK)
     return st;
   EACH(h->callsite_count, check_callsite_shape, e, v, k);

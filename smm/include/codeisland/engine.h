@@ -54,6 +54,7 @@ typedef struct ci_plan_view {
   uint32_t copy_bytes;  /* sum of chunk lengths */
   uint32_t undo_need;   /* worst-case undo bytes for stage + commit */
   uint8_t return_rules; /* 1 if some rule translates return addresses */
+  uint8_t rel32_only;   /* 1 if every fix-up is REL32/RIPREL32 (0 = unknown) */
 } ci_plan_view;
 
 /* One active generation: the undo log above undo_start and the map entries
