@@ -50,11 +50,19 @@ class DoubleMachine:
     def peek_next(self) -> np.ndarray:
         return np.array([50.0, 0.0])
 
-    def commit(self, islands: list[int]) -> RelocationResult:
+    def commit(
+        self,
+        islands: list[int],
+        counts: np.ndarray | None = None,
+        priorities: np.ndarray | None = None,
+    ) -> RelocationResult:
         self.generation += 1
         self.gens.append((self.generation, list(islands)))
         self.log.append(f"commit {self.generation} {islands}")
         return RelocationResult(self.generation, list(islands), bytes_staged=512, smis=2)
+
+    def conflicts(self, counts: np.ndarray) -> list[tuple[int, list[int]]]:
+        return []  # commits islands one by one, never merged
 
     def rollback(self, generation: int) -> RelocationResult:
         undone = [i for g, m in self.gens if g >= generation for i in m]

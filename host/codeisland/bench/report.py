@@ -58,6 +58,8 @@ class BenchReport:
                     "name": r.name,
                     "description": r.description,
                     "retrains": r.retrains,
+                    "regroups": r.regroups(),
+                    "warnings": r.warnings,
                     "cells": {
                         p: {
                             **c.stats,
@@ -96,6 +98,7 @@ class BenchReport:
                     f"{s['handler_insns_max']:>14}"
                 )
             lines.append(f"  {r.description}")
+            lines += _regroup_lines(r)
         h = self.headline()
         lines.append("")
         for k, v in h.items():
@@ -112,3 +115,16 @@ class BenchReport:
         for p in self.plots:
             lines.append(f"plot: {p}")
         return "\n".join(lines)
+
+
+def _regroup_lines(r: WorkloadResult) -> list[str]:
+    """Merges and splits of the loop (the emulated machine plans through the planner; the
+    model machine never merges), and warnings about the machine's environments."""
+    out = [f"  warning: {w}" for w in r.warnings]
+    for policy, events in r.regroups().items():
+        if events:
+            said = "; ".join(
+                f"{e['kind']} {'+'.join(e['islands'])} at window {e['window']}" for e in events
+            )
+            out.append(f"  {policy}: {said}")
+    return out

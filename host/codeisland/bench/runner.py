@@ -69,6 +69,24 @@ class WorkloadResult:
     group_of: list[str]
     decision_ms: list[float] = field(default_factory=list)
     retrains: int = 0
+    island_names: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. large pages the arena cannot have
+
+    def regroups(self) -> dict[str, list[dict[str, Any]]]:
+        """Merges and splits per policy: window, kind and the member islands by name."""
+        name = lambda i: self.island_names[i] if i < len(self.island_names) else str(i)  # noqa: E731
+        return {
+            p: [
+                {
+                    "window": e["window"],
+                    "kind": e["kind"],
+                    "islands": [name(i) for i in e["islands"]],
+                }
+                for e in events
+                if e["kind"] in ("merge", "split")
+            ]
+            for p, events in self.events.items()
+        }
 
 
 def run_workload(
@@ -106,6 +124,7 @@ def run_workload(
         np.array(ref.heat_log),
         {p: loop.stats.events for p, loop in loops.items()},
         group_of,
+        island_names=[i.name for i in w.islands],
     )
     pol = ref.policy
     if isinstance(pol, PredictivePolicy):
@@ -125,6 +144,8 @@ def _stats(loop: ClosedLoop) -> dict[str, Any]:
         "rollbacks": s.rollbacks,
         "shortfall_rollbacks": s.shortfall_rollbacks,
         "moved_again": s.moved_again,
+        "merges": s.merges,
+        "splits": s.splits,
         "bytes_staged": s.bytes_staged,
         "bytes_restored": s.bytes_restored,
         "smis": s.smis,
@@ -178,6 +199,7 @@ def run_emulated(
     heat = np.zeros((0, 0))
     group_of: list[str] = []
     result_policy = None
+    warnings: list[str] = []
     for p in policies:
         if p == "oracle":
             continue
@@ -189,11 +211,13 @@ def run_emulated(
             loop.step()
         cells[p] = Cell(workload, p, _stats(loop))
         events[p] = loop.stats.events
+        warnings = m.describe()["warnings"]
         if p == "predictive" or result_policy is None:
             heat, result_policy = np.array(loop.heat_log), loop.policy
             group_of = [i.name for i in m.islands]
     _gains(cells)
     r = WorkloadResult(workload, f"smmemu, real driver: {workload}", cells, heat, events, group_of)
+    r.island_names, r.warnings = list(group_of), list(warnings)
     if isinstance(result_policy, PredictivePolicy):
         r.decision_ms = [s * 1000 for s in result_policy.decision_seconds]
         r.retrains = result_policy.retrains

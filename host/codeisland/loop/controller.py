@@ -10,12 +10,19 @@ Every window:
                down for `cooldown` windows.  Each island's hot cost is learned for later picks.
   3. predict   the policy's heat for the next window.
   4. plan      priority = benefit - cost (predict/priority.py) -> the desired hot set.
-  5. apply     new islands are committed as one new generation.  Islands no longer wanted stay
-               until their room is needed; then the generation cut that frees enough room while
-               undoing the fewest wanted bytes is rolled back (the driver undoes it and every
-               newer one), if the new islands' benefit pays for staging the undone wanted ones
-               again; those are committed again ("move again") with the new ones.  A full
-               generation stack forces the cheapest cut.
+  5. apply     new islands are committed as one new generation, planned with the last
+               PLAN_HISTORY windows' counts (a machine that plans with the planner merges
+               address neighbours that run in the same windows into one island).  Islands
+               no longer wanted stay until their room is needed; then the generation cut that
+               frees enough room while undoing the fewest wanted bytes is rolled back (the
+               driver undoes it and every newer one), if the new islands' benefit pays for
+               staging the undone wanted ones again; those are committed again ("move again")
+               with the new ones.  A full generation stack forces the cheapest cut.
+
+               A merged island in place whose members' counts diverged (the planner's Split
+               pass takes it apart: machine.conflicts) is split: its generation is rolled back
+               with the others the cut needs, and the members still wanted are committed again,
+               now as separate islands.
 
 Saved cycles per sample come from the islands' measured misses at their origin (benefit.py).
 """
@@ -34,6 +41,10 @@ from ..profile.attribution import IslandIndex, attribute
 from .benefit import BenefitEstimator
 from .machine import Machine, RelocationResult
 
+# windows of counts the planner sees when it decides merges and splits: long enough that one
+# noisy window does not merge or split, short enough to follow a phase change within a few
+PLAN_HISTORY = 8
+
 
 @dataclass
 class LoopStats:
@@ -44,11 +55,21 @@ class LoopStats:
     rollbacks: int = 0  # generations rolled back (each also undoes newer ones)
     shortfall_rollbacks: int = 0  # generations rolled back: measured benefit fell short
     moved_again: int = 0
+    merges: int = 0  # merged islands committed (address neighbours moved as one)
+    splits: int = 0  # merged islands taken apart again (members' needs diverged)
     bytes_staged: int = 0
     bytes_restored: int = 0
     smis: int = 0
     handler_insns_max: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)  # relocation events, for plots
+
+    def regroup(self, kind: str, members: list[int], window: int, counted: bool) -> None:
+        """A merge or a split of `members` (island positions), in the event log."""
+        self.events.append({"window": window, "kind": kind, "islands": list(members)})
+        if counted and kind == "merge":
+            self.merges += 1
+        elif counted:
+            self.splits += 1
 
     @property
     def total_cycles(self) -> float:
@@ -56,6 +77,8 @@ class LoopStats:
 
     def add(self, r: RelocationResult, kind: str, window: int, counted: bool) -> None:
         self.events.append({"window": window, "kind": kind, "islands": list(r.islands)})
+        for group in r.merged:
+            self.regroup("merge", group, window, counted)
         if not counted:
             return
         self.relocation_cycles += r.cycles
@@ -186,15 +209,22 @@ class ClosedLoop:
         benefit = np.zeros(len(self.size))
         for c in chosen:
             benefit[c.island] = c.priority
+        recent = np.array(self.heat_log[-PLAN_HISTORY:])
+        splits = self.m.conflicts(recent) if gens else []
         cut = self._rollback_point(gens, want, add, benefit)
+        if splits:  # a split undoes the merged island's generation (and every newer one)
+            first = min(g for g, _ in splits)
+            cut = first if cut is None else min(cut, first)
         readd: list[int] = []
         if cut is not None:
             r = self.m.rollback(cut)
             self.stats.add(r, "rollback", self.window, counted)
+            for _, members in splits:
+                self.stats.regroup("split", members, self.window, counted)
             readd = [i for i in r.islands if want[i]]
             add[readd] = True
         if add.any():
-            r = self.m.commit([int(i) for i in np.nonzero(add)[0]])
+            r = self.m.commit([int(i) for i in np.nonzero(add)[0]], recent, benefit)
             self.stats.add(r, "commit", self.window, counted)
             if counted:
                 self.stats.moved_again += sum(1 for i in readd if i in r.islands)

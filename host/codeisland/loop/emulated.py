@@ -2,9 +2,18 @@
 
 Everything goes through the driver: SAMPLE SMIs every `sample_every` guest instructions (every
 CPU's saved RIP) plus the emulator's slice-boundary samples; STAGE/COMMIT of plans the planner
-builds (codeisland.planning via smmemu.plans); ROLLBACK of a generation; STATS for the address
-map.  The native hook (fetchtrace) counts per-island blocks and runs the front-end cost model on
-the real fetch stream, copies attributed to their islands.  Handler instructions per SMI come
+builds; ROLLBACK of a generation; STATS for the address map.
+
+Plans go through the planner's passes (select -> merge -> split -> prioritise -> environment ->
+order) with the loop's recent per-window counts and priorities, so address-adjacent islands that
+run in the same windows are committed as one merged island; placement is this module's (first
+fit in the HOT area around the copies live now, which the planner's Place does not know), then
+planning.build_plan encodes it.  `conflicts()` runs the planner's Split pass over the merged
+islands in place: when their members' counts diverge, the loop rolls that generation back and
+commits the members it still wants as separate islands (a split).
+
+The native hook (fetchtrace) counts per-island blocks and runs the front-end cost model on the
+real fetch stream, copies attributed to their islands.  Handler instructions per SMI come
 from the emulator's SMI records (measured, not modeled).  Relocation SMI time is charged at the
 platform's smi_entry_cycles per SMI plus one cycle per handler instruction (a model).
 """
@@ -16,9 +25,23 @@ from typing import Any
 
 import numpy as np
 
+from ..analysis import Island as AnalysedIsland
 from ..errors import EmulationError, PlanError
 from ..frontend.params import FrontendParams
 from ..plan import layout as L
+from ..planning import build_plan
+from ..planning.passes import (
+    Candidate,
+    Environment,
+    Merge,
+    Options,
+    Order,
+    PlanContext,
+    Prioritise,
+    Select,
+    Split,
+)
+from ..planning.planner import run_passes
 from ..planning.platform import large_page_ranges, load_platform
 from ..profile.format import Island
 from ..profile.record import EmulatedInputs
@@ -33,10 +56,13 @@ RUNTIME = {"ci_start", "ci_putc", "ci_puts", "ci_puthex", "ci_putdec", "ci_line"
 # many 8-byte slots above each saved RSP to be translated (back) as well (CI_RULE_TRANSLATE_RETURN)
 STACK_SLOTS = 32
 
+# the planner's passes up to placement (Place and Build are replaced by _FirstFit + build_plan)
+PLAN_PASSES = (Select, Merge, Split, Prioritise, Environment, Order)
+
 
 class _FirstFit:
     """Destinations in the HOT area around the copies that are live now (rolled-back space is
-    reused), 64-byte aligned; duck-types smmemu.plans.HotArea for plan_moves."""
+    reused), 64-byte aligned."""
 
     def __init__(self, base: int, size: int, live: list[L.MapEntry]) -> None:
         self.base, self.end = base, base + size
@@ -110,20 +136,28 @@ class EmulatedMachine:
         self.head = self.s.client._read_u32("sample_head")
         self.t = 0
         self.plan_id = 1
+        self._merged: dict[int, AnalysedIsland] = {}  # merged islands committed, by start
         self._set_ranges([])
 
     # -- helpers -----------------------------------------------------------------------
 
+    def _members(self, e: L.MapEntry) -> list[int]:
+        """Island positions an active map entry moved: one, or the members of a merged island."""
+        if not e.flags & L.MAP_ACTIVE:
+            return []
+        lo, hi = int(e.orig), int(e.orig) + int(e.size)
+        return [k for k, i in enumerate(self.islands) if lo <= i.start < hi]
+
     def _set_ranges(self, entries: list[L.MapEntry]) -> None:
-        pos = {i.start: k for k, i in enumerate(self.islands)}
         starts = [i.start for i in self.islands]
         ends = [i.start + i.size for i in self.islands]
         index = list(range(len(self.islands)))
         for e in entries:
-            if e.flags & L.MAP_ACTIVE and int(e.orig) in pos:
-                starts.append(int(e.cur))
-                ends.append(int(e.cur) + int(e.size))
-                index.append(pos[int(e.orig)])
+            for k in self._members(e):  # a merged copy keeps its members at their offsets
+                at = int(e.cur) + self.islands[k].start - int(e.orig)
+                starts.append(at)
+                ends.append(at + self.islands[k].size)
+                index.append(k)
         self.model.set_ranges(starts, ends, index)
 
     def _smi_cost(self, first_smi: int) -> tuple[int, int, int]:
@@ -164,33 +198,86 @@ class EmulatedMachine:
     def peek_next(self) -> np.ndarray | None:
         return None  # the emulator cannot see its future; the oracle runs on the model machine
 
-    def commit(self, islands: list[int]) -> RelocationResult:
-        from smmemu.plans import plan_moves
+    def _series(self, islands: list[int], counts: np.ndarray | None) -> dict[str, list[float]]:
+        if counts is None or not len(counts):
+            return {}
+        return {self.islands[i].name: [float(x) for x in counts[:, i]] for i in islands}
 
-        first = self._next_smi()
+    def _plan(
+        self, islands: list[int], counts: np.ndarray | None, priorities: np.ndarray | None
+    ) -> tuple[list[tuple[AnalysedIsland, int]], list[list[int]]]:
+        """(island, destination) moves in the planner's order, and the merged groups."""
         names = [self.islands[i].name for i in islands]
+        prio = (
+            {}
+            if priorities is None
+            else {n: float(priorities[i]) for n, i in zip(names, islands, strict=True)}
+        )
+        opts = Options(names=tuple(names), plan_id=self.plan_id, stack_slots=STACK_SLOTS,
+                       arena_base=self.s.arena[0], priorities=prio)  # fmt: skip
+        result = run_passes(self.imap, self.platform, self._series(islands, counts), opts,
+                            passes=[cls() for cls in PLAN_PASSES])  # fmt: skip
+        by_name = {c.name: c for c in result.ctx.candidates}
+        hot = _FirstFit(self.hot_base, self.hot_capacity, self.address_map())
+        moves = [(by_name[n].island, hot.place(by_name[n].island.size)) for n in result.ctx.order]
+        pos = {i.name: k for k, i in enumerate(self.islands)}
+        merged = [[pos[m] for m in isl.members] for isl, _ in moves if len(isl.members) > 1]
+        for isl, _ in moves:
+            if len(isl.members) > 1:
+                self._merged[isl.start] = isl
+        return moves, merged
+
+    def commit(
+        self,
+        islands: list[int],
+        counts: np.ndarray | None = None,
+        priorities: np.ndarray | None = None,
+    ) -> RelocationResult:
+        """Commit `islands` as one generation, planned with `counts` (recent windows x islands)
+        and `priorities` (per island) by the planner's passes; merged islands are reported."""
+        first = self._next_smi()
         try:
-            hot = _FirstFit(self.hot_base, self.hot_capacity, self.address_map())
-            built = plan_moves(self.imap, names, hot, self.s.machine.read, self.plan_id,
-                               stack_slots=STACK_SLOTS)  # fmt: skip
+            moves, merged = self._plan(islands, counts, priorities)
+            plan = build_plan(self.imap, moves, plan_id=self.plan_id, stack_slots=STACK_SLOTS,
+                              read_bytes=self.s.machine.read)  # fmt: skip
         except PlanError:
             return RelocationResult(generation=0)  # HOT area exhausted: nothing moved
         self.plan_id += 1
         c = self.s.client
-        staged = fix = 0
-        reply = c.stage(built.to_bytes())
+        staged = 0
+        reply = c.stage(plan.to_bytes())
         staged += int(reply.result.bytes_written)
         while reply.result.state == L.STATE_STAGING:
             reply = c.stage()
             staged += int(reply.result.bytes_written)
         reply = c.commit()
         staged += int(reply.result.bytes_written)
-        fix = sum(p.fixups for p in built.placed)
+        fix = sum(len(isl.fixups) for isl, _ in moves)
         smis, worst, cycles = self._smi_cost(first)
         self._set_ranges(c.stats().map_entries)
+        pos = {i.name: k for k, i in enumerate(self.islands)}
+        moved = [pos[m] for isl, _ in moves for m in isl.members]
         return RelocationResult(
-            int(reply.result.generation), list(islands), staged, 0, 0, fix, smis, worst, cycles
+            int(reply.result.generation), moved, staged, 0, 0, fix, smis, worst, cycles, merged
         )
+
+    def conflicts(self, counts: np.ndarray) -> list[tuple[int, list[int]]]:
+        """(generation, members) of every merged island in place that the planner's Split pass
+        takes apart under `counts` (recent windows x islands): its members' needs now differ."""
+        out = []
+        for e in self.address_map():
+            members = self._members(e)
+            isl = self._merged.get(int(e.orig))
+            if len(members) < 2 or isl is None:
+                continue
+            series = self._series(members, counts)
+            freq = {n: float(sum(v)) for n, v in series.items()}
+            ctx = PlanContext(self.imap, self.platform, series, Options())
+            ctx.candidates = [Candidate(isl, sum(freq.values()), member_freq=freq)]
+            Split().run(ctx)
+            if len(ctx.candidates) > 1:
+                out.append((int(e.generation), members))
+        return out
 
     def rollback(self, generation: int) -> RelocationResult:
         first = self._next_smi()
@@ -207,11 +294,11 @@ class EmulatedMachine:
         return list(self.s.client.stats().map_entries)
 
     def generations(self) -> list[tuple[int, list[int]]]:
-        pos = {i.start: k for k, i in enumerate(self.islands)}
         gens: dict[int, list[int]] = {}
         for e in self.address_map():
-            if e.flags & L.MAP_ACTIVE and int(e.orig) in pos:
-                gens.setdefault(int(e.generation), []).append(pos[int(e.orig)])
+            members = self._members(e)
+            if members:
+                gens.setdefault(int(e.generation), []).extend(members)
         return sorted(gens.items())
 
     def describe(self) -> dict[str, Any]:

@@ -57,6 +57,7 @@ class RelocationResult:
     smis: int = 0
     handler_insns_max: int = 0  # most handler instructions in one of these SMIs
     cycles: int = 0  # modeled cycles the SMIs took from the guest
+    merged: list[list[int]] = field(default_factory=list)  # members committed as one island
 
 
 class Machine(Protocol):
@@ -70,7 +71,17 @@ class Machine(Protocol):
     def peek_next(self) -> np.ndarray | None:
         """Samples per island of the next window, if this machine can replay it (oracle)."""
 
-    def commit(self, islands: list[int]) -> RelocationResult: ...
+    def commit(
+        self,
+        islands: list[int],
+        counts: np.ndarray | None = None,
+        priorities: np.ndarray | None = None,
+    ) -> RelocationResult:
+        """Commit `islands` as one generation; `counts` (recent windows x islands) and
+        `priorities` let a machine that plans with the planner merge co-executed neighbours."""
+
+    def conflicts(self, counts: np.ndarray) -> list[tuple[int, list[int]]]:
+        """(generation, members) of merged islands in place whose members' needs now differ."""
 
     def rollback(self, generation: int) -> RelocationResult: ...
 

@@ -19,7 +19,10 @@ fed twice, the first pass from the caches the previous window left (a fresh copy
 count once), the second as the steady state of the other repeat - 1 runs.
 
 Destinations are packed first-fit (64-byte aligned) into the hot region, which is mapped with
-2 MiB pages; the driver path uses the planner for placement.
+2 MiB pages (HOT_BASE is 2 MiB aligned).  This machine keeps its own placement: it moves the
+benchmark's islands one by one and never merges or splits them (its islands are abstract
+ranges with no code to re-analyse); the driver path (loop/emulated.py) plans through the
+planner's passes, merges and splits included.
 """
 
 from __future__ import annotations
@@ -175,7 +178,15 @@ class ModelMachine:
     def generations(self) -> list[tuple[int, list[int]]]:
         return [(g, list(m)) for g, m in self._gens]
 
-    def commit(self, islands: list[int]) -> RelocationResult:
+    def conflicts(self, counts: np.ndarray) -> list[tuple[int, list[int]]]:
+        return []  # never merges, so nothing to split
+
+    def commit(
+        self,
+        islands: list[int],
+        counts: np.ndarray | None = None,
+        priorities: np.ndarray | None = None,
+    ) -> RelocationResult:
         if len(self._gens) >= self.max_generations:
             raise RuntimeError("generation stack is full (the driver would refuse the plan)")
         dest = self._allocate(islands)
