@@ -42,3 +42,12 @@ def test_emulate_text_report_and_bad_input() -> None:
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("codeisland: error: unknown workload")
     assert "Traceback" not in bad.stderr
+
+
+def test_emulate_phase_daily_reads_the_board_rtc_and_input_devices() -> None:
+    # phase_daily reads CMOS 0x70/0x71 and port 0xEB: devices of every emulated board now
+    ensure_built()
+    proc = _run("--workload", "phase_daily", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    d = json.loads(proc.stdout)
+    assert d["workload"] == "phase_daily" and d["identical"] is True and d["relocations"] >= 1

@@ -222,9 +222,6 @@ class EmulatedMachine:
         moves = [(by_name[n].island, hot.place(by_name[n].island.size)) for n in result.ctx.order]
         pos = {i.name: k for k, i in enumerate(self.islands)}
         merged = [[pos[m] for m in isl.members] for isl, _ in moves if len(isl.members) > 1]
-        for isl, _ in moves:
-            if len(isl.members) > 1:
-                self._merged[isl.start] = isl
         return moves, merged
 
     def commit(
@@ -253,6 +250,8 @@ class EmulatedMachine:
         reply = c.commit()
         staged += int(reply.result.bytes_written)
         fix = sum(len(isl.fixups) for isl, _ in moves)
+        # remembered so conflicts() can hand the same merged island to the Split pass
+        self._merged.update({isl.start: isl for isl, _ in moves if len(isl.members) > 1})
         smis, worst, cycles = self._smi_cost(first)
         self._set_ranges(c.stats().map_entries)
         pos = {i.name: k for k, i in enumerate(self.islands)}
