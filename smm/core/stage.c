@@ -27,59 +27,43 @@ static uint32_t fixup_value(const ci_island *isl, const ci_fixup *f, uint8_t out
   return 4;
 }
 
-/* "Fix-up f lies before chunk ch": its island comes first, or it is of the
- * chunk's island and its field ends at or before the chunk's start. */
-static int before_chunk(const ci_fixup *f, const ci_chunk *ch) {
-  return f->island < ch->island ||
-         (f->island == ch->island && f->offset + fixup_width(f->kind) <= ch->offset);
-}
-
-/* "Fix-up f starts in the chunk's island at or before offset last". */
-static int starts_by(const ci_fixup *f, const ci_chunk *ch, uint32_t last) {
-  return f->island == ch->island && f->offset <= last;
-}
-
-/* First index in [lo, lo + n) where the predicate (true on a prefix) fails,
- * lo + n if none: bisection whose step is a conditional move, not a branch. */
-#define CI_PREFIX_END(fx, lo, n, pred, ...)                       \
-  do {                                                            \
-    const ci_fixup *b_ = (fx) + (lo);                             \
-    uint32_t n_ = (n);                                            \
-    while (n_ > 1u) {                                             \
-      uint32_t half_ = n_ / 2u;                                   \
-      b_ = pred(b_ + half_ - 1u, __VA_ARGS__) ? b_ + half_ : b_;  \
-      n_ -= half_;                                                \
-    }                                                             \
-    (lo) = (uint32_t)(b_ - (fx)) + (n_ == 1u && pred(b_, __VA_ARGS__)); \
-  } while (0)
-
 void ci_stage_prepare(ci_engine *e) {
   const ci_plan_view *v = &e->plan;
-  const ci_fixup *fx = v->fixups;
   uint32_t k = 0, nf = v->header->fixup_count;
   for (uint32_t c = 0; c < v->header->chunk_count; c++) {
     const ci_chunk *ch = &v->chunks[c];
     /* First fix-up of the chunk's island whose field ends after the chunk's
      * start (fix-ups are sorted and disjoint, so their ends are sorted):
-     * "before the chunk" holds for a prefix of [k, nf), found by bisection.
-     * Chunks ascend, so the search starts where the previous chunk's run
-     * ended (everything before that lies before this chunk too). */
-    CI_PREFIX_END(fx, k, nf - k, before_chunk, ch);
+     * "before the chunk" holds for a prefix of [k, nf), found by bisection
+     * (chunks ascend, so the search starts at the previous answer). */
+    uint32_t hi = nf;
+    while (k < hi) {
+      uint32_t mid = k + (hi - k) / 2u;
+      const ci_fixup *f = &v->fixups[mid];
+      if (f->island < ch->island ||
+          (f->island == ch->island && f->offset + fixup_width(f->kind) <= ch->offset))
+        k = mid + 1u;
+      else
+        hi = mid;
+    }
     e->chunk_fixup[c] = k;
     /* The run chunk_fixups stores without bounds tests: fix-ups of the
      * chunk's island starting in [c0, c1 - 8] (a prefix of what follows the
      * one that may straddle in from the previous chunk), also by bisection. */
-    uint32_t first = k + (k < nf && fx[k].island == ch->island && fx[k].offset < ch->offset);
+    uint32_t first = k + (k < nf && v->fixups[k].island == ch->island &&
+                          v->fixups[k].offset < ch->offset);
     uint32_t end = first;
-    if (ch->length >= 8u)
-      CI_PREFIX_END(fx, end, nf - first, starts_by, ch, ch->offset + ch->length - 8u);
+    hi = ch->length >= 8u ? nf : first;
+    while (end < hi) {
+      uint32_t mid = end + (hi - end) / 2u;
+      const ci_fixup *f = &v->fixups[mid];
+      if (f->island == ch->island && f->offset <= ch->offset + ch->length - 8u)
+        end = mid + 1u;
+      else
+        hi = mid;
+    }
     e->chunk_fast[c] = (uint16_t)(end - first); /* at most 4096 / 4 */
     e->chunk_smi[c] = 0;
-    /* The next search may start after this chunk's run (its fields end by
-     * c1) when a straddling field (8 bytes at most) cannot reach past c1
-     * either, that is when the chunk holds at least 8 bytes. */
-    if (ch->length >= 8u)
-      k = end;
   }
   for (uint32_t i = 0; i < CI_MAX_ISLANDS; i++)
     e->return_slots[i] = 0;
