@@ -10,6 +10,9 @@
  */
 #include <stddef.h>
 #include <stdint.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 typedef struct ci_tree_node {
   double value;       /* leaf value */
@@ -46,6 +49,245 @@ int ci_trees_predict(const double *x, uint32_t rows, uint32_t features, const ci
       }
     }
     out[r] = sum;
+  }
+  return 0;
+}
+
+/*
+ * Bit-vector evaluation (the QuickScorer idea, Lucchese et al., SIGIR 2015), with the
+ * per-feature work precomputed into tables.  Leaves of each tree are numbered left to
+ * right; a split node whose test fails (x > threshold: the row goes right) rules out the
+ * leaves of its left subtree, and the leaf a row exits at is the leftmost one no failed
+ * node ruled out.  Which nodes fail depends, per feature, only on where x falls among the
+ * ensemble's sorted thresholds for that feature ("code" = how many thresholds are < x;
+ * x <= t  <=>  code(x) <= index of t).  So fasttrees.py stores, for every used feature f
+ * and every code k, one leaf mask per tree: the AND of the masks of f's nodes with index
+ * < k.  A row is then: one binary search per used feature, an AND of one table row per
+ * used feature into the tree masks (contiguous, vectorised by the compiler), and one
+ * count-trailing-zeros + leaf value per tree.  No data-dependent branch on the node path,
+ * no pointer chasing; the tables of a 40-tree, 15-leaf model are a few tens of KiB.
+ *
+ * Exact: the leaf is the one the walk reaches, and leaf values are added in tree order
+ * starting from the baseline, as sklearn does.  A NaN feature returns -2 (the caller falls
+ * back to sklearn, whose missing-value routing this does not model).
+ */
+#define CI_QS_MAX_USED 256u /* used features for the constant-column pass */
+#define CI_QS_MAX_WORDS 256u /* words of leaf masks per row: 1024 trees of <= 16 leaves, 256 of more */
+
+/* Fully unrolled small loops (the row's masks must stay in registers). */
+#if defined(__clang__)
+#define CI_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define CI_UNROLL _Pragma("GCC unroll 16")
+#else
+#define CI_UNROLL
+#endif
+
+/* One used feature of the bit tables.  Its `count` thresholds (sorted ascending, followed by
+ * `probes` +inf, which are never < x) start at thresholds[thr_off].  The rank of x (how many
+ * thresholds are < x, 0..count: the table row) is found without a search: a grid of `buckets`
+ * equal cells, cell(x) = clamp((x - origin) * scale), is monotone in x, so every threshold in a
+ * lower cell than x's is < x and every one in a higher cell is > x; only the thresholds in
+ * x's own cell (at most `probes`, starting at first[bucket_off + cell]) need comparing.  The
+ * grid is sized in fasttrees.py so that probes is 1 or 2 for the heat model. */
+typedef struct ci_bits_feature {
+  double origin;
+  double scale;
+  uint32_t feature;
+  uint32_t count;
+  uint32_t thr_off;
+  uint32_t bucket_off;
+  uint32_t buckets;
+  uint32_t probes;
+  uint32_t tab_row; /* first of its count + 1 table rows */
+  uint32_t reserved;
+} ci_bits_feature;
+
+_Static_assert(sizeof(ci_bits_feature) == 48, "ci_bits_feature is 48 bytes (mirrored in Python)");
+
+#define CI_QS_ROWS 32u /* rows per block: each stage loops over independent rows */
+
+/* The rank of x (not NaN) among g's thresholds; the clamps compile to minsd/maxsd (a ?: on
+ * doubles may become a jump). */
+static inline uint32_t ci_rank(const ci_bits_feature *g, const double *thr, const uint32_t *first,
+                               double top, double xv) {
+  double c = (xv - g->origin) * g->scale;
+#if defined(__SSE2__)
+  c = _mm_cvtsd_f64(_mm_min_sd(_mm_max_sd(_mm_set_sd(c), _mm_setzero_pd()), _mm_set_sd(top)));
+#else
+  c = c > 0.0 ? c : 0.0;
+  c = c < top ? c : top;
+#endif
+  uint32_t k = first[(uint32_t)c];
+  const double *t = thr + k;
+  for (uint32_t j = 0; j < g->probes; j++) k += (uint32_t)(t[j] < xv);
+  return k > g->count ? g->count : k;
+}
+
+typedef uint64_t ci_u64x2 __attribute__((vector_size(16), aligned(8)));
+
+/* The common case, 16-bit masks and W 64-bit words a row (W even, known at compile time):
+ * a row's masks start from `base` (the features that are the same in every row, e.g. the time
+ * of day, ANDed in once per call) and stay in W/2 vector registers while the varying features
+ * vary[0..n_vary) are ANDed in; rows go four at a time through the trees (four independent
+ * sums, each added in tree order). */
+#define CI_QS_FIXED(W)                                                                          \
+  static int ci_bits16_w##W(const double *x, uint32_t rows, uint32_t features,                 \
+                            const ci_bits_feature *used, const uint32_t *vary,                 \
+                            uint32_t n_vary, const uint64_t *base, const double *thresholds,   \
+                            const uint32_t *first,                                             \
+                            const uint64_t *table, uint32_t trees, const double *leaf_value,   \
+                            double baseline, double *out) {                                    \
+    uint64_t v[4][W];                                                                           \
+    for (uint32_t r0 = 0; r0 < rows; r0 += 4) {                                                 \
+      for (uint32_t i = 0; i < 4; i++) {                                                        \
+        const uint32_t r = r0 + i < rows ? r0 + i : rows - 1; /* tail: repeat the last row */  \
+        const double *row = x + (size_t)r * features;                                           \
+        ci_u64x2 acc[W / 2];                                                                    \
+        CI_UNROLL for (uint32_t w = 0; w < W / 2; w++) acc[w] = (ci_u64x2){base[2 * w],         \
+                                                                       base[2 * w + 1]};        \
+        for (uint32_t u = 0; u < n_vary; u++) {                                                 \
+          const ci_bits_feature *g = &used[vary[u]];                                            \
+          const double xv = row[g->feature];                                                    \
+          if (xv != xv) return -2;                                                              \
+          const uint32_t k = ci_rank(g, thresholds + g->thr_off, first + g->bucket_off,         \
+                                     (double)(g->buckets - 1), xv);                             \
+          const ci_u64x2 *m = (const ci_u64x2 *)(table + (size_t)(g->tab_row + k) * W);         \
+          CI_UNROLL for (uint32_t w = 0; w < W / 2; w++) acc[w] &= m[w];                        \
+        }                                                                                       \
+        CI_UNROLL for (uint32_t w = 0; w < W / 2; w++) {                                        \
+          v[i][2 * w] = acc[w][0];                                                              \
+          v[i][2 * w + 1] = acc[w][1];                                                          \
+        }                                                                                       \
+      }                                                                                         \
+      double s0 = baseline, s1 = baseline, s2 = baseline, s3 = baseline;                        \
+      const double *lv = leaf_value;                                                            \
+      for (uint32_t t = 0; t < trees; t++, lv += 16) {                                          \
+        const uint32_t w = t / 4, sh = (t % 4) * 16;                                            \
+        s0 += lv[__builtin_ctzll(((v[0][w] >> sh) & 0xffff) | 0x8000)];                         \
+        s1 += lv[__builtin_ctzll(((v[1][w] >> sh) & 0xffff) | 0x8000)];                         \
+        s2 += lv[__builtin_ctzll(((v[2][w] >> sh) & 0xffff) | 0x8000)];                         \
+        s3 += lv[__builtin_ctzll(((v[3][w] >> sh) & 0xffff) | 0x8000)];                         \
+      }                                                                                         \
+      out[r0] = s0;                                                                             \
+      if (r0 + 1 < rows) out[r0 + 1] = s1;                                                      \
+      if (r0 + 2 < rows) out[r0 + 2] = s2;                                                      \
+      if (r0 + 3 < rows) out[r0 + 3] = s3;                                                      \
+    }                                                                                           \
+    return 0;                                                                                   \
+  }
+
+CI_QS_FIXED(2)
+CI_QS_FIXED(4)
+CI_QS_FIXED(6)
+CI_QS_FIXED(8)
+CI_QS_FIXED(10)
+CI_QS_FIXED(12)
+CI_QS_FIXED(14)
+CI_QS_FIXED(16)
+
+/* mask_bits is 16 (four trees' masks per 64-bit word; trees of <= 16 leaves) or 64 (one tree
+ * per word; <= 64 leaves).  Table rows are `words` words (trees rounded up to whole words,
+ * then to an even count: 16-byte ANDs); leaf_value is trees x mask_bits (leaf values left to
+ * right, zero-padded).  Rows are done in blocks: ranks of every row of the block (independent
+ * rows overlap in the pipeline), masks, then tree by tree the leaf value of every row (each
+ * row's sum in tree order, as sklearn adds them).  Returns 0, -1 on an inconsistent layout,
+ * -2 on a NaN feature. */
+int ci_trees_predict_bits(const double *x, uint32_t rows, uint32_t features,
+                          const ci_bits_feature *used, uint32_t n_used, const double *thresholds,
+                          uint32_t n_thresholds, const uint32_t *first, uint32_t n_first,
+                          const uint64_t *table, uint32_t table_rows, uint32_t trees,
+                          uint32_t mask_bits, const double *leaf_value, double baseline,
+                          double *out) {
+  uint64_t v[CI_QS_ROWS * CI_QS_MAX_WORDS];
+  uint32_t rank[CI_QS_ROWS];
+  double sum[CI_QS_ROWS];
+  if (mask_bits != 16 && mask_bits != 64) return -1;
+  const uint32_t per_word = 64 / mask_bits;
+  const uint32_t words = ((trees + per_word - 1) / per_word + 1) & ~1u;
+  if (words > CI_QS_MAX_WORDS) return -1;
+  for (uint32_t u = 0; u < n_used; u++) {
+    const ci_bits_feature *g = &used[u];
+    if (g->feature >= features || g->buckets == 0 || g->bucket_off > n_first ||
+        g->buckets > n_first - g->bucket_off || g->tab_row > table_rows ||
+        g->count >= table_rows - g->tab_row || g->thr_off > n_thresholds ||
+        (uint64_t)g->count + g->probes > n_thresholds - g->thr_off)
+      return -1;
+    for (uint32_t b = 0; b < g->buckets; b++)
+      if (first[g->bucket_off + b] > g->count) return -1;
+  }
+  if (mask_bits == 16 && rows > 0 && n_used <= CI_QS_MAX_USED) {
+    uint32_t vary[CI_QS_MAX_USED], n_vary = 0;
+    uint64_t base[CI_QS_MAX_WORDS];
+    for (uint32_t w = 0; w < words; w++) base[w] = ~0ull;
+    for (uint32_t u = 0; u < n_used; u++) {
+      const ci_bits_feature *g = &used[u];
+      const double x0 = x[g->feature];
+      uint32_t r = 1;
+      while (r < rows && x[(size_t)r * features + g->feature] == x0) r++;
+      if (r < rows || x0 != x0) {
+        vary[n_vary++] = u;
+        continue;
+      }
+      const uint32_t k = ci_rank(g, thresholds + g->thr_off, first + g->bucket_off,
+                                 (double)(g->buckets - 1), x0);
+      const uint64_t *m = table + (size_t)(g->tab_row + k) * words;
+      for (uint32_t w = 0; w < words; w++) base[w] &= m[w];
+    }
+    switch (words) {
+#define CI_QS_CASE(W)                                                                       \
+  case W:                                                                                   \
+    return ci_bits16_w##W(x, rows, features, used, vary, n_vary, base, thresholds, first, \
+                          table, trees, leaf_value, baseline, out);
+      CI_QS_CASE(2)
+      CI_QS_CASE(4)
+      CI_QS_CASE(6)
+      CI_QS_CASE(8)
+      CI_QS_CASE(10)
+      CI_QS_CASE(12)
+      CI_QS_CASE(14)
+      CI_QS_CASE(16)
+#undef CI_QS_CASE
+      default:
+        break;
+    }
+  }
+  /* the highest leaf bit is never ruled out in a valid table; or-ing it in bounds the leaf
+   * index of a corrupt one */
+  const uint64_t last = 1ull << (mask_bits - 1);
+  const uint64_t low = mask_bits == 64 ? ~0ull : (1ull << mask_bits) - 1;
+  for (uint32_t r0 = 0; r0 < rows; r0 += CI_QS_ROWS) {
+    const uint32_t nr = rows - r0 < CI_QS_ROWS ? rows - r0 : CI_QS_ROWS;
+    const double *block = x + (size_t)r0 * features;
+    for (uint32_t i = 0; i < nr * words; i++) v[i] = ~0ull;
+    for (uint32_t u = 0; u < n_used; u++) {
+      const ci_bits_feature *g = &used[u];
+      const double *thr = thresholds + g->thr_off;
+      const uint32_t *cell_first = first + g->bucket_off;
+      const double top = (double)(g->buckets - 1);
+      for (uint32_t r = 0; r < nr; r++) {
+        const double xv = block[(size_t)r * features + g->feature];
+        if (xv != xv) return -2;
+        rank[r] = ci_rank(g, thr, cell_first, top, xv);
+      }
+      const uint64_t *tab = table + (size_t)g->tab_row * words;
+      for (uint32_t r = 0; r < nr; r++) {
+        const ci_u64x2 *m = (const ci_u64x2 *)(tab + (size_t)rank[r] * words);
+        ci_u64x2 *d = (ci_u64x2 *)(v + (size_t)r * words);
+        for (uint32_t w = 0; w < words / 2; w++) d[w] &= m[w];
+      }
+    }
+    for (uint32_t r = 0; r < nr; r++) sum[r] = baseline;
+    const double *lv = leaf_value;
+    for (uint32_t t = 0; t < trees; t++, lv += mask_bits) {
+      const uint64_t *vt = v + t / per_word;
+      const uint32_t shift = (t % per_word) * mask_bits;
+      for (uint32_t r = 0; r < nr; r++) {
+        uint64_t bits = (vt[(size_t)r * words] >> shift) & low;
+        sum[r] += lv[__builtin_ctzll(bits | last)];
+      }
+    }
+    for (uint32_t r = 0; r < nr; r++) out[r0 + r] = sum[r];
   }
   return 0;
 }

@@ -71,26 +71,31 @@ def select_moves(
     capacity: int,
     cost: CostModel,
 ) -> tuple[np.ndarray, list[Candidate]]:
-    """The desired hot set (boolean per island) and the ranked candidates that made it."""
+    """The desired hot set (boolean per island) and the ranked candidates that made it.
+
+    Greedy by priority (ties by island index): only islands above the threshold are ranked,
+    and the capacity / staging checks run over them alone (the rest are never chosen).
+    """
     benefit = np.asarray(heat) * np.asarray(saved_per_sample) * cost.horizon
+    resident = np.asarray(resident, dtype=bool)
     move = np.where(resident, 0.0, cost.move_cost(size, fixups))
     priority = benefit - move
-    order = np.argsort(-priority, kind="stable")
-    want = np.zeros(len(heat), dtype=bool)
+    above = np.flatnonzero(priority > cost.threshold)
+    order = above[np.argsort(-priority[above], kind="stable")]
+    want = np.zeros(len(priority), dtype=bool)
     used = staged = 0
+    window = cost.window_bytes
     chosen: list[Candidate] = []
-    for i in order:
-        if priority[i] <= cost.threshold:
-            break
-        s = int(size[i])
+    sizes = np.asarray(size)[order].astype(np.int64).tolist()
+    for i, s, res in zip(order.tolist(), sizes, resident[order].tolist(), strict=True):
         if used + s > capacity:
             continue
-        if not resident[i] and staged + s > cost.window_bytes:
+        if not res and staged + s > window:
             continue
         want[i] = True
         used += s
-        staged += 0 if resident[i] else s
+        staged += 0 if res else s
         chosen.append(
-            Candidate(int(i), float(heat[i]), float(benefit[i]), float(move[i]), float(priority[i]))
+            Candidate(i, float(heat[i]), float(benefit[i]), float(move[i]), float(priority[i]))
         )
     return want, chosen
