@@ -71,7 +71,8 @@ int ci_trees_predict(const double *x, uint32_t rows, uint32_t features, const ci
  * starting from the baseline, as sklearn does.  A NaN feature returns -2 (the caller falls
  * back to sklearn, whose missing-value routing this does not model).
  */
-#define CI_QS_MAX_USED 256u /* used features for the constant-column pass */
+#define CI_QS_MAX_VARY 64u /* used features the fast path handles */
+#define CI_QS_BLOCK 16u   /* rows whose ranks are found before their masks are ANDed */
 #define CI_QS_MAX_WORDS 256u /* words of leaf masks per row: 1024 trees of <= 16 leaves, 256 of more */
 
 /* Fully unrolled small loops (the row's masks must stay in registers). */
@@ -135,44 +136,54 @@ typedef uint64_t ci_u64x2 __attribute__((vector_size(16), aligned(8)));
   static int ci_bits16_w##W(const double *x, uint32_t rows, uint32_t features,                 \
                             const ci_bits_feature *used, const uint32_t *vary,                 \
                             uint32_t n_vary, const uint64_t *base, const double *thresholds,   \
-                            const uint32_t *first,                                             \
-                            const uint64_t *table, uint32_t trees, const double *leaf_value,   \
-                            double baseline, double *out) {                                    \
+                            const uint32_t *first, const uint64_t *table, uint32_t trees,      \
+                            const double *leaf_value, double baseline, double *out) {          \
+    uint32_t off[CI_QS_MAX_VARY][CI_QS_BLOCK];                                                  \
     uint64_t v[4][W];                                                                           \
-    for (uint32_t r0 = 0; r0 < rows; r0 += 4) {                                                 \
-      for (uint32_t i = 0; i < 4; i++) {                                                        \
-        const uint32_t r = r0 + i < rows ? r0 + i : rows - 1; /* tail: repeat the last row */  \
-        const double *row = x + (size_t)r * features;                                           \
-        ci_u64x2 acc[W / 2];                                                                    \
-        CI_UNROLL for (uint32_t w = 0; w < W / 2; w++) acc[w] = (ci_u64x2){base[2 * w],         \
-                                                                       base[2 * w + 1]};        \
-        for (uint32_t u = 0; u < n_vary; u++) {                                                 \
-          const ci_bits_feature *g = &used[vary[u]];                                            \
-          const double xv = row[g->feature];                                                    \
+    for (uint32_t r0 = 0; r0 < rows; r0 += CI_QS_BLOCK) {                                       \
+      const uint32_t nr = rows - r0 < CI_QS_BLOCK ? rows - r0 : CI_QS_BLOCK;                    \
+      const double *block = x + (size_t)r0 * features;                                          \
+      for (uint32_t u = 0; u < n_vary; u++) { /* ranks: independent rows overlap */             \
+        const ci_bits_feature *g = &used[vary[u]];                                              \
+        const double *thr = thresholds + g->thr_off;                                            \
+        const uint32_t *cell_first = first + g->bucket_off;                                     \
+        const double top = (double)(g->buckets - 1);                                            \
+        for (uint32_t r = 0; r < nr; r++) {                                                     \
+          const double xv = block[(size_t)r * features + g->feature];                           \
           if (xv != xv) return -2;                                                              \
-          const uint32_t k = ci_rank(g, thresholds + g->thr_off, first + g->bucket_off,         \
-                                     (double)(g->buckets - 1), xv);                             \
-          const ci_u64x2 *m = (const ci_u64x2 *)(table + (size_t)(g->tab_row + k) * W);         \
-          CI_UNROLL for (uint32_t w = 0; w < W / 2; w++) acc[w] &= m[w];                        \
-        }                                                                                       \
-        CI_UNROLL for (uint32_t w = 0; w < W / 2; w++) {                                        \
-          v[i][2 * w] = acc[w][0];                                                              \
-          v[i][2 * w + 1] = acc[w][1];                                                          \
+          off[u][r] = (g->tab_row + ci_rank(g, thr, cell_first, top, xv)) * W;                  \
         }                                                                                       \
       }                                                                                         \
-      double s0 = baseline, s1 = baseline, s2 = baseline, s3 = baseline;                        \
-      const double *lv = leaf_value;                                                            \
-      for (uint32_t t = 0; t < trees; t++, lv += 16) {                                          \
-        const uint32_t w = t / 4, sh = (t % 4) * 16;                                            \
-        s0 += lv[__builtin_ctzll(((v[0][w] >> sh) & 0xffff) | 0x8000)];                         \
-        s1 += lv[__builtin_ctzll(((v[1][w] >> sh) & 0xffff) | 0x8000)];                         \
-        s2 += lv[__builtin_ctzll(((v[2][w] >> sh) & 0xffff) | 0x8000)];                         \
-        s3 += lv[__builtin_ctzll(((v[3][w] >> sh) & 0xffff) | 0x8000)];                         \
+      for (uint32_t r1 = 0; r1 < nr; r1 += 4) {                                                 \
+        for (uint32_t i = 0; i < 4; i++) {                                                      \
+          const uint32_t r = r1 + i < nr ? r1 + i : nr - 1; /* tail: repeat the last row */    \
+          ci_u64x2 acc[W / 2];                                                                  \
+          CI_UNROLL for (uint32_t w = 0; w < W / 2; w++) acc[w] = (ci_u64x2){base[2 * w],       \
+                                                                         base[2 * w + 1]};      \
+          for (uint32_t u = 0; u < n_vary; u++) {                                               \
+            const ci_u64x2 *m = (const ci_u64x2 *)(table + off[u][r]);                          \
+            CI_UNROLL for (uint32_t w = 0; w < W / 2; w++) acc[w] &= m[w];                      \
+          }                                                                                     \
+          CI_UNROLL for (uint32_t w = 0; w < W / 2; w++) {                                      \
+            v[i][2 * w] = acc[w][0];                                                            \
+            v[i][2 * w + 1] = acc[w][1];                                                        \
+          }                                                                                     \
+        }                                                                                       \
+        double s0 = baseline, s1 = baseline, s2 = baseline, s3 = baseline;                      \
+        const double *lv = leaf_value;                                                          \
+        for (uint32_t t = 0; t < trees; t++, lv += 16) {                                        \
+          const uint32_t w = t / 4, sh = (t % 4) * 16;                                          \
+          s0 += lv[__builtin_ctzll(((v[0][w] >> sh) & 0xffff) | 0x8000)];                       \
+          s1 += lv[__builtin_ctzll(((v[1][w] >> sh) & 0xffff) | 0x8000)];                       \
+          s2 += lv[__builtin_ctzll(((v[2][w] >> sh) & 0xffff) | 0x8000)];                       \
+          s3 += lv[__builtin_ctzll(((v[3][w] >> sh) & 0xffff) | 0x8000)];                       \
+        }                                                                                       \
+        double *o = out + r0 + r1;                                                              \
+        o[0] = s0;                                                                              \
+        if (r1 + 1 < nr) o[1] = s1;                                                             \
+        if (r1 + 2 < nr) o[2] = s2;                                                             \
+        if (r1 + 3 < nr) o[3] = s3;                                                             \
       }                                                                                         \
-      out[r0] = s0;                                                                             \
-      if (r0 + 1 < rows) out[r0 + 1] = s1;                                                      \
-      if (r0 + 2 < rows) out[r0 + 2] = s2;                                                      \
-      if (r0 + 3 < rows) out[r0 + 3] = s3;                                                      \
     }                                                                                           \
     return 0;                                                                                   \
   }
@@ -216,8 +227,9 @@ int ci_trees_predict_bits(const double *x, uint32_t rows, uint32_t features,
     for (uint32_t b = 0; b < g->buckets; b++)
       if (first[g->bucket_off + b] > g->count) return -1;
   }
-  if (mask_bits == 16 && rows > 0 && n_used <= CI_QS_MAX_USED) {
-    uint32_t vary[CI_QS_MAX_USED], n_vary = 0;
+  if (mask_bits == 16 && rows > 0 && n_used <= CI_QS_MAX_VARY &&
+      (uint64_t)table_rows * words <= UINT32_MAX) {
+    uint32_t vary[CI_QS_MAX_VARY], n_vary = 0;
     uint64_t base[CI_QS_MAX_WORDS];
     for (uint32_t w = 0; w < words; w++) base[w] = ~0ull;
     for (uint32_t u = 0; u < n_used; u++) {

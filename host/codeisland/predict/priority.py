@@ -85,17 +85,30 @@ def select_moves(
     want = np.zeros(len(priority), dtype=bool)
     used = staged = 0
     window = cost.window_bytes
-    chosen: list[Candidate] = []
     sizes = np.asarray(size)[order].astype(np.int64).tolist()
+    smallest = min(sizes, default=0)
+    picked: list[int] = []
     for i, s, res in zip(order.tolist(), sizes, resident[order].tolist(), strict=True):
         if used + s > capacity:
+            if capacity - used < smallest:
+                break  # nothing left fits
             continue
         if not res and staged + s > window:
             continue
-        want[i] = True
+        picked.append(i)
         used += s
         staged += 0 if res else s
-        chosen.append(
-            Candidate(i, float(heat[i]), float(benefit[i]), float(move[i]), float(priority[i]))
+    pick = np.array(picked, dtype=np.int64)
+    want[pick] = True
+    chosen = [
+        Candidate(*c)
+        for c in zip(
+            picked,
+            np.asarray(heat, dtype=np.float64)[pick].tolist(),
+            benefit[pick].tolist(),
+            move[pick].tolist(),
+            priority[pick].tolist(),
+            strict=True,
         )
+    ]
     return want, chosen
