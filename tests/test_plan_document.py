@@ -44,6 +44,21 @@ def test_corrupt_plans_are_rejected_with_one_clear_reason(mutate, message: str) 
         Plan.from_bytes(mutate(_plan().to_bytes()))
 
 
+def test_keep_copies_flag_round_trips_and_unknown_flags_are_refused() -> None:
+    plan = _plan()
+    assert not plan.keep_copies
+    plan.keep_copies = True
+    raw = plan.to_bytes()
+    back = Plan.from_bytes(raw)
+    assert back.flags == L.PLAN_KEEP_COPIES and back.keep_copies
+    assert back.to_bytes() == raw
+    back.keep_copies = False
+    assert back.flags == 0
+    plan.flags = L.PLAN_FLAGS_KNOWN + 1  # the lowest flag the engine does not know
+    with pytest.raises(PlanError, match="unknown flags"):
+        Plan.from_bytes(plan.to_bytes())
+
+
 def test_limits_are_enforced_on_encode() -> None:
     plan = _plan()
     plan.islands = [L.Island(size=1) for _ in range(L.MAX_ISLANDS + 1)]

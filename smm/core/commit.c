@@ -86,6 +86,7 @@ static ci_status publish(ci_engine *e) {
   g->undo_start = e->pending_undo_start;
   g->map_first = e->map_count;
   g->islands = n;
+  g->plan_flags = v->header->flags;
   for (uint32_t i = 0; i < n; i++) {
     ci_map_entry *m = &e->map[e->map_count];
     e->map_return_slots[e->map_count++] = e->return_slots[i];
@@ -137,5 +138,11 @@ ci_status ci_commit_run(ci_engine *e, const ci_cpu_ops *cpu, ci_work *w) {
     w->callsites_patched = w->contexts_translated = w->returns_translated = 0;
     return st;
   }
-  return publish(e);
+  st = publish(e);
+  /* KEEP_COPIES: a rollback leaves the copies in place, so the destination
+   * chunks' records (the stage's, below mark) would never be replayed; drop
+   * them and keep only this commit's patch and context records. */
+  if (st == CI_ST_OK && (e->plan.header->flags & CI_PLAN_KEEP_COPIES))
+    ci_undo_drop(&e->undo, e->pending_undo_start, mark);
+  return st;
 }

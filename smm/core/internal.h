@@ -54,6 +54,9 @@ uint32_t ci_undo_copy(ci_undo *u, uint64_t addr, uint8_t *dst, const uint8_t *sr
 /* Worst-case pool bytes of ci_undo_copy. */
 #define CI_UNDO_COPY_COST(len) ci_undo_cost(len)
 int ci_undo_save_reg(ci_undo *u, uint32_t cpu, uint32_t reg, uint64_t value);
+/* Drop the records in [from, to) (from <= to <= top, both record
+ * boundaries): the records above `to` move down to `from`. */
+void ci_undo_drop(ci_undo *u, uint32_t from, uint32_t to);
 /* Unwind records above `start`, newest first.  kinds is a bit set of
  * (1 << CI_UNDO_*) to restore; others are skipped.  Pops when pop != 0. */
 uint32_t ci_undo_unwind(ci_undo *u, uint32_t start, uint32_t kinds, const ci_cpu_ops *cpu,
@@ -86,8 +89,10 @@ ci_status ci_rollback_run(ci_engine *e, const ci_cpu_ops *cpu, uint32_t generati
 void ci_pending_abandon(ci_engine *e, ci_work *w);
 
 /* ---- map.c ---- */
-uint32_t ci_map_active_count(const ci_engine *e);
-/* Make room for n entries (drops rolled-back history first). 0 if full. */
+/* Entries that hold their range: active and retired ones. */
+uint32_t ci_map_live_count(const ci_engine *e);
+/* Make room for n entries (drops rolled-back history first, never a
+ * retired entry). 0 if full. */
 int ci_map_reserve(ci_engine *e, uint32_t n);
 uint32_t ci_newest_generation(const ci_engine *e);
 

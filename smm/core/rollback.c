@@ -3,7 +3,9 @@
  * asked for; a pending (uncommitted) plan is dropped first.  For each: saved RIPs (and return addresses, where its rules
  * asked) in the copy go back to the original at the same offset, then every
  * memory byte the generation wrote (destination chunks, entry jumps, call
- * sites) is restored from the undo log.  All CPUs are in SMM for the whole
+ * sites) is restored from the undo log -- except, for a generation made with
+ * CI_PLAN_KEEP_COPIES, the copies' bytes, which stay as valid code and are
+ * marked CI_MAP_RETIRED (plan.h gives the rule).  All CPUs are in SMM for the whole
  * SMI, so the order of these writes is not observable.  Register and stack
  * records are not replayed: they belong to the SMI that committed.
  */
@@ -42,9 +44,13 @@ static ci_status rollback_one(ci_engine *e, const ci_cpu_ops *cpu, ci_work *w) {
   ci_status st = ci_ctx_move(e, cpu, 0, w);
   if (st != CI_ST_OK)
     return st; /* generation stays active: original and copy both still valid */
+  /* KEEP_COPIES: COMMIT dropped the destination records, so this restores
+   * only entry jumps and call sites; the copies stay, retired. */
   w->bytes_restored += ci_undo_unwind(&e->undo, g->undo_start, RESTORE_MEMORY, 0, 1);
+  uint32_t keep = (g->plan_flags & CI_PLAN_KEEP_COPIES) != 0;
   for (uint32_t i = 0; i < g->islands; i++)
-    e->map[g->map_first + i].flags = CI_MAP_ROLLED_BACK;
+    e->map[g->map_first + i].flags = CI_MAP_ROLLED_BACK | (keep ? CI_MAP_RETIRED : 0u);
+  e->retired_count += keep ? g->islands : 0u;
   e->gen_count--;
   e->total_rollbacks++;
   return CI_ST_OK;

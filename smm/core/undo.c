@@ -120,3 +120,13 @@ uint32_t ci_undo_unwind(ci_undo *u, uint32_t start, uint32_t kinds, const ci_cpu
     u->top = start;
   return restored;
 }
+
+/* Records are position-independent (each is its data then its header), so a
+ * run of them moved down stays walkable.  Forward byte copy: the ranges may
+ * overlap with the destination below the source. */
+void ci_undo_drop(ci_undo *u, uint32_t from, uint32_t to) {
+  uint32_t n = u->top - to;
+  for (uint32_t i = 0; i < n; i++)
+    u->pool[from + i] = u->pool[to + i];
+  u->top = from + n;
+}

@@ -93,6 +93,25 @@ static int overlaps_active(const ci_engine *e, uint64_t base, uint64_t len) {
   return 0;
 }
 
+/* Does [base, base+len) overlap a retired copy (CI_PLAN_KEEP_COPIES)?  Its
+ * bytes stay live code for the rest of the boot: return addresses into it
+ * may sit on any stack. */
+static int overlaps_retired(const ci_engine *e, uint64_t base, uint64_t len) {
+  if (!e->retired_count)
+    return 0;
+  for (uint32_t m = 0; m < e->map_count; m++) {
+    const ci_map_entry *me = &e->map[m];
+    if ((me->flags & CI_MAP_RETIRED) && ci_range_overlap(base, len, me->cur, me->size))
+      return 1;
+  }
+  return 0;
+}
+
+/* Live code: an active generation's original or copy, or a retired copy. */
+static int overlaps_live(const ci_engine *e, uint64_t base, uint64_t len) {
+  return overlaps_active(e, base, len) || overlaps_retired(e, base, len);
+}
+
 /* Does [base, base+len) overlap a destination of the pending plan?  Its
  * staged bytes are restored when a new plan replaces it, so a new plan must
  * not read (as source or call site) what it staged. */
@@ -127,9 +146,9 @@ static ci_status check_island(const ci_engine *e, const ci_island *isl) {
   if ((isl->flags & CI_ISLAND_ENTRY_MASK) == CI_ISLAND_ENTRY_REL32 &&
       !ci_rel32(isl->dst, isl->src + CI_ENTRY_REL32_LEN, &rel))
     return CI_ST_ENTRY_RANGE;
-  if (overlaps_active(e, isl->src, isl->size) || overlaps_pending_dst(e, isl->src, isl->size))
+  if (overlaps_live(e, isl->src, isl->size) || overlaps_pending_dst(e, isl->src, isl->size))
     return CI_ST_ISLAND_ACTIVE;
-  if (overlaps_active(e, isl->dst, isl->size) ||
+  if (overlaps_live(e, isl->dst, isl->size) ||
       ci_range_overlap(isl->dst, isl->size, isl->src, isl->size))
     return CI_ST_DST_OVERLAPS_CODE;
   return CI_ST_OK;
@@ -308,7 +327,7 @@ static ci_status check_callsite_shape(const ci_engine *e, const ci_plan_view *v,
   ci_status st = ci_region_check(e, c->insn, 5, CI_REGION_SOURCE, CI_ST_CALLSITE_REGION);
   if (st != CI_ST_OK)
     return st;
-  if (in_plan_code(v, c->insn, 5) || overlaps_active(e, c->insn, 5) ||
+  if (in_plan_code(v, c->insn, 5) || overlaps_live(e, c->insn, 5) ||
       overlaps_pending_dst(e, c->insn, 5))
     return CI_ST_CALLSITE_IN_ISLAND;
   for (uint32_t j = 0; j < k; j++)
@@ -421,7 +440,7 @@ static ci_status check_capacity(const ci_engine *e, ci_plan_view *v) {
   v->undo_need = undo_need(v);
   if (v->undo_need > e->undo.size - used)
     return CI_ST_UNDO_FULL;
-  if (ci_map_active_count(e) + v->header->island_count > CI_MAX_MAP_ENTRIES)
+  if (ci_map_live_count(e) + v->header->island_count > CI_MAX_MAP_ENTRIES)
     return CI_ST_MAP_FULL;
   if (e->gen_count >= CI_MAX_GENERATIONS)
     return CI_ST_GENERATIONS_FULL;

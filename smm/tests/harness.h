@@ -125,5 +125,6 @@ void suite_apply(void);
 void suite_context(void);
 void suite_dispatch(void);
 void suite_random(void);
+void suite_keep_copies(void);
 
 #endif

@@ -7,6 +7,7 @@ int main(void) {
   suite_context();
   suite_dispatch();
   suite_random();
+  suite_keep_copies();
   printf("smm native tests: %u checks, %u failures\n", g_checks, g_failures);
   return g_failures ? 1 : 0;
 }

@@ -106,7 +106,11 @@ static void test_header(machine *m) {
   g_plan[size - 1] ^= 0x80;
   REJECT(m, size, BAD_DIGEST, CI_NO_INDEX);
   size = encode();
-  hdr()->flags = 1;
+  hdr()->flags = CI_PLAN_FLAGS_KNOWN + 1u; /* the lowest unknown plan flag */
+  plan_reseal(g_plan, size);
+  REJECT(m, size, BAD_RESERVED, CI_NO_INDEX);
+  size = encode();
+  hdr()->flags = 0x80000000u | CI_PLAN_KEEP_COPIES;
   plan_reseal(g_plan, size);
   REJECT(m, size, BAD_RESERVED, CI_NO_INDEX);
   size = encode();

@@ -45,6 +45,17 @@ class Plan:
         return [self.islands, self.fixups, self.callsites, self.chunks, self.targets, self.rules]
 
     @property
+    def keep_copies(self) -> bool:
+        """PLAN_KEEP_COPIES: a ROLLBACK of this plan leaves its copies in place (retired)."""
+        return bool(self.flags & L.PLAN_KEEP_COPIES)
+
+    @keep_copies.setter
+    def keep_copies(self, keep: bool) -> None:
+        self.flags &= ~L.PLAN_KEEP_COPIES
+        if keep:
+            self.flags |= L.PLAN_KEEP_COPIES
+
+    @property
     def total_size(self) -> int:
         return _HEADER_SIZE + sum(
             len(rows) * ctypes.sizeof(rtype)

@@ -64,6 +64,7 @@ typedef struct ci_generation {
   uint32_t undo_start;
   uint32_t map_first;
   uint32_t islands;
+  uint32_t plan_flags; /* CI_PLAN_* of the plan that made it */
 } ci_generation;
 
 /* One translation for context rewriting: [from, from+size) -> to; return
@@ -109,10 +110,12 @@ typedef struct ci_engine {
   uint32_t gen_count;
   uint32_t next_generation;
 
-  /* address map; entries of rolled-back generations are kept for history */
+  /* address map; entries of rolled-back generations are kept for history,
+   * retired ones (KEEP_COPIES) for the whole boot */
   ci_map_entry map[CI_MAX_MAP_ENTRIES];
   uint16_t map_return_slots[CI_MAX_MAP_ENTRIES];
   uint32_t map_count;
+  uint32_t retired_count; /* entries with CI_MAP_RETIRED */
 
   ci_undo undo;
 

@@ -73,7 +73,26 @@ typedef struct ci_plan_header {
   uint32_t reserved[2];    /* must be 0 */
 } ci_plan_header;
 
-#define CI_PLAN_FLAGS_KNOWN 0u /* no plan flags defined in v1 */
+/*
+ * KEEP_COPIES: ROLLBACK of this plan's generation restores the entry jumps,
+ * the call sites and the saved contexts (RIPs and the return addresses its
+ * rules' windows reach), but leaves the copies' bytes in place as valid code:
+ * their fix-ups still resolve to the same absolute targets as the original,
+ * so a return address into a copy that lies beyond every translated window
+ * (a thread deeper in its stack) still returns into working code.  Without
+ * the flag every byte the generation wrote comes back, the destination's
+ * fill included.
+ * Rule for the kept bytes: at ROLLBACK each copy's map entry becomes
+ * CI_MAP_ROLLED_BACK | CI_MAP_RETIRED and stays in the map for the rest of
+ * the boot (never dropped to make room); no later plan may use a retired
+ * copy's range as destination (DST_OVERLAPS_CODE), as source (ISLAND_ACTIVE)
+ * or for a call site (CALLSITE_IN_ISLAND).  Retired entries count against
+ * CI_MAX_MAP_ENTRIES.  The destination chunks' undo records are dropped at
+ * COMMIT (they would never be replayed), so such a generation holds only its
+ * patch and context records in the undo pool.
+ */
+#define CI_PLAN_KEEP_COPIES 0x1u
+#define CI_PLAN_FLAGS_KNOWN CI_PLAN_KEEP_COPIES
 
 /* ---- islands ----------------------------------------------------------- */
 
@@ -209,6 +228,7 @@ typedef struct ci_map_entry {
 
 #define CI_MAP_ACTIVE       0x1u
 #define CI_MAP_ROLLED_BACK  0x2u
+#define CI_MAP_RETIRED      0x4u  /* with ROLLED_BACK: copy kept, range reserved (KEEP_COPIES) */
 
 /* ---- sample ring ------------------------------------------------------- */
 
