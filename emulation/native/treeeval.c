@@ -108,24 +108,27 @@ _Static_assert(sizeof(ci_bits_feature) == 48, "ci_bits_feature is 48 bytes (mirr
 
 #define CI_QS_ROWS 32u /* rows per block: each stage loops over independent rows */
 
-/* The rank of x (not NaN) among g's thresholds; the clamps compile to minsd/maxsd (a ?: on
- * doubles may become a jump). */
-static inline uint32_t ci_rank(const ci_bits_feature *g, const double *thr, const uint32_t *first,
-                               double top, double xv) {
-  double c = (xv - g->origin) * g->scale;
+typedef uint64_t ci_u64x2 __attribute__((vector_size(16), aligned(8)));
+
+/* clamp(c, 0, top); compiles to maxsd/minsd (a ?: on doubles may become a jump); a NaN c
+ * (inf * 0) becomes 0 */
+static inline double ci_clamp(double c, double top) {
 #if defined(__SSE2__)
-  c = _mm_cvtsd_f64(_mm_min_sd(_mm_max_sd(_mm_set_sd(c), _mm_setzero_pd()), _mm_set_sd(top)));
+  return _mm_cvtsd_f64(_mm_min_sd(_mm_max_sd(_mm_set_sd(c), _mm_setzero_pd()), _mm_set_sd(top)));
 #else
   c = c > 0.0 ? c : 0.0;
-  c = c < top ? c : top;
+  return c < top ? c : top;
 #endif
-  uint32_t k = first[(uint32_t)c];
+}
+
+/* The rank of x (not NaN) among g's thresholds. */
+static inline uint32_t ci_rank(const ci_bits_feature *g, const double *thr, const uint32_t *first,
+                               double top, double xv) {
+  uint32_t k = first[(uint32_t)ci_clamp((xv - g->origin) * g->scale, top)];
   const double *t = thr + k;
   for (uint32_t j = 0; j < g->probes; j++) k += (uint32_t)(t[j] < xv);
   return k > g->count ? g->count : k;
 }
-
-typedef uint64_t ci_u64x2 __attribute__((vector_size(16), aligned(8)));
 
 /* The common case, 16-bit masks and W 64-bit words a row (W even, known at compile time):
  * a row's masks start from `base` (the features that are the same in every row, e.g. the time
@@ -145,13 +148,20 @@ typedef uint64_t ci_u64x2 __attribute__((vector_size(16), aligned(8)));
       const double *block = x + (size_t)r0 * features;                                          \
       for (uint32_t u = 0; u < n_vary; u++) { /* ranks: independent rows overlap */             \
         const ci_bits_feature *g = &used[vary[u]];                                              \
-        const double *thr = thresholds + g->thr_off;                                            \
+        const double *thr = thresholds + g->thr_off, origin = g->origin, scale = g->scale;      \
         const uint32_t *cell_first = first + g->bucket_off;                                     \
         const double top = (double)(g->buckets - 1);                                            \
+        const uint32_t f = g->feature, row0 = g->tab_row, count = g->count;                     \
+        uint32_t *o = off[u]; /* locals: stores to o[] may not alias g's fields */              \
         for (uint32_t r = 0; r < nr; r++) {                                                     \
-          const double xv = block[(size_t)r * features + g->feature];                           \
+          const double xv = block[(size_t)r * features + f];                                    \
           if (xv != xv) return -2;                                                              \
-          off[u][r] = (g->tab_row + ci_rank(g, thr, cell_first, top, xv)) * W;                  \
+          double c = ci_clamp((xv - origin) * scale, top);                                      \
+          uint32_t k = cell_first[(uint32_t)c];                                                 \
+          /* two probes (the grid holds <= 2 thresholds a cell; a probe past the cell meets a  \
+           * larger threshold or the +inf padding and adds nothing) */                          \
+          k += (uint32_t)(thr[k] < xv) + (uint32_t)(thr[k + 1] < xv);                           \
+          o[r] = (row0 + (k > count ? count : k)) * W;                                          \
         }                                                                                       \
       }                                                                                         \
       for (uint32_t r1 = 0; r1 < nr; r1 += 4) {                                                 \
@@ -171,12 +181,16 @@ typedef uint64_t ci_u64x2 __attribute__((vector_size(16), aligned(8)));
         }                                                                                       \
         double s0 = baseline, s1 = baseline, s2 = baseline, s3 = baseline;                      \
         const double *lv = leaf_value;                                                          \
-        for (uint32_t t = 0; t < trees; t++, lv += 16) {                                        \
-          const uint32_t w = t / 4, sh = (t % 4) * 16;                                          \
-          s0 += lv[__builtin_ctzll(((v[0][w] >> sh) & 0xffff) | 0x8000)];                       \
-          s1 += lv[__builtin_ctzll(((v[1][w] >> sh) & 0xffff) | 0x8000)];                       \
-          s2 += lv[__builtin_ctzll(((v[2][w] >> sh) & 0xffff) | 0x8000)];                       \
-          s3 += lv[__builtin_ctzll(((v[3][w] >> sh) & 0xffff) | 0x8000)];                       \
+        for (uint32_t w = 0; w * 4 < trees; w++) { /* four trees a word: constant shifts */     \
+          const uint64_t a0 = v[0][w], a1 = v[1][w], a2 = v[2][w], a3 = v[3][w];                \
+          CI_UNROLL for (uint32_t j = 0; j < 4; j++) {                                          \
+            if (w * 4 + j >= trees) break;                                                      \
+            s0 += lv[__builtin_ctzll(((a0 >> (16 * j)) & 0xffff) | 0x8000)];                    \
+            s1 += lv[__builtin_ctzll(((a1 >> (16 * j)) & 0xffff) | 0x8000)];                    \
+            s2 += lv[__builtin_ctzll(((a2 >> (16 * j)) & 0xffff) | 0x8000)];                    \
+            s3 += lv[__builtin_ctzll(((a3 >> (16 * j)) & 0xffff) | 0x8000)];                    \
+            lv += 16;                                                                           \
+          }                                                                                     \
         }                                                                                       \
         double *o = out + r0 + r1;                                                              \
         o[0] = s0;                                                                              \
@@ -227,16 +241,30 @@ int ci_trees_predict_bits(const double *x, uint32_t rows, uint32_t features,
     for (uint32_t b = 0; b < g->buckets; b++)
       if (first[g->bucket_off + b] > g->count) return -1;
   }
-  if (mask_bits == 16 && rows > 0 && n_used <= CI_QS_MAX_VARY &&
+  /* the fast path always makes two probes: each feature needs <= 2 and two +inf after its
+   * thresholds (checked above: count + probes fit) */
+  uint32_t two_probes = 1;
+  for (uint32_t u = 0; u < n_used && two_probes; u++) {
+    const ci_bits_feature *g = &used[u];
+    two_probes = g->probes == 2 && thresholds[g->thr_off + g->count] == __builtin_inf() &&
+                 thresholds[g->thr_off + g->count + 1] == __builtin_inf();
+  }
+  if (mask_bits == 16 && rows > 0 && n_used <= CI_QS_MAX_VARY && two_probes &&
       (uint64_t)table_rows * words <= UINT32_MAX) {
     uint32_t vary[CI_QS_MAX_VARY], n_vary = 0;
     uint64_t base[CI_QS_MAX_WORDS];
     for (uint32_t w = 0; w < words; w++) base[w] = ~0ull;
     for (uint32_t u = 0; u < n_used; u++) {
       const ci_bits_feature *g = &used[u];
+      /* the same bits in every row (one compare a row; -0.0 vs 0.0 just counts as varying) */
       const double x0 = x[g->feature];
+      uint64_t b0, b;
+      __builtin_memcpy(&b0, &x0, sizeof b0);
       uint32_t r = 1;
-      while (r < rows && x[(size_t)r * features + g->feature] == x0) r++;
+      for (; r < rows; r++) {
+        __builtin_memcpy(&b, &x[(size_t)r * features + g->feature], sizeof b);
+        if (b != b0) break;
+      }
       if (r < rows || x0 != x0) {
         vary[n_vary++] = u;
         continue;

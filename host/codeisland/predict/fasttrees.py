@@ -125,6 +125,7 @@ class BitTables:
                 j = int(np.searchsorted(thr, value))  # x > value  <=>  rank(x) > j
                 tab[j + 1 :, ti] &= self.mask_dtype.type(mask)
             origin, scale, buckets, first, probes = _grid(thr)
+            probes = max(probes, 2)  # the evaluator's fast path makes exactly two probes
             used.append((origin, scale, f, len(thr), thr_at, first_at, buckets, probes, row, 0))
             thresholds.append(np.concatenate([thr, np.full(probes, np.inf)]))
             firsts.append(first)
