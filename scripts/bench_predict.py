@@ -8,8 +8,8 @@ times each stage alone (minimum over --repeat runs; the stages add up to about t
 
   features    FeatureState.features: the islands x features matrix
   quiet       FeatureState.quiet: which islands have identical (history-free) rows
-  trees       the tree ensemble over every island's row (native bit-table evaluator, or the node
-              walk with --walk, or sklearn's predict with --sklearn, for comparison)
+  trees       the tree ensemble over every island's row (native bit-table evaluator; --walk and
+              --sklearn use the native node walk or sklearn's predict instead, everywhere)
   select      priority (benefit - cost) and the greedy selection under capacity and budget
 """
 
@@ -106,6 +106,8 @@ def main() -> None:
     assert flat is not None
     if a.sklearn:
         flat.lib = None
+    if a.walk:
+        flat.bits = None
     isl = island_costs(a.islands, 3)
     cost = CostModel.from_params(FrontendParams(), a.stage_budget, a.smis_per_window)
 
@@ -122,7 +124,7 @@ def main() -> None:
     parts = {
         "features": best_of(lambda: state.features(3600.0), a.repeat)[0],
         "quiet": best_of(state.quiet, a.repeat)[0],
-        "trees": best_of(lambda: flat.predict(x, walk=a.walk), a.repeat)[0],
+        "trees": best_of(lambda: flat.predict(x), a.repeat)[0],
         "predict_heat": best_of(lambda: model.predict_heat(state, 3600.0), a.repeat)[0],
         "select": best_of(lambda: select(heat), a.repeat)[0],
     }
@@ -136,7 +138,7 @@ def main() -> None:
         "sklearn predict"
         if a.sklearn or flat.lib is None
         else "native node walk"
-        if a.walk or flat.bits is None
+        if flat.bits is None
         else f"native bit tables ({flat.bits.nbytes // 1024} KiB)"
     )
     out = {
