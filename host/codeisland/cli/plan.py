@@ -82,6 +82,12 @@ def command() -> None:
 )
 @click.option("--no-callsites", is_flag=True, help="Do not re-point direct call sites.")
 @click.option(
+    "--keep-copies",
+    is_flag=True,
+    help="On ROLLBACK leave the copies in place (retired for the boot) so return addresses "
+    "into them stay valid.",
+)
+@click.option(
     "--priorities",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -101,6 +107,7 @@ def build_cmd(
     chunk_size: int,
     stack_slots: int,
     no_callsites: bool,
+    keep_copies: bool,
     priorities: Path | None,
     as_json: bool,
 ) -> None:
@@ -117,6 +124,7 @@ def build_cmd(
         chunk_size=chunk_size,
         stack_slots=stack_slots,
         callsites=not no_callsites,
+        keep_copies=keep_copies,
         arena_base=arena_base,
         priorities=load_priorities(priorities) if priorities else {},
         # without a profile nothing says two islands run together: move exactly those named
@@ -154,6 +162,7 @@ class PlanView:
             "digest": p.digest,
             "total_size": p.total_size,
             "flags": p.flags,
+            "keep_copies": p.keep_copies,
             "islands": [r.as_dict() for r in p.islands],
             "fixups": [r.as_dict() for r in p.fixups],
             "callsites": [r.as_dict() for r in p.callsites],
@@ -175,6 +184,8 @@ class PlanView:
             f"  {len(p.islands)} islands, {len(p.fixups)} fix-ups, {len(p.callsites)} call "
             f"sites, {len(p.chunks)} chunks ({p.copy_bytes} bytes), {len(p.targets)} "
             f"targets, {len(p.rules)} rules",
+            "  on rollback: "
+            + ("copies stay in place (retired)" if p.keep_copies else "every byte is restored"),
         ]
         for n, isl in enumerate(p.islands):
             fx = [f for f in p.fixups if f.island == n]

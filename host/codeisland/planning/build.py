@@ -71,6 +71,7 @@ def build_plan(
     stack_slots: int = 0,
     callsites: bool = False,
     read_bytes: ReadBytes | None = None,
+    keep_copies: bool = False,
 ) -> Plan:
     """Build a plan moving each island to its destination (addresses in imap's space).
 
@@ -78,6 +79,8 @@ def build_plan(
     imap.load_base leaves it); pass the live memory reader of the target when it may differ.
     stack_slots > 0 adds return-address translation over that many 8-byte stack slots.
     callsites=True also re-points direct E8/E9 calls from code outside the moved islands.
+    keep_copies=True sets PLAN_KEEP_COPIES: a ROLLBACK leaves the copies in place (retired,
+    reserved for the boot) so return addresses into them stay valid.
     """
     if not moves:
         raise PlanError("nothing to move: the plan would be empty")
@@ -97,6 +100,7 @@ def build_plan(
     read = read_bytes or imap.read
     ids = {isl.start: n for n, isl in enumerate(imap.islands)}
     plan = Plan(plan_id=plan_id)
+    plan.keep_copies = keep_copies
     for index, (isl, dst) in enumerate(resolved):
         _add_island(plan, index, isl, dst, ids.get(isl.start, index), read, chunk_size, entry)
         rule = L.Rule()

@@ -81,6 +81,7 @@ class Options:
     chunk_size: int = 1024
     stack_slots: int = 0
     callsites: bool = True
+    keep_copies: bool = False  # PLAN_KEEP_COPIES: rollback leaves the copies (retired)
     arena_base: int | None = None
     priorities: dict[str, float] = field(default_factory=dict)  # from the predictor
 
@@ -447,6 +448,7 @@ class Build:
             chunk_size=o.chunk_size,
             stack_slots=o.stack_slots,
             callsites=o.callsites,
+            keep_copies=o.keep_copies,
         )
         ctx.note(
             f"build: {len(ctx.plan.islands)} islands, {len(ctx.plan.fixups)} fix-ups, "

@@ -38,11 +38,18 @@ class IslandIndex:
         return np.bincount(hits, minlength=self.count), int((pos < 0).sum())
 
 
+_LIVE_COPY = L.MAP_ACTIVE | L.MAP_RETIRED
+
+
 def translate(rips: Iterable[int], map_entries: Sequence[L.MapEntry]) -> np.ndarray:
-    """Map addresses inside active relocated copies back to their original addresses."""
+    """Map addresses inside relocated copies back to their original addresses.
+
+    Active copies, and retired ones (rolled back with PLAN_KEEP_COPIES): threads still
+    returning through a retired copy run the island's code, so they count for the island.
+    """
     a = np.fromiter((int(r) for r in rips), dtype=np.uint64)
     for e in map_entries:
-        if not e.flags & L.MAP_ACTIVE or e.cur == e.orig:
+        if not e.flags & _LIVE_COPY or e.cur == e.orig:
             continue
         inside = (a >= e.cur) & (a < e.cur + e.size)
         a[inside] = a[inside] - np.uint64(e.cur) + np.uint64(e.orig)
