@@ -16,7 +16,9 @@ def fitted(leaves: int, trees: int, seed: int = 4) -> tuple[HistGradientBoosting
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(3000, 7))
     x[:, 3] = rng.integers(0, 4, 3000)  # a few distinct values (like log1p of small counts)
-    y = np.sin(x[:, 0]) + x[:, 1] * (x[:, 2] > 0) + x[:, 3] + rng.normal(scale=0.1, size=3000)
+    x[:, 4] = rng.integers(0, 3, 3000)  # <= 2 thresholds: ranked without the grid
+    y = np.sin(x[:, 0]) + x[:, 1] * (x[:, 2] > 0) + x[:, 3] + x[:, 4] * x[:, 0]
+    y += rng.normal(scale=0.1, size=3000)
     est = HistGradientBoostingRegressor(max_iter=trees, max_leaf_nodes=leaves, random_state=0)
     return est.fit(x, y), 7
 
@@ -34,7 +36,7 @@ def queries(est: HistGradientBoostingRegressor, n: int, seed: int = 5) -> np.nda
     pick = rng.integers(0, len(thr), n // 2)
     q[np.arange(n // 2), feat[pick]] = thr[pick]  # x == threshold goes left
     q[-3, 0], q[-2, 1] = np.inf, -np.inf
-    q[:, 5] = 0.25  # the same in every row: ANDed in once per call
+    q[:, 3] = 1.0  # the same in every row (a used feature): ANDed in once per call
     return q
 
 

@@ -160,6 +160,14 @@ static inline uint32_t ci_rank(const ci_bits_feature *g, const double *thr, cons
         const double top = (double)(g->buckets - 1);                                            \
         const uint32_t f = g->feature, row0 = g->tab_row, count = g->count;                     \
         uint32_t *o = off[u]; /* locals: stores to o[] may not alias g's fields */              \
+        if (count <= 2) { /* two probes from 0 see every threshold: no grid needed */           \
+          for (uint32_t r = 0; r < nr; r++) {                                                   \
+            const double xv = block[(size_t)r * features + f];                                  \
+            if (xv != xv) return -2;                                                            \
+            o[r] = (row0 + (uint32_t)(thr[0] < xv) + (uint32_t)(thr[1] < xv)) * W;              \
+          }                                                                                     \
+          continue;                                                                             \
+        }                                                                                       \
         for (uint32_t r = 0; r < nr; r++) {                                                     \
           const double xv = block[(size_t)r * features + f];                                    \
           if (xv != xv) return -2;                                                              \

@@ -140,7 +140,7 @@ class HeatModel:
         else:
             out = np.empty(len(x))
             active = ~quiet
-            rows = np.concatenate([x[active], x[quiet][:1]])
+            rows = np.concatenate([x[active], x[np.flatnonzero(quiet)[:1]]])
             y = self._predict(rows)
             out[active] = y[:-1]
             out[quiet] = y[-1]
