@@ -6,7 +6,8 @@
  *   ci_trees_predict       walks each tree for each row over a flat node table (any tree
  *                          size; the reference the other is tested against);
  *   ci_trees_predict_bits  bit tables (trees of <= 64 leaves): no walk, see below; on the
- *                          heat model (20 trees, 10,000 rows) 0.53 ms against the walk's 2.4.
+ *                          heat model (20 trees, 10,000 rows) about 0.5 ms against the
+ *                          walk's 2.4 ms (scripts/bench_predict.py).
  *
  * Numerical splits only (the model has no categorical features and no missing values):
  * x <= threshold goes left.  Indexes from the tables are checked before use, so a corrupt
