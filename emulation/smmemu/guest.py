@@ -174,21 +174,28 @@ class Guest:
         for t in self.queue:
             t.cpu = None
 
-    def _run_slice(self, cpu: Cpu, thread: GuestThread, count: int) -> None:
+    def _emulate(
+        self, thread: GuestThread, where: str, until: int = NO_UNTIL, count: int = 0
+    ) -> None:
+        """Run `thread` in Unicorn from its saved context and save it back: the one path every
+        run mode takes, so a fault or a stop reason is reported the same way for all of them."""
         uc = self.m.uc
         uc.context_restore(thread.context)
         self.current = thread
         try:
-            uc.emu_start(thread.rip, NO_UNTIL, count=count)
+            uc.emu_start(thread.rip, until, count=count)
         except UcError as exc:
             uc.context_update(thread.context)
-            self.m._raise_stop(f"guest thread {thread.index} on CPU {cpu.index}", exc)
+            self.m._raise_stop(where, exc)
         finally:
             self.current = None
         uc.context_update(thread.context)
         reasons = self.m.take_stop_reasons()
         if reasons:
             raise EmulationError(f"guest thread {thread.index} stopped: {reasons[0]}")
+
+    def _run_slice(self, cpu: Cpu, thread: GuestThread, count: int) -> None:
+        self._emulate(thread, f"guest thread {thread.index} on CPU {cpu.index}", count=count)
         thread.instructions += count
         self.instructions += count
         if self.sample_slices:
@@ -225,20 +232,7 @@ class Guest:
         (These instructions are not added to the counters: Unicorn does not report them.)"""
         if thread.cpu is None or not thread.runnable:
             return False
-        uc = self.m.uc
-        uc.context_restore(thread.context)
-        self.current = thread
-        try:
-            uc.emu_start(thread.rip, address, count=limit)
-        except UcError as exc:
-            uc.context_update(thread.context)
-            self.m._raise_stop(f"guest thread {thread.index}", exc)
-        finally:
-            self.current = None
-        uc.context_update(thread.context)
-        reasons = self.m.take_stop_reasons()
-        if reasons:
-            raise EmulationError(f"guest thread {thread.index} stopped: {reasons[0]}")
+        self._emulate(thread, f"guest thread {thread.index}", until=address, count=limit)
         return thread.runnable and thread.rip == address
 
     def run(
@@ -286,19 +280,7 @@ class Guest:
                     if not isinstance(thread, GuestThread) or not thread.runnable:
                         continue
                     slicer.arm(slice_bytes)
-                    uc.context_restore(thread.context)
-                    self.current = thread
-                    try:
-                        uc.emu_start(thread.rip, NO_UNTIL)
-                    except UcError as exc:
-                        uc.context_update(thread.context)
-                        self.m._raise_stop(f"guest thread {thread.index} on CPU {cpu.index}", exc)
-                    finally:
-                        self.current = None
-                    uc.context_update(thread.context)
-                    reasons = self.m.take_stop_reasons()
-                    if reasons:
-                        raise EmulationError(f"guest thread {thread.index} stopped: {reasons[0]}")
+                    self._emulate(thread, f"guest thread {thread.index} on CPU {cpu.index}")
                     self.code_bytes += slicer.used
                     if self.sample_slices:
                         self.samples.append((thread.index, thread.rip))
