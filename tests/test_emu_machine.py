@@ -95,10 +95,10 @@ def test_boot_trace_and_query_on_both_sw_smi_paths(sw_dispatch: bool) -> None:
 
 def test_root_handler_ignores_foreign_sw_smi() -> None:
     s = boot(sw_dispatch=False)
-    before = s.client._read_u32("smi_count")
+    before = s.client.smi_count()
     record = s.machine.smi(0x42)
     assert record.handlers == [("root", efi.EFI_WARN_INTERRUPT_SOURCE_QUIESCED)]
-    assert s.client._read_u32("smi_count") == before
+    assert s.client.smi_count() == before
 
 
 def test_sample_reads_every_cpu_through_the_cpu_protocol() -> None:

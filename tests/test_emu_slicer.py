@@ -18,7 +18,7 @@ def test_native_slices_resume_exactly_with_sample_smis() -> None:
 
     def sample(_g: object) -> None:
         s.client.sample()
-        heads.append(s.client._read_u32("sample_head"))
+        heads.append(s.client.sample_head())
 
     slices = guest.run_sliced(slice_bytes=60_000, every=4, on_boundary=sample)
     assert guest.outputs() == baseline("graphsort", 3).outputs

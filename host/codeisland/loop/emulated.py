@@ -133,7 +133,7 @@ class EmulatedMachine:
         except FetchModelError as exc:
             raise EmulationError(str(exc)) from None
         self.jitter = random.Random(seed)
-        self.head = self.s.client._read_u32("sample_head")
+        self.head = self.s.client.sample_head()
         self.t = 0
         self.plan_id = 1
         self._merged: dict[int, AnalysedIsland] = {}  # merged islands committed, by start

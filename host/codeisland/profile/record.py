@@ -103,7 +103,7 @@ def record_emulated(
     except FetchModelError as exc:
         raise EmulationError(str(exc)) from None
     jitter = random.Random(seed)
-    head = s.client._read_u32("sample_head")
+    head = s.client.sample_head()
     profile = Profile(islands, [], window_instructions, _source(workload, cpus, threads, seed))
     for w in tqdm(range(windows), desc="profile windows", leave=False):
         if guest.done:

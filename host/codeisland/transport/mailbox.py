@@ -145,9 +145,17 @@ class MailboxClient:
     def set_stage_budget(self, budget: int) -> None:
         self._write_u32("stage_budget", budget)
 
+    def sample_head(self) -> int:
+        """Samples the driver has ever written (ring position; pass it to samples_since)."""
+        return self._read_u32("sample_head")
+
+    def smi_count(self) -> int:
+        """SMIs the driver has handled since boot."""
+        return self._read_u32("smi_count")
+
     def samples_since(self, head: int) -> tuple[list[L.Sample], int]:
         """Samples written after ring position `head`; returns them and the new head."""
-        new_head = self._read_u32("sample_head")
+        new_head = self.sample_head()
         cap = self.header.sample_capacity
         count = min((new_head - head) & 0xFFFFFFFF, cap)
         size = ctypes.sizeof(L.Sample)
