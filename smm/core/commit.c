@@ -28,11 +28,16 @@ static ci_status recheck_callsites(const ci_engine *e, ci_work *w) {
   return CI_ST_OK;
 }
 
+/* The entry patch of an island: its length (0 = none), or CI_ENTRY_INVALID when the
+ * validated rel32 no longer fits (cannot happen; checked rather than assumed). */
+#define CI_ENTRY_INVALID 0xFFFFFFFFu
+
 static uint32_t entry_bytes(const ci_island *isl, uint8_t out[CI_ENTRY_ABS64_LEN]) {
-  int32_t rel;
+  int32_t rel = 0;
   switch (isl->flags & CI_ISLAND_ENTRY_MASK) {
   case CI_ISLAND_ENTRY_REL32:
-    (void)ci_rel32(isl->dst, isl->src + CI_ENTRY_REL32_LEN, &rel); /* validated */
+    if (!ci_rel32(isl->dst, isl->src + CI_ENTRY_REL32_LEN, &rel))
+      return CI_ENTRY_INVALID;
     out[0] = 0xE9;
     ci_put32(out + 1, (uint32_t)rel);
     return CI_ENTRY_REL32_LEN;
@@ -53,6 +58,8 @@ static ci_status write_patches(ci_engine *e, ci_work *w) {
   for (uint32_t i = 0; i < v->header->island_count; i++) {
     const ci_island *isl = &v->islands[i];
     uint32_t len = entry_bytes(isl, jmp);
+    if (len == CI_ENTRY_INVALID)
+      return CI_ST_INTERNAL;
     if (!len)
       continue;
     uint8_t *p = ci_host_map(isl->src, len);
@@ -64,11 +71,10 @@ static ci_status write_patches(ci_engine *e, ci_work *w) {
   }
   for (uint32_t k = 0; k < v->header->callsite_count; k++) {
     const ci_callsite *c = &v->callsites[k];
-    int32_t rel;
+    int32_t rel = 0;
     uint8_t *p = ci_host_map(c->insn + 1u, 4);
-    if (!p)
+    if (!p || !ci_rel32(v->islands[c->island].dst, c->insn + 5u, &rel)) /* validated */
       return CI_ST_INTERNAL;
-    (void)ci_rel32(v->islands[c->island].dst, c->insn + 5u, &rel); /* validated */
     if (!ci_undo_save(&e->undo, CI_UNDO_MEM, c->insn + 1u, p, 4))
       return CI_ST_UNDO_FULL;
     ci_put32(p, (uint32_t)rel);
