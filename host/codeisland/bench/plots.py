@@ -26,7 +26,11 @@ def heat_plot(
 ) -> Path:
     """Phase islands' sampled heat per window, with the policy's commits and rollbacks."""
     phase = [i for i, g in enumerate(r.group_of) if g != "background"]
-    order = sorted(phase, key=lambda i: (r.group_of[i], i))
+    # groups in the order the workload defines them (phase2 before phase10), islands by index
+    first = {}
+    for i in phase:
+        first.setdefault(r.group_of[i], i)
+    order = sorted(phase, key=lambda i: (first[r.group_of[i]], i))
     heat = r.heat[:, order].T
     fig, ax = plt.subplots(figsize=(11, 5.5), dpi=110)
     im = ax.imshow(np.log1p(heat), aspect="auto", cmap="magma", interpolation="nearest")
