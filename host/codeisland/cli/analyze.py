@@ -11,19 +11,7 @@ import click
 
 from ..analysis import IslandMap, analyze
 from ..analysis.coexec import coexecution, load_counts
-from .options import emit, json_option
-
-
-def parse_address(
-    ctx: click.Context | None, param: click.Parameter | None, value: str | None
-) -> int | None:
-    """Addresses on the command line: decimal or 0x-hex."""
-    if value is None:
-        return None
-    try:
-        return int(value, 0)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an address (use 0x... or decimal)") from None
+from .options import emit, json_option, load_base_option
 
 
 @dataclass
@@ -76,12 +64,7 @@ class AnalyzeReport:
 
 @click.command("analyze")
 @click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--load-base",
-    callback=parse_address,
-    default=None,
-    help="Address the image is loaded at (default: its link base).",
-)
+@load_base_option
 @click.option("--islands", "list_islands", is_flag=True, help="List every island.")
 @click.option(
     "--profile",

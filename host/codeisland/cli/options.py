@@ -19,6 +19,28 @@ class Report(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
 
+def parse_address(
+    ctx: click.Context | None, param: click.Parameter | None, value: str | None
+) -> int | None:
+    """Addresses on the command line: decimal or 0x-hex."""
+    if value is None:
+        return None
+    try:
+        return int(value, 0)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an address (use 0x... or decimal)") from None
+
+
+def load_base_option(func: F) -> F:
+    """--load-base: where the image is loaded (analysis addresses shift by load - link base)."""
+    return click.option(
+        "--load-base",
+        callback=parse_address,
+        default=None,
+        help="Address the image is loaded at (default: its link base).",
+    )(func)
+
+
 def json_option(func: F) -> F:
     """--json: print the report as JSON on stdout instead of text."""
     return click.option("--json", "as_json", is_flag=True, help="Print data as JSON on stdout.")(

@@ -17,8 +17,7 @@ from ..plan.document import Plan
 from ..planning.passes import Options
 from ..planning.planner import run_passes
 from ..planning.platform import load_platform
-from .analyze import parse_address
-from .options import emit, json_option
+from .options import emit, json_option, load_base_option, parse_address
 
 
 @click.group("plan")
@@ -54,12 +53,7 @@ def command() -> None:
     required=True,
     help="Where to write the binary plan.",
 )
-@click.option(
-    "--load-base",
-    callback=parse_address,
-    default=None,
-    help="Where the image is loaded (default: its link base).",
-)
+@load_base_option
 @click.option(
     "--arena-base",
     callback=parse_address,

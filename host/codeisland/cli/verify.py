@@ -10,8 +10,7 @@ import click
 from ..analysis import analyze
 from ..analysis.verify import DEFAULT_DELTA, verify
 from ..errors import CodeIslandError
-from .analyze import parse_address
-from .options import emit, json_option
+from .options import emit, json_option, load_base_option, parse_address
 
 
 class VerifyFailed(CodeIslandError):
@@ -34,12 +33,7 @@ class VerifyFailed(CodeIslandError):
     default=hex(DEFAULT_DELTA),
     help="How far each copy moves (plus 16 bytes per island).",
 )
-@click.option(
-    "--load-base",
-    callback=parse_address,
-    default=None,
-    help="Address the image is loaded at (default: its link base).",
-)
+@load_base_option
 @json_option
 def command(
     image: Path, limit: int | None, delta: int, load_base: int | None, as_json: bool
