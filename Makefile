@@ -1,5 +1,7 @@
 # Top-level build and test.  Each part has its own Makefile; this one only sequences them.
-PYTHON ?= python3
+# Every part builds and tests with the project's own interpreter, never whatever python3 is on PATH.
+PYTHON ?= $(CURDIR)/.venv/bin/python
+export PYTHON
 PARTS := smm smm/app emulation emulation/native
 
 .PHONY: build test check-native lint pytest clean
