@@ -96,6 +96,8 @@ STATE_STAGED = 3
 STATE_COMMITTED = 4
 STATE_ROLLED_BACK = 5
 CONFIG_SIGNATURE = 0x31474643444C5349
+FIRMWARE_BUILD_KNOWN = 0x1
+FIRMWARE_SMM_UNRESTRICTED = 0x2
 
 # name (CI_ prefix dropped) -> value, for the layout probe
 CONSTANTS: dict[str, int] = {
@@ -139,6 +141,8 @@ CONSTANTS: dict[str, int] = {
     "MAP_ACTIVE": MAP_ACTIVE,
     "MAP_ROLLED_BACK": MAP_ROLLED_BACK,
     "MAP_RETIRED": MAP_RETIRED,
+    "FIRMWARE_BUILD_KNOWN": FIRMWARE_BUILD_KNOWN,
+    "FIRMWARE_SMM_UNRESTRICTED": FIRMWARE_SMM_UNRESTRICTED,
     "MAILBOX_SIGNATURE": MAILBOX_SIGNATURE,
     "MAILBOX_VERSION": MAILBOX_VERSION,
     "MAILBOX_HEADER_SIZE": MAILBOX_HEADER_SIZE,
@@ -442,7 +446,8 @@ class Mailbox(_Record):
         ("done_sequence", u32),
         ("sample_head", u32),
         ("smi_count", u32),
-        ("reserved", u32 * 7),
+        ("firmware_flags", u32),
+        ("reserved", u32 * 6),
     ]
 
 

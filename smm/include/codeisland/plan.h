@@ -293,8 +293,17 @@ typedef struct ci_mailbox {
   uint32_t done_sequence;    /* == sequence once the request is answered */
   uint32_t sample_head;      /* samples ever written; ring index = head % cap */
   uint32_t smi_count;        /* SMIs this driver handled */
-  uint32_t reserved[7];      /* must be 0 */
+  uint32_t firmware_flags;   /* CI_FIRMWARE_*, set at entry: how the firmware was built */
+  uint32_t reserved[6];      /* must be 0 */
 } ci_mailbox;
+
+/* firmware_flags.  BUILD_KNOWN: the driver was compiled inside the platform's own EDK2 build
+ * and read its SMM protection settings there, so the other bits are evidence, not a guess.
+ * SMM_UNRESTRICTED: that build set PcdCpuSmmRestrictedMemoryAccess FALSE (a test board: SMM may
+ * touch any memory outside SMRAM; production boards keep it TRUE).  Without BUILD_KNOWN (the
+ * driver built alone and injected) the mode is unknown. */
+#define CI_FIRMWARE_BUILD_KNOWN       0x1u
+#define CI_FIRMWARE_SMM_UNRESTRICTED  0x2u
 
 /* Commands.  Requests: QUERY none; STAGE a plan, or empty to continue the
  * pending one; COMMIT empty (pending plan fully staged), or a plan whose
