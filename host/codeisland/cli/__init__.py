@@ -70,6 +70,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("codeisland: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # one line, not click's three-line usage block
+        where = exc.ctx.command_path if exc.ctx else "codeisland"
+        message = " ".join(exc.format_message().split())
+        click.echo(f"{where}: error: {message} Try '{where} --help'.", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
