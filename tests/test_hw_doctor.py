@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from codeisland.plan import layout as L
+
 OVMF = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
 pytestmark = pytest.mark.skipif(not OVMF.is_file(), reason="Debian's ovmf package is not installed")
 
@@ -41,7 +43,8 @@ def test_doctor_against_qemu() -> None:
         "virtualization": "ok",  # QEMU's default CPU model exposes SVM
     }
     details = {c["name"]: c["detail"] for c in data["checks"]}
-    assert "engine v1, plan v1" in details["driver query"] and "locked" in details["driver query"]
+    versions = f"engine v{L.ENGINE_VERSION}, plan v{L.PLAN_VERSION}"
+    assert versions in details["driver query"] and "locked" in details["driver query"]
     assert "SMI 0xc1 on 0xB2 answered" in details["sw smi delivery"]
     assert "QEMU does not implement SMRR" in details["smrr"]
     assert data["ready"] is True and data["helper"] == "QemuHelper"

@@ -36,7 +36,7 @@ def test_round_trip_keeps_every_record() -> None:
         (lambda b: b"X" + b[1:], "not a codeisland plan"),
         (lambda b: b[:-1], "size is inconsistent"),
         (lambda b: b[:-1] + bytes([b[-1] ^ 1]), "digest"),
-        (lambda b: b[:8] + b"\x02" + b[9:], "version"),
+        (lambda b: b[:8] + b"\x09" + b[9:], "version"),
     ],
 )
 def test_corrupt_plans_are_rejected_with_one_clear_reason(mutate, message: str) -> None:  # type: ignore[no-untyped-def]

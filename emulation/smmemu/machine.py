@@ -43,6 +43,8 @@ from unicorn import (
 )
 from unicorn.unicorn import UcContext
 from unicorn.x86_const import (
+    UC_X86_REG_CR3,
+    UC_X86_REG_CS,
     UC_X86_REG_EFLAGS,
     UC_X86_REG_R8,
     UC_X86_REG_R9,
@@ -82,6 +84,8 @@ REGS = {
     "r13": UC_X86_REG_R13, "r14": UC_X86_REG_R14, "r15": UC_X86_REG_R15,
     "rip": UC_X86_REG_RIP, "rflags": UC_X86_REG_EFLAGS,
 }  # fmt: skip
+# Saved at SMI entry (the handler reads them: address space and CPL), not written back at RSM.
+ENTRY_ONLY_REGS = {"cr3": UC_X86_REG_CR3, "cs": UC_X86_REG_CS}
 
 _SMRAM_END = SMRAM_BASE + SMRAM_SIZE - 1
 CALL_TIMEOUT_US = 60_000_000  # a firmware call running longer than this is a hang
@@ -400,7 +404,7 @@ class Machine:
         self.smi_count += 1
         record = SmiRecord(self.smi_count, apm & 0xFF, initiator)
         for cpu in self.cpus:
-            regs = {n: int(cpu.context.reg_read(r)) for n, r in REGS.items()}
+            regs = {n: int(cpu.context.reg_read(r)) for n, r in (REGS | ENTRY_ONLY_REGS).items()}
             record.rips_before.append(regs["rip"])
             cpu.map.store(regs)
         self._enter_smm()

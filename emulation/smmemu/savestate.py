@@ -19,6 +19,7 @@ from itertools import pairwise
 # EFI_SMM_SAVE_STATE_REGISTER numbers (PI spec vol. 4, EFI_SMM_CPU_PROTOCOL).
 REG_GDTBASE = 4
 REG_IDTBASE = 5
+REG_CS = 21  # selector; RPL (bits 1:0) = CPL
 REG_R8 = 30  # R8..R15 = 30..37
 REG_RAX = 38
 REG_RBX = 39
@@ -46,7 +47,7 @@ GPR_NAMES = (
 REGISTER_NAMES: dict[int, str] = {
     REG_RAX: "rax", REG_RBX: "rbx", REG_RCX: "rcx", REG_RDX: "rdx", REG_RSP: "rsp",
     REG_RBP: "rbp", REG_RSI: "rsi", REG_RDI: "rdi", REG_RIP: "rip", REG_RFLAGS: "rflags",
-    REG_CR0: "cr0", REG_CR3: "cr3", REG_CR4: "cr4",
+    REG_CR0: "cr0", REG_CR3: "cr3", REG_CR4: "cr4", REG_CS: "cs",
     **{REG_R8 + i: f"r{8 + i}" for i in range(8)},
 }  # fmt: skip
 
@@ -76,7 +77,8 @@ def _intel64() -> SaveStateLayout:
     f = {
         "cr0": Field(0x7FF8, 8), "cr3": Field(0x7FF0, 8), "rflags": Field(0x7FE8, 8),
         "efer": Field(0x7FE0, 8), "rip": Field(0x7FD8, 8), "dr6": Field(0x7FD0, 8),
-        "dr7": Field(0x7FC8, 8), "rdi": Field(0x7F94, 8), "rsi": Field(0x7F8C, 8),
+        "dr7": Field(0x7FC8, 8), "cs": Field(0x7FAC, 4), "rdi": Field(0x7F94, 8),
+        "rsi": Field(0x7F8C, 8),
         "rbp": Field(0x7F84, 8), "rsp": Field(0x7F7C, 8), "rbx": Field(0x7F74, 8),
         "rdx": Field(0x7F6C, 8), "rcx": Field(0x7F64, 8), "rax": Field(0x7F5C, 8),
         "r8": Field(0x7F54, 8), "r9": Field(0x7F4C, 8), "r10": Field(0x7F44, 8),
@@ -89,7 +91,8 @@ def _intel64() -> SaveStateLayout:
 
 def _amd64() -> SaveStateLayout:
     # AMD64 APM vol. 2 table 10-2: general registers from 7FF8h down in the order
-    # RAX RCX RDX RBX RSP RBP RSI RDI R8..R15; RIP 7F78h, RFLAGS 7F70h, CR0/CR3/CR4 7F58h..7F48h.
+    # RAX RCX RDX RBX RSP RBP RSI RDI R8..R15; RIP 7F78h, RFLAGS 7F70h, CR0/CR3/CR4 7F58h..7F48h;
+    # the CS selector at 7E10h (segment records of 16 bytes from ES at 7E00h).
     f: dict[str, Field] = {}
     order = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
              "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")  # fmt: skip
@@ -99,7 +102,7 @@ def _amd64() -> SaveStateLayout:
         rip=Field(0x7F78, 8), rflags=Field(0x7F70, 8), dr6=Field(0x7F68, 8),
         dr7=Field(0x7F60, 8), cr0=Field(0x7F58, 8), cr3=Field(0x7F50, 8),
         cr4=Field(0x7F48, 8), smbase=Field(0x7F00, 4), revision=Field(0x7EFC, 4),
-        efer=Field(0x7ED0, 8),
+        efer=Field(0x7ED0, 8), cs=Field(0x7E10, 2),
     )  # fmt: skip
     return SaveStateLayout("amd64", 0x7E00, 0x00020064, f)
 
@@ -160,6 +163,7 @@ class SaveStateMap:
         self.write("smbase", self.smbase)
 
     def load(self) -> dict[str, int]:
-        """RSM: the context the CPU resumes with (only what the map holds)."""
+        """RSM: the context the CPU resumes with (what a handler may change: GPRs, RIP, RFLAGS;
+        CR3 and CS are restored from the CPU's own context, as the handler never writes them)."""
         names = (*GPR_NAMES, "rip", "rflags")
         return {n: self.read(n) for n in names}

@@ -142,16 +142,21 @@ static ci_status do_sample(ci_engine *e, const ci_cpu_ops *cpu, ci_sample_ring *
   if (!ring || !ring->capacity)
     return CI_ST_INTERNAL;
   for (uint32_t n = 0; n < cpu->count; n++) {
-    uint64_t rip;
-    if (cpu->read(cpu->ctx, n, CI_REG_RIP, &rip) != 0) {
+    uint64_t rip, cr3, cs;
+    if (cpu->read(cpu->ctx, n, CI_REG_RIP, &rip) != 0 ||
+        cpu->read(cpu->ctx, n, CI_REG_CR3, &cr3) != 0 ||
+        cpu->read(cpu->ctx, n, CI_REG_CS, &cs) != 0) {
       w->failed_index = n;
       return CI_ST_CPU_ACCESS;
     }
     ci_sample *s = &ring->slots[ring->head % ring->capacity];
+    ci_fill(s, 0, sizeof *s);
     s->rip = rip;
+    s->cr3 = cr3;
     s->smi = e->smi;
     s->cpu = (uint16_t)n;
     s->generation = (uint16_t)ci_newest_generation(e);
+    s->cpl = (uint8_t)(cs & 3u); /* CS.RPL == CPL */
     ring->head++;
     w->samples++;
   }

@@ -43,7 +43,7 @@ static ci_status check_header(const ci_plan_header *h, uint32_t size, uint32_t *
                               h->chunk_count, h->target_count, h->rule_count};
   if (h->magic != CI_PLAN_MAGIC)
     FAIL(BAD_MAGIC, CI_NO_INDEX);
-  if (h->version != CI_PLAN_VERSION)
+  if (h->version < CI_PLAN_VERSION_MIN || h->version > CI_PLAN_VERSION)
     FAIL(BAD_VERSION, CI_NO_INDEX);
   if (h->header_size != sizeof(ci_plan_header))
     FAIL(BAD_HEADER_SIZE, CI_NO_INDEX);
@@ -125,12 +125,26 @@ static int overlaps_pending_dst(const ci_engine *e, uint64_t base, uint64_t len)
   return 0;
 }
 
-static ci_status check_island(const ci_engine *e, const ci_island *isl) {
+/* The island's address space: v1 plans had reserved zeros in its place. */
+static ci_status check_space(const ci_plan_header *h, const ci_island *isl) {
+  if (h->version == 1u && (isl->space || isl->cr3))
+    return CI_ST_BAD_RESERVED;
+  if (isl->space > CI_SPACE_MAX)
+    return CI_ST_BAD_SPACE;
+  if (isl->space == CI_SPACE_PHYSICAL)
+    return isl->cr3 ? CI_ST_BAD_SPACE : CI_ST_OK;
+  /* virtual: the page walk is not in this engine yet */
+  return CI_ST_BAD_SPACE;
+}
+
+static ci_status check_island(const ci_engine *e, const ci_plan_header *h, const ci_island *isl) {
   ci_status st;
   int32_t rel;
-  if (isl->reserved[0] || isl->reserved[1] || isl->reserved[2] ||
-      (isl->flags & ~CI_ISLAND_FLAGS_KNOWN))
+  if (isl->flags & ~CI_ISLAND_FLAGS_KNOWN)
     return CI_ST_BAD_RESERVED;
+  st = check_space(h, isl);
+  if (st != CI_ST_OK)
+    return st;
   if ((isl->flags & CI_ISLAND_ENTRY_MASK) == CI_ISLAND_ENTRY_MASK)
     return CI_ST_ENTRY_FLAGS;
   if (isl->size == 0 || isl->size > CI_MAX_ISLAND_SIZE)
@@ -491,7 +505,7 @@ ci_status ci_validate(const ci_engine *e, uint8_t *plan, uint32_t size, ci_plan_
   if (h->flags & ~CI_PLAN_FLAGS_KNOWN || h->reserved[0] || h->reserved[1])
     return CI_ST_BAD_RESERVED;
   make_view(plan, v);
-  EACH(h->island_count, check_island, e, &v->islands[k]);
+  EACH(h->island_count, check_island, e, h, &v->islands[k]);
   EACH(h->island_count, check_island_pairs, v->islands, k);
   st = check_fixups(v, failed, &v->rel32_only);
   if (st != CI_ST_OK)

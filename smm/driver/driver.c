@@ -14,8 +14,8 @@
  *   | ci_config_table     0x800   |  also an EFI configuration table
  *   +-----------------------------+ +0x1000            request (plan), 512 KiB
  *   +-----------------------------+ +0x81000           response, 64 KiB
- *   +-----------------------------+ +0x91000           ci_sample ring, 64 KiB
- *   +-----------------------------+ +0xA1000 .. 1 MiB  unused
+ *   +-----------------------------+ +0x91000           ci_sample ring, 128 KiB
+ *   +-----------------------------+ +0xB1000 .. 1 MiB  unused
  *
  *   +-----------------------------+ arena (EfiRuntimeServicesCode, 16 MiB)
  *   | filled with 0xCC (int3)     |  region SOURCE|DEST|STACK: code to move,

@@ -17,6 +17,10 @@ static int cpu_read(void *ctx, uint32_t cpu, uint32_t reg, uint64_t *value) {
     *value = c->rip[cpu];
   else if (reg == CI_REG_RSP)
     *value = c->rsp[cpu];
+  else if (reg == CI_REG_CR3)
+    *value = c->cr3[cpu];
+  else if (reg == CI_REG_CS)
+    *value = c->cs[cpu];
   else
     return -1;
   return 0;
@@ -63,6 +67,8 @@ machine *machine_new(void) {
   for (uint32_t i = 0; i < m->cpus.count; i++) {
     m->cpus.rip[i] = T_SRC + 0xF0000 + 16u * i; /* idle, outside every island */
     m->cpus.rsp[i] = T_STACK + 0x8000 + 0x1000u * i;
+    m->cpus.cr3[i] = 0x5000; /* firmware's tables (no virtual island uses them) */
+    m->cpus.cs[i] = 0x38;    /* OVMF's 64-bit code selector: CPL 0 */
   }
   m->ops.ctx = &m->cpus;
   m->ops.read = cpu_read;

@@ -62,6 +62,8 @@ typedef struct fake_cpus {
   uint32_t count;
   uint64_t rip[CI_MAX_CPUS + 1];
   uint64_t rsp[CI_MAX_CPUS + 1];
+  uint64_t cr3[CI_MAX_CPUS + 1];
+  uint64_t cs[CI_MAX_CPUS + 1];
   int fail_read;  /* CPU index whose reads fail, or -1 */
   int fail_write; /* CPU index whose writes fail, or -1 */
   unsigned writes;

@@ -128,6 +128,8 @@ static void test_query_stats_sample(void) {
 
   /* SAMPLE: one record per CPU, ring wraps at its capacity */
   m->cpus.rip[2] = 0xABCDEF;
+  m->cpus.cr3[2] = 0x12345000 | 0x7; /* PCID bits kept as found */
+  m->cpus.cs[2] = 0x33;              /* Linux's user code selector: CPL 3 */
   for (uint32_t k = 0; k < 17; k++)
     CHECK_ST(machine_smi(m, CI_CMD_SAMPLE, 0, 0), CI_ST_OK);
   CHECK_EQ(machine_result(m)->samples, 4);
@@ -137,6 +139,11 @@ static void test_query_stats_sample(void) {
   CHECK_EQ(s->cpu, 2);
   CHECK_EQ(s->smi, m->smi);
   CHECK_EQ(s->generation, 1);
+  CHECK_EQ(s->cr3, 0x12345007);
+  CHECK_EQ(s->cpl, 3);
+  CHECK_EQ(s->reserved0 | s->reserved1 | s->reserved2, 0);
+  CHECK_EQ(m->ring_slots[(68 - 3) % 64].cpl, 0);
+  CHECK_EQ(m->ring_slots[(68 - 3) % 64].cr3, 0x5000);
   m->cpus.fail_read = 1;
   CHECK_ST(machine_smi(m, CI_CMD_SAMPLE, 0, 0), CI_ST_CPU_ACCESS);
   CHECK_EQ(machine_result(m)->failed_index, 1);

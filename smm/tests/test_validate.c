@@ -88,7 +88,7 @@ static void test_header(machine *m) {
   hdr()->magic ^= 1;
   REJECT(m, size, BAD_MAGIC, CI_NO_INDEX);
   size = encode();
-  hdr()->version = 2;
+  hdr()->version = CI_PLAN_VERSION + 1u;
   REJECT(m, size, BAD_VERSION, CI_NO_INDEX);
   size = encode();
   hdr()->header_size = 65;
@@ -191,8 +191,31 @@ static void test_at_maxima(machine *m) {
 static void test_islands(machine *m) {
   uint32_t size;
   base_plan();
-  pb->islands[0].reserved[2] = 1;
+  pb->h.version = 1; /* v1: space and cr3 were reserved */
+  pb->islands[0].cr3 = 1;
   REJECT(m, encode(), BAD_RESERVED, 0);
+  base_plan();
+  pb->h.version = 1;
+  pb->islands[0].space = CI_SPACE_USER;
+  REJECT(m, encode(), BAD_RESERVED, 0);
+  base_plan();
+  pb->h.version = 1; /* a v1 plan is accepted as physical */
+  ACCEPT(m, encode());
+  base_plan();
+  pb->h.version = 3;
+  REJECT(m, encode(), BAD_VERSION, CI_NO_INDEX);
+  base_plan();
+  pb->h.version = 0;
+  REJECT(m, encode(), BAD_VERSION, CI_NO_INDEX);
+  base_plan();
+  pb->islands[0].space = CI_SPACE_MAX + 1;
+  REJECT(m, encode(), BAD_SPACE, 0);
+  base_plan();
+  pb->islands[0].cr3 = 0x1000; /* physical islands name no tables */
+  REJECT(m, encode(), BAD_SPACE, 0);
+  base_plan();
+  pb->islands[0].space = CI_SPACE_USER; /* virtual islands must */
+  REJECT(m, encode(), BAD_SPACE, 0);
   base_plan();
   pb->islands[0].flags = 0x4;
   REJECT(m, encode(), BAD_RESERVED, 0);

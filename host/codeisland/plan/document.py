@@ -110,9 +110,10 @@ class Plan:
         h = L.PlanHeader.from_bytes(raw)
         if h.magic != L.PLAN_MAGIC:
             raise PlanError(f"not a codeisland plan (magic {h.magic:#018x})")
-        if h.version != L.PLAN_VERSION:
+        if not L.PLAN_VERSION_MIN <= h.version <= L.PLAN_VERSION:
             raise PlanError(
-                f"plan version {h.version} is not supported (this tool reads {L.PLAN_VERSION})"
+                f"plan version {h.version} is not supported (this tool reads "
+                f"v{L.PLAN_VERSION_MIN}..v{L.PLAN_VERSION})"
             )
         if h.header_size != _HEADER_SIZE:
             raise PlanError(f"plan header size {h.header_size} is wrong (expected {_HEADER_SIZE})")

@@ -1,4 +1,4 @@
-"""Python mirror of smm/include/codeisland/plan.h (plan v1, mailbox, status codes).
+"""Python mirror of smm/include/codeisland/plan.h (plan v2, mailbox, status codes).
 
 The C header is the definition; tests/test_layout_probe.py compiles a probe against it and
 compares every size, offset, constant and status code below, so the two cannot drift.
@@ -33,8 +33,10 @@ class _Record(ctypes.LittleEndianStructure):
 # ---- constants (names as in the header, CI_ prefix dropped) -----------------
 
 PLAN_MAGIC = 0x31764E414C504943
-PLAN_VERSION = 1
-ENGINE_VERSION = 1
+PLAN_VERSION = 2
+# oldest plan version the engine accepts (v1 = v2 with every island physical)
+PLAN_VERSION_MIN = 1
+ENGINE_VERSION = 2
 MAX_ISLANDS = 64
 MAX_FIXUPS = 8192
 MAX_CALLSITES = 1024
@@ -58,6 +60,11 @@ ISLAND_ENTRY_REL32 = 0x1
 ISLAND_ENTRY_ABS64 = 0x2
 ISLAND_ENTRY_MASK = 0x3
 ISLAND_FLAGS_KNOWN = 0x3
+SPACE_PHYSICAL = 0
+SPACE_USER = 1
+SPACE_KERNEL = 2
+SPACE_MAX = SPACE_KERNEL
+CR3_ADDR_MASK = 0x000FFFFFFFFFF000
 ENTRY_REL32_LEN = 5
 ENTRY_ABS64_LEN = 14
 FIXUP_REL32 = 1
@@ -70,11 +77,12 @@ REGION_SOURCE = 0x1
 REGION_DEST = 0x2
 REGION_STACK = 0x4
 REGION_SMRAM = 0x8
+REGION_DRIVER = 0x10
 MAP_ACTIVE = 0x1
 MAP_ROLLED_BACK = 0x2
 MAP_RETIRED = 0x4
 MAILBOX_SIGNATURE = 0x31584F424D4C4349
-MAILBOX_VERSION = 1
+MAILBOX_VERSION = 2
 MAILBOX_HEADER_SIZE = 4096
 RESPONSE_MAX = 64 * 1024
 SAMPLE_RING_ENTRIES = 4096
@@ -103,6 +111,7 @@ FIRMWARE_SMM_UNRESTRICTED = 0x2
 CONSTANTS: dict[str, int] = {
     "PLAN_MAGIC": PLAN_MAGIC,
     "PLAN_VERSION": PLAN_VERSION,
+    "PLAN_VERSION_MIN": PLAN_VERSION_MIN,
     "ENGINE_VERSION": ENGINE_VERSION,
     "MAX_ISLANDS": MAX_ISLANDS,
     "MAX_FIXUPS": MAX_FIXUPS,
@@ -126,6 +135,11 @@ CONSTANTS: dict[str, int] = {
     "ISLAND_ENTRY_ABS64": ISLAND_ENTRY_ABS64,
     "ISLAND_ENTRY_MASK": ISLAND_ENTRY_MASK,
     "ISLAND_FLAGS_KNOWN": ISLAND_FLAGS_KNOWN,
+    "SPACE_PHYSICAL": SPACE_PHYSICAL,
+    "SPACE_USER": SPACE_USER,
+    "SPACE_KERNEL": SPACE_KERNEL,
+    "SPACE_MAX": SPACE_MAX,
+    "CR3_ADDR_MASK": CR3_ADDR_MASK,
     "ENTRY_REL32_LEN": ENTRY_REL32_LEN,
     "ENTRY_ABS64_LEN": ENTRY_ABS64_LEN,
     "FIXUP_REL32": FIXUP_REL32,
@@ -138,6 +152,7 @@ CONSTANTS: dict[str, int] = {
     "REGION_DEST": REGION_DEST,
     "REGION_STACK": REGION_STACK,
     "REGION_SMRAM": REGION_SMRAM,
+    "REGION_DRIVER": REGION_DRIVER,
     "MAP_ACTIVE": MAP_ACTIVE,
     "MAP_ROLLED_BACK": MAP_ROLLED_BACK,
     "MAP_RETIRED": MAP_RETIRED,
@@ -248,6 +263,16 @@ class Status(enum.IntEnum):
     REGION_INVALID = 61
     STACK_ACCESS = 62
     INTERNAL = 63
+    BAD_SPACE = 64
+    NONCANONICAL = 65
+    PAGE_NOT_PRESENT = 66
+    SUPERVISOR_PAGE = 67
+    WALK_TABLE_SMRAM = 68
+    WALK_TABLE_OUTSIDE = 69
+    WALK_PAGE_SMRAM = 70
+    WALK_DRIVER = 71
+    PAGES_DISCONTIGUOUS = 72
+    MAPPING_CHANGED = 73
 
     @property
     def text(self) -> str:
@@ -319,6 +344,16 @@ STATUS_TEXT: dict[Status, str] = {
     Status.REGION_INVALID: "region is empty, wraps, overlaps or table full",
     Status.STACK_ACCESS: "a stack window lies outside the stack regions",
     Status.INTERNAL: "internal engine error",
+    Status.BAD_SPACE: "island address space is invalid",
+    Status.NONCANONICAL: "a virtual address is not canonical",
+    Status.PAGE_NOT_PRESENT: "a page walk reaches a non-present page",
+    Status.SUPERVISOR_PAGE: "a user-space island maps a supervisor page",
+    Status.WALK_TABLE_SMRAM: "a page-table page lies in SMRAM",
+    Status.WALK_TABLE_OUTSIDE: "a page-table page is outside the registered regions",
+    Status.WALK_PAGE_SMRAM: "a page walk lands in SMRAM",
+    Status.WALK_DRIVER: "a page walk reaches the driver's own pages",
+    Status.PAGES_DISCONTIGUOUS: "a virtual range maps to discontiguous pages",
+    Status.MAPPING_CHANGED: "page tables changed since the plan was validated",
 }
 
 
@@ -359,7 +394,8 @@ class Island(_Record):
         ("size", u32),
         ("id", u32),
         ("flags", u32),
-        ("reserved", u32 * 3),
+        ("space", u32),
+        ("cr3", u64),
     ]
 
 
@@ -418,7 +454,17 @@ class MapEntry(_Record):
 
 
 class Sample(_Record):
-    _fields_ = [("rip", u64), ("smi", u32), ("cpu", u16), ("generation", u16)]
+    _fields_ = [
+        ("rip", u64),
+        ("cr3", u64),
+        ("smi", u32),
+        ("cpu", u16),
+        ("generation", u16),
+        ("cpl", u8),
+        ("reserved0", u8),
+        ("reserved1", u16),
+        ("reserved2", u32),
+    ]
 
 
 class Mailbox(_Record):

@@ -21,8 +21,10 @@
 
 /* Save-state register numbers (PI EFI_SMM_SAVE_STATE_REGISTER), passed
  * through unchanged to EFI_SMM_CPU_PROTOCOL by the driver. */
+#define CI_REG_CS  21u /* selector; its RPL (bits 1:0) is the CPL */
 #define CI_REG_RSP 42u
 #define CI_REG_RIP 46u
+#define CI_REG_CR3 53u
 
 /*
  * CPU contexts.  read/write return 0 on success, anything else is a failure

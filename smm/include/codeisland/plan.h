@@ -1,5 +1,5 @@
 /*
- * codeisland plan format v1 and SMM mailbox protocol -- the one definition.
+ * codeisland plan format v2 and SMM mailbox protocol -- the one definition.
  *
  * Everything that crosses the boundary between the host and the SMI handler is
  * declared here: the relocation plan, the mailbox that carries requests and
@@ -32,9 +32,12 @@
 
 /* ---- identification ---------------------------------------------------- */
 
-#define CI_PLAN_MAGIC      0x31764E414C504943ULL /* "CIPLANv1" */
-#define CI_PLAN_VERSION    1u
-#define CI_ENGINE_VERSION  1u
+#define CI_PLAN_MAGIC      0x31764E414C504943ULL /* "CIPLANv1": the format family */
+#define CI_PLAN_VERSION    2u  /* written by hosts today */
+#define CI_PLAN_VERSION_MIN 1u /* oldest accepted: a v1 plan is a v2 plan whose
+                                  islands are all physical (their reserved words
+                                  are v2's space and cr3, and were 0) */
+#define CI_ENGINE_VERSION  2u
 
 /* ---- fixed maxima (per plan unless noted) ------------------------------- */
 
@@ -99,6 +102,21 @@ typedef struct ci_plan_header {
 /*
  * One island: [src, src+size) is copied to [dst, dst+size).  The original
  * stays in place; its entry gets the jump named by the ENTRY flag.
+ *
+ * Address space (v2).  space = CI_SPACE_PHYSICAL: src, dst and the island's
+ * call sites are physical addresses (cr3 must be 0), as in v1.  CI_SPACE_USER
+ * or CI_SPACE_KERNEL: they are virtual addresses in the 4-level page tables
+ * whose root is cr3 (a process, or the kernel half of any process).  The
+ * engine never takes a physical address from the host for such an island: it
+ * walks the tables from cr3 itself, checks every table page and every final
+ * page (SMRAM, the driver's pages, the registered regions; see
+ * CI_MEM_RESTRICTED in engine.h), requires the walk of [src, src+size) and of
+ * [dst, dst+size) to land on one physically contiguous range each, and walks
+ * again at every later SMI that touches the plan (MAPPING_CHANGED if the
+ * answer differs).  A USER island's pages must be user pages at every level.
+ * Saved RIPs and return addresses are translated only for CPUs whose saved
+ * CR3 names the same tables (compared with the PCID bits, 11:0, masked);
+ * their stacks are walked from that CR3 too.
  */
 typedef struct ci_island {
   uint64_t src;            /* original start; code runs here today */
@@ -106,8 +124,17 @@ typedef struct ci_island {
   uint32_t size;           /* bytes, 1..CI_MAX_ISLAND_SIZE */
   uint32_t id;             /* host's island id, echoed in the address map */
   uint32_t flags;          /* CI_ISLAND_* */
-  uint32_t reserved[3];    /* must be 0 */
+  uint32_t space;          /* CI_SPACE_* (v1: reserved, 0 = physical) */
+  uint64_t cr3;            /* root of the page tables; 0 for PHYSICAL */
 } ci_island;
+
+#define CI_SPACE_PHYSICAL 0u /* addresses are physical */
+#define CI_SPACE_USER     1u /* virtual, user pages (CPL 3 code of a process) */
+#define CI_SPACE_KERNEL   2u /* virtual, supervisor pages allowed */
+#define CI_SPACE_MAX      CI_SPACE_KERNEL
+
+/* CR3 bits that name the page tables (PCID, 11:0, and bit 63 masked). */
+#define CI_CR3_ADDR_MASK  0x000FFFFFFFFFF000ULL
 
 #define CI_ISLAND_ENTRY_NONE   0x0u  /* no entry patch (call sites only) */
 #define CI_ISLAND_ENTRY_REL32  0x1u  /* E9 rel32 at src, 5 bytes */
@@ -207,6 +234,8 @@ typedef struct ci_rule {
 #define CI_REGION_DEST     0x2u  /* islands may be copied to here */
 #define CI_REGION_STACK    0x4u  /* return-address windows may be read here */
 #define CI_REGION_SMRAM    0x8u  /* forbidden: nothing may touch it */
+#define CI_REGION_DRIVER   0x10u /* forbidden to page walks: the driver's own
+                                    pages outside SMRAM (the mailbox) */
 
 typedef struct ci_region_info {
   uint64_t base;
@@ -232,11 +261,19 @@ typedef struct ci_map_entry {
 
 /* ---- sample ring ------------------------------------------------------- */
 
+/* CPL is the saved CS selector's RPL (bits 1:0), which the CPU keeps equal
+ * to the current privilege level; cr3 is the saved CR3 as found (PCID bits
+ * included: mask with CI_CR3_ADDR_MASK to name the address space). */
 typedef struct ci_sample {
   uint64_t rip;            /* saved RIP as found (not translated) */
+  uint64_t cr3;            /* saved CR3: the address space RIP belongs to */
   uint32_t smi;            /* SMI counter when taken */
   uint16_t cpu;
   uint16_t generation;     /* address-map generation when taken */
+  uint8_t  cpl;            /* 0 kernel .. 3 user */
+  uint8_t  reserved0;      /* 0 */
+  uint16_t reserved1;      /* 0 */
+  uint32_t reserved2;      /* 0 */
 } ci_sample;
 
 /* ---- mailbox ----------------------------------------------------------- */
@@ -257,7 +294,7 @@ typedef struct ci_sample {
  *   +----------------------+ mailbox_base + mailbox_size
  */
 #define CI_MAILBOX_SIGNATURE    0x31584F424D4C4349ULL /* "CIMLBOX1" */
-#define CI_MAILBOX_VERSION      1u
+#define CI_MAILBOX_VERSION      2u  /* 2: 32-byte samples with CR3 and CPL */
 #define CI_MAILBOX_HEADER_SIZE  4096u
 #define CI_RESPONSE_MAX         (64u * 1024u)
 #define CI_SAMPLE_RING_ENTRIES  4096u
@@ -438,7 +475,17 @@ typedef struct ci_query_info {
   X(60, LOCKED,              "region allow-list is locked")                      \
   X(61, REGION_INVALID,      "region is empty, wraps, overlaps or table full")   \
   X(62, STACK_ACCESS,        "a stack window lies outside the stack regions")    \
-  X(63, INTERNAL,            "internal engine error")
+  X(63, INTERNAL,            "internal engine error")                          \
+  X(64, BAD_SPACE,           "island address space is invalid")                  \
+  X(65, NONCANONICAL,        "a virtual address is not canonical")               \
+  X(66, PAGE_NOT_PRESENT,    "a page walk reaches a non-present page")           \
+  X(67, SUPERVISOR_PAGE,     "a user-space island maps a supervisor page")       \
+  X(68, WALK_TABLE_SMRAM,    "a page-table page lies in SMRAM")                  \
+  X(69, WALK_TABLE_OUTSIDE,  "a page-table page is outside the registered regions") \
+  X(70, WALK_PAGE_SMRAM,     "a page walk lands in SMRAM")                       \
+  X(71, WALK_DRIVER,         "a page walk reaches the driver's own pages")       \
+  X(72, PAGES_DISCONTIGUOUS, "a virtual range maps to discontiguous pages")      \
+  X(73, MAPPING_CHANGED,     "page tables changed since the plan was validated")
 
 #define CI_STATUS_ENUM_ITEM(num, name, text) CI_ST_##name = num,
 typedef enum ci_status { CI_STATUS_LIST(CI_STATUS_ENUM_ITEM) CI_ST__COUNT } ci_status;
@@ -477,7 +524,7 @@ _Static_assert(sizeof(ci_target) == 8, "target");
 _Static_assert(sizeof(ci_rule) == 8, "rule");
 _Static_assert(sizeof(ci_region_info) == 24, "region info");
 _Static_assert(sizeof(ci_map_entry) == 32, "map entry");
-_Static_assert(sizeof(ci_sample) == 16, "sample");
+_Static_assert(sizeof(ci_sample) == 32, "sample");
 _Static_assert(sizeof(ci_mailbox) <= CI_MAILBOX_HEADER_SIZE, "mailbox header");
 _Static_assert(sizeof(ci_result) == 80, "result");
 _Static_assert(sizeof(ci_config_table) == 48, "config table");
