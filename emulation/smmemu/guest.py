@@ -4,7 +4,7 @@ their own stacks and contexts, preemptive round-robin by instruction-count slice
 Arena layout (the driver registers all of it SOURCE|DEST|STACK):
 
     arena + 0x000000 +------------------+
-                     | CODE             |  the workload image (PIC, copied as is)
+                     | CODE             |  the workload image (PIC; R_X86_64_RELATIVE applied)
     arena + 0x400000 +------------------+
                      | HOT              |  island destinations
     arena + 0xC00000 +------------------+
@@ -108,9 +108,13 @@ class Guest:
     # -- placement ------------------------------------------------------------------
 
     def _load(self) -> None:
+        """Copy the segments and apply the image's R_X86_64_RELATIVE relocations."""
         self.m.write(self.base, bytes(self.image.size))
         for seg in self.image.segments:
             self.m.write(self.base + seg.offset, seg.data)
+        mask = (1 << 64) - 1
+        for site, addend in self.image.relocations:
+            self.m.write(self.base + site, ((self.base + addend) & mask).to_bytes(8, "little"))
 
     def _make_thread(self, index: int, count: int) -> GuestThread:
         uc = self.m.uc

@@ -15,6 +15,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from codeisland.errors import InputError, ToolMissing
+from codeisland.formats import open_image
 from codeisland.paths import emulation_build_dir, repo_root
 
 DEFAULT_WORKLOAD = "bytecode"
@@ -41,6 +42,9 @@ class WorkloadImage:
     entry: int
     segments: tuple[Segment, ...]
     functions: dict[str, Function]
+    # R_X86_64_RELATIVE relocations, (site, addend) from the image base: the loader writes
+    # base + addend at base + site (absolute pointers in data)
+    relocations: tuple[tuple[int, int], ...] = ()
 
     @property
     def size(self) -> int:
@@ -81,6 +85,21 @@ def workload_path(name: str) -> Path:
     return path
 
 
+def build_port(name: str, sources: list[Path], cflags: list[str] | None = None) -> Path:
+    """Build a ported C program (workloads/PORTING.md) with the workloads' flags, runtime and
+    libc into emulation/build/ports/<name>.elf; returns its path."""
+    if shutil.which("make") is None or shutil.which("clang") is None:
+        raise ToolMissing("building a port needs make and clang")
+    srcs = " ".join(str(Path(s).resolve()) for s in sources)
+    args = ["make", "-s", "-C", str(repo_root() / "emulation"), "port", f"NAME={name}"]
+    args += [f"SRCS={srcs}", f"PORT_CFLAGS={' '.join(cflags or [])}"]
+    proc = subprocess.run(args, capture_output=True, text=True)
+    path = emulation_build_dir() / "ports" / f"{name}.elf"
+    if proc.returncode != 0 or not path.is_file():
+        raise InputError(f"building port {name} failed: {proc.stdout[-300:]}{proc.stderr[-600:]}")
+    return path
+
+
 def load_workload(name: str) -> WorkloadImage:
     path = workload_path(name)
     try:
@@ -106,4 +125,5 @@ def load_workload(name: str) -> WorkloadImage:
         raise InputError(f"{path}: {exc}") from exc
     if not segments:
         raise InputError(f"{path}: no loadable segments")
-    return WorkloadImage(path.stem, path, entry, segments, functions)
+    relocations = tuple(open_image(path).loader_relocations())
+    return WorkloadImage(path.stem, path, entry, segments, functions, relocations)

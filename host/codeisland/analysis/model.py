@@ -222,6 +222,28 @@ class IslandMap:
             graph[isl.name] = sorted(callees - {isl.name})
         return graph
 
+    def relocations(self) -> dict[str, Any]:
+        """The image's dynamic relocations as the workload loaders see them: how many they apply
+        (R_X86_64_RELATIVE) and the ones they would not (listed, at most 20)."""
+        dynamic = self.image.dynamic_relocations
+        unapplied = self.image.unapplied_relocations
+        return {
+            "dynamic": len(dynamic),
+            "applied_by_loaders": len(dynamic) - len(unapplied),
+            "not_applied": len(unapplied),
+            "not_applied_list": [r.describe() for r in unapplied[:20]],
+        }
+
+    def relocation_warning(self) -> str | None:
+        """One line when a workload loader would leave some relocation unapplied."""
+        rel = self.relocations()
+        if not rel["not_applied"]:
+            return None
+        return (
+            f"{rel['not_applied']} dynamic relocations would not be applied by the workload "
+            f"loaders (they apply R_X86_64_RELATIVE only), first: {rel['not_applied_list'][0]}"
+        )
+
     def not_relocatable(self) -> dict[str, int]:
         return dict(Counter(i.reason for i in self.islands if i.reason is not None))
 
@@ -252,6 +274,7 @@ class IslandMap:
             "callsites": sum(len(v) for v in self.callsites.values()),
             "call_edges": sum(len(v) for v in self.call_graph().values()),
             "coverage": self.coverage(),
+            "relocations": self.relocations(),
         }
         if with_islands:
             out["island_list"] = [i.to_dict() for i in self.islands]

@@ -61,6 +61,7 @@ class VerifyReport:
     fixups_applied: int = 0
     errors: int = 0  # islands whose fix-ups the engine would reject
     mismatches: list[Mismatch] = field(default_factory=list)
+    relocation_warning: str | None = None  # the image would run with unapplied relocations
 
     @property
     def ok(self) -> bool:
@@ -79,6 +80,7 @@ class VerifyReport:
             "mismatches": len(self.mismatches),
             "mismatch_list": [m.to_dict() for m in self.mismatches[:100]],
             "ok": self.ok,
+            "relocation_warning": self.relocation_warning,
         }
 
     def __str__(self) -> str:
@@ -91,6 +93,8 @@ class VerifyReport:
             + ("  -> OK" if self.ok else "  -> FAILED"),
         ]
         lines += [f"  {m}" for m in self.mismatches[:20]]
+        if self.relocation_warning:
+            lines.append(f"  warning: {self.relocation_warning}")
         return "\n".join(lines)
 
 
@@ -107,6 +111,7 @@ def verify(
 ) -> VerifyReport:
     """Move each relocatable island by `delta` (plus 16 bytes per island) and compare."""
     report = VerifyReport(imap.image.path, imap.format)
+    report.relocation_warning = imap.relocation_warning()
     movable = [i for i in imap if i.relocatable]
     report.skipped = len(imap) - len(movable)
     chosen = _pick(movable, limit)

@@ -43,6 +43,9 @@ class AnalyzeReport:
             f"({100 * cov['ratio']:.1f}%), by source "
             + ", ".join(f"{k} {v}" for k, v in sorted(cov["by_source"].items())),
         ]
+        warning = self.imap.relocation_warning()
+        if warning:
+            lines.append(f"  warning: {warning}")
         if d["not_relocatable"]:
             lines.append("  not relocatable:")
             for reason, count in sorted(d["not_relocatable"].items(), key=lambda kv: -kv[1]):

@@ -8,14 +8,16 @@ from io import BytesIO
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
+from elftools.elf.enums import ENUM_RELOC_TYPE_x64
 
 from ..errors import InputError
 from .ehframe import fde_ranges
-from .image import Image, Section, Symbol
+from .image import DynamicRelocation, Image, Section, Symbol
 
 SHF_ALLOC, SHF_EXECINSTR = 0x2, 0x4
 PF_X = 0x1
 R_X86_64_64, R_X86_64_RELATIVE = 1, 8
+_RELOC_NAMES = {v: k for k, v in ENUM_RELOC_TYPE_x64.items() if isinstance(v, int)}
 _MACHINES = {"EM_X86_64"}
 # what pyelftools raises on corrupt input (found by mutating real images: a seek past 2**63
 # raises OverflowError, a bad table TypeError/AttributeError deep inside construct)
@@ -142,18 +144,39 @@ class ElfImage(Image):
         return []
 
     def _abs_pointers(self) -> dict[int, int]:
-        out: dict[int, int] = {}
+        # RELATIVE, and R_X86_64_64 without a symbol: the loader writes base + addend
+        return {
+            r.site: r.addend & 0xFFFFFFFFFFFFFFFF
+            for r in self.dynamic_relocations
+            if not r.symbol and r.kind in ("R_X86_64_RELATIVE", "R_X86_64_64")
+        }
+
+    def _dynamic_relocations(self) -> list[DynamicRelocation]:
+        out: list[DynamicRelocation] = []
         for sec in self._raw_sections:
-            if sec["sh_type"] != "SHT_RELA" or not sec["sh_flags"] & SHF_ALLOC:
+            rela = sec["sh_type"] == "SHT_RELA"
+            if sec["sh_type"] not in ("SHT_RELA", "SHT_REL") or not sec["sh_flags"] & SHF_ALLOC:
                 continue
             raw = self.data[sec["sh_offset"] : sec["sh_offset"] + sec["sh_size"]]
-            raw = raw[: len(raw) - len(raw) % 24]
-            for offset, info, addend in struct.iter_unpack("<QQq", raw):
-                # RELATIVE, and R_X86_64_64 without a symbol: the loader writes base + addend
+            step = 24 if rela else 16
+            raw = raw[: len(raw) - len(raw) % step]
+            rows = struct.iter_unpack("<QQq", raw) if rela else struct.iter_unpack("<QQ", raw)
+            for row in rows:
+                offset, info = row[0], row[1]
                 kind, symbol = info & 0xFFFFFFFF, info >> 32
-                if kind == R_X86_64_RELATIVE or (kind == R_X86_64_64 and symbol == 0):
-                    out[offset] = addend & 0xFFFFFFFFFFFFFFFF
+                name = _RELOC_NAMES.get(kind, f"relocation type {kind}")
+                addend = row[2] if rela else 0
+                out.append(DynamicRelocation(offset, name, addend, self._symbol_name(sec, symbol)))
         return out
+
+    def _symbol_name(self, sec, index: int) -> str:  # type: ignore[no-untyped-def]
+        if not index:
+            return ""
+
+        def lookup() -> str:
+            return str(self.elf.get_section(sec["sh_link"]).get_symbol(index).name) or f"#{index}"
+
+        return self._guard("dynamic symbol table", lookup)
 
 
 _STT_FUNC, _STT_GNU_IFUNC = 2, 10

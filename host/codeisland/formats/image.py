@@ -46,6 +46,29 @@ class Symbol:
     source: str  # "symtab", "dynsym", "coff", "dwarf", "export"
 
 
+# The one dynamic relocation the workload loaders (smmemu's guest loader, the QEMU target app)
+# apply: base + addend.  Anything else needs a symbol resolver they do not have.
+LOADER_RELOCATION = "R_X86_64_RELATIVE"
+
+
+@dataclass(frozen=True)
+class DynamicRelocation:
+    """One entry of an allocated (dynamic) relocation table, in link addresses."""
+
+    site: int
+    kind: str  # "R_X86_64_RELATIVE", "R_X86_64_GLOB_DAT", ...
+    addend: int
+    symbol: str = ""  # "" for none
+
+    @property
+    def loader_applies(self) -> bool:
+        return self.kind == LOADER_RELOCATION and not self.symbol
+
+    def describe(self) -> str:
+        against = f" against {self.symbol}" if self.symbol else ""
+        return f"{self.kind} at {self.site:#x}{against}"
+
+
 class Image(ABC):
     """One executable image, addressed by link-time virtual addresses."""
 
@@ -78,6 +101,11 @@ class Image(ABC):
 
     @abstractmethod
     def _abs_pointers(self) -> dict[int, int]: ...
+
+    def _dynamic_relocations(self) -> list[DynamicRelocation]:
+        """Relocations a loader of this format must apply; PE base relocations are applied by
+        every PE loader (firmware included), so only ELF lists them."""
+        return []
 
     # -- cached views ------------------------------------------------------------------
 
@@ -119,6 +147,29 @@ class Image(ABC):
     @cached_property
     def abs_pointer_sites(self) -> list[int]:
         return sorted(self.abs_pointers)
+
+    @cached_property
+    def dynamic_relocations(self) -> list[DynamicRelocation]:
+        return self._dynamic_relocations()
+
+    @cached_property
+    def unapplied_relocations(self) -> list[DynamicRelocation]:
+        """Dynamic relocations the workload loaders would not apply (they apply
+        LOADER_RELOCATION only): an image with any of them runs with wrong pointers."""
+        return [r for r in self.dynamic_relocations if not r.loader_applies]
+
+    def loader_relocations(self) -> list[tuple[int, int]]:
+        """(site, addend) of every relocation a workload loader applies (it writes base + addend
+        at base + site); InputError naming the first relocation it cannot apply."""
+        if self.unapplied_relocations:
+            first = self.unapplied_relocations[0]
+            more = len(self.unapplied_relocations) - 1
+            raise InputError(
+                f"{self.path or 'image'}: dynamic relocation {first.describe()} is not applied by "
+                f"the workload loaders (only {LOADER_RELOCATION})"
+                + (f"; {more} more" if more else "")
+            )
+        return [(r.site, r.addend) for r in self.dynamic_relocations]
 
     # -- reading -----------------------------------------------------------------------
 
