@@ -23,9 +23,9 @@ import time
 
 from unicorn.x86_const import UC_X86_REG_RIP
 
+from codeisland.emulator.session import boot
 from codeisland.errors import CodeIslandError
 from smmemu.machine import NO_UNTIL
-from smmemu.session import boot
 from smmemu.workload import load_workload
 
 

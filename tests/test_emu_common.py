@@ -11,10 +11,10 @@ import subprocess
 from functools import cache
 
 from codeisland.analysis import analyze
+from codeisland.emulator.differential import Baseline, EmulateConfig, run_baseline
 from codeisland.paths import driver_binary, repo_root
-from smmemu.emulate import Baseline, EmulateConfig, run_baseline
+from codeisland.relocation.placement import plan_ranked, region_platform
 from smmemu.guest import CODE_OFFSET, HOT_OFFSET, HOT_SIZE
-from smmemu.plans import HotArea, plan_moves
 from smmemu.workload import workload_path
 
 LEAF_ISLANDS = {
@@ -40,12 +40,16 @@ def ensure_built() -> None:
 
 
 def plan_for(session, image, names, hot=None, plan_id=5, stack_slots=0):  # type: ignore[no-untyped-def]
-    """Analyse the workload where the guest placed it and plan `names` into `hot`."""
+    """Analyse the workload where the guest placed it and plan `names`, packed in that order,
+    into `hot` = (base, size) (default: the arena's hot area) through the relocation layer."""
     base = session.arena[0]
     imap = analyze(image.path, load_base=base + CODE_OFFSET)
-    hot = hot or HotArea(base + HOT_OFFSET, HOT_SIZE)
-    read = session.machine.read
-    return imap, plan_moves(imap, list(names), hot, read, plan_id, stack_slots=stack_slots)
+    area = hot or (base + HOT_OFFSET, HOT_SIZE)
+    plan = plan_ranked(
+        imap, list(names), region_platform(*area), arena_base=base, plan_id=plan_id,
+        stack_slots=stack_slots, read_bytes=session.machine.read,
+    )  # fmt: skip
+    return imap, plan
 
 
 @cache

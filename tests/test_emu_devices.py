@@ -85,8 +85,8 @@ def test_allocations_of_2mib_or_more_are_2mib_aligned_smaller_ones_are_not() -> 
 def test_driver_arena_and_its_hot_area_are_2mib_aligned() -> None:
     from test_emu_common import ensure_built
 
+    from codeisland.emulator.session import boot
     from smmemu.guest import HOT_OFFSET
-    from smmemu.session import boot
 
     ensure_built()
     base, size = boot(cpus=1).arena

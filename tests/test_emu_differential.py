@@ -8,7 +8,7 @@ import random
 import pytest
 from test_emu_common import LEAF_ISLANDS, MIXED_ISLANDS, baseline
 
-from smmemu.emulate import EmulateConfig, run_emulation
+from codeisland.emulator.differential import EmulateConfig, run_emulation
 
 COMBOS = 10
 

@@ -15,11 +15,10 @@ from __future__ import annotations
 import pytest
 from test_emu_common import baseline, ensure_built, plan_for
 
+from codeisland.emulator.session import Session, boot
 from codeisland.errors import CodeIslandError
 from codeisland.plan import layout as L
 from smmemu.machine import REGS
-from smmemu.plans import HotArea
-from smmemu.session import Session, boot
 from smmemu.workload import load_workload
 
 RETIRED = L.MAP_ROLLED_BACK | L.MAP_RETIRED
@@ -83,7 +82,7 @@ def test_keep_copies_rollback_leaves_the_copy_valid(layout: str) -> None:
     assert again.placed[0].dst == callee.dst
     refused = s.client.stage(again.to_bytes(), check=False)
     assert refused.status == L.Status.DST_OVERLAPS_CODE and refused.result.bytes_written == 0
-    past = HotArea(caller.dst + caller.size, 0x1000)
+    past = (caller.dst + caller.size, 0x1000)
     _imap, elsewhere = plan_for(s, guest.image, ["match_len"], past, plan_id=33)
     assert s.client.commit(elsewhere.to_bytes()).ok
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from test_emu_common import ensure_built
 
+from codeisland.emulator.session import boot
 from codeisland.errors import EmulationError, TransportError
 from codeisland.plan import layout as L
 from smmemu import efi
@@ -13,7 +14,6 @@ from smmemu.guest import Guest
 from smmemu.machine import Machine
 from smmemu.memory import SMRAM_BASE
 from smmemu.savestate import LAYOUTS, REG_RIP, SaveStateMap
-from smmemu.session import boot
 from smmemu.workload import Segment, WorkloadImage
 
 BOOT_TRACE_COMMON = [

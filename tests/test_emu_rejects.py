@@ -6,11 +6,10 @@ from __future__ import annotations
 import pytest
 from test_emu_common import baseline, ensure_built, plan_for
 
+from codeisland.emulator.session import boot
 from codeisland.plan import layout as L
 from smmemu.guest import HOT_OFFSET, HOT_SIZE
 from smmemu.memory import SMRAM_BASE
-from smmemu.plans import HotArea
-from smmemu.session import boot
 from smmemu.workload import load_workload
 
 
@@ -24,11 +23,11 @@ def _setup(dst_area: str):  # type: ignore[no-untyped-def]
     s = boot(cpus=2)
     guest = s.guest(image, threads=2)
     if dst_area == "smram":
-        hot = HotArea(SMRAM_BASE + 0x300000, 0x1000)
+        hot = (SMRAM_BASE + 0x300000, 0x1000)
     elif dst_area == "unregistered":
-        hot = HotArea(s.machine.firmware.system_table + 0x1000, 0x1000)  # DXE data
+        hot = (s.machine.firmware.system_table + 0x1000, 0x1000)  # DXE data
     else:
-        hot = HotArea(s.arena[0] + HOT_OFFSET, HOT_SIZE)
+        hot = (s.arena[0] + HOT_OFFSET, HOT_SIZE)
     _imap, plan = plan_for(s, image, ["sift_down"], hot, plan_id=9)
     spec = plan.placed[0]
     return s, guest, spec, plan

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from test_emu_common import baseline, ensure_built
 
-from smmemu.session import boot
+from codeisland.emulator.session import boot
 from smmemu.workload import load_workload
 
 

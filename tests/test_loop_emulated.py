@@ -55,8 +55,8 @@ def test_reactive_loop_relocates_through_the_driver() -> None:
 
 
 def test_phase_daily_output_does_not_depend_on_clock_or_input() -> None:
+    from codeisland.emulator.session import boot
     from codeisland.profile.record import EmulatedInputs
-    from smmemu.session import boot
     from smmemu.workload import load_workload
 
     outputs, hours = [], []

@@ -8,12 +8,12 @@ import pytest
 from test_emu_common import baseline, ensure_built
 
 from codeisland.analysis import analyze
+from codeisland.emulator.session import boot
 from codeisland.plan import layout as L
 from codeisland.planning.passes import Options
 from codeisland.planning.planner import run_passes
 from codeisland.planning.platform import load_platform
 from smmemu.guest import CODE_OFFSET
-from smmemu.session import boot
 from smmemu.workload import load_workload
 
 

@@ -94,7 +94,7 @@ def test_emulator_workload_runs_relocated_and_matches_the_emulator(emu: dict[str
     """The same blob as smmemu (workload.h ABI) in the real firmware: every relocatable island
     moved, staged over more than one SMI, every round's output identical, and equal to the
     emulator's unrelocated run."""
-    from smmemu.emulate import EmulateConfig, run_baseline
+    from codeisland.emulator.differential import EmulateConfig, run_baseline
 
     assert emu["ok"] is True and emu["_exit"] == 0
     assert emu["workload"] == "lz"

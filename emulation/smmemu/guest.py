@@ -156,6 +156,14 @@ class Guest:
     def runnable_threads(self) -> int:
         return sum(1 for t in self.threads if t.runnable)
 
+    def on_cpu(self) -> list[tuple[int, GuestThread | None, int]]:
+        """(CPU index, the thread it holds or None when idle, its RIP) for every CPU."""
+        return [
+            (c.index, c.thread if isinstance(c.thread, GuestThread) else None,
+             int(c.context.reg_read(UC_X86_REG_RIP)))
+            for c in self.m.cpus
+        ]  # fmt: skip
+
     @property
     def busy_cpus(self) -> int:
         return sum(1 for c in self.m.cpus if c.thread is not None)

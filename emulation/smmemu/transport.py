@@ -51,6 +51,10 @@ class EmulatorTransport(Transport):
     def raise_sw_smi(self, value: int, data: int = 0) -> None:
         self.last_smi = self.machine.smi(value, data, self.initiator)
 
+    def last_smi_measure(self) -> tuple[int, int] | None:
+        smi = self.last_smi
+        return None if smi is None else (smi.number, smi.handler_instructions)
+
     def config_table(self) -> L.ConfigTable:
         st = self.machine.firmware.system_table
         count, array = struct.unpack("<QQ", self.read_phys(st + efi.ST_NUMBER_OF_TABLES, 16))

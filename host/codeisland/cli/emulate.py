@@ -70,7 +70,7 @@ def command(
     as_json: bool,
 ) -> None:
     """Run WORKLOAD twice on the emulated board and compare outputs byte for byte."""
-    from smmemu.emulate import EmulateConfig, run_emulation
+    from codeisland.emulator.differential import EmulateConfig, run_emulation
 
     cfg = EmulateConfig(
         workload=workload, cpus=cpus, threads=threads, smi_every=smi_every, seed=seed,

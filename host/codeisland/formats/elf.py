@@ -179,7 +179,8 @@ class ElfImage(Image):
         return self._guard("dynamic symbol table", lookup)
 
 
-_STT_FUNC, _STT_GNU_IFUNC = 2, 10
+_STT_FUNC, _STT_FILE, _STT_GNU_IFUNC = 2, 4, 10
+_STB_LOCAL = 0
 _SHN_UNDEF, _SHN_ABS = 0, 0xFFF1
 
 
@@ -191,16 +192,23 @@ def _funcs(elf: ELFFile, data: bytes, sec, source: str) -> list[Symbol]:  # type
     if len(raw) % 24 or str_end > len(data):
         raise InputError(f"corrupt ELF symbol table {sec.name}")
     out = []
+    unit = ""  # local symbols follow the STT_FILE symbol of their source file
     for name, info, _other, shndx, value, size in struct.iter_unpack("<IBBHQQ", raw):
+        if info & 0xF == _STT_FILE:
+            unit = _name(data, str_off + name, str_end)
+            continue
         if info & 0xF not in (_STT_FUNC, _STT_GNU_IFUNC) or shndx in (_SHN_UNDEF, _SHN_ABS):
             continue
         if not value:
             continue
-        start = str_off + name
-        stop = data.find(b"\0", start, str_end)
-        label = data[start:stop].decode("utf-8", "replace") if stop > start else f"fn_{value:x}"
-        out.append(Symbol(label, value, size, source))
+        label = _name(data, str_off + name, str_end) or f"fn_{value:x}"
+        out.append(Symbol(label, value, size, source, unit if info >> 4 == _STB_LOCAL else ""))
     return out
+
+
+def _name(data: bytes, start: int, end: int) -> str:
+    stop = data.find(b"\0", start, end)
+    return data[start:stop].decode("utf-8", "replace") if stop > start else ""
 
 
 def _dwarf_subprograms(elf: ELFFile) -> list[Symbol]:

@@ -44,6 +44,7 @@ class Symbol:
     addr: int
     size: int
     source: str  # "symtab", "dynsym", "coff", "dwarf", "export"
+    unit: str = ""  # source file of a local symbol (ELF STT_FILE before it), when known
 
 
 # The one dynamic relocation the workload loaders (smmemu's guest loader, the QEMU target app)

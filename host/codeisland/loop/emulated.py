@@ -98,9 +98,9 @@ class EmulatedMachine:
         hot_capacity: int = 32 * 1024,
     ) -> None:
         from codeisland.analysis import analyze
+        from codeisland.emulator.session import boot
         from smmemu.fetchtrace import FetchModel, FetchModelError
         from smmemu.guest import HOT_OFFSET, HOT_SIZE
-        from smmemu.session import boot
         from smmemu.workload import load_workload
 
         self.params = params or FrontendParams()

@@ -21,7 +21,7 @@ from ..analysis.merge import MAX_GAP, merge
 from ..errors import PlanError
 from ..plan import layout as L
 from ..plan.document import Plan
-from .build import build_plan
+from .build import ReadBytes, build_plan
 from .platform import PageMapping, Platform, Region, page_mapping
 
 S32 = (-(1 << 31), (1 << 31) - 1)
@@ -84,6 +84,7 @@ class Options:
     keep_copies: bool = False  # PLAN_KEEP_COPIES: rollback leaves the copies (retired)
     arena_base: int | None = None
     priorities: dict[str, float] = field(default_factory=dict)  # from the predictor
+    keep_order: bool = False  # place in priority order, no call-chain clustering (caller ranked)
 
 
 @dataclass
@@ -98,6 +99,7 @@ class PlanContext:
     log: list[str] = field(default_factory=list)
     plan: Plan | None = None
     weights: dict[tuple[str, str], float] = field(default_factory=dict)
+    read_bytes: ReadBytes | None = None  # the islands' live bytes (default: the image's)
     _scanner: Scanner | None = None
 
     def note(self, text: str) -> None:
@@ -313,6 +315,9 @@ class Order:
         for region in ctx.platform.destinations():
             members = [c for c in ctx.candidates if c.environment == region.name]
             # clusters that fit one page of what the region can really be mapped with
+            if ctx.options.keep_order:
+                ctx.order.extend(c.name for c in members)
+                continue
             page = ctx.page_mapping(region).page_size
             ctx.order.extend(self._cluster(ctx, members, page, graph))
 
@@ -448,6 +453,7 @@ class Build:
             chunk_size=o.chunk_size,
             stack_slots=o.stack_slots,
             callsites=o.callsites,
+            read_bytes=ctx.read_bytes,
             keep_copies=o.keep_copies,
         )
         ctx.note(

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..analysis import IslandMap
 from ..plan.document import Plan
+from .build import ReadBytes
 from .passes import DEFAULT_PASSES, Options, Pass, PlanContext
 from .platform import Platform
 
@@ -117,9 +118,11 @@ def run_passes(
     options: Options | None = None,
     passes: Sequence[Pass] | None = None,
     verify_each: bool = True,
+    read_bytes: ReadBytes | None = None,
 ) -> PlanResult:
-    """Plan moves for `imap` on `platform`, verifying after each pass when asked."""
-    ctx = PlanContext(imap, platform, counts, options or Options())
+    """Plan moves for `imap` on `platform`, verifying after each pass when asked; the islands'
+    bytes come from `read_bytes` (a live machine) when given, else from the image."""
+    ctx = PlanContext(imap, platform, counts, options or Options(), read_bytes=read_bytes)
     for p in passes if passes is not None else [cls() for cls in DEFAULT_PASSES]:
         p.run(ctx)
         if verify_each:

@@ -79,8 +79,8 @@ def record_emulated(
     seed: int = 1,
     params: FrontendParams | None = None,
 ) -> Profile:
+    from codeisland.emulator.session import boot
     from smmemu.fetchtrace import FetchModel, FetchModelError
-    from smmemu.session import boot
     from smmemu.workload import load_workload
 
     s = boot(cpus=cpus)

@@ -33,6 +33,12 @@ class Transport(ABC):
     def locate_mailbox(self) -> int:
         """Physical address of the driver's mailbox (from its EFI configuration table)."""
 
+    def last_smi_measure(self) -> tuple[int, int] | None:
+        """(SMI number, handler instructions) of the SMI just raised, where the transport can
+        count instructions (an emulator); None on hardware, where the driver's own SMI count
+        is all there is."""
+        return None
+
     def wait(self) -> None:  # noqa: B027 - optional hook
         """Let the machine run while the caller polls (no-op where SMIs are synchronous)."""
 

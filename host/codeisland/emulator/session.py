@@ -1,18 +1,20 @@
-"""A booted board: the machine with the real driver loaded and locked, its transport and the
-mailbox client -- found through the configuration table, as a host would find them."""
+"""The emulator host: boot the smmemu board with the real driver and find the driver the way a
+host finds it (the EFI configuration table, through the board's Transport), then drive it only
+through the mailbox and the relocation layer."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from codeisland.paths import driver_binary
-from codeisland.transport.mailbox import MailboxClient
+from smmemu.guest import Guest
+from smmemu.machine import Machine
+from smmemu.transport import EmulatorTransport
+from smmemu.workload import WorkloadImage
 
-from .guest import Guest
-from .machine import Machine
-from .transport import EmulatorTransport
-from .workload import WorkloadImage
+from ..paths import driver_binary
+from ..relocation import Relocator
+from ..transport.mailbox import MailboxClient
 
 
 @dataclass
@@ -20,6 +22,10 @@ class Session:
     machine: Machine
     transport: EmulatorTransport
     client: MailboxClient
+    relocator: Relocator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.relocator = Relocator(self.client)
 
     @property
     def arena(self) -> tuple[int, int]:

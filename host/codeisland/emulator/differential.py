@@ -9,7 +9,10 @@ hottest functions at SMIs, with outputs compared byte for byte.
     verdict    per-thread outputs and exit codes equal -> identical
 
 Islands come from the analysis of the workload's ELF (codeisland.analysis: function ranges,
-fix-ups, internal branch targets), plans from codeisland.planning.
+fix-ups, internal branch targets); selection, placement (the platform's hot region, through the
+planner's passes) and the STAGE/COMMIT/ROLLBACK protocol are the relocation layer's
+(codeisland.relocation).  This module only decides *when*: at which SMI boundary to stage,
+to commit (once a thread is inside an island) and to roll back.
 """
 
 from __future__ import annotations
@@ -20,22 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from unicorn.x86_const import UC_X86_REG_RIP
+from smmemu.guest import Guest
+from smmemu.workload import WorkloadImage, load_workload
 
-from codeisland.analysis import IslandMap, analyze
-from codeisland.errors import EmulationError
-from codeisland.plan import layout as L
-
-from .guest import HOT_OFFSET, HOT_SIZE, Guest
-from .machine import SmiRecord
-from .plans import BuiltPlan, HotArea, plan_moves
+from ..analysis import IslandMap, analyze
+from ..errors import EmulationError
+from ..plan import layout as L
+from ..planning.platform import Platform, load_platform
+from ..relocation import RelocationPlan, Relocator, SmiReport, movable, occupied
+from ..relocation.placement import plan_ranked
 from .session import Session, boot
-from .workload import WorkloadImage, load_workload
-
-# islands never chosen automatically: the runtime's output and exit paths and the entry
-# (moving them works, but they are not where the workload's time goes)
-RUNTIME = frozenset({"ci_start", "ci_fail", "ci_putc", "ci_puts", "ci_puthex", "ci_putdec",
-                     "ci_line", "ci_input", "workload_thread"})  # fmt: skip
 
 
 @dataclass
@@ -69,17 +66,6 @@ class Translation:
 
 
 @dataclass
-class SmiCost:
-    smi: int
-    command: str
-    status: str
-    handler_instructions: int
-    bytes_written: int
-    contexts_translated: int
-    returns_translated: int = 0
-
-
-@dataclass
 class EmulateReport:
     config: EmulateConfig
     identical: bool
@@ -91,7 +77,7 @@ class EmulateReport:
     baseline_instructions: int
     moved: list[dict[str, Any]] = field(default_factory=list)
     translations: list[Translation] = field(default_factory=list)
-    costs: list[SmiCost] = field(default_factory=list)
+    costs: list[SmiReport] = field(default_factory=list)
     hot: list[tuple[str, int]] = field(default_factory=list)
     divergent_threads: list[int] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
@@ -177,40 +163,21 @@ class EmulateReport:
 
 
 class _Run:
-    """One boot + one guest, with the SMI bookkeeping both runs share."""
+    """One boot + one guest; every request goes through the session's relocation layer."""
 
     def __init__(self, cfg: EmulateConfig, image: WorkloadImage) -> None:
         self.cfg = cfg
         self.session: Session = boot(cfg.cpus, cfg.layout, sw_dispatch=cfg.sw_dispatch)
         self.guest: Guest = self.session.guest(image, cfg.threads, cfg.slice_instructions)
-        self.client = self.session.client
-        self.costs: list[SmiCost] = []
-        self.sample_head = 0
+        self.relocator: Relocator = self.session.relocator
+        self.relocator.stage_budget = cfg.stage_budget
 
     @property
-    def last_smi(self) -> SmiRecord:
-        smi = self.session.transport.last_smi
-        if smi is None:
-            raise EmulationError("no SMI was raised")
-        return smi
-
-    def request(self, name: str, send: Callable[[], Any]) -> Any:
-        reply = send()
-        smi = self.last_smi
-        r = reply.result
-        self.costs.append(
-            SmiCost(
-                smi.number, name, L.Status(r.status).name if r.status < 64 else str(r.status),
-                smi.handler_instructions, int(r.bytes_written), int(r.contexts_translated),
-                int(r.returns_translated),
-            )
-        )  # fmt: skip
-        return reply
+    def costs(self) -> list[SmiReport]:
+        return self.relocator.smis
 
     def sample(self) -> list[L.Sample]:
-        self.request("SAMPLE", self.client.sample)
-        got, self.sample_head = self.client.samples_since(self.sample_head)
-        return got
+        return self.relocator.sample()
 
 
 def _hot_functions(samples: list[L.Sample], image: WorkloadImage, base: int) -> Counter[str]:
@@ -265,9 +232,25 @@ def choose_islands(cfg: EmulateConfig, imap: IslandMap, heat: Counter[str]) -> l
             if imap.get(n) is None:
                 raise EmulationError(f"workload {cfg.workload} has no island named {n!r}")
         return list(cfg.names)
-    ok = {i.name for i in imap if i.relocatable and i.name not in RUNTIME}
+    ok = {i.name for i in movable(imap)}
     ranked = [n for n, _ in heat.most_common() if n in ok]
     return ranked[: cfg.islands]
+
+
+def _plan(
+    run: _Run,
+    imap: IslandMap,
+    platform: Platform,
+    names: list[str],
+    plan_id: int,
+    taken: list[tuple[int, int]],
+) -> RelocationPlan:
+    """`names` (hottest first) into the platform's destination regions of this boot's arena,
+    around the copies the driver holds (`taken`), bytes read through the transport."""
+    return plan_ranked(
+        imap, names, platform, arena_base=run.session.arena[0], plan_id=plan_id,
+        stack_slots=run.cfg.stack_slots, taken=taken, read_bytes=run.session.transport.read_phys,
+    )  # fmt: skip
 
 
 def run_emulation(
@@ -281,17 +264,14 @@ def run_emulation(
     run = _Run(cfg, image)
     imap = analyze(image.path, load_base=run.guest.base)
     chosen = choose_islands(cfg, imap, baseline.heat)
-    base, _size = run.session.arena
-    hot = HotArea(base + HOT_OFFSET, HOT_SIZE)
-    read = run.session.machine.read
+    platform = load_platform("emulated")
     plan_id = cfg.seed & 0xFFFF or 1
-    plan = plan_moves(imap, chosen, hot, read, plan_id, stack_slots=cfg.stack_slots)
+    # a board booted a moment ago holds no copies: the first plan needs no STATS
+    plan = _plan(run, imap, platform, chosen, plan_id, taken=[])
     stage_at = cfg.stage_at if cfg.stage_at is not None else rng.randrange(1, 4)
     report = EmulateReport(cfg, False, 0, 0, 0, 0, 0, baseline.instructions)
     report.hot = baseline.heat.most_common()
     report.sw_path = "SwDispatch2" if cfg.sw_dispatch else "root handler"
-    if cfg.stage_budget:
-        run.client.set_stage_budget(cfg.stage_budget)
     flow = _Flow(run, plan, rng, cfg, report, stage_at)
 
     def boundary(g: Guest) -> None:
@@ -300,9 +280,8 @@ def run_emulation(
         flow.boundary()
         if flow.replan:
             flow.replan = False
-            flow.plan = plan_moves(
-                imap, chosen, hot, read, flow.plan.plan.plan_id + 1, stack_slots=cfg.stack_slots
-            )
+            taken = occupied(run.relocator.address_map())
+            flow.plan = _plan(run, imap, platform, chosen, flow.plan.plan.plan_id + 1, taken)
 
     jitter = random.Random(cfg.seed ^ 0x5EED) if cfg.random_points else None
     run.guest.run(every=cfg.smi_every, on_boundary=boundary, jitter=jitter)
@@ -317,9 +296,9 @@ def run_emulation(
     ]
     report.identical = not report.divergent_threads and all(c == 0 for c in codes)
     report.outputs = [o.decode("latin-1") for o in outputs]
-    report.costs = run.costs
+    report.costs = list(run.costs)
     report.guest_instructions = run.guest.instructions
-    report.smm_instructions_max = max((c.handler_instructions for c in run.costs), default=0)
+    report.smm_instructions_max = max((c.handler_instructions or 0 for c in run.costs), default=0)
     report.bytes_written = sum(c.bytes_written for c in run.costs)
     report.contexts_translated = sum(c.contexts_translated for c in run.costs)
     return report
@@ -338,7 +317,7 @@ class _Flow:
     def __init__(
         self,
         run: _Run,
-        plan: BuiltPlan,
+        plan: RelocationPlan,
         rng: random.Random,
         cfg: EmulateConfig,
         report: EmulateReport,
@@ -356,11 +335,9 @@ class _Flow:
         self.b += 1
         run, cfg = self.run, self.cfg
         if self.phase == "wait" and self.b >= self.stage_at:
-            raw = self.plan.to_bytes()
-            reply = run.request("STAGE", lambda: run.client.stage(raw))
-            self._staged(reply)
+            self._staged(run.relocator.begin_stage(self.plan.to_bytes()))
         elif self.phase == "staging":
-            self._staged(run.request("STAGE", lambda: run.client.stage(b"")))
+            self._staged(run.relocator.continue_stage())
         elif self.phase == "staged":
             self._commit()
         elif (
@@ -369,33 +346,30 @@ class _Flow:
             and not self.rolled_back
             and self.b == self.committed_at + cfg.rollback_after
         ):
-            run.request("ROLLBACK", lambda: run.client.rollback(0))
+            run.relocator.rollback(0)
             self.report.events.append(f"SMI boundary {self.b}: rolled the generation back")
             self.rolled_back, self.replan = True, True
             self.phase, self.stage_at = "wait", self.b + 1
         else:
             run.sample()
 
-    def _staged(self, reply: Any) -> None:
-        state = reply.result.state
-        self.phase = "staged" if state == L.STATE_STAGED else "staging"
-        if state not in (L.STATE_STAGED, L.STATE_STAGING):
-            raise EmulationError(f"STAGE left the plan in state {state}")
+    def _staged(self, result: L.Result) -> None:
+        self.phase = "staged" if result.state == L.STATE_STAGED else "staging"
 
     def _commit(self) -> None:
         run, plan, report = self.run, self.plan, self.report
         if self.cfg.force_inside and not _step_until_inside(run, plan, self.rng):
             report.events.append("no thread entered the islands before the commit (not forced)")
-        run.request("COMMIT", lambda: run.client.commit(b""))
-        smi = run.last_smi
-        for cpu in run.session.machine.cpus:
-            before, after = smi.rips_before[cpu.index], smi.rips_after[cpu.index]
+        run.relocator.commit()
+        smi = run.session.transport.last_smi
+        if smi is None:
+            raise EmulationError("no SMI was raised")
+        for cpu, thread, _rip in run.guest.on_cpu():
+            before, after = smi.rips_before[cpu], smi.rips_after[cpu]
             if before != after:
-                thread = getattr(cpu.thread, "index", None)
+                who = None if thread is None else thread.index
                 report.translations.append(
-                    Translation(
-                        smi.number, cpu.index, thread, plan.island_of(before), before, after
-                    )
+                    Translation(smi.number, cpu, who, plan.island_of(before), before, after)
                 )
         _note_parked(run, plan, report)
         report.relocations += len(plan.placed)
@@ -407,13 +381,14 @@ class _Flow:
         self.phase, self.committed_at = "committed", self.b
 
 
-def _step_until_inside(run: _Run, plan: BuiltPlan, rng: random.Random, limit: int = 60_000) -> bool:
+def _step_until_inside(
+    run: _Run, plan: RelocationPlan, rng: random.Random, limit: int = 60_000
+) -> bool:
     """Advance the guest in short, seeded steps until some CPU's thread is inside an island."""
     spans = [(p.src, p.src + p.size) for p in plan.placed]
     for _ in range(limit):
-        for cpu in run.session.machine.cpus:
-            rip = int(cpu.context.reg_read(UC_X86_REG_RIP))
-            if cpu.thread is not None and any(lo <= rip < hi for lo, hi in spans):
+        for _cpu, thread, rip in run.guest.on_cpu():
+            if thread is not None and any(lo <= rip < hi for lo, hi in spans):
                 return True
         if run.guest.done:
             return False
@@ -421,10 +396,10 @@ def _step_until_inside(run: _Run, plan: BuiltPlan, rng: random.Random, limit: in
     return False
 
 
-def _note_parked(run: _Run, plan: BuiltPlan, report: EmulateReport) -> None:
+def _note_parked(run: _Run, plan: RelocationPlan, report: EmulateReport) -> None:
     """Threads not on any CPU at the commit are invisible to the handler (as on a board, where
     the OS keeps them): one parked inside the bytes the entry jump overwrote resumes in them."""
-    on_cpu = {id(c.thread) for c in run.session.machine.cpus if c.thread is not None}
+    on_cpu = {id(t) for _cpu, t, _rip in run.guest.on_cpu() if t is not None}
     for t in run.guest.threads:
         if id(t) in on_cpu or not t.runnable:
             continue

@@ -1,0 +1,34 @@
+"""The relocation layer: what every host drives the SMM driver through.
+
+    host driver (emulate, closed loop, profile record, qemu e2e, a Linux guest, a board)
+        |  a Transport (+ its discovery of the mailbox) and a guest that runs the workload
+        v
+    selection   never_move(imap) / movable(imap): the one never-move list, from the image
+    placement   plan_relocation(...): the planner's passes, Place aware of the live map
+    protocol    Relocator: STAGE...STAGED -> COMMIT / ROLLBACK, one no-progress guard,
+                one RetryPolicy, SAMPLE / STATS, a SmiReport per SMI
+        |
+    MailboxClient over the Transport  ->  the driver
+
+/work/notes/relocation-layer-api.md (and README "How the pieces fit") say how a host plugs in.
+"""
+
+from .never_move import movable, never_move
+from .placement import LivePlace, PlacedCopy, RelocationPlan, narrowed, occupied, plan_relocation
+from .protocol import CommitOutcome, Relocator, RetryPolicy, SmiReport, StageOutcome
+
+__all__ = [
+    "CommitOutcome",
+    "LivePlace",
+    "PlacedCopy",
+    "RelocationPlan",
+    "Relocator",
+    "RetryPolicy",
+    "SmiReport",
+    "StageOutcome",
+    "movable",
+    "narrowed",
+    "never_move",
+    "occupied",
+    "plan_relocation",
+]
