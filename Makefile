@@ -2,7 +2,7 @@
 # Every part builds and tests with the project's own interpreter, never whatever python3 is on PATH.
 PYTHON ?= $(CURDIR)/.venv/bin/python
 export PYTHON
-PARTS := smm smm/app emulation emulation/native
+PARTS := smm smm/app emulation emulation/native guest/linux
 
 .PHONY: build test check-native lint pytest clean
 
@@ -24,4 +24,4 @@ pytest: build
 test: check-native lint pytest
 
 clean:
-	rm -rf smm/build emulation/build
+	rm -rf smm/build emulation/build guest/build

@@ -41,7 +41,37 @@ build_everything() {
   make -s build
 }
 
+# The Linux guest of `codeisland qemu run --guest linux`: Debian's current kernel (the image that
+# linux-image-amd64 depends on) and busybox-static, downloaded with apt and unpacked without installing,
+# cached outside the repo. Nothing here is committed.
+LINUX_GUEST_CACHE=${CODEISLAND_LINUX_CACHE:-/var/cache/codeisland/linux}
+fetch_linux_guest() {
+  local cache=$LINUX_GUEST_CACHE
+  mkdir -p "$cache"
+  local kpkg
+  kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9.]*-[0-9]*-amd64\)$/\1/p' | head -n1)
+  if [ -z "$kpkg" ]; then
+    log "cannot find Debian's current kernel package (apt-cache depends linux-image-amd64)"; return 1
+  fi
+  if [ ! -f "$cache/vmlinuz" ] || [ "$(cat "$cache/kernel-package" 2>/dev/null)" != "$kpkg" ]; then
+    log "fetching $kpkg into $cache (download only, no install)"
+    (cd "$cache" && rm -f ./"$kpkg"_*.deb && apt-get download -q -o APT::Sandbox::User=root "$kpkg" >/dev/null)
+    dpkg-deb --fsys-tarfile "$cache/$kpkg"_*.deb | tar -x -O --wildcards './boot/vmlinuz-*' >"$cache/vmlinuz.tmp"
+    mv "$cache/vmlinuz.tmp" "$cache/vmlinuz"
+    rm -f "$cache/$kpkg"_*.deb
+    echo "$kpkg" >"$cache/kernel-package"
+  fi
+  if [ ! -x "$cache/busybox" ]; then
+    log "fetching busybox-static into $cache"
+    (cd "$cache" && rm -f busybox-static_*.deb && apt-get download -q -o APT::Sandbox::User=root busybox-static >/dev/null)
+    dpkg-deb --fsys-tarfile "$cache"/busybox-static_*.deb | tar -x -O ./bin/busybox >"$cache/busybox.tmp"
+    chmod 755 "$cache/busybox.tmp" && mv "$cache/busybox.tmp" "$cache/busybox"
+    rm -f "$cache"/busybox-static_*.deb
+  fi
+}
+
 install_debian_packages
+fetch_linux_guest
 install_python_packages
 build_everything
 log "ready: activate with 'source .venv/bin/activate' or call .venv/bin/codeisland"

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
 import mmap
-import struct
-import uuid
 from pathlib import Path
 
 import pytest
@@ -13,9 +10,7 @@ from chipsec.library.exceptions import OsHelperError
 
 from codeisland.errors import TransportError
 from codeisland.hw import q35
-from codeisland.hw.discovery import discover
 from codeisland.hw.qemuhelper import QemuHelper, register
-from codeisland.plan import layout as L
 
 MIB = 1 << 20
 
@@ -77,53 +72,6 @@ def test_q35_tseg_sizes() -> None:
     assert q35.read_smram_state(read).tseg_size == 8 * MIB
     regs[0x9E] = 0x04  # T_EN = 0
     assert q35.read_smram_state(read).tseg_size == 0
-
-
-def _memory_with_tables(guid: str, signature: int = L.CONFIG_SIGNATURE) -> bytearray:
-    mem = bytearray(4 * MIB)
-    st, ct, cfg = 0x2F0008, 0x100000, 0x200800
-    struct.pack_into("<8sIIII", mem, st, b"IBI SYST", 0x2_0046, 120, 0x1234, 0)
-    struct.pack_into("<QQ", mem, st + 104, 2, ct)
-    mem[ct : ct + 16] = uuid.uuid4().bytes_le
-    struct.pack_into("<Q", mem, ct + 16, 0xDEAD)
-    mem[ct + 24 : ct + 40] = uuid.UUID(guid).bytes_le
-    struct.pack_into("<Q", mem, ct + 40, cfg)
-    c = L.ConfigTable()
-    c.signature, c.version, c.size = signature, 1, ctypes.sizeof(L.ConfigTable)
-    c.mailbox_base, c.arena_base, c.arena_size = 0x200000, 0x300000, 0x10000
-    c.mailbox_size, c.sw_smi_value = L.MAILBOX_SIZE, 0xC1
-    mem[cfg : cfg + c.size] = bytes(c)
-    return mem
-
-
-def test_discovery_walks_system_table_to_our_entry() -> None:
-    mem = _memory_with_tables(L.CONFIG_TABLE_GUID)
-    d = discover(lambda a, n: bytes(mem[a : a + n]), len(mem))
-    assert (d.system_table, d.config_entries, d.config_table) == (0x2F0008, 2, 0x200800)
-    assert d.config.mailbox_base == 0x200000 and d.config.sw_smi_value == 0xC1
-
-
-def test_discovery_skips_unreadable_chunks() -> None:
-    mem = _memory_with_tables(L.CONFIG_TABLE_GUID)
-
-    def read(a: int, n: int) -> bytes:
-        if a + n > len(mem):
-            raise TransportError("hole")
-        return bytes(mem[a : a + n])
-
-    assert discover(read, 1 << 32).config_table == 0x200800
-
-
-def test_discovery_failures_are_one_clear_error() -> None:
-    other = _memory_with_tables(str(uuid.uuid4()))
-    with pytest.raises(TransportError, match="not loaded"):
-        discover(lambda a, n: bytes(other[a : a + n]), len(other))
-    corrupt = _memory_with_tables(L.CONFIG_TABLE_GUID, signature=0)
-    with pytest.raises(TransportError, match="corrupt"):
-        discover(lambda a, n: bytes(corrupt[a : a + n]), len(corrupt))
-    empty = bytearray(2 * MIB)
-    with pytest.raises(TransportError, match="no EFI system table"):
-        discover(lambda a, n: bytes(empty[a : a + n]), len(empty))
 
 
 def test_transport_selects_qemuhelper_by_name(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,14 @@ import click
 from .options import emit, json_option
 
 log = logging.getLogger(__name__)
+UEFI, LINUX = "uefi", "linux"
+guest_option = click.option(
+    "--guest",
+    type=click.Choice([UEFI, LINUX]),
+    default=UEFI,
+    show_default=True,
+    help="uefi: our target app from a FAT drive; linux: Debian's kernel + our agent.",
+)
 
 
 @click.group("qemu")
@@ -27,17 +36,21 @@ class RunReport:
     image: str
     booted: bool
     driver_log: list[str]
-    app_lines: list[str]
+    app_lines: list[str]  # the target's own lines (codeisland-app / -init / -agent)
     exit_code: int | None
     seconds: float
     machine: dict[str, Any] = field(default_factory=dict)
+    guest: str = "uefi"
+    guest_up_seconds: float | None = None  # Linux: QEMU start -> the agent's ready line
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     def __str__(self) -> str:
-        lines = [f"image {self.image}, workdir {self.workdir}"]
+        lines = [f"{self.guest} guest, image {self.image}, workdir {self.workdir}"]
         lines.append(f"driver booted: {'yes' if self.booted else 'NO'}")
+        if self.guest_up_seconds is not None:
+            lines.append(f"Linux agent ready after {self.guest_up_seconds:.1f} s")
         lines += [f"  debugcon: {line}" for line in self.driver_log]
         lines += [f"  serial:   {line}" for line in self.app_lines[-10:]]
         state = "still running (stopped)" if self.exit_code is None else f"exit {self.exit_code}"
@@ -54,6 +67,13 @@ class RunReport:
     help="UEFI app booted from the FAT drive (default: smm/build/app/CodeIslandApp.efi).",
 )
 @click.option("--no-app", is_flag=True, help="Boot to the UEFI shell instead of an app.")
+@guest_option
+@click.option(
+    "--kernel",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --guest linux: this bzImage instead of the cached Debian vmlinuz.",
+)
+@click.option("--threads", default=2, show_default=True, help="Linux agent's worker threads.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--memory", "memory_mib", default=512, show_default=True, help="Guest MiB.")
 @click.option("--cpus", default=1, show_default=True)
@@ -64,14 +84,18 @@ def run_cmd(
     driver: Path | None,
     app: Path | None,
     no_app: bool,
+    guest: str,
+    kernel: Path | None,
+    threads: int,
     workdir: Path | None,
     memory_mib: int,
     cpus: int,
     timeout_s: float,
     as_json: bool,
 ) -> None:
-    """Boot q35 (smm=on, TCG) with the injected image, pflash secure=on, a FAT drive with the
-    target app, debugcon on 0x402, QMP sockets and guest RAM in a shared file; wait for the
+    """Boot q35 (smm=on, TCG) with the injected image, pflash secure=on, debugcon on 0x402, QMP
+    sockets and guest RAM in a shared file, and either a FAT drive with the target app (--guest
+    uefi) or Debian's kernel with an initramfs holding our agent (--guest linux); wait for the
     guest to power off (or the timeout).  While it runs, `codeisland doctor --qemu WORKDIR`
     reaches it through chipsec."""
     from ..qemu import session
@@ -82,28 +106,46 @@ def run_cmd(
         tmp = tempfile.TemporaryDirectory(prefix="codeisland-qemu-")
         workdir = Path(tmp.name)
     try:
-        image = image or session.prepare_image(workdir, driver)
-        the_app = (
-            None if no_app else (app or session.require(session.app_binary(), "make -C smm/app"))
-        )
-        config = MachineConfig(
-            image=image, workdir=workdir, app=the_app, memory_mib=memory_mib, cpus=cpus
-        )
+        if guest == LINUX:
+            from ..qemu.linux import guest as linux
+
+            settings = linux.LinuxSettings(threads=threads, max_seconds=int(timeout_s))
+            linux.check_settings(settings, memory_mib, kernel)
+            image = image or session.prepare_image(workdir, driver)
+            config = linux.machine_config(image, workdir, settings, memory_mib, cpus, kernel)
+        else:
+            image = image or session.prepare_image(workdir, driver)
+            the_app = (
+                None
+                if no_app
+                else (app or session.require(session.app_binary(), "make -C smm/app"))
+            )
+            config = MachineConfig(
+                image=image, workdir=workdir, app=the_app, memory_mib=memory_mib, cpus=cpus
+            )
         t0 = time.monotonic()
         with Machine(config) as m:
             click.echo(f"guest running; chipsec helper settings in {m.describe_file()}", err=True)
-            code = m.wait_exit(timeout_s)
+            up = None
+            if guest == LINUX:
+                up = linux.wait_booted(m, timeout_s).seconds
+                click.echo(f"Linux agent ready after {up:.1f} s", err=True)
+            code = m.wait_exit(max(0.0, timeout_s - (time.monotonic() - t0)))
             report = RunReport(
                 workdir=str(workdir),
                 image=str(image),
                 booted="codeisland: mailbox=" in m.debugcon(),
                 driver_log=m.debugcon().splitlines(),
                 app_lines=[
-                    line.strip() for line in m.serial().splitlines() if "codeisland-app" in line
+                    line.strip()
+                    for line in m.serial().splitlines()
+                    if re.search(r"codeisland-(app|init|agent):", line)
                 ],
                 exit_code=code,
                 seconds=time.monotonic() - t0,
                 machine=m.describe(),
+                guest=guest,
+                guest_up_seconds=up,
             )
         emit(report, as_json)
     finally:

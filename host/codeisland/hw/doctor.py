@@ -80,6 +80,7 @@ class Doctor:
             self.driver_query,
             self.sw_smi,
             self.restricted_memory,
+            self.target,
             self.virtualization,
         ]
         for step in steps:
@@ -183,9 +184,9 @@ class Doctor:
         return Check(
             "driver found",
             OK,
-            f"config table at {d.config_table:#x}: mailbox {d.config.mailbox_base:#x}, "
+            f"mailbox {d.config.mailbox_base:#x}, "
             f"arena {d.config.arena_base:#x}+{d.config.arena_size:#x}, "
-            f"SW SMI {d.config.sw_smi_value:#x}",
+            f"SW SMI {d.config.sw_smi_value:#x}; found by {d.method}: {d.explain()}",
         )
 
     def driver_query(self) -> Check:
@@ -246,6 +247,46 @@ class Doctor:
             "load code to relocate into the driver's arena (see the target app)"
             if code
             else "the driver registered no code region: it can relocate nothing",
+        )
+
+    def target(self) -> Check:
+        """What runs from the arena: our Linux agent or UEFI target app, or nothing known."""
+        if self.client is None:
+            return Check("target", UNKNOWN, "driver not found")
+        from ..qemu import target as uefi_app
+        from ..qemu.linux import agent as linux_agent
+
+        arena = int(self.client.header.arena_base)
+        try:
+            ctl = linux_agent.Agent(self.t, arena).control()
+        except CodeIslandError:
+            ctl = None
+        if ctl is not None:
+            where = (
+                "at virtual == physical"
+                if ctl.mapping == linux_agent.MAP_IDENTITY
+                else (f"at {ctl.arena_va:#x} (virtual, chosen by the kernel)")
+            )
+            return Check(
+                "target",
+                OK,
+                f"Linux guest agent pid {ctl.pid} maps the arena {where}; workload "
+                f"{ctl.workload.decode(errors='replace')} at {ctl.blob_va:#x}, {ctl.threads} "
+                f"thread(s), {ctl.rounds} rounds, {ctl.bad_rounds} bad",
+            )
+        try:
+            app = uefi_app.read_control(self.t, arena)
+        except CodeIslandError:
+            return Check(
+                "target",
+                UNKNOWN,
+                f"nothing of ours at the arena base {arena:#x} (no target app, no Linux agent)",
+                "start one: codeisland qemu run --guest linux (or the UEFI target app)",
+            )
+        return Check(
+            "target",
+            OK,
+            f"UEFI target app: workload at {app.blob_base:#x}, {app.rounds} rounds",
         )
 
     def virtualization(self) -> Check:

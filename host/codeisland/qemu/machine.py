@@ -6,6 +6,7 @@ work/qmp.sock   <-- QMP / HMP ------> monitor: I/O ports (o/i), quit
 work/serial.log <------------------- COM1 (the app's ConOut: progress, checksums)
 work/debugcon.log <----------------- port 0x402 (the driver's log; release OVMF is silent)
 work/fat/       ------------------>  FAT drive: EFI/BOOT/BOOTX64.EFI = the target app
+-kernel/-initrd ------------------>  or a Linux guest through OVMF's fw_cfg loader (qemu/linux/)
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class MachineConfig:
     cpus: int = 1
     vars_template: Path = VARS_TEMPLATE
     extra_args: list[str] = field(default_factory=list)
+    # a Linux guest: OVMF's fw_cfg loader boots this kernel (EFI stub) with this initrd
+    kernel: Path | None = None
+    initrd: Path | None = None
+    append: str = ""
 
     def check(self) -> None:
         if not 64 <= self.memory_mib <= MAX_LOWMEM_MIB:
@@ -47,9 +52,17 @@ class MachineConfig:
             )
         if not 1 <= self.cpus <= 8:
             raise InputError(f"cpus must be 1..8 (got {self.cpus})")
-        for p in (self.image, self.vars_template, *([self.app] if self.app else [])):
+        optional = [p for p in (self.app, self.kernel, self.initrd) if p is not None]
+        for p in (self.image, self.vars_template, *optional):
             if not p.is_file():
                 raise InputError(f"{p} does not exist")
+
+    def boot_args(self) -> list[str]:
+        """-kernel/-initrd/-append for a Linux guest, else nothing (the FAT drive boots)."""
+        if self.kernel is None:
+            return []
+        args = ["-kernel", str(self.kernel), "-append", self.append]
+        return args + (["-initrd", str(self.initrd)] if self.initrd else [])
 
 
 class Machine:
@@ -102,6 +115,7 @@ class Machine:
             "-nic", "none",
             "-display", "none",
             "-monitor", "none",
+            *c.boot_args(),
             *c.extra_args,
         ]  # fmt: skip
 
