@@ -22,17 +22,21 @@ def test_weights_are_sums_of_window_minima() -> None:
 
 
 def test_profile_documents() -> None:
+    # a codeisland-profile is validated as a whole (profile.format) before its counts are used
+    context = {"time_of_day": 0, "input_events": 0, "runnable_threads": 1, "busy_cpus": 1,
+               "cpus": 1}  # fmt: skip
     doc = {
         "format": "codeisland-profile",
         "version": 1,
+        "source": {"workload": "test"},
         "window_instructions": 1000,
         "islands": [
             {"id": 0, "name": "f", "start": 0, "size": 8},
             {"id": 1, "name": "g", "start": 8, "size": 8},
         ],
         "windows": [
-            {"index": 0, "samples": [3, 1], "exact": None},
-            {"index": 1, "samples": [0, 2], "exact": [1, 7]},
+            {"index": 0, "samples": [3, 1], "exact": None, **context},
+            {"index": 1, "samples": [0, 2], "exact": [1, 7], **context},
         ],
     }
     assert counts_from_document(doc) == {"f": [3.0, 1.0], "g": [1.0, 7.0]}
@@ -45,6 +49,9 @@ def test_profile_documents() -> None:
             "islands": [{"name": "f"}],
             "windows": [{"samples": [1, 2]}],
         },
+        {**doc, "islands": "f"},  # islands as a string used to end in an AttributeError
+        {k: v for k, v in doc.items() if k != "source"},
+        {"f": [1, True]},
     ):
         with pytest.raises(InputError):
             counts_from_document(bad)
@@ -53,7 +60,7 @@ def test_profile_documents() -> None:
 def test_load_counts_errors(tmp_path: Path) -> None:
     p = tmp_path / "p.json"
     p.write_text("{not json")
-    with pytest.raises(InputError, match="cannot read profile"):
+    with pytest.raises(InputError, match="not valid JSON"):
         load_counts(p)
 
 

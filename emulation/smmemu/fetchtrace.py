@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from codeisland.errors import BuildMissing
+
 ABI_VERSION = 1
 MAX_ISLANDS = 65536
 MAX_RANGES = 65536
@@ -84,6 +86,11 @@ class FetchModelError(Exception):
     """The native library is missing or refused a parameter (callers convert it)."""
 
 
+class FetchLibraryMissing(FetchModelError, BuildMissing):
+    """libcifetch.so is not built: a FetchModelError to callers that fall back without it, a
+    one-line "not built: run make build" to the CLI."""
+
+
 def library_path() -> Path:
     env = os.environ.get("CODEISLAND_FETCHLIB")
     if env:
@@ -101,7 +108,7 @@ def load_library() -> ctypes.CDLL:
         return _LIB
     path = library_path()
     if not path.is_file():
-        raise FetchModelError(f"{path} is missing: build it with 'make -C emulation/native'")
+        raise FetchLibraryMissing(f"the native front-end model {path}")
     lib = ctypes.CDLL(str(path))
     vp, sz = ctypes.c_void_p, ctypes.c_size_t
     proto = {

@@ -14,7 +14,7 @@ import subprocess
 
 from unicorn import UC_HOOK_BLOCK, Uc
 
-from codeisland.errors import EmulationError, ToolMissing
+from codeisland.errors import BuildMissing, EmulationError, ToolMissing
 from codeisland.paths import emulation_build_dir, repo_root
 
 
@@ -36,7 +36,7 @@ def _library() -> ctypes.CDLL:
             raise ToolMissing("building the native slicer needs make and a C compiler")
         subprocess.run(["make", "-s", "-C", str(repo_root() / "emulation")], check=False)
     if not path.is_file():
-        raise EmulationError(f"{path} is missing: run `make -C emulation`")
+        raise BuildMissing(f"the native slicer {path}")
     return ctypes.CDLL(str(path))
 
 

@@ -2,7 +2,15 @@
 
 Every failure the CLI reports is a CodeIslandError; library errors (lief, pyelftools, unicorn,
 chipsec, OS errors) are converted at the boundary where they happen.  Each class carries the
-exit code the CLI uses for it, so `main` is the only place that exits.
+exit code the CLI uses for it, so `main` is the only place that exits:
+
+    1  a check failed (CheckFailed: outputs differ, mismatches, not ready)
+    2  bad input: command line, input file, plan (UsageError, InputError, PlanError)
+    3  the SMM driver cannot be reached (TransportError)
+    4  the SMM driver rejected a request (DriverRejected)
+    5  the emulated machine stopped (EmulationError)
+    6  a tool or a part of the build is missing (ToolMissing, BuildMissing)
+  130  interrupted (Ctrl-C; 143 for SIGTERM): nothing written
 """
 
 from __future__ import annotations
@@ -58,3 +66,20 @@ class ToolMissing(CodeIslandError):
     """An external tool (clang, lld-link, qemu) that this command needs is not installed."""
 
     exit_code = 6
+
+
+class BuildMissing(ToolMissing):
+    """A part of this checkout that `make build` produces (native library, driver, app,
+    workloads) has not been built."""
+
+    HOW = "run `make build` (or ./scripts/bootstrap.sh on a fresh machine)"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} is not built: {self.HOW}")
+
+
+class CheckFailed(CodeIslandError):
+    """A command that compares or checks (emulate, verify, qemu e2e, doctor) found a failure;
+    the report has been printed, this is its one-line verdict."""
+
+    exit_code = 1

@@ -9,13 +9,13 @@ planner merges and orders by these weights (C3-style: heaviest edges first).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..documents import load_json
 from ..errors import InputError
 
 Counts = Mapping[str, Sequence[float]]
@@ -45,31 +45,27 @@ def totals(counts: Counts) -> dict[str, float]:
 def counts_from_document(doc: Any) -> dict[str, list[float]]:
     """Accept {name: [counts]} or a codeisland-profile document (its `samples`, or `exact`)."""
     if isinstance(doc, dict) and doc.get("format") == "codeisland-profile":
-        islands = doc.get("islands") or []
-        windows = doc.get("windows") or []
-        names = [str(i.get("name")) for i in islands]
+        from ..profile.format import Profile
+
+        profile = Profile.from_dict(doc)  # the one validator of profile documents
+        names = [i.name for i in profile.islands]
         out: dict[str, list[float]] = {n: [] for n in names}
-        for w in windows:
-            values = w.get("exact") or w.get("samples") or []
-            if len(values) != len(names):
-                raise InputError("profile window has a count per island missing")
-            for n, v in zip(names, values, strict=True):
+        for w in profile.windows:
+            for n, v in zip(names, w.exact or w.samples, strict=True):
                 out[n].append(float(v))
         return out
     if isinstance(doc, dict) and all(
-        isinstance(v, list) and all(isinstance(x, int | float) for x in v) for v in doc.values()
+        isinstance(v, list)
+        and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+        for v in doc.values()
     ):
         return {str(k): [float(x) for x in v] for k, v in doc.items()}
     raise InputError("profile must be {island name: [per-window counts]} or a codeisland-profile")
 
 
 def load_counts(path: Path) -> dict[str, list[float]]:
-    import gzip
-
+    doc = load_json(path, "profile")
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        return counts_from_document(json.loads(raw))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read profile {path}: {exc}") from None
+        return counts_from_document(doc)
+    except InputError as exc:
+        raise InputError(f"profile {path}: {exc}") from None

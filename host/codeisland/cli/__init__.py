@@ -3,7 +3,9 @@
 Commands live one per module in this package and are imported only when used (scikit-learn,
 unicorn and lief are slow to import).  To add one: create `cli/<name>.py` exposing a click command
 or group called `command`, and add a line to COMMANDS below.  `main` is the only place that exits:
-a CodeIslandError becomes one line on stderr and its class's exit code.
+a CodeIslandError becomes one line on stderr and its class's exit code (errors.py lists them), a
+click usage error one line and 2, a failed check the code the command raised, an interrupt
+`aborted` and 130 (interrupts.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import click
 
 from .. import __version__
 from ..errors import CodeIslandError
+from . import interrupts
 
 # command name -> (module under codeisland.cli, one-line help shown in `codeisland --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -62,36 +65,71 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script; the only place that exits."""
+    interrupts.install()
     try:
-        cli.main(args=argv, prog_name="codeisland", standalone_mode=False)
-    except CodeIslandError as exc:
-        click.echo(f"codeisland: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("codeisland: aborted", err=True)
-        sys.exit(130)
-    except click.UsageError as exc:  # one line, not click's three-line usage block
-        where = exc.ctx.command_path if exc.ctx else "codeisland"
-        message = " ".join(exc.format_message().split())
-        click.echo(f"{where}: error: {message} Try '{where} --help'.", err=True)
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        status = run(argv)
+    finally:
+        interrupts.uninstall()
+    sys.exit(status)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run one command line; returns the exit status (what `main` exits with)."""
+    try:
+        # without standalone mode click *returns* the code of an Exit raised by a command
+        # (a failed check) instead of exiting: it is the status, never dropped
+        returned = cli.main(args=argv, prog_name="codeisland", standalone_mode=False)
+        status = returned if isinstance(returned, int) else 0
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        return _aborted()
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("codeisland: interrupted", err=True)
-        sys.exit(130)
+        status = exc.exit_code
+    except click.UsageError as exc:  # one line, not click's three-line usage block
+        if interrupts.received():
+            return _aborted()
+        where = exc.ctx.command_path if exc.ctx else "codeisland"
+        click.echo(f"{where}: error: {_one_line(exc.format_message())} Try '{where} --help'.",
+                   err=True)  # fmt: skip
+        return 2
+    except click.ClickException as exc:
+        if interrupts.received():
+            return _aborted()
+        _error(exc.format_message())
+        return 2 if isinstance(exc, click.FileError) else exc.exit_code
+    except CodeIslandError as exc:
+        if interrupts.received():
+            return _aborted()  # e.g. an emulation cut short by Ctrl-C inside a Unicorn hook
+        _error(str(exc))
+        return exc.exit_code
     except BrokenPipeError:
-        sys.exit(0)
+        return 0
+    except RecursionError:
+        if interrupts.received():
+            return _aborted()
+        _error("input is nested too deeply")
+        return 2
     except Exception as exc:  # a bug of ours: one line, the traceback on request
+        if interrupts.received():
+            return _aborted()
         if os.environ.get("CODEISLAND_DEBUG"):
             raise
-        click.echo(
-            f"codeisland: internal error: {type(exc).__name__}: {exc} "
-            "(set CODEISLAND_DEBUG=1 for the traceback)",
-            err=True,
+        _error(
+            f"internal error: {type(exc).__name__}: {exc} "
+            "(set CODEISLAND_DEBUG=1 for the traceback)"
         )
-        sys.exit(70)
-    sys.exit(0)
+        return 70
+    # an interrupt some library swallowed still ends the run as an abort
+    return _aborted() if interrupts.received() else status
+
+
+def _error(message: str) -> None:
+    click.echo(f"codeisland: error: {_one_line(message)}", err=True)
+
+
+def _aborted() -> int:
+    click.echo("codeisland: aborted", err=True)
+    return interrupts.exit_status()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())

@@ -11,7 +11,7 @@ import click
 
 from ..analysis import IslandMap, analyze
 from ..analysis.coexec import coexecution, load_counts
-from .options import emit, json_option, load_base_option
+from .options import INPUT_FILE, emit, json_option, load_base_option
 
 
 @dataclass
@@ -66,12 +66,12 @@ class AnalyzeReport:
 
 
 @click.command("analyze")
-@click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("image", type=INPUT_FILE)
 @load_base_option
 @click.option("--islands", "list_islands", is_flag=True, help="List every island.")
 @click.option(
     "--profile",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=INPUT_FILE,
     default=None,
     help="Per-window counts ({name: [counts]} or a codeisland-profile) for co-execution weights.",
 )

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
-from .options import emit, json_option
+from .options import INPUT_FILE, NAME, WINDOWS, emit, json_option, seed_option
 
 
 @click.command(name="bench")
@@ -24,19 +24,26 @@ from .options import emit, json_option
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 @click.option(
     "--platform",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=INPUT_FILE,
     help="Platform profile whose [frontend] table sets the cost model.",
 )
-@click.option("--seed", default=1, show_default=True, help="Workload seed.")
+@seed_option("Workload seed")
 @click.option(
     "--emulated",
     "emulated",
+    type=NAME,
     metavar="WORKLOAD",
     help="Run the loop on smmemu with the real driver and this guest workload instead.",
 )
-@click.option("--windows", type=int, help="Windows per policy (emulated run; default 36).")
 @click.option(
-    "--hot-kib", default=32, show_default=True, help="Hot-region capacity in KiB (emulated run)."
+    "--windows", type=WINDOWS, help="Windows per policy (emulated run; 1..10000, default 36)."
+)
+@click.option(
+    "--hot-kib",
+    default=32,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Hot-region capacity in KiB (emulated run; 1..1024, capped at the arena's).",
 )
 @json_option
 def command(
@@ -64,14 +71,19 @@ def command(
         raise UsageError(
             f"unknown workload(s) {', '.join(unknown)} (known: {', '.join(WORKLOADS)})"
         )
+    if windows is not None and not emulated:
+        raise UsageError("--windows applies to an --emulated run only")
     params = load_frontend_params(platform)
+    if not no_plots:  # before the run: an unwritable --out must not cost a whole bench
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create {out}: {exc.strerror}") from None
     kw = {"workloads": workloads or WORKLOADS, "seed": seed}
     cfg = BenchConfig.quick(**kw) if quick else BenchConfig(**kw)
     start = time.perf_counter()
     if emulated:
-        n = windows or (24 if quick else 36)
-        if hot_kib < 1:
-            raise UsageError("--hot-kib must be positive")
+        n = windows if windows is not None else (24 if quick else 36)
         warm = min(36, n // 2)
         cfg = BenchConfig(workloads=(emulated,), windows=n, warmup=warm, seed=seed,
                           hot_capacity=hot_kib * 1024)  # fmt: skip
@@ -87,10 +99,6 @@ def command(
     note = EMULATED_NOTE if emulated else MODEL_NOTE
     plots: list[Path] = []
     if not no_plots:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot create {out}: {exc.strerror}") from None
         for r in results:
             plots.append(heat_plot(r, out / f"heat_{r.name}.png", cfg.warmup, note=note))
         if not emulated:

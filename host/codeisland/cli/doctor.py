@@ -5,18 +5,22 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import UsageError
-from .options import emit, json_option
+from .options import INPUT_DIR, INPUT_FILE, emit_check, json_option
+
+if TYPE_CHECKING:
+    from ..hw.doctor import DoctorReport
 
 
 @click.command("doctor")
 @click.option(
     "--qemu",
     "qemu_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=INPUT_DIR,
     help="Check a guest started by `codeisland qemu run --workdir DIR` (through qemuhelper).",
 )
 @click.option("--boot", is_flag=True, help="Boot OVMF with the driver under QEMU and check it.")
@@ -25,7 +29,7 @@ from .options import emit, json_option
     "helper_name",
     help="A chipsec helper by name, e.g. linuxhelper on a board (loads chipsec's kernel module).",
 )
-@click.option("--driver", type=click.Path(dir_okay=False, path_type=Path), help="With --boot.")
+@click.option("--driver", type=INPUT_FILE, help="With --boot.")
 @json_option
 def command(
     qemu_dir: Path | None,
@@ -44,11 +48,11 @@ def command(
         raise UsageError("choose exactly one of --qemu DIR, --boot, --helper NAME")
     if helper_name:
         with ChipsecTransport(helper_name, memory_size=_board_memory()) as t:
-            emit(Doctor(t, under_qemu=helper_name == "qemuhelper").run(), as_json)
+            _verdict(Doctor(t, under_qemu=helper_name == "qemuhelper").run(), as_json)
         return
     if qemu_dir is not None:
         with session.transport_from_workdir(qemu_dir) as t:
-            emit(Doctor(t, under_qemu=True).run(), as_json)  # type: ignore[arg-type]
+            _verdict(Doctor(t, under_qemu=True).run(), as_json)  # type: ignore[arg-type]
         return
     from ..qemu.machine import Machine, MachineConfig
 
@@ -59,7 +63,12 @@ def command(
             m.wait_for("debugcon", session.DRIVER_BOOT_LINE, 60)
             session.wait_ready_to_lock(m)
             with session.transport_for(m) as t:
-                emit(Doctor(t, under_qemu=True).run(), as_json)
+                _verdict(Doctor(t, under_qemu=True).run(), as_json)
+
+
+def _verdict(report: DoctorReport, as_json: bool) -> None:
+    failed = [c.name for c in report.checks if c.verdict == "fail"]  # hw.doctor.FAIL
+    emit_check(report, as_json, report.ready, f"not ready to relocate: {', '.join(failed)} failed")
 
 
 def _board_memory() -> int:

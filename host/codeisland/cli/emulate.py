@@ -7,18 +7,21 @@ from typing import Any
 
 import click
 
-from .options import emit, json_option
+from ..errors import UsageError
+from .options import CPUS, NAME, THREADS, emit_check, json_option, seed_option
 
 
 @click.command("emulate")
-@click.option("--workload", default="bytecode", show_default=True, help="Workload name or .elf.")
-@click.option("--cpus", default=2, show_default=True, type=click.IntRange(1, 64))
-@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 16))
+@click.option(
+    "--workload", default="bytecode", show_default=True, type=NAME, help="Workload name or .elf."
+)
+@click.option("--cpus", default=2, show_default=True, type=CPUS)
+@click.option("--threads", default=2, show_default=True, type=THREADS)
 @click.option(
     "--smi-every", default=200_000, show_default=True, type=click.IntRange(1000),
     help="Guest instructions between SMIs.",
 )  # fmt: skip
-@click.option("--seed", default=1, show_default=True, type=int, help="Chooses SMI points.")
+@seed_option("Chooses SMI points")
 @click.option(
     "--periodic", is_flag=True,
     help="SMIs exactly every --smi-every instructions (default: seeded random gaps around it).",
@@ -72,6 +75,7 @@ def command(
     """Run WORKLOAD twice on the emulated board and compare outputs byte for byte."""
     from codeisland.emulator.differential import EmulateConfig, run_emulation
 
+    _check_names(workload, names)  # before the baseline run, not after it
     cfg = EmulateConfig(
         workload=workload, cpus=cpus, threads=threads, smi_every=smi_every, seed=seed,
         layout=layout, islands=islands, sw_dispatch=sw_smi == "dispatch",
@@ -80,9 +84,24 @@ def command(
     )  # fmt: skip
     with _Bars() as bars:
         report = run_emulation(cfg, progress=bars.update)
-    emit(report, as_json)
-    if not report.identical:
-        raise click.exceptions.Exit(1)
+    emit_check(
+        report,
+        as_json,
+        report.identical,
+        "the relocated run is not identical to the baseline "
+        f"(divergent threads {report.divergent_threads or 'none'}; see the report)",
+    )
+
+
+def _check_names(workload: str, names: tuple[str, ...]) -> None:
+    if not names:
+        return
+    from smmemu.workload import load_workload
+
+    functions = load_workload(workload).functions
+    unknown = [n for n in names if n not in functions]
+    if unknown:
+        raise UsageError(f"workload {workload} has no function named {', '.join(unknown)}")
 
 
 class _Bars:

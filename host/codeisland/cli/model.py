@@ -8,7 +8,10 @@ from typing import Any
 
 import click
 
-from .options import emit, json_option
+from .options import INPUT_FILE, OUTPUT_FILE, emit, json_option
+from .outputs import OutputFile
+
+MIN_HISTORY = 4  # predict.model.MIN_WINDOWS (not imported here: sklearn is slow to import)
 
 
 @dataclass
@@ -43,28 +46,29 @@ def command() -> None:
 
 
 @command.command(name="train")
-@click.argument("profile", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--history", default=48, show_default=True, help="Sliding window, in windows.")
+@click.argument("profile", type=INPUT_FILE)
+@click.option("-o", "--output", type=OUTPUT_FILE, required=True)
+@click.option(
+    "--history",
+    default=48,
+    show_default=True,
+    type=click.IntRange(MIN_HISTORY, 10_000),
+    help=f"Sliding window, in windows ({MIN_HISTORY}..10000).",
+)
 @json_option
 def train(profile: Path, output: Path, history: int, as_json: bool) -> None:
     """Train on a profile file and write the model."""
-    from ..errors import UsageError
     from ..predict.model import HeatModel, train_from_profile
     from ..profile.format import Profile
 
-    if history < 4:
-        raise UsageError("--history must be at least 4 windows")
-    model = train_from_profile(Profile.load(profile), HeatModel(history_windows=history))
-    try:
-        model.save(output)
-    except OSError as exc:
-        raise UsageError(f"cannot write {output}: {exc.strerror}") from None
+    with OutputFile(output, inputs=[profile], what="model") as tmp:
+        model = train_from_profile(Profile.load(profile), HeatModel(history_windows=history))
+        model.save(tmp)
     emit(ModelSummary(output, model.header()), as_json)
 
 
 @command.command(name="show")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("path", type=INPUT_FILE)
 @json_option
 def show(path: Path, as_json: bool) -> None:
     """Show a model file's header: version, training summary, feature importances."""

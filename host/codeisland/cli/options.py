@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import click
+
+from ..errors import CheckFailed
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -19,26 +23,101 @@ class Report(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
 
+class Address(click.ParamType):
+    """An address or offset: decimal or 0x-hex, in minimum .. maximum (by default what a
+    64-bit register or plan field holds)."""
+
+    name = "address"
+
+    def __init__(self, minimum: int = 0, maximum: int = 2**64 - 1) -> None:
+        self.minimum, self.maximum = minimum, maximum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            try:
+                number = int(str(value), 0)
+            except ValueError:
+                self.fail(f"{value!r} is not an address (use 0x... or decimal)", param, ctx)
+        if not self.minimum <= number <= self.maximum:
+            self.fail(f"{value!r} is not in {self.minimum:#x}..{self.maximum:#x}", param, ctx)
+        return number
+
+
+class Seconds(click.ParamType):
+    """A finite duration in seconds, 0 < s <= MAX (click's FloatRange lets NaN through)."""
+
+    name = "seconds"
+
+    def __init__(self, maximum: float) -> None:
+        self.maximum = maximum
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not (math.isfinite(seconds) and 0 < seconds <= self.maximum):
+            self.fail(f"{value!r} is not in 0 < seconds <= {self.maximum:g}", param, ctx)
+        return seconds
+
+
+class NonEmpty(click.ParamType):
+    """A name that must not be empty or blank (an empty --emulated used to mean "not given")."""
+
+    name = "name"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if not text.strip():
+            self.fail("must not be empty", param, ctx)
+        return text
+
+
+ADDRESS = Address()
+# how far `verify` moves copies: a destination must stay a canonical lower-half address
+DISTANCE = Address(minimum=1, maximum=2**47 - 1)
+NAME = NonEmpty()
+SEED = click.IntRange(0, 2**32 - 1)  # numpy and random both take it; negative seeds crashed
+CPUS = click.IntRange(1, 64)  # the emulated board's and the q35 guest's limit
+THREADS = click.IntRange(1, 16)
+WINDOWS = click.IntRange(1, 10_000)  # profile and loop windows: bounded work per run
+INSTRUCTIONS = click.IntRange(1, 10**9)  # guest instructions per window / per sample
+TIMEOUT = Seconds(maximum=24 * 3600.0)
+# files read whole: must exist and be a file (click says so in one line)
+INPUT_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+INPUT_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+# files written: through outputs.OutputFile (temp + rename, never over an input)
+OUTPUT_FILE = click.Path(dir_okay=False, path_type=Path)
+
+
 def parse_address(
     ctx: click.Context | None, param: click.Parameter | None, value: str | None
 ) -> int | None:
-    """Addresses on the command line: decimal or 0x-hex."""
-    if value is None:
-        return None
-    try:
-        return int(value, 0)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an address (use 0x... or decimal)") from None
+    """Addresses given as text outside an option (e.g. in a test): see Address."""
+    return None if value is None else ADDRESS.convert(value, param, ctx)
 
 
 def load_base_option(func: F) -> F:
     """--load-base: where the image is loaded (analysis addresses shift by load - link base)."""
     return click.option(
         "--load-base",
-        callback=parse_address,
+        type=ADDRESS,
         default=None,
         help="Address the image is loaded at (default: its link base).",
     )(func)
+
+
+def seed_option(help_text: str) -> Callable[[F], F]:
+    def decorate(func: F) -> F:
+        return click.option(
+            "--seed", type=SEED, default=1, show_default=True, help=f"{help_text} (0..2**32-1)."
+        )(func)
+
+    return decorate
 
 
 def json_option(func: F) -> F:
@@ -54,6 +133,14 @@ def emit(report: Report, as_json: bool) -> None:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True, default=_jsonable))
     else:
         click.echo(str(report))
+
+
+def emit_check(report: Report, as_json: bool, ok: bool, verdict: str) -> None:
+    """Print the report of a command that compares or checks; when the check failed, exit 1
+    with `verdict` as the one stderr line (with and without --json)."""
+    emit(report, as_json)
+    if not ok:
+        raise CheckFailed(verdict)
 
 
 def _jsonable(value: Any) -> Any:

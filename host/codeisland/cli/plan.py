@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,13 +10,15 @@ import click
 
 from ..analysis import analyze
 from ..analysis.coexec import load_counts
+from ..documents import load_json
 from ..errors import InputError
 from ..plan import layout as L
 from ..plan.document import Plan
 from ..planning.passes import Options
 from ..planning.planner import run_passes
 from ..planning.platform import load_platform
-from .options import emit, json_option, load_base_option, parse_address
+from .options import ADDRESS, INPUT_FILE, OUTPUT_FILE, emit, json_option, load_base_option
+from .outputs import OutputFile
 
 
 @click.group("plan")
@@ -26,7 +27,7 @@ def command() -> None:
 
 
 @command.command("build")
-@click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("image", type=INPUT_FILE)
 @click.option(
     "--platform",
     "platform_spec",
@@ -36,7 +37,7 @@ def command() -> None:
 )
 @click.option(
     "--profile",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=INPUT_FILE,
     default=None,
     help="Per-window counts ({name: [counts]} or a codeisland-profile).",
 )
@@ -49,14 +50,14 @@ def command() -> None:
 @click.option(
     "-o",
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OUTPUT_FILE,
     required=True,
     help="Where to write the binary plan.",
 )
 @load_base_option
 @click.option(
     "--arena-base",
-    callback=parse_address,
+    type=ADDRESS,
     default=None,
     help="Address of the driver's arena (default: the platform's arena_base).",
 )
@@ -83,7 +84,7 @@ def command() -> None:
 )
 @click.option(
     "--priorities",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=INPUT_FILE,
     default=None,
     help="JSON {island name: priority} from the predictor (default: samples per byte).",
 )
@@ -108,35 +109,33 @@ def build_cmd(
     """Select, merge/split, prioritise, place (rel32 reach, capacity) and encode a plan."""
     if profile is None and not names:
         raise click.UsageError("give --profile or at least one --island")
-    platform = load_platform(platform_spec)
-    counts = load_counts(profile) if profile else {n: [1.0] for n in names}
-    imap = analyze(image, progress=sys.stderr.isatty(), load_base=load_base)
-    options = Options(
-        names=names,
-        max_islands=max_islands,
-        plan_id=plan_id,
-        chunk_size=chunk_size,
-        stack_slots=stack_slots,
-        callsites=not no_callsites,
-        keep_copies=keep_copies,
-        arena_base=arena_base,
-        priorities=load_priorities(priorities) if priorities else {},
-        # without a profile nothing says two islands run together: move exactly those named
-        merge_ratio=0.5 if profile else float("inf"),
-    )
-    result = run_passes(imap, platform, counts, options)
-    try:
-        out.write_bytes(result.plan.to_bytes())
-    except OSError as exc:
-        raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
+    platform_path = Path(platform_spec) if Path(platform_spec).is_file() else None
+    inputs = (image, profile, priorities, platform_path)
+    with OutputFile(out, inputs=inputs, what="plan") as tmp:
+        platform = load_platform(platform_spec)
+        counts = load_counts(profile) if profile else {n: [1.0] for n in names}
+        options = Options(
+            names=names,
+            max_islands=max_islands,
+            plan_id=plan_id,
+            chunk_size=chunk_size,
+            stack_slots=stack_slots,
+            callsites=not no_callsites,
+            keep_copies=keep_copies,
+            arena_base=arena_base,
+            priorities=load_priorities(priorities) if priorities else {},
+            # without a profile nothing says two islands run together: move exactly those named
+            merge_ratio=0.5 if profile else float("inf"),
+        )
+        imap = analyze(image, progress=sys.stderr.isatty(), load_base=load_base)
+        result = run_passes(imap, platform, counts, options)
+        tmp.write_bytes(result.plan.to_bytes())
     emit(result, as_json)
 
 
 def load_priorities(path: Path) -> dict[str, float]:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read priorities {path}: {exc}") from None
+    doc = load_json(path, "priorities")
+    # load_json refuses NaN and infinities: a priority orders islands, NaN orders nothing
     if not isinstance(doc, dict) or not all(
         isinstance(v, int | float) and not isinstance(v, bool) for v in doc.values()
     ):
@@ -197,7 +196,7 @@ class PlanView:
 
 
 @command.command("show")
-@click.argument("plan", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("plan", type=INPUT_FILE)
 @json_option
 def show_cmd(plan: Path, as_json: bool) -> None:
     """Decode a plan file; a corrupt one is rejected with one line."""

@@ -9,7 +9,20 @@ from typing import Any
 import click
 
 from ..errors import UsageError
-from .options import emit, json_option
+from ..profile.format import Profile
+from .options import (
+    CPUS,
+    INPUT_FILE,
+    INSTRUCTIONS,
+    NAME,
+    OUTPUT_FILE,
+    THREADS,
+    WINDOWS,
+    emit,
+    json_option,
+    seed_option,
+)
+from .outputs import OutputFile
 
 
 @dataclass
@@ -35,7 +48,7 @@ class ProfileSummary:
 
 
 def summarize(path: Path, top: int = 10) -> ProfileSummary:
-    from ..profile.format import PROFILE_VERSION, Profile
+    from ..profile.format import PROFILE_VERSION
 
     p = Profile.load(path)
     counts = p.counts("samples").sum(axis=0)
@@ -65,7 +78,9 @@ def command() -> None:
 
 
 @command.command(name="record")
-@click.option("--workload", default="phase_daily", show_default=True, help="Workload to run.")
+@click.option(
+    "--workload", default="phase_daily", show_default=True, type=NAME, help="Workload to run."
+)
 @click.option(
     "--source",
     type=click.Choice(["emulator", "model"]),
@@ -73,13 +88,19 @@ def command() -> None:
     show_default=True,
     help="emulator: the real driver in smmemu; model: the benchmark's island-level model.",
 )
-@click.option("--cpus", default=2, show_default=True)
-@click.option("--threads", default=2, show_default=True)
-@click.option("--windows", default=8, show_default=True)
-@click.option("--window-instructions", default=400_000, show_default=True)
-@click.option("--sample-every", default=20_000, show_default=True, help="Instructions per SAMPLE.")
-@click.option("--seed", default=1, show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--cpus", default=2, show_default=True, type=CPUS)
+@click.option("--threads", default=2, show_default=True, type=THREADS)
+@click.option("--windows", default=8, show_default=True, type=WINDOWS, help="1..10000.")
+@click.option(
+    "--window-instructions", default=400_000, show_default=True, type=INSTRUCTIONS,
+    help="Guest instructions per window (1..10**9).",
+)  # fmt: skip
+@click.option(
+    "--sample-every", default=20_000, show_default=True, type=INSTRUCTIONS,
+    help="Instructions per SAMPLE (1..10**9).",
+)  # fmt: skip
+@seed_option("Workload and SMI seed")
+@click.option("-o", "--output", type=OUTPUT_FILE, required=True)
 @json_option
 def record(
     workload: str,
@@ -94,37 +115,47 @@ def record(
     as_json: bool,
 ) -> None:
     """Record a profile file from an emulated run."""
-    if windows < 1 or window_instructions < 1 or sample_every < 1:
-        raise UsageError("--windows, --window-instructions and --sample-every must be positive")
+    how = (workload, source, cpus, threads, windows, window_instructions, sample_every, seed)
+    with OutputFile(output, what="profile") as tmp:
+        _record(*how).save(tmp)
+        summary = summarize(tmp)
+    summary.path = output
+    emit(summary, as_json)
+
+
+def _record(
+    workload: str,
+    source: str,
+    cpus: int,
+    threads: int,
+    windows: int,
+    window_instructions: int,
+    sample_every: int,
+    seed: int,
+) -> Profile:
     if source == "model":
         from ..bench.workloads import WORKLOADS
         from ..profile.record import record_model
 
         if workload not in WORKLOADS:
             raise UsageError(f"model workloads are {', '.join(WORKLOADS)}")
-        profile = record_model(workload, windows, seed)
-    else:
-        from ..profile.record import record_emulated
+        return record_model(workload, windows, seed)
+    from ..profile.record import record_emulated
 
-        profile = record_emulated(
-            workload,
-            cpus=cpus,
-            threads=threads,
-            windows=windows,
-            window_instructions=window_instructions,
-            sample_every=sample_every,
-            seed=seed,
-        )
-    try:
-        profile.save(output)
-    except OSError as exc:
-        raise UsageError(f"cannot write {output}: {exc.strerror}") from None
-    emit(summarize(output), as_json)
+    return record_emulated(
+        workload,
+        cpus=cpus,
+        threads=threads,
+        windows=windows,
+        window_instructions=window_instructions,
+        sample_every=sample_every,
+        seed=seed,
+    )
 
 
 @command.command(name="show")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--top", default=10, show_default=True)
+@click.argument("path", type=INPUT_FILE)
+@click.option("--top", default=10, show_default=True, type=click.IntRange(1, 10_000))
 @json_option
 def show(path: Path, top: int, as_json: bool) -> None:
     """Validate a profile file and summarize it."""

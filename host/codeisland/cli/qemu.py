@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from .options import emit, json_option
+from .options import CPUS, INPUT_FILE, NAME, TIMEOUT, emit, emit_check, json_option
 
 log = logging.getLogger(__name__)
 UEFI, LINUX = "uefi", "linux"
@@ -59,11 +59,11 @@ class RunReport:
 
 
 @command.command("run")
-@click.option("--image", type=click.Path(dir_okay=False, path_type=Path), help="Injected image.")
-@click.option("--driver", type=click.Path(dir_okay=False, path_type=Path), help="Inject this.")
+@click.option("--image", type=INPUT_FILE, help="Injected image.")
+@click.option("--driver", type=INPUT_FILE, help="Inject this.")
 @click.option(
     "--app",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=INPUT_FILE,
     help="UEFI app booted from the FAT drive (default: smm/build/app/CodeIslandApp.efi).",
 )
 @click.option("--no-app", is_flag=True, help="Boot to the UEFI shell instead of an app.")
@@ -75,9 +75,15 @@ class RunReport:
 )
 @click.option("--threads", default=2, show_default=True, help="Linux agent's worker threads.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--memory", "memory_mib", default=512, show_default=True, help="Guest MiB.")
-@click.option("--cpus", default=1, show_default=True)
-@click.option("--timeout", "timeout_s", default=60.0, show_default=True, help="Seconds.")
+@click.option(
+    "--memory", "memory_mib", default=512, show_default=True, type=click.IntRange(128, 16384),
+    help="Guest MiB (128..16384).",
+)  # fmt: skip
+@click.option("--cpus", default=1, show_default=True, type=CPUS, help="Guest vCPUs (1..64).")
+@click.option(
+    "--timeout", "timeout_s", default=60.0, show_default=True, type=TIMEOUT,
+    help="Seconds to wait for the guest to power off (0 < s <= 86400).",
+)  # fmt: skip
 @json_option
 def run_cmd(
     image: Path | None,
@@ -155,11 +161,14 @@ def run_cmd(
 
 @command.command("e2e")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--driver", type=click.Path(dir_okay=False, path_type=Path), help="Inject this.")
+@click.option("--driver", type=INPUT_FILE, help="Inject this.")
 @click.option("--no-build", is_flag=True, help="Use the existing smm/build outputs.")
-@click.option("--cpus", default=1, show_default=True, help="Guest vCPUs (all enter SMM).")
+@click.option(
+    "--cpus", default=1, show_default=True, type=CPUS, help="Guest vCPUs (all enter SMM)."
+)
 @click.option(
     "--workload",
+    type=NAME,
     default="own",
     show_default=True,
     help="'own' (smm/app/workload.c) or an emulator workload name (hashtab, lz, ...).",
@@ -176,7 +185,6 @@ def e2e_cmd(
     """Build, inject, boot; analyze and plan the target's workload; reject a plan aimed at SMRAM;
     stage and commit through chipsec while the target runs; check checksums, copies, samples,
     translated contexts and a rollback.  Exits non-zero unless every check holds."""
-    from ..errors import EmulationError
     from ..qemu.e2e import run_e2e
 
     tmp = None
@@ -188,6 +196,4 @@ def e2e_cmd(
     finally:
         if tmp is not None:
             tmp.cleanup()
-    emit(report, as_json)
-    if not report.ok:
-        raise EmulationError("end-to-end run failed (see the report above)")
+    emit_check(report, as_json, report.ok, "end-to-end run failed (see the report)")

@@ -9,18 +9,11 @@ import click
 
 from ..analysis import analyze
 from ..analysis.verify import DEFAULT_DELTA, verify
-from ..errors import CodeIslandError
-from .options import emit, json_option, load_base_option, parse_address
-
-
-class VerifyFailed(CodeIslandError):
-    """Some island's copy does not resolve to the original's targets."""
-
-    exit_code = 1
+from .options import DISTANCE, INPUT_FILE, emit_check, json_option, load_base_option
 
 
 @click.command("verify")
-@click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("image", type=INPUT_FILE)
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
@@ -29,9 +22,9 @@ class VerifyFailed(CodeIslandError):
 )
 @click.option(
     "--delta",
-    callback=parse_address,
+    type=DISTANCE,
     default=hex(DEFAULT_DELTA),
-    help="How far each copy moves (plus 16 bytes per island).",
+    help="How far each copy moves (plus 16 bytes per island); 1..2**47-1.",
 )
 @load_base_option
 @json_option
@@ -42,6 +35,4 @@ def command(
     progress = sys.stderr.isatty()
     imap = analyze(image, progress=progress, load_base=load_base)
     report = verify(imap, limit=limit, delta=delta, progress=progress)
-    emit(report, as_json)
-    if not report.ok:
-        raise VerifyFailed(f"{len(report.mismatches)} mismatches in {image}")
+    emit_check(report, as_json, report.ok, f"{len(report.mismatches)} mismatches in {image}")

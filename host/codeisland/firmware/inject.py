@@ -12,6 +12,7 @@ from ..errors import InputError
 from ..plan import layout as L
 from . import ffs
 from .image import find_compressed_dxe, rebuild
+from .listing import list_image
 
 DRIVER_UI_NAME = "CodeIslandSmm"
 
@@ -51,6 +52,17 @@ def read_input(path: Path, what: str) -> bytes:
         raise InputError(f"cannot read {what} {path}: {exc.strerror}") from exc
 
 
+def check_driver_image(pe: bytes, driver: Path) -> None:
+    """The whole PE parsed as `analyze` parses it: headers that look right are not enough
+    (a truncated or corrupt driver used to be injected)."""
+    from ..formats import open_image
+
+    try:
+        open_image(pe)
+    except InputError as exc:
+        raise InputError(f"driver {driver}: {exc}") from None
+
+
 def driver_depex(driver: Path, depex: Path | None) -> bytes:
     """The depex given, else the one built next to the driver, else PUSH SmmCpu END."""
     if depex is None and driver.with_suffix(".depex").exists():
@@ -76,10 +88,14 @@ def inject(
     raw = read_input(image, "image")
     pe = read_input(driver, "driver")
     ffs.check_driver(pe, str(driver))
+    check_driver_image(pe, driver)
     guid = guid or uuid.UUID(L.DRIVER_FILE_GUID)
+    if guid.int == 0:
+        raise InputError("the all-zero GUID cannot name an FFS file")
     where = find_compressed_dxe(raw)
     dxe = where.dxe
-    if dxe.find(guid) is not None:
+    present = {f.guid for v in list_image(raw, str(image)).volumes for f in v.files}
+    if dxe.find(guid) is not None or str(guid) in present:
         raise InputError(f"the image already holds a file {guid} (already injected?)")
     new_file = ffs.build_smm_file(guid, pe, driver_depex(driver, depex), name)
     at = dxe.free_offset

@@ -23,11 +23,11 @@ The defaults describe a generic recent x86 core (32 KiB 8-way L1i, 64-byte lines
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ..documents import load_toml
 from ..errors import InputError
 from ..paths import repo_root
 
@@ -53,8 +53,9 @@ class FrontendParams:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise InputError(f"[frontend] {f.name} must be a non-negative integer")
+            # the native model takes 32-bit fields (fetchmodel.h ci_fm_params)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**32:
+                raise InputError(f"[frontend] {f.name} must be an integer in 0..2**32-1")
         line = self.l1i_line
         if line < 16 or line > 4096 or line & (line - 1):
             raise InputError("[frontend] l1i_line must be a power of two between 16 and 4096")
@@ -105,10 +106,7 @@ def load_frontend_params(platform: Path | None = None) -> FrontendParams:
         if platform is not None:
             raise InputError(f"{path}: platform profile not found")
         return FrontendParams()
-    try:
-        table = tomllib.loads(path.read_text()).get("frontend", {})
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not a valid TOML platform profile: {exc}") from None
+    table = load_toml(path, "platform").get("frontend", {})
     if not isinstance(table, dict):
         raise InputError(f"{path}: [frontend] must be a table")
     known = {f.name for f in fields(FrontendParams)}

@@ -11,11 +11,11 @@ prediction engineer's `[frontend]` cost model) stay available in `Platform.table
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..documents import load_toml, parse_toml
 from ..errors import UsageError
 
 SMALL_PAGE = 4096
@@ -230,12 +230,5 @@ def load_platform(spec: str | Path) -> Platform:
             raise UsageError(f"no shipped platform named {spec!r}")
         text, where = shipped.read_text(), f"{spec}.toml"
     else:
-        try:
-            text, where = path.read_text(), str(path)
-        except OSError as exc:
-            raise UsageError(f"cannot read platform {path}: {exc.strerror or exc}") from None
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"platform {where} is not valid TOML: {exc}") from None
-    return parse_platform(doc, where)
+        return parse_platform(load_toml(path, "platform"), str(path))
+    return parse_platform(parse_toml(text, f"platform {where}"), where)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..documents import parse_json, read_bytes
 from ..errors import InputError
 
 PROFILE_FORMAT = "codeisland-profile"
@@ -96,15 +97,11 @@ class Profile:
 
     @classmethod
     def load(cls, path: Path) -> Profile:
+        raw = read_bytes(path, "profile")
         try:
-            raw = path.read_bytes()
-            if raw[:2] == b"\x1f\x8b":
-                raw = gzip.decompress(raw)
-            doc = json.loads(raw)
-        except FileNotFoundError:
-            raise InputError(f"{path}: no such profile") from None
-        except (OSError, EOFError, ValueError) as exc:
-            raise InputError(f"{path}: not a profile file ({type(exc).__name__})") from None
+            doc = parse_json(raw, "profile")
+        except InputError as exc:
+            raise InputError(f"{path}: not a profile file ({exc})") from None
         try:
             return cls.from_dict(doc)
         except InputError as exc:
@@ -116,7 +113,10 @@ class Profile:
         _check(doc.get("format") == PROFILE_FORMAT, "not a codeisland profile (format field)")
         version = doc.get("version")
         _check(version == PROFILE_VERSION, f"profile version {version!r} is not supported")
-        _check(isinstance(doc.get("source", {}), dict), "source must be an object")
+        # where the samples came from is what makes a profile comparable: required
+        _check(
+            isinstance(doc.get("source"), dict), "source must be an object (how it was recorded)"
+        )
         wi = doc.get("window_instructions", 0)
         _check(_is_count(wi), "window_instructions must be a non-negative integer")
         islands = [_island(i, n) for n, i in enumerate(_list(doc, "islands"))]
@@ -126,7 +126,7 @@ class Profile:
         windows = [_window(w, n, len(islands)) for n, w in enumerate(_list(doc, "windows"))]
         for n, w in enumerate(windows):
             _check(w.index == n, f"window {n} has index {w.index}; windows must be in order")
-        return cls(islands, windows, wi, doc.get("source", {}))
+        return cls(islands, windows, wi, doc["source"])
 
 
 def _check(ok: bool, message: str) -> None:
