@@ -48,7 +48,7 @@ def test_train_predict_save_load(tmp_path: Path) -> None:
     again = HeatModel.load(path)
     assert np.allclose(again.predict_heat(state, ctx["time_of_day"][-1]), heat)
     header, _ = HeatModel.read_header(path)
-    assert header["version"] == 1 and header["summary"]["rows"] == 59 * 30
+    assert header["version"] == 2 and header["summary"]["rows"] == 59 * 30
 
 
 def test_importances_name_every_feature() -> None:

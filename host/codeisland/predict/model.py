@@ -5,19 +5,28 @@ island's own history and relations, see profile/features.py), so it trains on is
 rows and predicts a whole decision in one call.  `retrain` refits on a sliding window of the most
 recent windows; the loop calls it every few windows.
 
-File format (inspectable without unpickling, `codeisland model show`):
-    8 bytes  magic "CIMODEL1"
+File format (version 2; `codeisland model show` reads only the header):
+    8 bytes  magic "CIMODEL2"
     4 bytes  little-endian length L of the JSON header
-    L bytes  JSON header: version, features, training summary, feature importances, sklearn
-    rest     pickle of the fitted estimator and the relations (only load files you made)
+    L bytes  JSON header: format, version, estimator, params, target, features, training
+             summary, feature importances, sklearn version
+    rest     a skops archive (zip of JSON + .npy arrays, no pickle) of
+             {"estimator": HistGradientBoostingRegressor, "relations": {field: array | float}}
+
+Loading a model file cannot run code: the body is read with skops' safe loader, and only if
+every type it names is one of TRUSTED_TYPES (numpy, builtins and scikit-learn's own estimator
+types, which skops trusts, plus the tree predictor); anything else -- a function, a class
+with a __reduce__ -- is refused before a single object is built.  Version 1 files (a pickle
+body) are refused without being unpickled: retrain them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import pickle
 import struct
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,13 +37,17 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.inspection import permutation_importance
 from threadpoolctl import threadpool_limits
 
+from ..documents import parse_json
 from ..errors import InputError, UsageError
 from ..profile.features import FEATURES, FeatureState, Relations, load_signal, training_rows
 from ..profile.format import Profile
 from .fasttrees import FlatTrees
 
-MODEL_MAGIC = b"CIMODEL1"
-MODEL_VERSION = 1
+MODEL_MAGIC = b"CIMODEL2"
+PICKLE_MAGIC = b"CIMODEL1"  # version 1: pickle body, never loaded
+MODEL_VERSION = 2
+# the one type outside skops' default trust the estimator needs (its fitted trees)
+TRUSTED_TYPES = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 MIN_WINDOWS = 4
 MAX_ROWS = 100_000  # sliding window cap: the newest rows are kept
 QUIET_GATHER_SHARE = 4  # predict quiet islands once when they are >= 1/4 of the islands
@@ -168,52 +181,128 @@ class HeatModel:
         }
 
     def save(self, path: Path) -> None:
+        import skops.io
+
         head = json.dumps(self.header(), sort_keys=True).encode()
-        body = pickle.dumps({"estimator": self._fitted(), "relations": self.relations})
+        relations = dataclasses.asdict(self.relations) if self.relations is not None else None
+        body = skops.io.dumps({"estimator": self._fitted(), "relations": relations})
         path.write_bytes(MODEL_MAGIC + struct.pack("<I", len(head)) + head + body)
 
     @staticmethod
     def read_header(path: Path) -> tuple[dict[str, Any], bytes]:
+        """The checked JSON header and the (unread) body of a model file."""
         try:
             raw = path.read_bytes()
         except OSError as exc:
             raise InputError(f"{path}: cannot read model ({exc.strerror})") from None
+        if raw[:8] == PICKLE_MAGIC:
+            raise InputError(
+                f"{path}: model file version 1 (a pickle) is not loaded any more: retrain it "
+                "with `codeisland model train`"
+            )
         if raw[:8] != MODEL_MAGIC or len(raw) < 12:
             raise InputError(f"{path}: not a codeisland model file (bad magic)")
         (n,) = struct.unpack_from("<I", raw, 8)
         if 12 + n > len(raw):
             raise InputError(f"{path}: model header is truncated")
-        try:
-            head = json.loads(raw[12 : 12 + n])
-        except ValueError:
-            raise InputError(f"{path}: model header is not valid JSON") from None
-        if not isinstance(head, dict) or head.get("version") != MODEL_VERSION:
-            raise InputError(f"{path}: model version is not supported")
-        if head.get("features") != list(FEATURES):
-            raise InputError(f"{path}: model was trained on other features than this version's")
+        head = parse_json(raw[12 : 12 + n], f"{path}: model header")
+        _check_header(head, path)
         return head, raw[12 + n :]
 
     @classmethod
     def load(cls, path: Path) -> HeatModel:
         head, body = cls.read_header(path)
-        try:
-            payload = pickle.loads(body)
-            est, rel = payload["estimator"], payload["relations"]
-        except Exception:  # a corrupt pickle raises many kinds; all mean the same here
-            raise InputError(f"{path}: model body is corrupt") from None
-        if not isinstance(est, HistGradientBoostingRegressor):
-            raise InputError(f"{path}: model body holds no estimator")
-        p = head.get("params", {})
+        est, rel = _load_body(body, path, n_features=len(FEATURES))
+        p = head["params"]
         model = cls(
-            max_iter=p.get("max_iter", 20),
-            max_leaf_nodes=p.get("max_leaf_nodes", 15),
-            learning_rate=p.get("learning_rate", 0.3),
-            history_windows=p.get("history_windows", 48),
+            max_iter=p["max_iter"],
+            max_leaf_nodes=p["max_leaf_nodes"],
+            learning_rate=p["learning_rate"],
+            history_windows=p["history_windows"],
         )
         model.estimator, model.relations = est, rel
-        model.summary = head.get("summary", {})
-        model.importances = head.get("feature_importances", {})
+        model.summary = head["summary"]
+        model.importances = head["feature_importances"]
         return model
+
+
+# header key -> the JSON types its value may have
+HEADER_KEYS: dict[str, tuple[type, ...]] = {
+    "format": (str,),
+    "version": (int,),
+    "estimator": (str,),
+    "params": (dict,),
+    "target": (str,),
+    "features": (list,),
+    "summary": (dict,),
+    "feature_importances": (dict,),
+    "sklearn": (str,),
+}
+PARAM_KEYS: dict[str, tuple[type, ...]] = {
+    "max_iter": (int,),
+    "max_leaf_nodes": (int,),
+    "learning_rate": (int, float),
+    "history_windows": (int,),
+}
+
+
+def _check_header(head: Any, path: Path) -> None:
+    """Every key `model show` and `load` use, with its type: a malformed header is one line."""
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise InputError(f"{path}: model header: {what}")
+
+    need(isinstance(head, dict), "not a JSON object")
+    need(head.get("format") == "codeisland-model", "format is not codeisland-model")
+    need(head.get("version") == MODEL_VERSION, f"version {head.get('version')!r} is not supported")
+    for table, keys in ((head, HEADER_KEYS), (head.get("params"), PARAM_KEYS)):
+        need(isinstance(table, dict), "params must be an object")
+        for key, kinds in keys.items():
+            value = table.get(key)
+            need(isinstance(value, kinds) and not isinstance(value, bool), f"{key} is missing "
+                 f"or not a {' or '.join(k.__name__ for k in kinds)}")  # fmt: skip
+    need(head["features"] == list(FEATURES), "trained on other features than this version's")
+    for key, value in [*head["summary"].items(), *head["feature_importances"].items()]:
+        need(
+            isinstance(value, int | float) and not isinstance(value, bool), f"{key} is not a number"
+        )
+
+
+def _load_body(
+    body: bytes, path: Path, n_features: int
+) -> tuple[HistGradientBoostingRegressor, Relations | None]:
+    """The estimator and relations, through skops' safe loader and nothing else."""
+    import skops.io
+
+    try:
+        untrusted = skops.io.get_untrusted_types(data=body)
+    except (zipfile.BadZipFile, ValueError, KeyError, TypeError, OSError, EOFError):
+        raise InputError(f"{path}: model body is corrupt (not a skops archive)") from None
+    refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
+    if refused:
+        raise InputError(f"{path}: model body names types that are not trusted: "
+                         f"{', '.join(refused[:3])}")  # fmt: skip
+    try:
+        payload = skops.io.loads(body, trusted=TRUSTED_TYPES)
+        est, rel = payload["estimator"], payload["relations"]
+    except Exception:  # a corrupt archive raises many kinds; all mean the same here
+        raise InputError(f"{path}: model body is corrupt") from None
+    if not isinstance(est, HistGradientBoostingRegressor) or not hasattr(est, "_predictors"):
+        raise InputError(f"{path}: model body holds no fitted estimator")
+    if getattr(est, "n_features_in_", None) != n_features:
+        raise InputError(f"{path}: model estimator takes {est.n_features_in_} features")
+    return est, None if rel is None else _relations(rel, path)
+
+
+def _relations(doc: Any, path: Path) -> Relations:
+    names = [f.name for f in dataclasses.fields(Relations)]
+    if not isinstance(doc, dict) or sorted(doc) != sorted(names):
+        raise InputError(f"{path}: model relations are malformed")
+    arrays = [v for v in doc.values() if isinstance(v, np.ndarray)]
+    if any(a.ndim != 1 or len(a) != len(arrays[0]) or a.dtype.kind not in "fiu" for a in arrays):
+        raise InputError(f"{path}: model relations are malformed")
+    return Relations(**doc)
 
 
 def train_from_profile(profile: Profile, model: HeatModel, importances: bool = True) -> HeatModel:
