@@ -1,28 +1,34 @@
 /*
  * COMMIT: the short SMI that makes a staged plan live.  Everything that can be
  * refused is checked before the first write (call sites still what the plan
- * says, every CPU context readable, stack windows reachable); the writes
- * (entry jumps, call-site rel32s, RIPs, return addresses) are logged in the
- * undo log first, and a failure among them unwinds all of them.
+ * says, every CPU context readable, stack windows reachable); the memory
+ * writes (entry jumps, call-site rel32s) are logged in the undo log first,
+ * the context writes (RIPs, return addresses) are undone from the values
+ * read into SMRAM, and a failure among them puts all of them back.
  */
 #include "ci_host.h"
 #include "internal.h"
 #include "mem.h"
 #include "range.h"
 
-/* Call-site bytes may have changed since validation (an earlier SMI). */
-static ci_status recheck_callsites(const ci_engine *e, ci_work *w) {
+/* Call-site bytes may have changed since validation (an earlier SMI, or a
+ * DMA during this one): each instruction is read once, into SMRAM, and that
+ * copy is what is checked, logged for undo and replaced. */
+static ci_status read_callsites(ci_engine *e, ci_work *w) {
   const ci_plan_view *v = &e->plan;
   for (uint32_t k = 0; k < v->header->callsite_count; k++) {
     const ci_callsite *c = &v->callsites[k];
     const uint8_t *p = ci_host_map(c->insn, 5);
+    uint8_t insn[5];
     if (!p)
       return CI_ST_INTERNAL;
+    ci_copy(insn, p, 5);
     w->failed_index = k;
-    if (p[0] != c->opcode)
+    if (insn[0] != c->opcode)
       return CI_ST_CALLSITE_OPCODE;
-    if (c->insn + 5u + (uint64_t)(int64_t)(int32_t)ci_le32(p + 1) != v->islands[c->island].src)
+    if (c->insn + 5u + (uint64_t)(int64_t)(int32_t)ci_le32(insn + 1) != v->islands[c->island].src)
       return CI_ST_CALLSITE_TARGET;
+    ci_copy(e->callsite_rel[k], insn + 1, 4);
   }
   w->failed_index = CI_NO_INDEX;
   return CI_ST_OK;
@@ -75,7 +81,7 @@ static ci_status write_patches(ci_engine *e, ci_work *w) {
     uint8_t *p = ci_host_map(c->insn + 1u, 4);
     if (!p || !ci_rel32(v->islands[c->island].dst, c->insn + 5u, &rel)) /* validated */
       return CI_ST_INTERNAL;
-    if (!ci_undo_save(&e->undo, CI_UNDO_MEM, c->insn + 1u, p, 4))
+    if (!ci_undo_save(&e->undo, CI_UNDO_MEM, c->insn + 1u, e->callsite_rel[k], 4))
       return CI_ST_UNDO_FULL;
     ci_put32(p, (uint32_t)rel);
     w->callsites_patched++;
@@ -84,7 +90,7 @@ static ci_status write_patches(ci_engine *e, ci_work *w) {
 }
 
 /* Record the new generation and its address-map entries (room reserved). */
-static ci_status publish(ci_engine *e) {
+static void publish(ci_engine *e) {
   const ci_plan_view *v = &e->plan;
   uint32_t n = v->header->island_count;
   ci_generation *g = &e->gens[e->gen_count++];
@@ -104,7 +110,6 @@ static ci_status publish(ci_engine *e) {
     m->flags = CI_MAP_ACTIVE;
   }
   e->total_relocations += n;
-  return CI_ST_OK;
 }
 
 static void plan_moves(ci_engine *e, uint32_t *max_slots) {
@@ -123,32 +128,38 @@ static void plan_moves(ci_engine *e, uint32_t *max_slots) {
 }
 
 ci_status ci_commit_run(ci_engine *e, const ci_cpu_ops *cpu, ci_work *w) {
-  uint32_t max_slots, mark = e->undo.top;
-  ci_status st = recheck_callsites(e, w);
+  uint32_t max_slots, mark = e->undo.top, n = e->plan.header->island_count;
+  ci_status st = read_callsites(e, w);
   if (st != CI_ST_OK)
     return st;
   if (e->gen_count >= CI_MAX_GENERATIONS)
     return CI_ST_GENERATIONS_FULL;
-  if (!ci_map_reserve(e, e->plan.header->island_count))
+  /* Room is counted without dropping history: a refused commit leaves the
+   * map as it was; the drop (if any) happens once the commit is certain. */
+  if (ci_map_live_count(e) + n > CI_MAX_MAP_ENTRIES)
     return CI_ST_MAP_FULL;
   plan_moves(e, &max_slots);
   st = ci_ctx_read(e, cpu, max_slots, w);
   if (st != CI_ST_OK)
     return st;
-  /* From here on, every write is logged; a failure unwinds this commit. */
+  /* From here on, memory writes are logged and context writes remembered;
+   * a failure puts all of them back. */
   st = write_patches(e, w);
   if (st == CI_ST_OK)
-    st = ci_ctx_move(e, cpu, 1, w);
+    st = ci_ctx_move(e, cpu, w);
+  if (st == CI_ST_OK && !ci_map_reserve(e, n))
+    st = CI_ST_INTERNAL; /* live entries were counted above */
   if (st != CI_ST_OK) {
-    w->bytes_restored += ci_undo_unwind(&e->undo, mark, 0xFFu, cpu, 1);
+    ci_ctx_restore(e, cpu);
+    w->bytes_restored += ci_undo_unwind(&e->undo, mark, 1);
     w->callsites_patched = w->contexts_translated = w->returns_translated = 0;
     return st;
   }
-  st = publish(e);
+  publish(e);
   /* KEEP_COPIES: a rollback leaves the copies in place, so the destination
    * chunks' records (the stage's, below mark) would never be replayed; drop
-   * them and keep only this commit's patch and context records. */
-  if (st == CI_ST_OK && (e->plan.header->flags & CI_PLAN_KEEP_COPIES))
+   * them and keep only this commit's patch records. */
+  if (e->plan.header->flags & CI_PLAN_KEEP_COPIES)
     ci_undo_drop(&e->undo, e->pending_undo_start, mark);
-  return st;
+  return CI_ST_OK;
 }

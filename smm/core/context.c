@@ -1,6 +1,9 @@
 /*
  * Saved CPU contexts: read them all first (so a failure is found before any
- * write), then rewrite RIPs and return addresses through a move table.
+ * write), then rewrite RIPs and return addresses through a move table.  Each
+ * stack window is read once, into SMRAM (e->ctx_win): the decision which
+ * slots to rewrite, their new values and a refusal's restore all use that
+ * copy, never a second read of memory a DMA could change in between.
  *
  * Return addresses are read in a window of 8-byte slots above the saved RSP,
  * clipped to the end of the STACK region that holds RSP.  A CPU running code
@@ -31,6 +34,7 @@ static int managed_code(const ci_engine *e, uint64_t rip) {
 ci_status ci_ctx_read(ci_engine *e, const ci_cpu_ops *cpu, uint32_t max_slots, ci_work *w) {
   for (uint32_t n = 0; n < cpu->count; n++) {
     e->ctx_slots[n] = 0;
+    e->ctx_moved[n] = 0;
     if (cpu->read(cpu->ctx, n, CI_REG_RIP, &e->ctx_rip[n]) != 0) {
       w->failed_index = n;
       return CI_ST_CPU_ACCESS;
@@ -41,11 +45,18 @@ ci_status ci_ctx_read(ci_engine *e, const ci_cpu_ops *cpu, uint32_t max_slots, c
       w->failed_index = n;
       return CI_ST_CPU_ACCESS;
     }
-    e->ctx_slots[n] = window_slots(e, e->ctx_rsp[n], max_slots);
-    if (!e->ctx_slots[n] && managed_code(e, e->ctx_rip[n])) {
+    uint32_t slots = window_slots(e, e->ctx_rsp[n], max_slots);
+    if (!slots && managed_code(e, e->ctx_rip[n])) {
       w->failed_index = n;
       return CI_ST_STACK_ACCESS;
     }
+    if (slots) {
+      const uint8_t *win = ci_host_map(e->ctx_rsp[n], 8u * slots);
+      if (!win)
+        return CI_ST_INTERNAL;
+      ci_copy(e->ctx_win[n], win, 8u * slots);
+    }
+    e->ctx_slots[n] = slots;
   }
   return CI_ST_OK;
 }
@@ -59,57 +70,66 @@ static const ci_move *find_move(const ci_engine *e, uint64_t addr, uint32_t slot
   return 0;
 }
 
-static ci_status move_rip(ci_engine *e, const ci_cpu_ops *cpu, uint32_t n, int record,
-                          ci_work *w) {
+static ci_status move_rip(ci_engine *e, const ci_cpu_ops *cpu, uint32_t n, ci_work *w) {
+  uint64_t rip = e->ctx_rip[n];
   for (uint32_t m = 0; m < e->move_count; m++) {
     const ci_move *mv = &e->moves[m];
-    uint64_t rip = e->ctx_rip[n];
     if (!ci_range_has(mv->from, mv->size, rip))
       continue;
-    if (record && !ci_undo_save_reg(&e->undo, n, CI_REG_RIP, rip))
-      return CI_ST_UNDO_FULL;
     if (cpu->write(cpu->ctx, n, CI_REG_RIP, mv->to + (rip - mv->from)) != 0) {
       w->failed_index = n;
       return CI_ST_CPU_ACCESS;
     }
-    e->ctx_rip[n] = mv->to + (rip - mv->from); /* later moves see the new RIP */
+    e->ctx_moved[n] |= CI_CTX_MOVED_RIP;
     w->contexts_translated++;
     return CI_ST_OK;
   }
   return CI_ST_OK;
 }
 
-static ci_status move_returns(ci_engine *e, uint32_t n, int record, ci_work *w) {
-  uint32_t slots = e->ctx_slots[n];
-  int saved = 0;
-  if (!slots)
-    return CI_ST_OK;
-  uint8_t *win = ci_host_map(e->ctx_rsp[n], 8u * slots);
-  if (!win)
-    return CI_ST_INTERNAL;
-  for (uint32_t s = 0; s < slots; s++) {
-    uint64_t value = ci_le64(win + 8u * s);
+/* Write the translated (restore == 0) or the original (restore != 0) value
+ * of every slot of CPU n's window that a move covers; returns how many, or
+ * NO_WINDOW if the window cannot be mapped (the allow-list was checked). */
+#define NO_WINDOW 0xFFFFFFFFu
+static uint32_t write_returns(ci_engine *e, uint32_t n, int restore, uint8_t **win) {
+  uint32_t written = 0;
+  for (uint32_t s = 0; s < e->ctx_slots[n]; s++) {
+    uint64_t value = e->ctx_win[n][s];
     const ci_move *mv = find_move(e, value, s);
     if (!mv)
       continue;
-    if (record && !saved) {
-      if (!ci_undo_save(&e->undo, CI_UNDO_STACK, e->ctx_rsp[n], win, 8u * slots))
-        return CI_ST_UNDO_FULL;
-      saved = 1;
-    }
-    ci_put64(win + 8u * s, mv->to + (value - mv->from));
-    w->returns_translated++;
+    if (!*win && !(*win = ci_host_map(e->ctx_rsp[n], 8u * e->ctx_slots[n])))
+      return NO_WINDOW;
+    ci_put64(*win + 8u * s, restore ? value : mv->to + (value - mv->from));
+    written++;
+  }
+  return written;
+}
+
+ci_status ci_ctx_move(ci_engine *e, const ci_cpu_ops *cpu, ci_work *w) {
+  for (uint32_t n = 0; n < cpu->count; n++) {
+    ci_status st = move_rip(e, cpu, n, w);
+    if (st != CI_ST_OK)
+      return st;
+    uint8_t *win = 0;
+    uint32_t written = write_returns(e, n, 0, &win);
+    if (written == NO_WINDOW)
+      return CI_ST_INTERNAL;
+    if (written)
+      e->ctx_moved[n] |= CI_CTX_MOVED_STACK;
+    w->returns_translated += written;
   }
   return CI_ST_OK;
 }
 
-ci_status ci_ctx_move(ci_engine *e, const ci_cpu_ops *cpu, int record, ci_work *w) {
+void ci_ctx_restore(ci_engine *e, const ci_cpu_ops *cpu) {
   for (uint32_t n = 0; n < cpu->count; n++) {
-    ci_status st = move_rip(e, cpu, n, record, w);
-    if (st == CI_ST_OK)
-      st = move_returns(e, n, record, w);
-    if (st != CI_ST_OK)
-      return st;
+    if (e->ctx_moved[n] & CI_CTX_MOVED_RIP)
+      (void)cpu->write(cpu->ctx, n, CI_REG_RIP, e->ctx_rip[n]); /* it took the new value */
+    if (e->ctx_moved[n] & CI_CTX_MOVED_STACK) {
+      uint8_t *win = 0;
+      (void)write_returns(e, n, 1, &win);
+    }
+    e->ctx_moved[n] = 0;
   }
-  return CI_ST_OK;
 }

@@ -4,8 +4,11 @@
  *   EMPTY/COMMITTED/ROLLED_BACK --STAGE plan--> VALIDATED --stage--> STAGING
  *     --all chunks--> STAGED --COMMIT--> COMMITTED --ROLLBACK--> ROLLED_BACK
  *   COMMIT plan (fits the budget): validate + stage + commit in this one SMI.
- *   A new plan replaces a pending one (its staged bytes are restored first);
- *   STAGED_CHANGED at COMMIT sends the plan back to STAGING.
+ *   A new plan replaces a pending one (its staged bytes are restored first)
+ *   once it is accepted; a refused request of any kind leaves the pending
+ *   plan, its staged bytes and the reported state as they were.  The one
+ *   exception is the answer it exists for: STAGED_CHANGED at COMMIT sends
+ *   the plan back to STAGING, with the changed chunks to stage again.
  */
 #include "internal.h"
 #include "mem.h"
@@ -54,26 +57,67 @@ static int has_dest(const ci_engine *e) {
   return 0;
 }
 
+/* ---- a pending plan set aside while a COMMIT of a new plan runs ---- */
+
+static void set_aside(ci_engine *e) {
+  ci_aside *a = &e->aside;
+  a->pending = (uint32_t)plan_pending(e);
+  a->state = e->state;
+  a->plan_id = e->plan_id;
+  a->pending_slot = e->pending_slot;
+  a->chunk_total = e->chunk_total;
+  a->pending_undo_start = e->pending_undo_start;
+  a->chunks_done = e->chunks_done;
+  a->chunk_next = e->chunk_next;
+  a->undo_top = a->redo_end = e->undo.top;
+  a->plan = e->plan;
+  ci_copy(a->chunk_smi, e->chunk_smi, e->chunk_total * sizeof e->chunk_smi[0]);
+  ci_copy(a->chunk_fixup, e->chunk_fixup, e->chunk_total * sizeof e->chunk_fixup[0]);
+  ci_copy(a->chunk_fast, e->chunk_fast, e->chunk_total * sizeof e->chunk_fast[0]);
+  ci_copy(a->return_slots, e->return_slots, sizeof a->return_slots);
+}
+
+/* The request was refused: the new plan's writes are already unwound; undo
+ * the old plan's abandonment (its staged bytes come back) and its fields. */
+static void put_back(ci_engine *e, ci_work *w) {
+  ci_aside *a = &e->aside;
+  w->bytes_restored += ci_undo_unwind(&e->undo, a->undo_top, 1);
+  e->state = a->state;
+  e->plan_id = a->plan_id;
+  e->pending_slot = a->pending_slot;
+  e->chunk_total = a->chunk_total;
+  e->pending_undo_start = a->pending_undo_start;
+  e->chunks_done = a->chunks_done;
+  e->chunk_next = a->chunk_next;
+  e->plan = a->plan;
+  ci_copy(e->chunk_smi, a->chunk_smi, a->chunk_total * sizeof e->chunk_smi[0]);
+  ci_copy(e->chunk_fixup, a->chunk_fixup, a->chunk_total * sizeof e->chunk_fixup[0]);
+  ci_copy(e->chunk_fast, a->chunk_fast, a->chunk_total * sizeof e->chunk_fast[0]);
+  ci_copy(e->return_slots, a->return_slots, sizeof e->return_slots);
+}
+
+/* The request succeeded: the old plan's records and the ones that undid its
+ * abandonment go; the new generation's records move down over them. */
+static void forget_aside(ci_engine *e) {
+  ci_aside *a = &e->aside;
+  if (!a->pending)
+    return;
+  uint32_t gap = a->redo_end - a->pending_undo_start;
+  ci_undo_drop(&e->undo, a->pending_undo_start, a->redo_end);
+  e->gens[e->gen_count - 1u].undo_start -= gap;
+}
+
 /* ---- plan verbs --------------------------------------------------------- */
 
-/* Validate the request buffer; on success it becomes the pending plan. */
-static ci_status adopt(ci_engine *e, uint32_t size, uint32_t over_budget, ci_work *w) {
-  uint8_t *buf = ci_engine_request_buffer(e);
-  ci_plan_view view;
-  ci_status st = ci_validate(e, buf, size, &view, &w->failed_index);
-  if (st != CI_ST_OK)
-    return st;
-  if (over_budget && view.copy_bytes > e->budget)
-    return CI_ST_OVER_BUDGET;
-  ci_pending_abandon(e, w);
+/* Make the validated plan in buf the pending one. */
+static void adopt(ci_engine *e, uint8_t *buf, const ci_plan_view *view) {
   e->pending_slot = buf == e->slot[0] ? 0u : 1u;
-  e->plan = view;
-  e->plan_id = view.header->plan_id;
-  e->chunk_total = view.header->chunk_count;
+  e->plan = *view;
+  e->plan_id = view->header->plan_id;
+  e->chunk_total = view->header->chunk_count;
   e->pending_undo_start = e->undo.top;
   e->state = CI_STATE_VALIDATED;
   ci_stage_prepare(e);
-  return CI_ST_OK;
 }
 
 static ci_status stage_some(ci_engine *e, ci_work *w) {
@@ -82,14 +126,25 @@ static ci_status stage_some(ci_engine *e, ci_work *w) {
   return st;
 }
 
+/* STAGE with a plan: once it validates it replaces a pending plan (whose
+ * staged bytes are restored); staging it cannot be refused (the undo room
+ * was reserved by the validator). */
+static ci_status stage_plan(ci_engine *e, uint32_t size, ci_work *w) {
+  uint8_t *buf = ci_engine_request_buffer(e);
+  ci_plan_view view;
+  ci_status st = ci_validate(e, buf, size, &view, &w->failed_index);
+  if (st != CI_ST_OK)
+    return st;
+  ci_pending_abandon(e, w);
+  adopt(e, buf, &view);
+  return stage_some(e, w);
+}
+
 static ci_status do_stage(ci_engine *e, uint32_t size, ci_work *w) {
-  if (size) {
-    ci_status st = adopt(e, size, 0, w);
-    if (st != CI_ST_OK)
-      return st;
-  } else if (!plan_pending(e)) {
+  if (size)
+    return stage_plan(e, size, w);
+  if (!plan_pending(e))
     return CI_ST_NO_PENDING_PLAN;
-  }
   return stage_some(e, w);
 }
 
@@ -109,20 +164,46 @@ static ci_status commit_pending(ci_engine *e, const ci_cpu_ops *cpu, ci_work *w)
   return st;
 }
 
-/* Stage and commit in one SMI: nothing ran in between, so no re-check. */
+/*
+ * Validate, stage and commit in one SMI, all or nothing.  A pending plan is
+ * abandoned only with every restore logged above its records (the "redo"),
+ * so that a refusal at any later step -- a changed chunk, a CPU context --
+ * unwinds the new plan, then the redo, and the pending plan is back with its
+ * staged bytes; on success its records and the redo are dropped.
+ */
 static ci_status commit_plan(ci_engine *e, const ci_cpu_ops *cpu, uint32_t size, ci_work *w) {
-  ci_status st = adopt(e, size, 1, w);
+  uint8_t *buf = ci_engine_request_buffer(e);
+  ci_plan_view view;
+  ci_status st = ci_validate(e, buf, size, &view, &w->failed_index);
   if (st != CI_ST_OK)
     return st;
+  if (view.copy_bytes > e->budget)
+    return CI_ST_OVER_BUDGET;
+  set_aside(e);
+  if (e->aside.pending) {
+    uint64_t need = (uint64_t)e->undo.top +
+                    ci_undo_relog_cost(&e->undo, e->pending_undo_start) + view.undo_need;
+    if (need > e->undo.size)
+      return CI_ST_UNDO_FULL; /* the validator counted the pending plan's room as free */
+    w->bytes_restored += ci_undo_unwind_logged(&e->undo, e->pending_undo_start);
+    e->aside.redo_end = e->undo.top;
+  }
+  adopt(e, buf, &view);
   st = stage_some(e, w);
   if (st == CI_ST_OK && e->state != CI_STATE_STAGED)
     st = CI_ST_INTERNAL; /* the budget was checked: cannot happen */
   if (st == CI_ST_OK)
+    st = ci_stage_recheck(e, w); /* the copies, as read once from the source */
+  if (st == CI_ST_OK)
     st = ci_commit_run(e, cpu, w);
   if (st != CI_ST_OK) {
-    ci_pending_abandon(e, w); /* all or nothing */
+    e->state = CI_STATE_STAGED;
+    ci_pending_abandon(e, w);
+    put_back(e, w);
+    w->bytes_written = w->bytes_skipped = w->fixups_applied = 0;
     return st;
   }
+  forget_aside(e);
   e->state = CI_STATE_COMMITTED;
   return CI_ST_OK;
 }
@@ -137,26 +218,31 @@ static ci_status do_rollback(ci_engine *e, const ci_cpu_ops *cpu, uint32_t size,
   return st;
 }
 
+/* Every CPU is read before the first sample is written: a refused SAMPLE
+ * writes nothing. */
 static ci_status do_sample(ci_engine *e, const ci_cpu_ops *cpu, ci_sample_ring *ring,
                            ci_work *w) {
   if (!ring || !ring->capacity)
     return CI_ST_INTERNAL;
   for (uint32_t n = 0; n < cpu->count; n++) {
-    uint64_t rip, cr3, cs;
-    if (cpu->read(cpu->ctx, n, CI_REG_RIP, &rip) != 0 ||
-        cpu->read(cpu->ctx, n, CI_REG_CR3, &cr3) != 0 ||
+    uint64_t cs;
+    if (cpu->read(cpu->ctx, n, CI_REG_RIP, &e->ctx_rip[n]) != 0 ||
+        cpu->read(cpu->ctx, n, CI_REG_CR3, &e->ctx_cr3[n]) != 0 ||
         cpu->read(cpu->ctx, n, CI_REG_CS, &cs) != 0) {
       w->failed_index = n;
       return CI_ST_CPU_ACCESS;
     }
+    e->ctx_cpl[n] = (uint8_t)(cs & 3u); /* CS.RPL == CPL */
+  }
+  for (uint32_t n = 0; n < cpu->count; n++) {
     ci_sample *s = &ring->slots[ring->head % ring->capacity];
     ci_fill(s, 0, sizeof *s);
-    s->rip = rip;
-    s->cr3 = cr3;
+    s->rip = e->ctx_rip[n];
+    s->cr3 = e->ctx_cr3[n];
     s->smi = e->smi;
     s->cpu = (uint16_t)n;
     s->generation = (uint16_t)ci_newest_generation(e);
-    s->cpl = (uint8_t)(cs & 3u); /* CS.RPL == CPL */
+    s->cpl = e->ctx_cpl[n];
     ring->head++;
     w->samples++;
   }
@@ -270,8 +356,8 @@ ci_status ci_dispatch(ci_engine *e, const ci_cpu_ops *cpu, ci_sample_ring *ring,
   e->epoch = e->epoch + 1u ? e->epoch + 1u : 1u; /* never 0: 0 marks "unstaged" */
   e->budget = ci_budget_clamp(budget);
   ci_status st = run(e, cpu, ring, command, req_size, &w);
-  if (command == CI_CMD_STAGE || command == CI_CMD_COMMIT)
-    e->total_bytes_written += w.bytes_written;
+  if (st == CI_ST_OK && (command == CI_CMD_STAGE || command == CI_CMD_COMMIT))
+    e->total_bytes_written += w.bytes_written; /* a refused request wrote nothing */
   if (st == CI_ST_OK && command == CI_CMD_QUERY)
     tail = query_tail(e, resp + sizeof r, resp_max - (uint32_t)sizeof r);
   if (st == CI_ST_OK && command == CI_CMD_STATS)

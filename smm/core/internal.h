@@ -39,12 +39,11 @@ int ci_region_end(const ci_engine *e, uint64_t addr, uint32_t need, uint64_t *en
 /* ---- undo.c ---- */
 #define CI_UNDO_MEM   1u /* bytes of memory (destination, patches) */
 #define CI_UNDO_FILL  2u /* memory that held one repeated byte */
-#define CI_UNDO_REG   3u /* a CPU register; only unwound within its SMI */
-#define CI_UNDO_STACK 4u /* a stack window; only unwound within its SMI */
 #define CI_UNDO_HDR   16u
 /* Worst-case pool bytes of one record saving len bytes. */
 uint32_t ci_undo_cost(uint32_t len);
-/* Save [addr, addr+len) (ptr maps it) before it is written. 0 if full. */
+/* Save [addr, addr+len) (ptr maps it, or holds a copy read earlier) before
+ * it is written.  0 if full. */
 int ci_undo_save(ci_undo *u, uint32_t kind, uint64_t addr, const uint8_t *ptr, uint32_t len);
 /* Copy src over [addr, addr+len) (dst maps it), logging the old bytes first
  * (a FILL record if they were one repeated byte).  0 (nothing written) if
@@ -53,31 +52,42 @@ uint32_t ci_undo_copy(ci_undo *u, uint64_t addr, uint8_t *dst, const uint8_t *sr
                       uint32_t len);
 /* Worst-case pool bytes of ci_undo_copy. */
 #define CI_UNDO_COPY_COST(len) ci_undo_cost(len)
-int ci_undo_save_reg(ci_undo *u, uint32_t cpu, uint32_t reg, uint64_t value);
 /* Drop the records in [from, to) (from <= to <= top, both record
  * boundaries): the records above `to` move down to `from`. */
 void ci_undo_drop(ci_undo *u, uint32_t from, uint32_t to);
-/* Unwind records above `start`, newest first.  kinds is a bit set of
- * (1 << CI_UNDO_*) to restore; others are skipped.  Pops when pop != 0. */
-uint32_t ci_undo_unwind(ci_undo *u, uint32_t start, uint32_t kinds, const ci_cpu_ops *cpu,
-                        int pop);
+/* Restore the memory of the records above `start`, newest first; pops them
+ * when pop != 0.  Returns the bytes restored. */
+uint32_t ci_undo_unwind(ci_undo *u, uint32_t start, int pop);
+/* Pool bytes ci_undo_unwind_logged(u, start) needs above the top. */
+uint32_t ci_undo_relog_cost(const ci_undo *u, uint32_t start);
+/* Restore like ci_undo_unwind without popping, logging each restore first
+ * (above the top), so that unwinding those new records puts back exactly
+ * what was there.  Needs ci_undo_relog_cost(u, start) bytes of room. */
+uint32_t ci_undo_unwind_logged(ci_undo *u, uint32_t start);
 
 /* ---- stage.c ---- */
 /* Stage chunks from e->chunk_next within the budget; OK or INTERNAL. */
 ci_status ci_stage_run(ci_engine *e, ci_work *w, uint32_t budget);
-/* Re-check chunks staged in an earlier SMI: OK or STAGED_CHANGED (and the
- * changed chunks are marked unstaged). */
+/* Check every staged chunk's destination against its digest: OK or
+ * STAGED_CHANGED (and the changed chunks are marked unstaged). */
 ci_status ci_stage_recheck(ci_engine *e, ci_work *w);
 /* Prepare per-chunk tables of a freshly validated plan. */
 void ci_stage_prepare(ci_engine *e);
 
 /* ---- context.c ---- */
-/* Read every CPU's RIP (and RSP when max_slots > 0) into e->ctx_*, and size
- * each CPU's return-address window.  CPU_ACCESS, STACK_ACCESS, or OK. */
+#define CI_CTX_MOVED_RIP   1u
+#define CI_CTX_MOVED_STACK 2u
+/* Read every CPU's RIP (and RSP when max_slots > 0) into e->ctx_*, size each
+ * CPU's return-address window and copy it into e->ctx_win (the one read of
+ * those stack bytes).  CPU_ACCESS, STACK_ACCESS, INTERNAL or OK; writes
+ * nothing outside the engine. */
 ci_status ci_ctx_read(ci_engine *e, const ci_cpu_ops *cpu, uint32_t max_slots, ci_work *w);
-/* Rewrite RIPs and return addresses by e->moves.  With record != 0 the old
- * values go to the undo log first.  CPU_ACCESS, UNDO_FULL or OK. */
-ci_status ci_ctx_move(ci_engine *e, const ci_cpu_ops *cpu, int record, ci_work *w);
+/* Rewrite RIPs and return addresses by e->moves (values as read by
+ * ci_ctx_read).  CPU_ACCESS or INTERNAL after a partial rewrite: the caller
+ * puts it back with ci_ctx_restore. */
+ci_status ci_ctx_move(ci_engine *e, const ci_cpu_ops *cpu, ci_work *w);
+/* Put back what ci_ctx_move wrote (RIPs and stack slots as read). */
+void ci_ctx_restore(ci_engine *e, const ci_cpu_ops *cpu);
 
 /* ---- commit.c ---- */
 ci_status ci_commit_run(ci_engine *e, const ci_cpu_ops *cpu, ci_work *w);

@@ -6,9 +6,11 @@
  * with the source, segment by segment between fix-up fields, and each field
  * with the value it must hold; the compare exits at the first difference, so a
  * fresh destination costs almost nothing and an identical chunk is found
- * without writing.  The plan's chunk digests are used only by COMMIT, for
- * chunks staged in an earlier SMI (guest code ran since and may have written
- * them).
+ * without writing.  The plan's chunk digests are checked by COMMIT on the
+ * destination, after the copy: the source is read once, into the
+ * destination, and what is checked is that copy -- guest code (between SMIs)
+ * or a DMA (during one) may have written the source or the destination since
+ * the validator looked at them.
  */
 #include "ci_host.h"
 #include "internal.h"
@@ -205,7 +207,7 @@ ci_status ci_stage_recheck(ci_engine *e, ci_work *w) {
   const ci_plan_view *v = &e->plan;
   uint32_t first_changed = CI_NO_INDEX;
   for (uint32_t c = 0; c < v->header->chunk_count; c++) {
-    if (!e->chunk_smi[c] || e->chunk_smi[c] == e->epoch)
+    if (!e->chunk_smi[c])
       continue;
     const ci_chunk *ch = &v->chunks[c];
     const uint8_t *d = ci_host_map(v->islands[ch->island].dst + ch->offset, ch->length);

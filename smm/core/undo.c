@@ -15,11 +15,11 @@
 #include "mem.h"
 
 typedef struct undo_hdr {
-  uint64_t addr;  /* memory address, or register number for REG */
-  uint32_t len;   /* bytes covered in memory (REG: 8) */
+  uint64_t addr;  /* memory address */
+  uint32_t len;   /* bytes covered in memory */
   uint8_t kind;   /* CI_UNDO_* */
   uint8_t fill;   /* FILL: the byte */
-  uint16_t cpu;   /* REG: CPU index */
+  uint16_t pad;
 } undo_hdr;
 _Static_assert(sizeof(undo_hdr) == CI_UNDO_HDR, "undo header");
 
@@ -46,13 +46,6 @@ int ci_undo_save(ci_undo *u, uint32_t kind, uint64_t addr, const uint8_t *ptr, u
     return push(u, &h, 0, 0);
   }
   return push(u, &h, ptr, len);
-}
-
-int ci_undo_save_reg(ci_undo *u, uint32_t cpu, uint32_t reg, uint64_t value) {
-  undo_hdr h = {reg, 8, CI_UNDO_REG, 0, (uint16_t)cpu};
-  uint8_t data[8];
-  ci_put64(data, value);
-  return push(u, &h, data, 8);
 }
 
 /*
@@ -89,12 +82,7 @@ uint32_t ci_undo_copy(ci_undo *u, uint64_t addr, uint8_t *dst, const uint8_t *sr
   return 1;
 }
 
-static uint32_t restore(const undo_hdr *h, const uint8_t *data, const ci_cpu_ops *cpu) {
-  if (h->kind == CI_UNDO_REG) {
-    if (cpu)
-      (void)cpu->write(cpu->ctx, h->cpu, (uint32_t)h->addr, ci_le64(data));
-    return 0;
-  }
+static uint32_t restore(const undo_hdr *h, const uint8_t *data) {
   uint8_t *p = ci_host_map(h->addr, h->len);
   if (!p)
     return 0;
@@ -105,19 +93,47 @@ static uint32_t restore(const undo_hdr *h, const uint8_t *data, const ci_cpu_ops
   return h->len;
 }
 
-uint32_t ci_undo_unwind(ci_undo *u, uint32_t start, uint32_t kinds, const ci_cpu_ops *cpu,
-                        int pop) {
+/* The record below `at` (a record boundary above the pool's start). */
+static uint32_t record_below(const ci_undo *u, uint32_t at, undo_hdr *h) {
+  ci_copy(h, u->pool + at - CI_UNDO_HDR, sizeof *h);
+  return at - CI_UNDO_HDR - (h->kind == CI_UNDO_FILL ? 0 : pad8(h->len));
+}
+
+uint32_t ci_undo_unwind(ci_undo *u, uint32_t start, int pop) {
   uint32_t at = u->top, restored = 0;
   while (at > start) {
     undo_hdr h;
-    ci_copy(&h, u->pool + at - CI_UNDO_HDR, sizeof h);
-    uint32_t dlen = h.kind == CI_UNDO_FILL ? 0 : pad8(h.len);
-    at -= CI_UNDO_HDR + dlen;
-    if (kinds & (1u << h.kind))
-      restored += restore(&h, u->pool + at, cpu);
+    at = record_below(u, at, &h);
+    restored += restore(&h, u->pool + at);
   }
   if (pop)
     u->top = start;
+  return restored;
+}
+
+uint32_t ci_undo_relog_cost(const ci_undo *u, uint32_t start) {
+  uint32_t at = u->top, need = 0;
+  while (at > start) {
+    undo_hdr h;
+    at = record_below(u, at, &h);
+    need += ci_undo_cost(h.len);
+  }
+  return need;
+}
+
+/* Each restore is itself logged (the bytes it overwrites, pushed above the
+ * top), newest record first: unwinding the pushed records, newest first,
+ * replays the restores backwards. */
+uint32_t ci_undo_unwind_logged(ci_undo *u, uint32_t start) {
+  uint32_t at = u->top, restored = 0;
+  while (at > start) {
+    undo_hdr h;
+    at = record_below(u, at, &h);
+    const uint8_t *now = ci_host_map(h.addr, h.len);
+    if (now)
+      (void)ci_undo_save(u, CI_UNDO_MEM, h.addr, now, h.len); /* room: ci_undo_relog_cost */
+    restored += restore(&h, u->pool + at);
+  }
   return restored;
 }
 

@@ -128,5 +128,6 @@ void suite_context(void);
 void suite_dispatch(void);
 void suite_random(void);
 void suite_keep_copies(void);
+void suite_atomic(void);
 
 #endif

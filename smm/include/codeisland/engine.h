@@ -78,6 +78,21 @@ typedef struct ci_move {
   uint32_t slots;
 } ci_move;
 
+/* The fields of the pending plan (and the reported state) kept while a
+ * COMMIT of a new plan runs, so that its refusal puts them back (dispatch.c). */
+typedef struct ci_aside {
+  uint32_t pending; /* a plan was pending: its records sit below the redo */
+  uint32_t state, plan_id, pending_slot, chunk_total, pending_undo_start;
+  uint32_t chunks_done, chunk_next;
+  uint32_t undo_top; /* log top when set aside: the redo records start here */
+  uint32_t redo_end; /* end of the records that undo the abandonment */
+  ci_plan_view plan;
+  uint32_t chunk_smi[CI_MAX_CHUNKS];
+  uint32_t chunk_fixup[CI_MAX_CHUNKS];
+  uint16_t chunk_fast[CI_MAX_CHUNKS];
+  uint16_t return_slots[CI_MAX_ISLANDS];
+} ci_aside;
+
 typedef struct ci_undo {
   uint8_t *pool;
   uint32_t size;
@@ -121,12 +136,21 @@ typedef struct ci_engine {
 
   ci_undo undo;
 
-  /* scratch of one commit/rollback (kept here, not on the small SMM stack) */
-  ci_move moves[CI_MAX_ISLANDS];
+  /* scratch of one commit/rollback (kept here, not on the small SMM stack);
+   * a ROLLBACK moves the contexts of every generation it undoes at once */
+  ci_move moves[CI_MAX_MAP_ENTRIES];
   uint32_t move_count;
-  uint64_t ctx_rip[CI_MAX_CPUS];
+  uint64_t ctx_rip[CI_MAX_CPUS];   /* as read: what a refused request puts back */
   uint64_t ctx_rsp[CI_MAX_CPUS];
   uint32_t ctx_slots[CI_MAX_CPUS]; /* stack slots usable per CPU */
+  uint64_t ctx_cr3[CI_MAX_CPUS];   /* SAMPLE: read before any sample is written */
+  uint8_t ctx_cpl[CI_MAX_CPUS];
+  uint8_t ctx_moved[CI_MAX_CPUS];  /* CI_CTX_MOVED_* written so far */
+  uint64_t ctx_win[CI_MAX_CPUS][CI_MAX_STACK_SLOTS]; /* stack windows, read once */
+  uint8_t callsite_rel[CI_MAX_CALLSITES][4]; /* call-site rel32s as checked at COMMIT */
+
+  /* the pending plan set aside while a COMMIT of a new plan runs */
+  ci_aside aside;
 
   /* per SMI */
   uint32_t smi;        /* the host's SMI counter (reported) */
