@@ -26,17 +26,52 @@ uint8_t *fake_mem_add(uint64_t base, uint64_t size) {
   return w->buf;
 }
 
+/* The byte at addr, without the DMA hook (addr is known to be mapped). */
+static uint8_t *plain_byte(uint64_t addr) {
+  for (unsigned i = 0; i < g_count; i++)
+    if (addr >= g_win[i].base && addr - g_win[i].base < g_win[i].size)
+      return g_win[i].buf + (addr - g_win[i].base);
+  abort();
+}
+
+static struct {
+  uint64_t addr;
+  unsigned nth, seen;
+  uint8_t mask;
+  int armed, fired;
+} g_dma;
+
 void fake_mem_reset(void) {
+  g_dma.armed = 0;
   for (unsigned i = 0; i < g_count; i++)
     free(g_win[i].buf);
   g_count = 0;
 }
 
+void fake_dma_arm(uint64_t addr, unsigned nth, uint8_t mask) {
+  g_dma.addr = addr;
+  g_dma.nth = nth;
+  g_dma.seen = 0;
+  g_dma.mask = mask;
+  g_dma.armed = 1;
+  g_dma.fired = 0;
+}
+
+void fake_dma_disarm(void) { g_dma.armed = 0; }
+
+int fake_dma_fired(void) { return g_dma.fired; }
+
 uint8_t *ci_host_map(uint64_t addr, uint64_t len) {
   for (unsigned i = 0; i < g_count; i++) {
     window *w = &g_win[i];
-    if (len && addr >= w->base && addr - w->base <= w->size - len && len <= w->size)
-      return w->buf + (addr - w->base);
+    if (!(len && addr >= w->base && addr - w->base <= w->size - len && len <= w->size))
+      continue;
+    if (g_dma.armed && g_dma.addr >= addr && g_dma.addr - addr < len && ++g_dma.seen == g_dma.nth) {
+      uint8_t *p = plain_byte(g_dma.addr);
+      *p ^= g_dma.mask;
+      g_dma.fired = 1;
+    }
+    return w->buf + (addr - w->base);
   }
   return NULL;
 }

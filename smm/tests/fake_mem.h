@@ -15,6 +15,14 @@ void fake_mem_reset(void);
 /* Host pointer of guest address (window must hold [addr, addr+len)). */
 uint8_t *fake_ptr(uint64_t addr, uint64_t len);
 
+/* A simulated DMA write: on the nth ci_host_map() (from 1) whose range holds
+ * addr, the byte at addr is XORed with mask before the pointer is returned,
+ * i.e. between the engine's earlier look at that memory and this one. */
+void fake_dma_arm(uint64_t addr, unsigned nth, uint8_t mask);
+void fake_dma_disarm(void);
+/* 1 if the armed write happened. */
+int fake_dma_fired(void);
+
 /* Whole-memory snapshots: take one, then check nothing changed. */
 typedef struct fake_snapshot {
   uint8_t *bytes[FAKE_MAX_WINDOWS];

@@ -129,5 +129,6 @@ void suite_dispatch(void);
 void suite_random(void);
 void suite_keep_copies(void);
 void suite_atomic(void);
+void suite_dma(void);
 
 #endif

@@ -9,6 +9,7 @@ int main(void) {
   suite_random();
   suite_keep_copies();
   suite_atomic();
+  suite_dma();
   printf("smm native tests: %u checks, %u failures\n", g_checks, g_failures);
   return g_failures ? 1 : 0;
 }
