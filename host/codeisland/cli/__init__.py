@@ -88,8 +88,10 @@ def run(argv: list[str] | None = None) -> int:
         if interrupts.received():
             return _aborted()
         where = exc.ctx.command_path if exc.ctx else "codeisland"
-        click.echo(f"{where}: error: {_one_line(exc.format_message())} Try '{where} --help'.",
-                   err=True)  # fmt: skip
+        message = _one_line(exc.format_message())
+        if not message.endswith((".", "?", "!")):
+            message += "."
+        click.echo(f"{where}: error: {message} Try '{where} --help'.", err=True)
         return 2
     except click.ClickException as exc:
         if interrupts.received():

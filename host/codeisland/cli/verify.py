@@ -35,4 +35,8 @@ def command(
     progress = sys.stderr.isatty()
     imap = analyze(image, progress=progress, load_base=load_base)
     report = verify(imap, limit=limit, delta=delta, progress=progress)
-    emit_check(report, as_json, report.ok, f"{len(report.mismatches)} mismatches in {image}")
+    verdict = (
+        f"{len(report.mismatches)} mismatches, {report.errors} islands the engine would "
+        f"refuse, in {image}"
+    )
+    emit_check(report, as_json, report.ok, verdict)
