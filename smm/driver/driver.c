@@ -129,7 +129,7 @@ static UINTN g_smram_count;
 
 /* Step 2: learn SMRAM (registered as forbidden once the engine exists). */
 static void learn_smram(EFI_BOOT_SERVICES *bs) {
-  static const EFI_GUID access_guid = EFI_SMM_ACCESS2_PROTOCOL_GUID;
+  static EFI_GUID access_guid = EFI_SMM_ACCESS2_PROTOCOL_GUID;
   EFI_SMM_ACCESS2_PROTOCOL *access = 0;
   UINTN size = sizeof g_smram;
   if (EFI_IS_ERROR(bs->LocateProtocol(&access_guid, 0, (void **)&access)) ||
@@ -149,6 +149,28 @@ static void register_smram(void) {
     }
 }
 
+/* How the firmware around the driver was built (mailbox firmware_flags).  Only a driver compiled
+ * inside the platform's EDK2 build knows: it reads the same fixed-at-build PCD that
+ * PiSmmCpuDxeSmm was compiled with.  CodeIslandPkg.dsc's package-only build and make -C smm do
+ * not know which firmware will carry them, so they say nothing. */
+static uint32_t firmware_flags(void) {
+#if defined(CODEISLAND_EDK2_BUILD) && !defined(CODEISLAND_PACKAGE_ONLY)
+  return CI_FIRMWARE_BUILD_KNOWN |
+         (FixedPcdGetBool(PcdCpuSmmRestrictedMemoryAccess) ? 0u : CI_FIRMWARE_SMM_UNRESTRICTED);
+#else
+  return 0;
+#endif
+}
+
+static void log_firmware_mode(uint32_t flags) {
+  if (!(flags & CI_FIRMWARE_BUILD_KNOWN))
+    ci_log("codeisland: smm memory access=unknown (driver not built with the platform)\n");
+  else if (flags & CI_FIRMWARE_SMM_UNRESTRICTED)
+    ci_log("codeisland: smm memory access=UNRESTRICTED (test-board firmware)\n");
+  else
+    ci_log("codeisland: smm memory access=restricted\n");
+}
+
 static void fill_mailbox(uint64_t mailbox, uint64_t arena) {
   ci_mailbox *m = &g_layout;
   ci_fill(m, 0, sizeof *m);
@@ -166,6 +188,7 @@ static void fill_mailbox(uint64_t mailbox, uint64_t arena) {
   m->sw_smi_value = CI_DEFAULT_SW_SMI;
   m->arena_base = arena;
   m->arena_size = (uint64_t)CI_ARENA_PAGES * CI_PAGE;
+  m->firmware_flags = firmware_flags();
   g_mailbox = (ci_mailbox *)(uintptr_t)mailbox;
   ci_fill(g_mailbox, 0, CI_MAILBOX_SIZE);
   ci_copy(g_mailbox, m, sizeof *m);
@@ -175,7 +198,7 @@ static void fill_mailbox(uint64_t mailbox, uint64_t arena) {
 }
 
 static EFI_STATUS publish(EFI_BOOT_SERVICES *bs) {
-  static const EFI_GUID table_guid = CI_CONFIG_TABLE_GUID_INIT;
+  static EFI_GUID table_guid = CI_CONFIG_TABLE_GUID_INIT;
   ci_config_table *t = (ci_config_table *)((uint8_t *)g_mailbox + CI_CONFIG_OFFSET);
   t->signature = CI_CONFIG_SIGNATURE;
   t->version = CI_MAILBOX_VERSION;
@@ -189,7 +212,7 @@ static EFI_STATUS publish(EFI_BOOT_SERVICES *bs) {
 }
 
 static EFI_STATUS reserve(EFI_BOOT_SERVICES *bs) {
-  uint64_t mailbox = 0, arena = 0, smram = 0;
+  EFI_PHYSICAL_ADDRESS mailbox = 0, arena = 0, smram = 0;
   if (EFI_IS_ERROR(bs->AllocatePages(AllocateAnyPages, EfiReservedMemoryType,
                                      CI_MAILBOX_SIZE / CI_PAGE, &mailbox)) ||
       EFI_IS_ERROR(bs->AllocatePages(AllocateAnyPages, EfiRuntimeServicesCode, CI_ARENA_PAGES,
@@ -207,7 +230,7 @@ static EFI_STATUS reserve(EFI_BOOT_SERVICES *bs) {
 }
 
 static EFI_STATUS register_handler(void) {
-  static const EFI_GUID sw_guid = EFI_SMM_SW_DISPATCH2_PROTOCOL_GUID;
+  static EFI_GUID sw_guid = EFI_SMM_SW_DISPATCH2_PROTOCOL_GUID;
   EFI_SMM_SW_DISPATCH2_PROTOCOL *sw = 0;
   EFI_HANDLE handle = 0;
   if (!EFI_IS_ERROR(g_smst->SmmLocateProtocol(&sw_guid, 0, (void **)&sw))) {
@@ -225,9 +248,9 @@ static EFI_STATUS register_handler(void) {
 }
 
 EFI_STATUS EFIAPI CodeIslandSmmEntry(EFI_HANDLE image, EFI_SYSTEM_TABLE *system) {
-  static const EFI_GUID base2_guid = EFI_SMM_BASE2_PROTOCOL_GUID;
-  static const EFI_GUID cpu_guid = EFI_SMM_CPU_PROTOCOL_GUID;
-  static const EFI_GUID lock_guid = EFI_SMM_READY_TO_LOCK_PROTOCOL_GUID;
+  static EFI_GUID base2_guid = EFI_SMM_BASE2_PROTOCOL_GUID;
+  static EFI_GUID cpu_guid = EFI_SMM_CPU_PROTOCOL_GUID;
+  static EFI_GUID lock_guid = EFI_SMM_READY_TO_LOCK_PROTOCOL_GUID;
   EFI_BOOT_SERVICES *bs = system->BootServices;
   EFI_SMM_BASE2_PROTOCOL *base2 = 0;
   void *registration = 0;
@@ -262,5 +285,6 @@ EFI_STATUS EFIAPI CodeIslandSmmEntry(EFI_HANDLE image, EFI_SYSTEM_TABLE *system)
   ci_log_hex(" arena=", g_layout.arena_base);
   ci_log_hex(" size=", g_layout.arena_size);
   ci_log("\n");
+  log_firmware_mode(g_layout.firmware_flags);
   return EFI_SUCCESS;
 }

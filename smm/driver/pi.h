@@ -1,11 +1,33 @@
 /*
- * The few UEFI and PI definitions the driver uses, written from the UEFI 2.x
- * and PI 1.x specifications (volume 4: SMM).  Only what is called is typed;
- * the rest of each table is padding whose offsets are asserted below, so a
- * miscount cannot go unnoticed.
+ * The few UEFI and PI definitions the driver uses.
+ *
+ * Two sources, one set of names (EDK2's):
+ * - built by EDK2 (CodeIslandSmm.inf defines CODEISLAND_EDK2_BUILD): EDK2 force-includes the
+ *   module's AutoGen.h, which already declares UEFI and PI, so the driver takes EDK2's own
+ *   headers; a second copy of EFI_GUID, UINTN, EFI_SUCCESS... would clash with them.
+ * - built alone (make -C smm, clang for x86_64-unknown-windows): the declarations below,
+ *   written from the UEFI 2.x and PI 1.x specifications (volume 4: SMM).  Only what is called
+ *   is typed; the rest of each table is padding whose offsets are asserted, so a miscount
+ *   cannot go unnoticed.
+ * The driver code uses only what both provide (e.g. EFI_PHYSICAL_ADDRESS for page addresses,
+ * non-const GUIDs for the boot services that take EFI_GUID *).
  */
 #ifndef CI_PI_H
 #define CI_PI_H
+
+#ifdef CODEISLAND_EDK2_BUILD
+
+#include <PiSmm.h>
+#include <Library/PcdLib.h>
+#include <Protocol/SmmAccess2.h>
+#include <Protocol/SmmBase2.h>
+#include <Protocol/SmmCpu.h>
+#include <Protocol/SmmReadyToLock.h>
+#include <Protocol/SmmSwDispatch2.h>
+
+#define EFI_IS_ERROR(s) EFI_ERROR(s)
+
+#else /* built alone */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -15,6 +37,7 @@
 typedef uint64_t UINTN;
 typedef UINTN EFI_STATUS;
 typedef void *EFI_HANDLE;
+typedef uint64_t EFI_PHYSICAL_ADDRESS;
 
 #define EFI_SUCCESS 0ULL
 #define EFI_ERROR_BIT (1ULL << 63)
@@ -22,7 +45,8 @@ typedef void *EFI_HANDLE;
 #define EFI_BUFFER_TOO_SMALL (EFI_ERROR_BIT | 5ULL)
 #define EFI_OUT_OF_RESOURCES (EFI_ERROR_BIT | 9ULL)
 #define EFI_NOT_FOUND (EFI_ERROR_BIT | 14ULL)
-#define EFI_WARN_INTERRUPT_SOURCE_QUIESCED 0x4000000000000001ULL
+/* PI status codes set bit 61 (PI vol. 1, EDK2's PI_ENCODE_WARNING), not UEFI's bit 62 */
+#define EFI_WARN_INTERRUPT_SOURCE_QUIESCED 0x2000000000000001ULL
 #define EFI_IS_ERROR(s) (((s) & EFI_ERROR_BIT) != 0)
 
 typedef struct EFI_GUID {
@@ -48,11 +72,11 @@ typedef struct EFI_BOOT_SERVICES {
   EFI_TABLE_HEADER Hdr;
   void *RaiseTPL, *RestoreTPL;
   EFI_STATUS(EFIAPI *AllocatePages)(uint32_t Type, uint32_t MemoryType, UINTN Pages,
-                                    uint64_t *Memory);
+                                    EFI_PHYSICAL_ADDRESS *Memory);
   void *pad1[18]; /* FreePages .. LocateDevicePath */
-  EFI_STATUS(EFIAPI *InstallConfigurationTable)(const EFI_GUID *Guid, void *Table);
+  EFI_STATUS(EFIAPI *InstallConfigurationTable)(EFI_GUID *Guid, void *Table);
   void *pad2[15]; /* LoadImage .. LocateHandleBuffer */
-  EFI_STATUS(EFIAPI *LocateProtocol)(const EFI_GUID *Protocol, void *Registration,
+  EFI_STATUS(EFIAPI *LocateProtocol)(EFI_GUID *Protocol, void *Registration,
                                      void **Interface);
 } EFI_BOOT_SERVICES;
 _Static_assert(offsetof(EFI_BOOT_SERVICES, AllocatePages) == 40, "AllocatePages");
@@ -80,7 +104,7 @@ typedef struct EFI_SMM_SYSTEM_TABLE2 {
   EFI_STATUS(EFIAPI *SmmAllocatePool)(uint32_t PoolType, UINTN Size, void **Buffer);
   void *SmmFreePool;
   EFI_STATUS(EFIAPI *SmmAllocatePages)(uint32_t Type, uint32_t MemoryType, UINTN Pages,
-                                       uint64_t *Memory);
+                                       EFI_PHYSICAL_ADDRESS *Memory);
   void *SmmFreePages, *SmmStartupThisAp;
   UINTN CurrentlyExecutingCpu;
   UINTN NumberOfCpus;
@@ -93,7 +117,7 @@ typedef struct EFI_SMM_SYSTEM_TABLE2 {
                                                 EFI_SMM_NOTIFY_FN Function,
                                                 void **Registration);
   void *SmmLocateHandle;
-  EFI_STATUS(EFIAPI *SmmLocateProtocol)(const EFI_GUID *Protocol, void *Registration,
+  EFI_STATUS(EFIAPI *SmmLocateProtocol)(EFI_GUID *Protocol, void *Registration,
                                         void **Interface);
   void *SmiManage;
   EFI_STATUS(EFIAPI *SmiHandlerRegister)(EFI_SMM_HANDLER_ENTRY_POINT2 Handler,
@@ -159,5 +183,7 @@ typedef struct EFI_SMM_SW_DISPATCH2_PROTOCOL {
   {0x18a3c6dc, 0x5eea, 0x48c8, {0xa1, 0xc1, 0xb5, 0x33, 0x89, 0xf9, 0x89, 0x99}}
 #define EFI_SMM_READY_TO_LOCK_PROTOCOL_GUID \
   {0x47b7fa8c, 0xf4bd, 0x4af6, {0x82, 0x00, 0x33, 0x30, 0x86, 0xf0, 0xd2, 0xc8}}
+
+#endif /* CODEISLAND_EDK2_BUILD */
 
 #endif /* CI_PI_H */
