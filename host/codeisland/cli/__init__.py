@@ -16,9 +16,8 @@ import sys
 
 import click
 
-from .. import __version__
+from .. import __version__, interrupts
 from ..errors import CodeIslandError
-from . import interrupts
 
 # command name -> (module under codeisland.cli, one-line help shown in `codeisland --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -49,6 +48,12 @@ class LazyGroup(click.Group):
         command: click.Command = module.command
         return command
 
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise interrupts.Interrupted from None
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
         if rows:
@@ -68,19 +73,24 @@ def main(argv: list[str] | None = None) -> None:
     interrupts.install()
     try:
         status = run(argv)
-    finally:
+    except BaseException:
+        interrupts.uninstall()
+        raise
+    if not interrupts.received():  # aborted: stay quiet about the aftermath until we exit
         interrupts.uninstall()
     sys.exit(status)
 
 
 def run(argv: list[str] | None = None) -> int:
     """Run one command line; returns the exit status (what `main` exits with)."""
+    if interrupts.received():  # during the console script's imports: held until now
+        return _aborted()
     try:
         # without standalone mode click *returns* the code of an Exit raised by a command
         # (a failed check) instead of exiting: it is the status, never dropped
         returned = cli.main(args=argv, prog_name="codeisland", standalone_mode=False)
         status = returned if isinstance(returned, int) else 0
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, interrupts.Interrupted, click.exceptions.Abort):
         return _aborted()
     except click.exceptions.Exit as exc:
         status = exc.exit_code
@@ -129,8 +139,9 @@ def _error(message: str) -> None:
 
 
 def _aborted() -> int:
+    status = interrupts.exit_status()  # first: no interrupt raised again while we print
     click.echo("codeisland: aborted", err=True)
-    return interrupts.exit_status()
+    return status
 
 
 def _one_line(text: str) -> str:

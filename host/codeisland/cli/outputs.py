@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
+from .. import interrupts
 from ..errors import InputError, UsageError
-from . import interrupts
 
 
 class OutputFile:

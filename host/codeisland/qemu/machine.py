@@ -12,18 +12,23 @@ work/fat/       ------------------>  FAT drive: EFI/BOOT/BOOTX64.EFI = the targe
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import mmap
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EmulationError, InputError, ToolMissing, TransportError
 from .qmp import Qmp
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 QEMU = "qemu-system-x86_64"
 VARS_TEMPLATE = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
@@ -142,15 +147,22 @@ class Machine:
             p.unlink(missing_ok=True)
         self.started_at = time.monotonic()
         with open(self.work / "qemu.stderr", "wb") as err:
+            # QEMU dies with us: its own session (a terminal's Ctrl-C reaches only us, and
+            # stop() quits it), and SIGKILL when the process that started it dies however
+            # it dies (a killed CLI used to leave QEMU running)
             self.proc = subprocess.Popen(
-                self.command_line(), stdin=subprocess.DEVNULL, stdout=err, stderr=err
-            )
-        self.describe_file().write_text(json.dumps(self.describe(), indent=2))
+                self.command_line(), stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                start_new_session=True, preexec_fn=_die_with_parent(),
+            )  # fmt: skip
         try:
+            self.describe_file().write_text(json.dumps(self.describe(), indent=2))
             self.qmp = Qmp(str(self.qmp_path))
         except TransportError:
             self.stop()
             raise EmulationError(f"QEMU did not start: {self.qemu_stderr()}") from None
+        except BaseException:  # Ctrl-C while QEMU starts: __exit__ will not run
+            self.stop(timeout_s=1.0)
+            raise
         return self
 
     def describe(self) -> dict[str, object]:
@@ -262,6 +274,17 @@ class Machine:
             finally:
                 os.close(fd)
         return self._ram
+
+
+def _die_with_parent() -> Callable[[], None]:
+    """What the child runs before exec: ask Linux for SIGKILL when the parent dies
+    (PR_SET_PDEATHSIG).  prctl is looked up here, in the parent: no dlopen after fork."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def in_child() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    return in_child
 
 
 def _read_text(path: Path) -> str:

@@ -1,5 +1,8 @@
 """Ctrl-C (SIGINT) and SIGTERM for the CLI: every interrupt ends the run as `aborted`.
 
+Installed by the console script before anything else is imported (codeisland/__main__.py),
+so an interrupt during the slow imports (click, numpy, lief, unicorn) is an abort too.
+
 Python raises KeyboardInterrupt where the signal lands, and some places lose it:
 
 * an import of a C extension (lief's initialisation swallows it: the run went on, exit 0);
@@ -15,10 +18,13 @@ recorded signal as `aborted`, and an output is never committed after one
 
 from __future__ import annotations
 
-import signal
+import _signal as signal  # the C module: `signal` imports enum, too slow to come first
 import sys
-from types import FrameType
-from typing import Any
+
+TYPE_CHECKING = False  # typing itself takes ~20 ms to import: not before the handlers
+if TYPE_CHECKING:
+    from types import FrameType
+    from typing import Any
 
 POLL_S = 0.05  # how soon a held or swallowed interrupt is raised again
 
@@ -32,24 +38,39 @@ def received() -> int | None:
 
 
 def exit_status() -> int:
-    """Shell convention: 128 + signal number (130 for SIGINT)."""
+    """Shell convention: 128 + signal number (130 for SIGINT).  Called by `main` once it has
+    the interrupt: stops raising it again."""
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)
     return 128 + (_received or signal.SIGINT)
 
 
+class Interrupted(BaseException):
+    """The KeyboardInterrupt of a running command, carried past click (which would print a
+    blank line for it) to `main`."""
+
+
 def install() -> None:
-    """Route SIGINT/SIGTERM through this module (main thread only; called by `main`)."""
-    global _received
-    _received = None
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+    """Route SIGINT/SIGTERM through this module (main thread only; called by `main`).  A
+    signal the parent told us to ignore (`cmd &` in a script, nohup) stays ignored, as
+    Python itself does for SIGINT."""
+    if signal.getsignal(signal.SIGALRM) == _on_retry:
+        return  # already installed (by the console script): keep what was received
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) != signal.SIG_IGN:
+            signal.signal(signum, _on_signal)
     signal.signal(signal.SIGALRM, _on_retry)
     sys.unraisablehook = _on_unraisable
 
 
 def uninstall() -> None:
+    global _received
+    _received = None
     signal.setitimer(signal.ITIMER_REAL, 0)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if signal.getsignal(signal.SIGINT) == _on_signal:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) == _on_signal:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
     sys.unraisablehook = _previous_unraisable
 
@@ -71,7 +92,8 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def _on_retry(signum: int, frame: FrameType | None) -> None:
-    if _received is not None:
+    # not again while the first one is still unwinding (finally blocks, __exit__ cleanups)
+    if _received is not None and not isinstance(sys.exc_info()[1], KeyboardInterrupt | Interrupted):
         _raise_when_safe()
 
 
@@ -84,8 +106,10 @@ def _raise_when_safe() -> None:
 
 def _on_unraisable(info: Any) -> None:
     """A KeyboardInterrupt no caller can see (raised inside a ctypes callback): raise it
-    again soon, in ordinary Python code; say nothing about it."""
-    if _received is not None and isinstance(info.exc_value, KeyboardInterrupt):
+    again soon, in ordinary Python code.  Once interrupted, say nothing about these: the
+    other "Exception ignored" reports are its aftermath (e.g. a __del__ of an object whose
+    __init__ the interrupt cut short), and the run ends as `aborted` anyway."""
+    if _received is None:
+        _previous_unraisable(info)
+    elif isinstance(info.exc_value, KeyboardInterrupt):
         signal.setitimer(signal.ITIMER_REAL, POLL_S)
-        return
-    _previous_unraisable(info)
