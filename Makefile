@@ -4,19 +4,25 @@ PYTHON ?= $(CURDIR)/.venv/bin/python
 export PYTHON
 PARTS := smm smm/app emulation emulation/native guest/linux
 
-.PHONY: build test check-native lint pytest clean
+.PHONY: build uptodate test check-native lint pytest clean
 
 build:
 	@for part in $(PARTS); do \
 	  if [ -f $$part/Makefile ]; then $(MAKE) -s -C $$part || exit 1; fi; \
 	done
 
+# Exit status 0 when every part is built and up to date (scripts/bootstrap.sh stays quiet then).
+uptodate:
+	@for part in $(PARTS); do \
+	  if [ -f $$part/Makefile ]; then $(MAKE) -s -q -C $$part || exit 1; fi; \
+	done
+
 check-native: build
 	$(MAKE) -s -C smm check
 
 lint:
-	ruff check host emulation tests scripts
-	ruff format --check host emulation tests scripts
+	$(PYTHON) -m ruff check host emulation tests scripts
+	$(PYTHON) -m ruff format --check host emulation tests scripts
 
 pytest: build
 	$(PYTHON) -m pytest -q

@@ -1,77 +1,177 @@
 #!/usr/bin/env bash
 # Set up everything codeisland needs on a Debian 12 machine, then build every part.
-# Idempotent: a second run only checks and rebuilds what changed.
-set -euo pipefail
+#   scripts/bootstrap.sh           the STEPS below (what demo.sh needs)
+#   scripts/bootstrap.sh --tests   STEPS then TEST_STEPS (what test.sh needs)
+#   scripts/bootstrap.sh STEP...   only the named steps;  --list prints every step
+# Idempotent and quiet: a step prints one line when it has work to do and nothing otherwise, so a
+# second run only checks (and rebuilds what changed).  Whatever the steps' commands print goes to
+# build/bootstrap.log; a failure is one line naming the step, the log and the last line logged.
+#
+# To add an install step: write a function that returns at once when its work is already done,
+# says what it does with `say`, runs its commands through `run` (output to the log), and add its
+# name to STEPS (everything needs it) or TEST_STEPS (only the tests need it).  Slow downloads and
+# builds live outside the tree under "$(cache_dir NAME)" (/var/cache/codeisland/NAME by default).
+set -Eeuo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-DEBIAN_PACKAGES=(clang lld llvm libclang-rt-14-dev gnu-efi qemu-system-x86 ovmf mtools dosfstools binutils make python3 python3-venv python3-pip)
+STEPS=(install_debian_packages fetch_linux_guest check_python create_venv install_python_package
+  build_everything)
+TEST_STEPS=()
 
-log() { printf '[bootstrap] %s\n' "$*" >&2; }
+DEBIAN_PACKAGES=(clang lld llvm libclang-rt-14-dev gnu-efi qemu-system-x86 ovmf mtools dosfstools
+  binutils make python3 python3-venv python3-pip)
+PYTHON_MIN=(3 11)
+VENV=.venv
+LOG=$root/build/bootstrap.log
+CACHE_ROOT=${CODEISLAND_CACHE:-/var/cache/codeisland}
+
+# ---- helpers for the steps ----------------------------------------------------------------------
+
+say() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+# The command's output goes to the log, not the terminal.
+run() { "$@" >>"$LOG" 2>&1; }
+
+die() {
+  printf 'bootstrap: error: %s\n' "$*" >&2
+  exit 1
+}
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# cache_dir NAME: a directory for slow downloads/builds that survives fresh clones (created if
+# missing; under ~/.cache/codeisland when /var/cache is not writable and sudo is not available).
+cache_dir() {
+  local dir="$CACHE_ROOT/$1"
+  if ! mkdir -p "$dir" 2>/dev/null; then
+    if as_root mkdir -p "$dir" 2>/dev/null && as_root chown "$(id -u):$(id -g)" "$dir"; then :
+    else dir="${XDG_CACHE_HOME:-$HOME/.cache}/codeisland/$1" && mkdir -p "$dir"; fi
+  fi
+  printf '%s\n' "$dir"
+}
+
+# python_ok PYTHON: PYTHON runs and is at least PYTHON_MIN.
+python_ok() {
+  "$1" -c "import sys; sys.exit(sys.version_info < (${PYTHON_MIN[0]}, ${PYTHON_MIN[1]}))" 2>/dev/null
+}
+
+# ---- the steps ----------------------------------------------------------------------------------
 
 install_debian_packages() {
-  local missing=()
+  local missing=() pkg
   for pkg in "${DEBIAN_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
-  log "installing Debian packages: ${missing[*]}"
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  say "installing Debian packages: ${missing[*]}"
+  run as_root apt-get update
+  run as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 }
 
-install_python_packages() {
-  if [ ! -x .venv/bin/python ]; then
-    log "creating .venv"
-    python3 -m venv .venv
+# The interpreter the .venv is made from: whatever python3 is first on PATH, if recent enough.
+check_python() {
+  command -v python3 >/dev/null || die "no python3 on PATH (Debian: apt-get install python3 python3-venv)"
+  local min="${PYTHON_MIN[0]}.${PYTHON_MIN[1]}"
+  python_ok python3 || die "python3 on PATH ($(command -v python3), $(python3 -V 2>&1 || true))" \
+    "is older than $min; put a CPython $min+ first on PATH"
+  python3 -c "import ensurepip, venv" 2>/dev/null \
+    || die "python3 on PATH ($(command -v python3)) cannot create a venv (Debian: apt-get install python3-venv)"
+}
+
+# A .venv that runs, is recent enough and has pip; a broken one (interrupted creation, base
+# interpreter gone) is made again.
+create_venv() {
+  if [ -x "$VENV/bin/python" ] && python_ok "$VENV/bin/python" \
+     && "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    return 0
   fi
-  local stamp=.venv/.codeisland-installed
-  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    log "installing the codeisland package with its test extras into .venv"
-    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q -e '.[test]'
-    touch "$stamp"
-  fi
+  say "creating $VENV from $(command -v python3) ($(python3 -V 2>&1))"
+  rm -rf "$VENV"
+  run python3 -m venv "$VENV"
+}
+
+# The package (editable) with its test extras, again whenever pyproject.toml changes.
+install_python_package() {
+  local stamp="$VENV/.codeisland-installed" want
+  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
+  say "installing the codeisland package with its test extras into $VENV (pip)"
+  run "$VENV/bin/python" -m pip install --upgrade pip
+  run "$VENV/bin/python" -m pip install -e '.[test]'
+  printf '%s\n' "$want" >"$stamp"
 }
 
 build_everything() {
-  log "building the SMM driver, target app, workloads and native libraries"
-  make -s build
+  make -s uptodate 2>/dev/null && return 0
+  say "building the SMM driver, target app, workloads and native libraries (make build)"
+  run make -s build
 }
 
 # The Linux guest of `codeisland qemu run --guest linux`: Debian's current kernel (the image that
-# linux-image-amd64 depends on) and busybox-static, downloaded with apt and unpacked without installing,
-# cached outside the repo. Nothing here is committed.
-LINUX_GUEST_CACHE=${CODEISLAND_LINUX_CACHE:-/var/cache/codeisland/linux}
+# linux-image-amd64 depends on) and busybox-static, downloaded with apt and unpacked without
+# installing, cached outside the repo.  Nothing here is committed.
 fetch_linux_guest() {
-  local cache=$LINUX_GUEST_CACHE
+  local cache=${CODEISLAND_LINUX_CACHE:-$(cache_dir linux)} kpkg
   mkdir -p "$cache"
-  local kpkg
-  kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9.]*-[0-9]*-amd64\)$/\1/p' | head -n1)
-  if [ -z "$kpkg" ]; then
-    log "cannot find Debian's current kernel package (apt-cache depends linux-image-amd64)"; return 1
-  fi
+  kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null \
+    | sed -n 's/^ *Depends: \(linux-image-[0-9.]*-[0-9]*-amd64\)$/\1/p' | head -n1 || true)
+  [ -n "$kpkg" ] || die "cannot find Debian's current kernel package (apt-cache depends linux-image-amd64)"
   if [ ! -f "$cache/vmlinuz" ] || [ "$(cat "$cache/kernel-package" 2>/dev/null)" != "$kpkg" ]; then
-    log "fetching $kpkg into $cache (download only, no install)"
-    (cd "$cache" && rm -f ./"$kpkg"_*.deb && apt-get download -q -o APT::Sandbox::User=root "$kpkg" >/dev/null)
+    say "fetching $kpkg into $cache (download only, no install)"
+    (cd "$cache" && rm -f ./"$kpkg"_*.deb && run apt-get download -q -o APT::Sandbox::User=root "$kpkg")
     dpkg-deb --fsys-tarfile "$cache/$kpkg"_*.deb | tar -x -O --wildcards './boot/vmlinuz-*' >"$cache/vmlinuz.tmp"
     mv "$cache/vmlinuz.tmp" "$cache/vmlinuz"
     rm -f "$cache/$kpkg"_*.deb
     echo "$kpkg" >"$cache/kernel-package"
   fi
   if [ ! -x "$cache/busybox" ]; then
-    log "fetching busybox-static into $cache"
-    (cd "$cache" && rm -f busybox-static_*.deb && apt-get download -q -o APT::Sandbox::User=root busybox-static >/dev/null)
+    say "fetching busybox-static into $cache"
+    (cd "$cache" && rm -f busybox-static_*.deb && run apt-get download -q -o APT::Sandbox::User=root busybox-static)
     dpkg-deb --fsys-tarfile "$cache"/busybox-static_*.deb | tar -x -O ./bin/busybox >"$cache/busybox.tmp"
     chmod 755 "$cache/busybox.tmp" && mv "$cache/busybox.tmp" "$cache/busybox"
     rm -f "$cache"/busybox-static_*.deb
   fi
 }
 
-install_debian_packages
-fetch_linux_guest
-install_python_packages
-build_everything
-log "ready: activate with 'source .venv/bin/activate' or call .venv/bin/codeisland"
+# ---- driver -------------------------------------------------------------------------------------
+
+usage() { printf 'usage: scripts/bootstrap.sh [--tests | --list | STEP...]\n'; }
+
+main() {
+  local steps=("${STEPS[@]}") known=" ${STEPS[*]} ${TEST_STEPS[*]} "
+  case "${1:-}" in
+    "") ;;
+    --tests) steps+=("${TEST_STEPS[@]}") ;;
+    --list) printf '%s\n' "${STEPS[@]}" "${TEST_STEPS[@]}"; return 0 ;;
+    -h | --help) usage; return 0 ;;
+    -*) printf "bootstrap: error: no such option '%s' (%s)\n" "$1" "$(usage)" >&2; exit 2 ;;
+    *) steps=("$@") ;;
+  esac
+  local step
+  for step in "${steps[@]}"; do
+    [[ $known == *" $step "* ]] || { printf "bootstrap: error: no such step '%s' (see --list)\n" "$step" >&2; exit 2; }
+  done
+  mkdir -p "$(dirname "$LOG")"
+  : >"$LOG"
+  trap 'on_failure $?' ERR
+  for current_step in "${steps[@]}"; do "$current_step"; done
+}
+
+current_step=""
+on_failure() {
+  [ "$BASHPID" = "$$" ] || exit "$1" # a failing $(...) inside a step: its step reports it
+  printf 'bootstrap: error: step %s failed (exit %s): %s (full output: %s)\n' \
+    "$current_step" "$1" "$(first_error_line)" "$LOG" >&2
+  exit "$1"
+}
+
+# The line of the log that says what went wrong: the first one naming an error (make's own
+# "***" recap lines say nothing), else the last line.
+first_error_line() {
+  local lines
+  lines=$(grep -v -E '^[[:space:]]*$|^make(\[[0-9]+\])?: \*\*\*' "$LOG" 2>/dev/null || true)
+  { grep -i -m 1 -E 'error|^E: ' <<<"$lines" || tail -n 1 <<<"$lines"; } | cut -c1-200
+}
+
+main "$@"
