@@ -174,4 +174,4 @@ first_error_line() {
   { grep -i -m 1 -E 'error|^E: ' <<<"$lines" || tail -n 1 <<<"$lines"; } | cut -c1-200
 }
 
-main "$@"
+main "$@"; exit # on one line: bash reads a script as it runs (an edit under it must not matter)
