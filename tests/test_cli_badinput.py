@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -325,3 +326,25 @@ def test_console_script_refuses_in_one_line(
     )
     _assert_refused(proc.returncode, proc.stderr, proc.stdout)
     assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["bench", "--quick", "--no-plots"],
+        ["profile", "record", "--windows", "2", "-o", "{out}"],
+    ],
+)
+def test_a_missing_build_says_what_to_build(args: list[str], tmp_path: Path) -> None:
+    # a checkout where `make build` has not built the native libraries
+    env = {**os.environ, "CODEISLAND_FETCHLIB": str(tmp_path / "build" / "libcifetch.so")}
+    out = tmp_path / "p.json"
+    proc = subprocess.run(
+        [*CLI, *[a.format(out=out) for a in args]],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 6, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert proc.stderr.count("codeisland: error:") == 1 and "internal error" not in line
+    assert "libcifetch.so is not built" in line and "make build" in line
+    assert not out.exists()

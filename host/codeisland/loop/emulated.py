@@ -99,7 +99,7 @@ class EmulatedMachine:
     ) -> None:
         from codeisland.analysis import analyze
         from codeisland.emulator.session import boot
-        from smmemu.fetchtrace import FetchModel, FetchModelError
+        from smmemu.fetchtrace import FetchLibraryMissing, FetchModel, FetchModelError
         from smmemu.guest import HOT_OFFSET, HOT_SIZE
         from smmemu.workload import load_workload
 
@@ -130,6 +130,8 @@ class EmulatedMachine:
             for start, size in huge:
                 self.model.add_huge_region(start, size)
             self.model.attach(self.s.machine.uc, data_accesses=True)
+        except FetchLibraryMissing:
+            raise  # not an emulation stop: a missing build, said as such
         except FetchModelError as exc:
             raise EmulationError(str(exc)) from None
         self.jitter = random.Random(seed)

@@ -80,7 +80,7 @@ def record_emulated(
     params: FrontendParams | None = None,
 ) -> Profile:
     from codeisland.emulator.session import boot
-    from smmemu.fetchtrace import FetchModel, FetchModelError
+    from smmemu.fetchtrace import FetchLibraryMissing, FetchModel, FetchModelError
     from smmemu.workload import load_workload
 
     s = boot(cpus=cpus)
@@ -100,6 +100,8 @@ def record_emulated(
         model.set_ranges([i.start for i in islands], [i.start + i.size for i in islands],
                          list(range(len(islands))))  # fmt: skip
         model.attach(s.machine.uc, data_accesses=True)
+    except FetchLibraryMissing:
+        raise  # not an emulation stop: a missing build, said as such
     except FetchModelError as exc:
         raise EmulationError(str(exc)) from None
     jitter = random.Random(seed)
