@@ -138,7 +138,7 @@ class EmulateReport:
             lines.append("  (none)")
         lines += ["", "SMIs that changed code (handler instructions, bytes written):"]
         for s in self.costs:
-            if s.command != "SAMPLE":
+            if s.command not in ("SAMPLE", "STATS", "QUERY"):
                 lines.append(
                     f"  SMI {s.smi:>3} {s.command:<8} {s.status:<4} "
                     f"{s.handler_instructions:>8,} insns {s.bytes_written:>6} bytes"

@@ -4,13 +4,13 @@ Everything goes through the driver: SAMPLE SMIs every `sample_every` guest instr
 CPU's saved RIP) plus the emulator's slice-boundary samples; STAGE/COMMIT of plans the planner
 builds; ROLLBACK of a generation; STATS for the address map.
 
-Plans go through the planner's passes (select -> merge -> split -> prioritise -> environment ->
-order) with the loop's recent per-window counts and priorities, so address-adjacent islands that
-run in the same windows are committed as one merged island; placement is this module's (first
-fit in the HOT area around the copies live now, which the planner's Place does not know), then
-planning.build_plan encodes it.  `conflicts()` runs the planner's Split pass over the merged
-islands in place: when their members' counts diverge, the loop rolls that generation back and
-commits the members it still wants as separate islands (a split).
+Plans go through the relocation layer (codeisland.relocation): the planner's passes with the
+loop's recent per-window counts and priorities, so address-adjacent islands that run in the
+same windows are committed as one merged island, and its live Place (first fit in the
+platform's hot region, capped at `hot_capacity`, around the copies the driver's address map
+holds); the layer's Relocator stages and commits them.  `conflicts()` runs the planner's
+Split pass over the merged islands in place: when their members' counts diverge, the loop
+rolls that generation back and commits the members it still wants as separate islands.
 
 The native hook (fetchtrace) counts per-island blocks and runs the front-end cost model on the
 real fetch stream, copies attributed to their islands.  Handler instructions per SMI come
@@ -29,57 +29,20 @@ from ..analysis import Island as AnalysedIsland
 from ..errors import EmulationError, PlanError
 from ..frontend.params import FrontendParams
 from ..plan import layout as L
-from ..planning import build_plan
-from ..planning.passes import (
-    Candidate,
-    Environment,
-    Merge,
-    Options,
-    Order,
-    PlanContext,
-    Prioritise,
-    Select,
-    Split,
-)
-from ..planning.planner import run_passes
+from ..planning.passes import Candidate, Options, PlanContext, Split
 from ..planning.platform import large_page_ranges, load_platform
 from ..profile.format import Island
 from ..profile.record import EmulatedInputs
+from ..relocation import RelocationPlan, SmiReport, movable, occupied, plan_relocation
 from .machine import Observation, RelocationResult
 
-RUNTIME = {"ci_start", "ci_putc", "ci_puts", "ci_puthex", "ci_putdec", "ci_line", "ci_fail",
-           "ci_input", "ci_memset", "ci_memcpy"}  # fmt: skip
+HOT = "hot"  # the platform region the loop places into (capped at hot_capacity)
 
 
 # ROLLBACK restores the copy's bytes, so a return address into a copy that a thread still has
 # on its stack would return into undone bytes: every plan asks for return addresses in this
 # many 8-byte slots above each saved RSP to be translated (back) as well (CI_RULE_TRANSLATE_RETURN)
 STACK_SLOTS = 32
-
-# the planner's passes up to placement (Place and Build are replaced by _FirstFit + build_plan)
-PLAN_PASSES = (Select, Merge, Split, Prioritise, Environment, Order)
-
-
-class _FirstFit:
-    """Destinations in the HOT area around the copies that are live now (rolled-back space is
-    reused), 64-byte aligned."""
-
-    def __init__(self, base: int, size: int, live: list[L.MapEntry]) -> None:
-        self.base, self.end = base, base + size
-        self.used = sorted(
-            (int(e.cur), int(e.cur) + int(e.size)) for e in live if e.flags & L.MAP_ACTIVE
-        )
-
-    def place(self, size: int) -> int:
-        at = self.base
-        for lo, hi in self.used:
-            if at + size <= lo:
-                break
-            at = max(at, (hi + 63) // 64 * 64)
-        if at + size > self.end:
-            raise PlanError(f"HOT area full: {size} bytes do not fit")
-        self.used = sorted([*self.used, (at, at + size)])
-        return at
 
 
 class EmulatedMachine:
@@ -100,28 +63,27 @@ class EmulatedMachine:
         from codeisland.analysis import analyze
         from codeisland.emulator.session import boot
         from smmemu.fetchtrace import FetchLibraryMissing, FetchModel, FetchModelError
-        from smmemu.guest import HOT_OFFSET, HOT_SIZE
         from smmemu.workload import load_workload
 
         self.params = params or FrontendParams()
         self.s = boot(cpus=cpus)
+        self.rel = self.s.relocator
         image = load_workload(workload)
         self.guest = self.s.guest(image, threads)
         self.guest.sample_slices = True
         self.imap = analyze(image.path, load_base=self.guest.base)
-        chosen = [i for i in self.imap if i.relocatable and i.name not in RUNTIME and i.size >= 16]
+        chosen = [i for i in movable(self.imap) if i.size >= 16]
         self.islands = [Island(k + 1, i.name, i.start, i.size) for k, i in enumerate(chosen)]
         self.fixups = np.array([len(i.fixups) for i in chosen])
         base, _ = self.s.arena
-        self.hot_capacity = min(HOT_SIZE, hot_capacity)
-        self.hot_base = base + HOT_OFFSET
+        self.platform = load_platform("emulated")
+        self.hot_capacity = min(self.platform.region(HOT).size, hot_capacity)
         self.cpus, self.window_instructions, self.sample_every = (
             cpus,
             window_instructions,
             sample_every,
         )
         self.inputs = EmulatedInputs.on(self.s.machine, seed)
-        self.platform = load_platform("emulated")
         # large pages only where the arena's address allows them; the rest is modeled with
         # 4 KiB pages and reported (describe(), the bench report), never silently assumed
         huge, self.warnings = large_page_ranges(self.platform, base)
@@ -135,7 +97,6 @@ class EmulatedMachine:
         except FetchModelError as exc:
             raise EmulationError(str(exc)) from None
         self.jitter = random.Random(seed)
-        self.head = self.s.client.sample_head()
         self.t = 0
         self.plan_id = 1
         self._merged: dict[int, AnalysedIsland] = {}  # merged islands committed, by start
@@ -162,14 +123,11 @@ class EmulatedMachine:
                 index.append(k)
         self.model.set_ranges(starts, ends, index)
 
-    def _smi_cost(self, first_smi: int) -> tuple[int, int, int]:
-        smis = [r for r in self.s.machine.smis if r.number >= first_smi]
-        insns = [r.handler_instructions for r in smis]
+    def _smi_cost(self, smis: list[SmiReport]) -> tuple[int, int, int]:
+        """(SMIs, most handler instructions in one, modeled cycles) of the layer's reports."""
+        insns = [r.handler_instructions or 0 for r in smis]
         cycles = len(smis) * self.params.smi_entry_cycles + sum(insns)
         return len(smis), max(insns, default=0), int(cycles * self.params.cycles_per_handler_insn)
-
-    def _next_smi(self) -> int:
-        return len(self.s.machine.smis) and self.s.machine.smis[-1].number + 1
 
     # -- Machine protocol --------------------------------------------------------------
 
@@ -179,13 +137,13 @@ class EmulatedMachine:
         self.inputs.new_window(self.t)
         self.model.reset_counts()
         self.guest.samples.clear()
+        ring: list[L.Sample] = []
         self.guest.run(
             instructions=self.window_instructions,
             every=self.sample_every,
-            on_boundary=lambda g: self.s.client.sample(),
+            on_boundary=lambda g: ring.extend(self.rel.sample()),
             jitter=self.jitter,
         )
-        ring, self.head = self.s.client.samples_since(self.head)
         rips = np.array([s.rip for s in ring] + [r for _, r in self.guest.samples], np.uint64)
         c = self.model.island_counts(len(self.islands))
         f = lambda k: c[k].astype(np.float64)  # noqa: E731
@@ -207,8 +165,9 @@ class EmulatedMachine:
 
     def _plan(
         self, islands: list[int], counts: np.ndarray | None, priorities: np.ndarray | None
-    ) -> tuple[list[tuple[AnalysedIsland, int]], list[list[int]]]:
-        """(island, destination) moves in the planner's order, and the merged groups."""
+    ) -> RelocationPlan:
+        """The planner's moves for `islands` through the relocation layer: merged groups,
+        order and live first-fit placement in the (capped) hot region."""
         names = [self.islands[i].name for i in islands]
         prio = (
             {}
@@ -216,15 +175,12 @@ class EmulatedMachine:
             else {n: float(priorities[i]) for n, i in zip(names, islands, strict=True)}
         )
         opts = Options(names=tuple(names), plan_id=self.plan_id, stack_slots=STACK_SLOTS,
-                       arena_base=self.s.arena[0], priorities=prio)  # fmt: skip
-        result = run_passes(self.imap, self.platform, self._series(islands, counts), opts,
-                            passes=[cls() for cls in PLAN_PASSES])  # fmt: skip
-        by_name = {c.name: c for c in result.ctx.candidates}
-        hot = _FirstFit(self.hot_base, self.hot_capacity, self.address_map())
-        moves = [(by_name[n].island, hot.place(by_name[n].island.size)) for n in result.ctx.order]
-        pos = {i.name: k for k, i in enumerate(self.islands)}
-        merged = [[pos[m] for m in isl.members] for isl, _ in moves if len(isl.members) > 1]
-        return moves, merged
+                       arena_base=self.s.arena[0], priorities=prio, callsites=False)  # fmt: skip
+        return plan_relocation(
+            self.imap, self.platform, opts, counts=self._series(islands, counts),
+            taken=occupied(self.address_map()), read_bytes=self.s.transport.read_phys,
+            all_or_nothing=True, only=(HOT,), capacity={HOT: self.hot_capacity},
+        )  # fmt: skip
 
     def commit(
         self,
@@ -234,32 +190,26 @@ class EmulatedMachine:
     ) -> RelocationResult:
         """Commit `islands` as one generation, planned with `counts` (recent windows x islands)
         and `priorities` (per island) by the planner's passes; merged islands are reported."""
-        first = self._next_smi()
+        mark = len(self.rel.smis)
         try:
-            moves, merged = self._plan(islands, counts, priorities)
-            plan = build_plan(self.imap, moves, plan_id=self.plan_id, stack_slots=STACK_SLOTS,
-                              read_bytes=self.s.machine.read)  # fmt: skip
+            plan = self._plan(islands, counts, priorities)
         except PlanError:
             return RelocationResult(generation=0)  # HOT area exhausted: nothing moved
         self.plan_id += 1
-        c = self.s.client
-        staged = 0
-        reply = c.stage(plan.to_bytes())
-        staged += int(reply.result.bytes_written)
-        while reply.result.state == L.STATE_STAGING:
-            reply = c.stage()
-            staged += int(reply.result.bytes_written)
-        reply = c.commit()
-        staged += int(reply.result.bytes_written)
-        fix = sum(len(isl.fixups) for isl, _ in moves)
+        out = self.rel.apply(plan.to_bytes())
+        staged = out.stage.bytes_written + int(out.result.bytes_written)
+        fix = sum(p.fixups for p in plan.placed)
         # remembered so conflicts() can hand the same merged island to the Split pass
-        self._merged.update({isl.start: isl for isl, _ in moves if len(isl.members) > 1})
-        smis, worst, cycles = self._smi_cost(first)
-        self._set_ranges(c.stats().map_entries)
+        self._merged.update(
+            {p.src: p.island for p in plan.placed if len(p.members) > 1 and p.island is not None}
+        )
+        smis, worst, cycles = self._smi_cost(self.rel.since(mark))
+        self._set_ranges(self.address_map())  # bookkeeping, not a cost of the move
         pos = {i.name: k for k, i in enumerate(self.islands)}
-        moved = [pos[m] for isl, _ in moves for m in isl.members]
+        moved = [pos[m] for p in plan.placed for m in p.members]
+        merged = [[pos[m] for m in members] for members in plan.merged]
         return RelocationResult(
-            int(reply.result.generation), moved, staged, 0, 0, fix, smis, worst, cycles, merged
+            int(out.result.generation), moved, staged, 0, 0, fix, smis, worst, cycles, merged
         )
 
     def conflicts(self, counts: np.ndarray) -> list[tuple[int, list[int]]]:
@@ -281,18 +231,18 @@ class EmulatedMachine:
         return out
 
     def rollback(self, generation: int) -> RelocationResult:
-        first = self._next_smi()
+        mark = len(self.rel.smis)
         before = self.generations()
-        reply = self.s.client.rollback(generation)
+        result = self.rel.rollback(generation)
         undone = [i for g, m in before if g >= generation for i in m]
-        smis, worst, cycles = self._smi_cost(first)
-        self._set_ranges(self.s.client.stats().map_entries)
+        smis, worst, cycles = self._smi_cost(self.rel.since(mark))
+        self._set_ranges(self.address_map())
         return RelocationResult(
-            generation, undone, 0, 0, int(reply.result.bytes_restored), 0, smis, worst, cycles
+            generation, undone, 0, 0, int(result.bytes_restored), 0, smis, worst, cycles
         )
 
     def address_map(self) -> list[L.MapEntry]:
-        return list(self.s.client.stats().map_entries)
+        return self.rel.address_map()
 
     def generations(self) -> list[tuple[int, list[int]]]:
         gens: dict[int, list[int]] = {}

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ..errors import EmulationError
 from ..frontend.params import FrontendParams
+from ..plan import layout as L
 from .attribution import IslandIndex, attribute
 from .format import DAY_SECONDS, Island, Profile, Window
 
@@ -105,7 +106,8 @@ def record_emulated(
     except FetchModelError as exc:
         raise EmulationError(str(exc)) from None
     jitter = random.Random(seed)
-    head = s.client.sample_head()
+    rel = s.relocator
+    ring: list[L.Sample] = []  # the driver's samples of the current window
     profile = Profile(islands, [], window_instructions, _source(workload, cpus, threads, seed))
     for w in tqdm(range(windows), desc="profile windows", leave=False):
         if guest.done:
@@ -113,15 +115,15 @@ def record_emulated(
         inputs.new_window(w)
         model.reset_counts()
         guest.samples.clear()
+        ring.clear()
         guest.run(
             instructions=window_instructions,
             every=sample_every,
-            on_boundary=lambda g: s.client.sample(),
+            on_boundary=lambda g: ring.extend(rel.sample()),
             jitter=jitter,
         )
-        ring, head = s.client.samples_since(head)
         rips = [smp.rip for smp in ring] + [rip for _, rip in guest.samples]
-        counts, unattributed = attribute(rips, index, s.client.stats().map_entries)
+        counts, unattributed = attribute(rips, index, rel.address_map())
         c = model.island_counts(len(islands))
         profile.windows.append(
             Window(

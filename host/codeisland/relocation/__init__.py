@@ -14,7 +14,7 @@
 """
 
 from .never_move import movable, never_move
-from .placement import LivePlace, PlacedCopy, RelocationPlan, narrowed, occupied, plan_relocation
+from .placement import LivePlace, PlacedCopy, RelocationPlan, occupied, plan_relocation
 from .protocol import CommitOutcome, Relocator, RetryPolicy, SmiReport, StageOutcome
 
 __all__ = [
@@ -27,7 +27,6 @@ __all__ = [
     "SmiReport",
     "StageOutcome",
     "movable",
-    "narrowed",
     "never_move",
     "occupied",
     "plan_relocation",

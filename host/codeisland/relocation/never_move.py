@@ -2,13 +2,12 @@
 
     entry      the image's entry point (ELF e_entry / PE AddressOfEntryPoint): a stub that
                starts a thread and never returns into anything worth moving
-    thread     the workload ABI's thread entry (`workload_thread`): the bottom frame of every
-               thread for the whole run, so a copy would hold return addresses for as long as
-               the thread lives and a rollback would have to translate every one of them
     runtime    every function of the workload runtime's compilation unit (the symbol table's
                STT_FILE grouping names it): output, input, exit and mem* helpers, the ABI's
                plumbing rather than where a workload spends its time
 
+The workload's own code, its thread entry `workload_thread` included, is movable: a copy of a
+function that has frames on a stack is what the engine's return-address translation is for.
 Naming an island explicitly (`--island`) still moves it; this list only limits automatic choice.
 """
 
@@ -17,12 +16,11 @@ from __future__ import annotations
 from ..analysis import Island, IslandMap
 
 RUNTIME_UNIT = "runtime.c"  # emulation/workloads/runtime.c, linked into every workload
-THREAD_ENTRY = "workload_thread"  # emulation/workloads/workload.h
 
 
 def never_move(imap: IslandMap) -> frozenset[str]:
     """Names of the islands of `imap` that automatic selection leaves where they are."""
-    names = {THREAD_ENTRY}
+    names: set[str] = set()
     entry = imap.image.entry
     if entry is not None:
         isl = imap.island_at(entry + imap.bias)

@@ -14,11 +14,10 @@ them (`regions=`, `capacity=`) to model a smaller hot region.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ..analysis import IslandMap
+from ..analysis import Island, IslandMap
 from ..errors import PlanError
 from ..plan import layout as L
 from ..plan.document import Plan
@@ -51,18 +50,32 @@ def occupied(entries: Iterable[L.MapEntry]) -> list[Span]:
 
 
 class LivePlace(Place):
-    """Place, first fit around the copies the driver holds now (and those placed before)."""
+    """Place, first fit around the copies the driver holds now (and those placed before).
+
+    `only` limits destinations to these regions and `capacity` caps their size (a driver that
+    models a smaller hot region), without changing what the earlier passes saw."""
 
     name = "place"
 
-    def __init__(self, taken: Sequence[Span] = ()) -> None:
+    def __init__(
+        self,
+        taken: Sequence[Span] = (),
+        only: Sequence[str] | None = None,
+        capacity: dict[str, int] | None = None,
+    ) -> None:
         self.taken = sorted(taken)
+        self.only = None if only is None else tuple(only)
+        self.capacity = capacity or {}
 
     def _place(self, ctx: PlanContext, c: Candidate, cursor: dict[str, int]) -> bool:
         size = c.island.size
-        for region in self._regions_from(ctx, c.environment):
+        first = c.environment if self.only is None or c.environment in self.only else None
+        for region in self._regions_from(ctx, first):
+            if self.only is not None and region.name not in self.only:
+                continue
             start = ctx.region_start(region)
-            at = _first_fit(self.taken, start, start + region.size, size, region.alignment)
+            end = start + min(region.size, self.capacity.get(region.name, region.size))
+            at = _first_fit(self.taken, start, end, size, region.alignment)
             if at is None or not _reaches(c.island, at):
                 continue
             c.dst, c.environment = at, region.name
@@ -92,6 +105,7 @@ class PlacedCopy:
     size: int
     fixups: int
     members: tuple[str, ...] = ()
+    island: Island | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -117,18 +131,6 @@ class RelocationPlan:
         return [p.members for p in self.placed if len(p.members) > 1]
 
 
-def narrowed(
-    platform: Platform, regions: Sequence[str] | None, capacity: dict[str, int] | None
-) -> Platform:
-    """`platform` with only the named destination regions, each capped at `capacity` bytes."""
-    keep = [
-        dataclasses.replace(r, size=min(r.size, (capacity or {}).get(r.name, r.size)))
-        for r in platform.regions
-        if regions is None or r.name in regions or r not in platform.destinations()
-    ]
-    return dataclasses.replace(platform, regions=keep)
-
-
 def plan_relocation(
     imap: IslandMap,
     platform: Platform,
@@ -138,12 +140,15 @@ def plan_relocation(
     taken: Sequence[Span] = (),
     read_bytes: ReadBytes | None = None,
     all_or_nothing: bool = False,
+    only: Sequence[str] | None = None,
+    capacity: dict[str, int] | None = None,
 ) -> RelocationPlan:
-    """Run the planner's passes with live placement; `read_bytes` reads the islands' current
-    bytes through the host's transport.  With `all_or_nothing`, an island the regions have no
-    room for fails the whole plan (PlanError) instead of being left out."""
-    passes = [Select(), Merge(), Split(), Prioritise(), Environment(), Order(), LivePlace(taken),
-              Build()]  # fmt: skip
+    """Run the planner's passes with live placement (`LivePlace(taken, only, capacity)`);
+    `read_bytes` reads the islands' current bytes through the host's transport.  With
+    `all_or_nothing`, an island the regions have no room for fails the whole plan (PlanError)
+    instead of being left out."""
+    place = LivePlace(taken, only, capacity)
+    passes = [Select(), Merge(), Split(), Prioritise(), Environment(), Order(), place, Build()]
     result = run_passes(imap, platform, counts or {}, options, passes, read_bytes=read_bytes)
     ctx = result.ctx
     if all_or_nothing and ctx.rejected:
@@ -151,7 +156,7 @@ def plan_relocation(
         raise PlanError(f"{name} does not move: {why}")
     placed = [
         PlacedCopy(c.name, c.island.start, c.dst or 0, c.island.size, len(c.island.fixups),
-                   tuple(c.island.members))
+                   tuple(c.island.members), c.island)
         for c in ctx.candidates
     ]  # fmt: skip
     assert ctx.plan is not None

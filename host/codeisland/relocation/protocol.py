@@ -168,10 +168,14 @@ class Relocator:
 
     def address_map(self) -> list[L.MapEntry]:
         """The driver's address map (STATS): every copy it holds, by generation."""
-        return list(self.client.stats().map_entries)
+        return list(self._request("STATS", self.client.stats).map_entries)
 
     def query(self) -> Reply:
-        return self.client.query()
+        return self._request("QUERY", self.client.query)
+
+    def since(self, mark: int) -> list[SmiReport]:
+        """The SMIs reported after `mark` = len(self.smis) at some earlier point."""
+        return self.smis[mark:]
 
     def report(self) -> list[dict[str, Any]]:
         return [s.__dict__ for s in self.smis]
