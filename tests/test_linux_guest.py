@@ -106,6 +106,10 @@ def test_initramfs_holds_init_agent_and_busybox(tmp_path: Path) -> None:
          "the Linux kernel panicked: VFS: Unable to mount root fs"),
         ("!!!! X64 Exception Type - 06(#UD - Invalid Opcode)  CPU Apic ID - 00000000 !!!!\n", 160,
          "CPU exception 06(#UD - Invalid Opcode) with 160 MiB of guest RAM (a Linux guest needs"),
+        ("codeisland-init: agent exited with 139\n", 256,
+         "the guest agent ended early (signal 11) and the guest powered off"),
+        ("codeisland-agent: done rounds 9 bad 0\ncodeisland-init: agent exited with 0\n", 256,
+         None),
         ("EFI stub: Loaded initrd\ncodeisland-init: userspace up\n", 256, None),
     ],
 )  # fmt: skip

@@ -37,6 +37,7 @@
 #include "agent.h"
 #include "codeisland/plan.h"
 #include "workload_blob.h"
+#include "blob_relocate.h"
 
 #define PAGE 4096u
 #define PORT_OUT 0xE9
@@ -183,6 +184,7 @@ static void restore_rw(void) {
          CI_WORKLOAD_RW_FILESZ);
   memset(blob + CI_WORKLOAD_RW_OFFSET + CI_WORKLOAD_RW_FILESZ, 0,
          CI_WORKLOAD_RW_MEMSZ - CI_WORKLOAD_RW_FILESZ);
+  ci_blob_relocate(blob, CI_WORKLOAD_RW_OFFSET, CI_WORKLOAD_RW_OFFSET + CI_WORKLOAD_RW_MEMSZ);
 }
 
 static void load_workload(uint8_t *arena, const ci_mailbox *mb, uint64_t mailbox, int identity) {
@@ -195,6 +197,7 @@ static void load_workload(uint8_t *arena, const ci_mailbox *mb, uint64_t mailbox
   blob = arena + CI_AGENT_BLOB_OFFSET;
   memcpy(blob, ci_workload_blob, blob_size);
   memset(blob + blob_size, 0, CI_WORKLOAD_MEM_SIZE - blob_size);
+  ci_blob_relocate(blob, 0, CI_WORKLOAD_MEM_SIZE);
   run_workload = (workload_fn)(uintptr_t)(blob + CI_WORKLOAD_ENTRY);
   ctl->version = CI_AGENT_VERSION;
   ctl->size = sizeof *ctl;
@@ -208,7 +211,7 @@ static void load_workload(uint8_t *arena, const ci_mailbox *mb, uint64_t mailbox
   ctl->pid = (uint32_t)getpid();
   ctl->kind = CI_WORKLOAD_KIND;
   ctl->mapping = identity ? CI_AGENT_MAP_IDENTITY : CI_AGENT_MAP_ANYWHERE;
-  strncpy((char *)ctl->workload, CI_WORKLOAD_NAME, sizeof ctl->workload - 1);
+  strncpy((char *)ctl->workload, CI_AGENT_WORKLOAD, sizeof ctl->workload - 1);
 }
 
 /* ---- worker threads ------------------------------------------------------------------------ */
@@ -267,7 +270,8 @@ int main(void) {
   ci_mailbox mb;
   uint64_t mailbox = find_mailbox(mem, &mb);
   uint8_t *arena = map_arena(mem, &mb, s.identity);
-  if (CI_WORKLOAD_KIND == 1 && ioperm(PORT_OUT, 3, 1) != 0)
+  /* workload.h's ports 0xE9..0xEB, accessed up to 4 bytes wide (inl 0xEB reaches 0xEE) */
+  if (CI_WORKLOAD_KIND == 1 && ioperm(PORT_OUT, 8, 1) != 0)
     fail("ioperm for the workload's ports: %s", strerror(errno));
   load_workload(arena, &mb, mailbox, s.identity);
   ctl->threads = s.threads;
@@ -275,7 +279,7 @@ int main(void) {
   say("mailbox phys %#llx arena phys %#llx va %p size %#llx pid %d", (unsigned long long)mailbox,
       (unsigned long long)mb.arena_base, (void *)arena, (unsigned long long)mb.arena_size,
       (int)getpid());
-  say("ready workload %s blob %p entry %p threads %u", CI_WORKLOAD_NAME, (void *)blob,
+  say("ready workload %s blob %p entry %p threads %u", CI_AGENT_WORKLOAD, (void *)blob,
       (void *)run_workload, s.threads);
 
   pthread_t tids[CI_AGENT_MAX_THREADS];

@@ -18,6 +18,7 @@
 #include "codeisland/plan.h"
 #include "efi.h"
 #include "workload_blob.h"
+#include "blob_relocate.h"
 
 #define CI_APP_MAGIC 0x31544350414943ULL /* "CIAPCT1" */
 #define CI_APP_BLOB_OFFSET 0x1000u
@@ -136,22 +137,6 @@ static void power_off(void) {
 
 static void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
 
-/* The blob's R_X86_64_RELATIVE relocations (mkblob.py checked them: sites inside the image,
- * no other kind): the loader writes base + addend at base + site. */
-static const struct {
-  uint64_t site, addend;
-} ci_relocations[] = {CI_WORKLOAD_RELOCATIONS};
-
-static void relocate(uint8_t *blob, uint64_t from, uint64_t to) {
-  for (uint64_t i = 0; i < CI_WORKLOAD_RELOCATION_COUNT; i++) {
-    uint64_t site = ci_relocations[i].site;
-    if (site >= from && site < to) {
-      uint64_t value = (uint64_t)(uintptr_t)blob + ci_relocations[i].addend;
-      memcpy(blob + site, &value, sizeof value);
-    }
-  }
-}
-
 /* One round from the same state: restore the writable segment (and its relocations), run,
  * mark the end on 0xE9. */
 static uint64_t run_round(workload_fn run, uint8_t *blob, uint64_t round) {
@@ -159,7 +144,7 @@ static uint64_t run_round(workload_fn run, uint8_t *blob, uint64_t round) {
          CI_WORKLOAD_RW_FILESZ);
   memset(blob + CI_WORKLOAD_RW_OFFSET + CI_WORKLOAD_RW_FILESZ, 0,
          CI_WORKLOAD_RW_MEMSZ - CI_WORKLOAD_RW_FILESZ);
-  relocate(blob, CI_WORKLOAD_RW_OFFSET, CI_WORKLOAD_RW_OFFSET + CI_WORKLOAD_RW_MEMSZ);
+  ci_blob_relocate(blob, CI_WORKLOAD_RW_OFFSET, CI_WORKLOAD_RW_OFFSET + CI_WORKLOAD_RW_MEMSZ);
   uint64_t sum = CI_WORKLOAD_KIND == 0 ? run(round, 0) : (run(0, 1), 0);
   for (const char *m = "#end-of-round\n"; *m; m++) outb(CI_PORT_OUT, (uint8_t)*m);
   return sum;
@@ -226,7 +211,7 @@ EFI_STATUS EFIAPI efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *st) {
   uint8_t *blob = (uint8_t *)(uintptr_t)(cfg->arena_base + CI_APP_BLOB_OFFSET);
   memcpy(blob, ci_workload_blob, blob_size);
   memset(blob + blob_size, 0, CI_WORKLOAD_MEM_SIZE - blob_size);
-  relocate(blob, 0, CI_WORKLOAD_MEM_SIZE);
+  ci_blob_relocate(blob, 0, CI_WORKLOAD_MEM_SIZE);
   ctl->version = 1;
   ctl->size = sizeof *ctl;
   ctl->blob_base = (uint64_t)(uintptr_t)blob;

@@ -54,10 +54,14 @@ static uint32_t g_smi_count;
 
 /* ---- CPU contexts through EFI_SMM_CPU_PROTOCOL --------------------------- */
 
+/* PI save-state registers have fixed widths: ReadSaveState refuses a wider read
+ * (OVMF/EDK2: segment selectors ES..TR_SEL, 20..27, are 4 bytes in 64-bit mode). */
+static UINTN reg_width(uint32_t reg) { return reg >= 20u && reg <= 27u ? 4u : 8u; }
+
 static int cpu_read(void *ctx, uint32_t cpu, uint32_t reg, uint64_t *value) {
   (void)ctx;
   *value = 0;
-  return EFI_IS_ERROR(g_cpu->ReadSaveState(g_cpu, 8, reg, cpu, value));
+  return EFI_IS_ERROR(g_cpu->ReadSaveState(g_cpu, reg_width(reg), reg, cpu, value));
 }
 
 static int cpu_write(void *ctx, uint32_t cpu, uint32_t reg, uint64_t value) {

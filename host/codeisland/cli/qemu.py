@@ -173,6 +173,12 @@ def run_cmd(
     show_default=True,
     help="'own' (smm/app/workload.c) or an emulator workload name (hashtab, lz, ...).",
 )
+@guest_option
+@click.option(
+    "--identity",
+    is_flag=True,
+    help="With --guest linux: map the arena at virtual == physical and plan physical islands.",
+)
 @json_option
 def e2e_cmd(
     workdir: Path | None,
@@ -180,11 +186,14 @@ def e2e_cmd(
     no_build: bool,
     cpus: int,
     workload: str,
+    guest: str,
+    identity: bool,
     as_json: bool,
 ) -> None:
     """Build, inject, boot; analyze and plan the target's workload; reject a plan aimed at SMRAM;
     stage and commit through chipsec while the target runs; check checksums, copies, samples,
-    translated contexts and a rollback.  Exits non-zero unless every check holds."""
+    translated contexts and a rollback.  Exits non-zero unless every check holds.  With --guest
+    linux the target is a process of a running Linux (our agent), relocated from outside."""
     from ..qemu.e2e import run_e2e
 
     tmp = None
@@ -192,7 +201,14 @@ def e2e_cmd(
         tmp = tempfile.TemporaryDirectory(prefix="codeisland-e2e-")
         workdir = Path(tmp.name)
     try:
-        report = run_e2e(workdir, driver, do_build=not no_build, cpus=cpus, workload=workload)
+        if guest == LINUX:
+            from ..qemu.linux.e2e import run_linux_e2e
+
+            report = run_linux_e2e(
+                workdir, driver, not no_build, cpus=cpus, workload=workload, identity=identity
+            )
+        else:
+            report = run_e2e(workdir, driver, do_build=not no_build, cpus=cpus, workload=workload)
     finally:
         if tmp is not None:
             tmp.cleanup()

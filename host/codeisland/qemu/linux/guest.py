@@ -40,6 +40,7 @@ ARENA_LINE = re.compile(
 DONE_LINE = re.compile(r"codeisland-agent: done rounds (\d+) bad (\d+)")
 ROUND_LINE = re.compile(r"codeisland-agent: thread (\d+) round (\d+) sum (0x[0-9a-f]+)")
 _AGENT_ERROR = re.compile(r"codeisland-agent: error: (.*)")
+_AGENT_EXIT = re.compile(r"codeisland-init: agent exited with ([1-9]\d*)")
 _PANIC = re.compile(r"Kernel panic - not syncing: (.*)")
 _FIRMWARE_EXCEPTION = re.compile(r"X64 Exception Type - ([0-9A-Fa-f]+\([^)]*\))")
 
@@ -137,6 +138,10 @@ def linux_boot_failure(serial: str, memory_mib: int) -> str | None:
     """The cause, when the serial log shows that the guest will not get to the agent."""
     if m := _AGENT_ERROR.search(serial):
         return f"the guest agent failed: {m.group(1).strip()}"
+    if m := _AGENT_EXIT.search(serial):
+        code = int(m.group(1))
+        how = f"signal {code - 128}" if code > 128 else f"status {code}"
+        return f"the guest agent ended early ({how}) and the guest powered off"
     if m := _PANIC.search(serial):
         return f"the Linux kernel panicked: {m.group(1).strip()}"
     if m := _FIRMWARE_EXCEPTION.search(serial):
@@ -147,6 +152,15 @@ def linux_boot_failure(serial: str, memory_mib: int) -> str | None:
         )
         return f"the guest crashed before Linux ran: CPU exception {m.group(1)}{low}"
     return None
+
+
+def check_running(m: Machine) -> None:
+    """EmulationError naming the cause when the guest has stopped or is stopping."""
+    cause = linux_boot_failure(m.serial(), m.config.memory_mib)
+    if cause is not None:
+        raise EmulationError(cause)
+    if not m.running:
+        raise EmulationError(f"the Linux guest powered off ({m.qemu_stderr() or 'no error'})")
 
 
 @dataclass

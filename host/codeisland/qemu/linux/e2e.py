@@ -1,0 +1,422 @@
+"""`codeisland qemu e2e --guest linux`: relocate a running Linux process's code from outside.
+
+build (smm, smm/app's workload, guest/linux's agent) -> inject into Debian's OVMF -> boot q35/SMM
+under TCG with Debian's kernel and our initramfs
+-> the agent finds the mailbox, maps the driver's arena from /dev/mem at an address the kernel
+   chooses (ASLR on), copies the workload there and runs it in worker threads (more threads than
+   vCPUs, so some are always parked by the scheduler)
+-> the host finds the mailbox by a memory scan (the EFI table pointer is virtual under Linux),
+   reads the agent's control block, times QUERY round trips, SAMPLEs until a sample of the
+   workload names its address space (CR3, CPL 3)
+-> a plan aimed at SMRAM is rejected with nothing written
+-> the relocation layer places the hot islands in the arena and stages them over several SMIs;
+   COMMIT while the threads run inside them (an attempt whose SMI found no thread there is
+   rolled back and placed again elsewhere, the copies kept)
+-> SAMPLE attributes samples to the process and its islands; the destination bytes are what the
+   plan says; ROLLBACK (copies kept, threads still running) restores the original code
+-> the agent is told to finish and powers the machine off; every round's checksum agreed.
+
+Address space: with plan v2 and the engine's page walk the islands are USER islands of the
+workload's CR3 at their virtual addresses (the engine derives every physical address itself).
+`identity=True` maps the arena at virtual == physical and plans PHYSICAL islands instead (the
+only way an engine without the page walk can translate the saved RIPs).
+
+Parked threads (not on a CPU at the SMI) are handled without seeing them: the original code stays
+intact except where the plan patches it, an entry jump only where it replaces exactly one
+instruction (else the call sites are re-pointed, one instruction each), so a parked thread
+resumes in valid original code; rollback keeps the copies (PLAN_KEEP_COPIES), so a parked
+thread inside a copy resumes in valid code too.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...analysis import IslandMap, analyze
+from ...errors import CodeIslandError, DriverRejected, EmulationError, ToolMissing
+from ...hw.transport import ChipsecTransport
+from ...paths import repo_root
+from ...plan import layout as L
+from ...plan.apply import entry_patch, relocated_bytes
+from ...planning.passes import Options
+from ...relocation import Relocator, occupied, plan_relocation
+from ...relocation.placement import RelocationPlan, region_platform
+from ...transport.mailbox import MailboxClient
+from .. import session
+from ..e2e import E2eReport, hot_islands
+from ..machine import Machine
+from ..planning import HOT_OFFSET
+from ..target import ROUND_MARK
+from . import agent, guest
+
+log = logging.getLogger(__name__)
+MEMORY_MIB = 256
+MAX_COMMIT_ATTEMPTS = 8
+ROUNDS_AFTER_COMMIT = 4
+SAMPLES = 8
+MAX_CR3_SAMPLES = 40
+ROUND_TRIPS = 5
+STAGE_BUDGET = 4096  # the engine's minimum: the plan stages over several SMIs
+CHUNK_SIZE = 256
+PARKED_HANDLING = (
+    "parked threads keep valid code: originals stay intact except single-instruction patches "
+    "(entry jump only where it replaces one instruction, else re-pointed call sites); "
+    "rollback keeps the copies (retired)"
+)
+
+
+@dataclass
+class LinuxE2eReport(E2eReport):
+    guest: str = "linux"
+    address_space: str = ""  # "user cr3=0x..." or "physical (identity map)"
+    samples_attributed: int = 0  # samples in the workload's address space, inside an island
+    samples_kernel: int = 0
+    samples_other: int = 0  # other processes' user code
+    threads: int = 0
+    parked_threads: str = PARKED_HANDLING
+    arena_phys: int = 0
+    arena_va: int = 0
+    mapping: str = ""
+    discovery: str = ""
+    smi_round_trip_ms: list[float] = field(default_factory=list)
+    guest_up_seconds: float = 0.0
+    thread_rounds_after_commit: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return super().ok and self.samples_attributed > 0 and bool(self.address_space)
+
+    def __str__(self) -> str:
+        rt = ", ".join(f"{v:.1f}" for v in self.smi_round_trip_ms)
+        extra = [
+            f"linux guest up after {self.guest_up_seconds:.1f} s; {self.discovery}",
+            f"arena phys {self.arena_phys:#x} mapped by the agent at {self.arena_va:#x} "
+            f"({self.mapping}); address space: {self.address_space}",
+            f"QUERY round trips (ms): {rt}",
+            f"samples attributed to the workload's islands: {self.samples_attributed} "
+            f"(kernel {self.samples_kernel}, other processes {self.samples_other})",
+            f"{self.threads} worker threads; {self.parked_threads}",
+        ]
+        return "\n".join([*extra, super().__str__()])
+
+
+def build(root: Path, workload: str) -> None:
+    steps = [["-C", "smm"], ["-C", "smm/app"], ["-C", "guest/linux", f"WORKLOAD={workload}"]]
+    if workload != guest.OWN_WORKLOAD:
+        steps.insert(1, ["-C", "emulation"])
+    for args in steps:
+        args = [args[0], str(root / args[1]), *args[2:]]
+        r = subprocess.run(["make", "-s", *args], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise ToolMissing(f"make {' '.join(args)} failed: {(r.stderr or r.stdout)[-400:]}")
+
+
+class LinuxE2e:
+    def __init__(
+        self,
+        workdir: Path,
+        driver: Path | None = None,
+        cpus: int = 1,
+        workload: str = guest.OWN_WORKLOAD,
+        identity: bool = False,
+    ) -> None:
+        self.workdir = workdir
+        self.driver = driver
+        self.cpus = cpus
+        self.workload = workload
+        self.identity = identity
+        self.report = LinuxE2eReport(workload=workload)
+        self.t0 = time.monotonic()
+
+    def _mark(self, name: str) -> None:
+        self.report.timings[name] = time.monotonic() - self.t0
+
+    def run(self, do_build: bool = True) -> LinuxE2eReport:
+        settings = guest.LinuxSettings(
+            threads=self.cpus + 1, identity=self.identity, max_seconds=300, workload=self.workload
+        )
+        if do_build:
+            build(repo_root(), self.workload)
+            self._mark("build")
+        guest.check_settings(settings, MEMORY_MIB, None)
+        image = session.prepare_image(self.workdir, self.driver)
+        self._mark("inject")
+        config = guest.machine_config(image, self.workdir / "vm", settings, MEMORY_MIB, self.cpus)
+        with Machine(config) as m:
+            self._guest(m)
+        return self.report
+
+    # -- the guest ----------------------------------------------------------------------
+
+    def _guest(self, m: Machine) -> None:
+        try:
+            self._drive(m)
+        except CodeIslandError:
+            guest.check_running(m)  # a guest that stopped is the cause, not what failed next
+            raise
+
+    def _drive(self, m: Machine) -> None:
+        r = self.report
+        up = guest.wait_booted(m)
+        r.booted, r.guest_up_seconds, r.threads = True, up.seconds, up.threads
+        r.driver_log = [line for line in m.debugcon().splitlines() if line.strip()]
+        self._mark("boot")
+        with session.transport_for(m) as t:
+            d = t.discover()
+            r.discovery = f"mailbox found by {d.method}"
+            client = MailboxClient(t, timeout_s=20)
+            self._round_trips(client)
+            ag = agent.Agent(t, int(d.config.arena_base))
+            ctl = ag.control()
+            r.arena_phys, r.arena_va = int(ctl.arena_phys), int(ctl.arena_va)
+            r.mapping = "virtual == physical" if ctl.mapping == agent.MAP_IDENTITY else "ASLR"
+            rel = Relocator(client, stage_budget=STAGE_BUDGET)
+            space, cr3 = self._address_space(rel, ctl)
+            imap = analyze(session.workload_elf(self.workload), load_base=int(ctl.blob_va))
+            names = hot_islands(imap.image.path, self.workload)
+            self._mark("plan")
+            self._bad_plan(m, t, client, imap, names, ctl)
+            self._mark("bad_plan")
+            plan = self._commit(t, rel, ag, imap, names, ctl, space, cr3)
+            self._mark("commit")
+            self._after_commit(t, rel, ag, imap, plan, ctl, cr3)
+            ag.command(agent.FINISH)
+            done = m.wait_for("serial", guest.DONE_LINE.pattern, 60)
+        m.wait_exit(30)
+        self._mark("done")
+        r.rounds_total = int(done.group(1))
+        same = int(done.group(2)) == 0 and self._rounds_agree(m)
+        r.checksums_ok = (
+            same
+            and r.rounds_after_commit >= ROUNDS_AFTER_COMMIT
+            and all(n > 0 for n in r.thread_rounds_after_commit)
+        )
+
+    def _rounds_agree(self, m: Machine) -> bool:
+        """KIND 0: every round of every thread printed the same checksum.  KIND 1 (workload.h):
+        every round wrote the same bytes on port 0xE9 (rounds run one at a time)."""
+        r = self.report
+        if self.workload == guest.OWN_WORKLOAD:
+            sums = {s for _, _, s in guest.ROUND_LINE.findall(m.serial())}
+            r.checksum = ", ".join(sorted(sums))
+            return len(sums) == 1
+        outputs = m.workload_output().split(ROUND_MARK)[: r.rounds_total]
+        r.round_output = outputs[0] if outputs else ""
+        r.checksum = f"{len(outputs)} identical outputs of {len(r.round_output)} bytes"
+        return len(outputs) == r.rounds_total and len(set(outputs)) == 1 and bool(outputs[0])
+
+    def _round_trips(self, client: MailboxClient) -> None:
+        info = None
+        for _ in range(ROUND_TRIPS):
+            t0 = time.monotonic()
+            info = client.query().info
+            self.report.smi_round_trip_ms.append((time.monotonic() - t0) * 1e3)
+        if info is None or not info.locked:
+            raise EmulationError("the driver's allow-list is not locked after boot")
+
+    def _address_space(self, rel: Relocator, ctl: agent.AgentControl) -> tuple[int, int]:
+        """The workload's CR3, from a sample of a CPU running its code in user mode."""
+        lo, hi = int(ctl.arena_va), int(ctl.arena_va + ctl.arena_size)
+        for _ in range(MAX_CR3_SAMPLES):
+            for s in rel.sample():
+                if s.cpl == 3 and lo <= s.rip < hi:
+                    cr3 = int(s.cr3) & L.CR3_ADDR_MASK
+                    if ctl.mapping == agent.MAP_IDENTITY:
+                        self.report.address_space = f"physical (identity map; process cr3={cr3:#x})"
+                        return L.SPACE_PHYSICAL, cr3
+                    self.report.address_space = f"user cr3={cr3:#x}"
+                    return L.SPACE_USER, cr3
+            time.sleep(0.02)
+        raise EmulationError(
+            f"no SAMPLE of {MAX_CR3_SAMPLES} found a CPU in the workload's code "
+            "(the agent's threads are not running?)"
+        )
+
+    # -- the SMRAM plan ---------------------------------------------------------------------
+
+    def _bad_plan(
+        self,
+        m: Machine,
+        t: ChipsecTransport,
+        client: MailboxClient,
+        imap: IslandMap,
+        names: tuple[str, ...],
+        ctl: agent.AgentControl,
+    ) -> None:
+        """A PHYSICAL plan moving the islands' physical bytes into TSEG must be refused."""
+        smram = t.helper.smram
+        if smram is None or not smram.tseg_size:
+            raise EmulationError("TSEG not found: no SMRAM to aim the bad plan at")
+        phys = analyze(imap.image.path, load_base=ctl.va_to_phys(int(ctl.blob_va)))
+        bad = _plan(
+            phys, names, smram.tseg_base + 0x1000, smram.tseg_size // 2, 99, t.read_phys, []
+        ).plan
+        island = bad.islands[0]
+        before_q = client.query().info
+        before_src = t.read_phys(int(island.src), 16)
+        ram = m.ram()  # the test's own view of SMRAM: the raw RAM file
+        lo, hi = int(island.dst), int(island.dst) + int(island.size)
+        before_smram = bytes(ram[lo:hi])
+        try:
+            client.commit(bad.to_bytes())
+            self.report.bad_plan_status = "ACCEPTED"
+            return
+        except DriverRejected as exc:
+            self.report.bad_plan_status = L.Status(exc.status).name
+        after_q = client.query().info
+        assert before_q is not None and after_q is not None
+        self.report.bad_plan_rejected = (
+            after_q.total_bytes_written == before_q.total_bytes_written
+            and after_q.generations == before_q.generations
+            and t.read_phys(int(island.src), 16) == before_src
+            and bytes(ram[lo:hi]) == before_smram
+            and self.report.bad_plan_status in ("TOUCHES_SMRAM", "DST_NOT_REGISTERED")
+        )
+
+    # -- stage and commit while the threads run ---------------------------------------------
+
+    def _commit(
+        self,
+        t: ChipsecTransport,
+        rel: Relocator,
+        ag: agent.Agent,
+        imap: IslandMap,
+        names: tuple[str, ...],
+        ctl: agent.AgentControl,
+        space: int,
+        cr3: int,
+    ) -> RelocationPlan:
+        r = self.report
+        read = _virtual_reader(t, ctl)
+        hot = int(ctl.arena_va) + HOT_OFFSET
+        for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
+            r.commit_attempts = attempt
+            taken = occupied(rel.address_map())  # live and retired copies stay out
+            plan = _plan(imap, names, hot, int(ctl.arena_size) - HOT_OFFSET, attempt, read, taken)
+            for isl in plan.plan.islands:
+                isl.space, isl.cr3 = space, cr3 if space != L.SPACE_PHYSICAL else 0
+            staged = rel.stage(plan.to_bytes())
+            res = rel.commit()
+            r.stage_smis, r.bytes_written = staged.smis, staged.bytes_written
+            r.fixups_applied = staged.fixups_applied
+            r.relocations = len(plan.plan.islands)
+            r.callsites_patched = int(res.callsites_patched)
+            r.contexts_translated = int(res.contexts_translated)
+            r.cpus_in_smm = int(res.cpus)
+            if res.contexts_translated > 0 or attempt == MAX_COMMIT_ATTEMPTS:
+                return plan
+            # no thread was on a CPU inside the islands at this SMI: undo with the threads running
+            # (the copies stay valid, retired) and place the islands again elsewhere
+            log.info("commit translated no context (attempt %d); rolling back", attempt)
+            rel.rollback(0)
+            ag.wait_rounds(1)
+        raise AssertionError("unreachable")
+
+    def _after_commit(
+        self,
+        t: ChipsecTransport,
+        rel: Relocator,
+        ag: agent.Agent,
+        imap: IslandMap,
+        plan: RelocationPlan,
+        ctl: agent.AgentControl,
+        cr3: int,
+    ) -> None:
+        r = self.report
+        read = _virtual_reader(t, ctl)
+        committed = ag.control()
+        r.dest_bytes_match = _dest_bytes_match(plan, imap, read)
+        r.islands = [
+            {"name": p.name, "src": p.src, "dst": p.dst, "size": p.size} for p in plan.placed
+        ]
+        samples = []
+        for _ in range(SAMPLES):
+            samples += rel.sample()
+            time.sleep(0.05)
+        self._attribute(samples, plan, cr3)
+        done = ag.wait_rounds(ROUNDS_AFTER_COMMIT)
+        r.rounds_after_commit = int(done.rounds - committed.rounds)
+        r.thread_rounds_after_commit = [
+            int(done.thread_rounds[k] - committed.thread_rounds[k]) for k in range(done.threads)
+        ]
+        rel.rollback(0)  # while the threads run: the copies stay (retired)
+        r.rolled_back = all(read(i.start, i.size) == imap.read(i.start, i.size) for i in imap)
+        ag.wait_rounds(1)
+
+    def _attribute(self, samples: list[L.Sample], plan: RelocationPlan, cr3: int) -> None:
+        r = self.report
+        r.samples_total = len(samples)
+        r.sample_rips = [f"{s.rip:#x}" for s in samples]
+        ours = [s for s in samples if s.cpl == 3 and int(s.cr3) & L.CR3_ADDR_MASK == cr3]
+        r.samples_kernel = sum(s.cpl == 0 for s in samples)
+        r.samples_other = sum(s.cpl == 3 for s in samples) - len(ours)
+        in_copy = [s for s in ours if any(p.dst <= s.rip < p.dst + p.size for p in plan.placed)]
+        in_orig = [s for s in ours if any(p.src <= s.rip < p.src + p.size for p in plan.placed)]
+        r.samples_in_copies = len(in_copy)
+        r.samples_at_entries = sum(any(s.rip == p.src for p in plan.placed) for s in ours)
+        r.samples_attributed = len(in_copy) + len(in_orig)
+
+
+def _plan(
+    imap: IslandMap,
+    names: tuple[str, ...],
+    base: int,
+    size: int,
+    plan_id: int,
+    read: Any,
+    taken: list[tuple[int, int]],
+) -> RelocationPlan:
+    opts = Options(
+        names=names,
+        plan_id=plan_id,
+        chunk_size=CHUNK_SIZE,
+        callsites=True,
+        keep_copies=True,
+        keep_order=True,
+        arena_base=base,
+        priorities={n: float(len(names) - k) for k, n in enumerate(names)},
+    )
+    return plan_relocation(
+        imap, region_platform(base, size), opts, taken=taken, read_bytes=read, all_or_nothing=True
+    )
+
+
+def _virtual_reader(t: ChipsecTransport, ctl: agent.AgentControl) -> Any:
+    """Read the agent's virtual addresses through its one linear arena mapping (the host's
+    view, for planning and checking only: the engine walks the page tables itself)."""
+    return lambda va, n: t.read_phys(ctl.va_to_phys(va), n)
+
+
+def _dest_bytes_match(plan: RelocationPlan, imap: IslandMap, read: Any) -> bool:
+    """Every copy holds the island's bytes with its fix-ups applied, every entry its jump,
+    every re-pointed call site a call to the copy."""
+    p = plan.plan
+    for k, isl in enumerate(p.islands):
+        src, dst, size = int(isl.src), int(isl.dst), int(isl.size)
+        fixups = [f for f in p.fixups if f.island == k]
+        if read(dst, size) != relocated_bytes(imap.read(src, size), src, dst, fixups):
+            return False
+        patch = entry_patch(isl)
+        if patch and read(src, len(patch)) != patch:
+            return False
+    for cs in p.callsites:
+        rel = int(p.islands[cs.island].dst) - (int(cs.insn) + 5)
+        if read(int(cs.insn), 5) != bytes([cs.opcode]) + (rel & 0xFFFFFFFF).to_bytes(4, "little"):
+            return False
+    return True
+
+
+def run_linux_e2e(
+    workdir: Path,
+    driver: Path | None = None,
+    do_build: bool = True,
+    cpus: int = 1,
+    workload: str = guest.OWN_WORKLOAD,
+    identity: bool = False,
+) -> LinuxE2eReport:
+    return LinuxE2e(workdir, driver, cpus, workload, identity).run(do_build)
