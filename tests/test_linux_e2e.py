@@ -26,7 +26,7 @@ def _e2e(tmp_path: Path, *args: str) -> dict[str, object]:
 
 @pytest.mark.parametrize(
     ("cpus", "workload"),
-    [("1", "own"), ("2", "phase_daily")],  # threads run concurrently / 66 islands over 8 SMIs
+    [("1", "own"), ("2", "graphsort")],  # checksum threads run concurrently / port-output rounds
 )
 def test_linux_e2e(tmp_path: Path, cpus: str, workload: str) -> None:
     d = _e2e(tmp_path, "--cpus", cpus, "--workload", workload, "--identity")
@@ -38,5 +38,4 @@ def test_linux_e2e(tmp_path: Path, cpus: str, workload: str) -> None:
     assert d["cpus_in_smm"] == int(cpus) and d["threads"] == int(cpus) + 1
     assert d["rolled_back"] is True and d["dest_bytes_match"] is True
     assert all(n > 0 for n in d["thread_rounds_after_commit"])  # every thread ran on
-    if workload != "own":
-        assert d["stage_smis"] > 1  # the plan is larger than one SMI's budget
+    assert d["stage_smis"] >= 1 and d["bytes_written"] > 0

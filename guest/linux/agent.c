@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,7 @@
 #include <sys/mman.h>
 #include <sys/reboot.h>
 #include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include "agent.h"
@@ -96,6 +98,33 @@ static void fail(const char *fmt, ...) {
   va_end(ap);
   say("error: %s", line);
   power_off(1);
+}
+
+/* ---- a fault in the workload: one line naming where, then power off ------------------------ */
+
+static void on_fault(int sig, siginfo_t *info, void *uc_) {
+  const ucontext_t *uc = uc_;
+  uint64_t rip = (uint64_t)uc->uc_mcontext.gregs[REG_RIP];
+  uint64_t base = (uint64_t)(uintptr_t)blob;
+  char line[200];
+  int n = snprintf(line, sizeof line,
+                   "codeisland-agent: error: signal %d at rip %#llx (workload +%#llx) address %p\n",
+                   sig, (unsigned long long)rip, (unsigned long long)(rip - base), info->si_addr);
+  if (n > 0) (void)!write(1, line, (size_t)n);
+  sync();
+  reboot(RB_POWER_OFF);
+  _exit(128 + sig);
+}
+
+static void catch_faults(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_fault;
+  sa.sa_flags = SA_SIGINFO;
+  sigaction(SIGSEGV, &sa, NULL);
+  sigaction(SIGILL, &sa, NULL);
+  sigaction(SIGBUS, &sa, NULL);
+  sigaction(SIGFPE, &sa, NULL);
 }
 
 /* ---- settings from the kernel command line ----------------------------------------------- */
@@ -264,6 +293,7 @@ static void *worker(void *arg) {
 
 int main(void) {
   setvbuf(stdout, NULL, _IOLBF, 0);
+  catch_faults();
   struct settings s = read_settings();
   int mem = open("/dev/mem", O_RDWR);
   if (mem < 0) fail("cannot open /dev/mem: %s", strerror(errno));
