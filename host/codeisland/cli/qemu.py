@@ -175,9 +175,11 @@ def run_cmd(
 )
 @guest_option
 @click.option(
-    "--identity",
+    "--virtual",
     is_flag=True,
-    help="With --guest linux: map the arena at virtual == physical and plan physical islands.",
+    help="With --guest linux: map the arena where the kernel chooses (ASLR) and plan USER "
+    "islands of the process's CR3; needs firmware without SMM restricted memory access (the "
+    "engine must walk the process's page tables).  Default: arena at virtual == physical.",
 )
 @json_option
 def e2e_cmd(
@@ -187,7 +189,7 @@ def e2e_cmd(
     cpus: int,
     workload: str,
     guest: str,
-    identity: bool,
+    virtual: bool,
     as_json: bool,
 ) -> None:
     """Build, inject, boot; analyze and plan the target's workload; reject a plan aimed at SMRAM;
@@ -205,7 +207,7 @@ def e2e_cmd(
             from ..qemu.linux.e2e import run_linux_e2e
 
             report = run_linux_e2e(
-                workdir, driver, not no_build, cpus=cpus, workload=workload, identity=identity
+                workdir, driver, not no_build, cpus=cpus, workload=workload, identity=not virtual
             )
         else:
             report = run_e2e(workdir, driver, do_build=not no_build, cpus=cpus, workload=workload)

@@ -16,10 +16,13 @@ under TCG with Debian's kernel and our initramfs
    plan says; ROLLBACK (copies kept, threads still running) restores the original code
 -> the agent is told to finish and powers the machine off; every round's checksum agreed.
 
-Address space: with plan v2 and the engine's page walk the islands are USER islands of the
-workload's CR3 at their virtual addresses (the engine derives every physical address itself).
-`identity=True` maps the arena at virtual == physical and plans PHYSICAL islands instead (the
-only way an engine without the page walk can translate the saved RIPs).
+Address space: by default (`identity=True`) the agent maps the arena at virtual == physical and
+the plan's islands are PHYSICAL: under SMM restricted memory access (Debian's OVMF, production
+boards) the engine may not read the process's page tables, which are ordinary RAM, so a USER
+island is refused (a page-table page outside the registered regions).  `identity=False` maps the
+arena where the kernel chooses (ASLR) and plans USER islands of the workload's CR3 at their
+virtual addresses; the engine walks the tables itself, which needs firmware built without
+restricted memory access and the driver's unrestricted policy (test boards).
 
 Parked threads (not on a CPU at the SMI) are handled without seeing them: the original code stays
 intact except where the plan patches it, an entry jump only where it replaces exactly one
@@ -123,7 +126,7 @@ class LinuxE2e:
         driver: Path | None = None,
         cpus: int = 1,
         workload: str = guest.OWN_WORKLOAD,
-        identity: bool = False,
+        identity: bool = True,
     ) -> None:
         self.workdir = workdir
         self.driver = driver
@@ -300,7 +303,17 @@ class LinuxE2e:
             plan = _plan(imap, names, hot, int(ctl.arena_size) - HOT_OFFSET, attempt, read, taken)
             for isl in plan.plan.islands:
                 isl.space, isl.cr3 = space, cr3 if space != L.SPACE_PHYSICAL else 0
-            staged = rel.stage(plan.to_bytes())
+            try:
+                staged = rel.stage(plan.to_bytes())
+            except DriverRejected as exc:
+                if exc.status in (L.Status.WALK_TABLE_OUTSIDE, L.Status.BAD_SPACE):
+                    raise DriverRejected(
+                        exc.status,
+                        f"{exc}: this firmware keeps SMM restricted memory access, so the engine "
+                        "may not walk the process's page tables (ordinary RAM); run without "
+                        "--virtual, or boot firmware built without restricted access",
+                    ) from exc
+                raise
             res = rel.commit()
             r.stage_smis, r.bytes_written = staged.smis, staged.bytes_written
             r.fixups_applied = staged.fixups_applied
@@ -417,6 +430,6 @@ def run_linux_e2e(
     do_build: bool = True,
     cpus: int = 1,
     workload: str = guest.OWN_WORKLOAD,
-    identity: bool = False,
+    identity: bool = True,
 ) -> LinuxE2eReport:
     return LinuxE2e(workdir, driver, cpus, workload, identity).run(do_build)
