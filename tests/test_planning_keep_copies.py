@@ -22,13 +22,16 @@ def _first_relocatable(elf: Path) -> str:
     return next(i.name for i in analyze(elf).islands if i.relocatable)
 
 
-def test_build_plan_sets_the_flag_only_when_asked(tmp_path: Path) -> None:
+def test_build_plan_keeps_copies_unless_told_not_to(tmp_path: Path) -> None:
     elf = build_elf(tmp_path)
     imap = analyze(elf)
     name = _first_relocatable(elf)
     dst = imap.islands[-1].end + 0x10000
-    plain = Plan.from_bytes(build_plan(imap, [(name, dst)]).to_bytes())
-    kept = Plan.from_bytes(build_plan(imap, [(name, dst)], keep_copies=True).to_bytes())
+    move = [(name, dst)]
+    plain = Plan.from_bytes(
+        build_plan(imap, move, keep_copies=False, parked_threads=False).to_bytes()
+    )
+    kept = Plan.from_bytes(build_plan(imap, move, parked_threads=False).to_bytes())
     assert not plain.keep_copies and plain.flags == 0
     assert kept.keep_copies and kept.flags == L.PLAN_KEEP_COPIES
 

@@ -34,9 +34,12 @@ def imap(workload_elf: Path):  # type: ignore[no-untyped-def]
 
 
 def test_build_plan_records(imap) -> None:  # type: ignore[no-untyped-def]
+    # entry jumps on islands that are not preemption-safe: only with no thread parked
     moves = [("middle", BASE + 0x400000), ("top", BASE + 0x400100)]
     plan = Plan.from_bytes(
-        build_plan(imap, moves, plan_id=9, chunk_size=32, callsites=True).to_bytes()
+        build_plan(
+            imap, moves, plan_id=9, chunk_size=32, callsites=True, parked_threads=False
+        ).to_bytes()
     )
     assert plan.plan_id == 9 and len(plan.islands) == 2
     assert [(i.src, i.dst, i.size) for i in plan.islands] == [

@@ -22,9 +22,9 @@ from test_emu_common import ensure_built
 
 from codeisland.analysis import analyze
 from codeisland.cli import cli, main
+from codeisland.emulator.differential import EmulateConfig, run_baseline
 from codeisland.errors import InputError
 from codeisland.paths import repo_root
-from smmemu.emulate import EmulateConfig, run_baseline
 from smmemu.workload import build_port, load_workload
 
 PROGRAM = r"""

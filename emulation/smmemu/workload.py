@@ -85,14 +85,20 @@ def workload_path(name: str) -> Path:
     return path
 
 
-def build_port(name: str, sources: list[Path], cflags: list[str] | None = None) -> Path:
+def build_port(
+    name: str,
+    sources: list[Path],
+    cflags: list[str] | None = None,
+    make_vars: list[str] | None = None,
+) -> Path:
     """Build a ported C program (workloads/PORTING.md) with the workloads' flags, runtime and
-    libc into emulation/build/ports/<name>.elf; returns its path."""
+    libc into emulation/build/ports/<name>.elf; returns its path.  make_vars are extra
+    VAR=value arguments of make (CC=gcc)."""
     if shutil.which("make") is None or shutil.which("clang") is None:
         raise ToolMissing("building a port needs make and clang")
     srcs = " ".join(str(Path(s).resolve()) for s in sources)
     args = ["make", "-s", "-C", str(repo_root() / "emulation"), "port", f"NAME={name}"]
-    args += [f"SRCS={srcs}", f"PORT_CFLAGS={' '.join(cflags or [])}"]
+    args += [f"SRCS={srcs}", f"PORT_CFLAGS={' '.join(cflags or [])}", *(make_vars or [])]
     proc = subprocess.run(args, capture_output=True, text=True)
     path = emulation_build_dir() / "ports" / f"{name}.elf"
     if proc.returncode != 0 or not path.is_file():

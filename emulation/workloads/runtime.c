@@ -49,12 +49,20 @@ u32 ci_input(void) {
   return v;
 }
 
-/* The ABI's names for the two copies every workload needs; the libc (libc/libc.c, linked into
- * every workload) has the C ones, which clang may also call by itself. */
-void *memset(void *dst, int c, unsigned long n);
-void *memcpy(void *dst, const void *src, unsigned long n);
-void *ci_memset(void *dst, int c, u64 n) { return memset(dst, c, n); }
-void *ci_memcpy(void *dst, const void *src, u64 n) { return memcpy(dst, src, n); }
+void *ci_memset(void *dst, int c, u64 n) {
+  u8 *d = dst;
+  while (n--)
+    *d++ = (u8)c;
+  return dst;
+}
+
+void *ci_memcpy(void *dst, const void *src, u64 n) {
+  u8 *d = dst;
+  const u8 *s = src;
+  while (n--)
+    *d++ = *s++;
+  return dst;
+}
 
 void ci_start(unsigned thread, unsigned nthreads) __attribute__((noreturn));
 void ci_start(unsigned thread, unsigned nthreads) {

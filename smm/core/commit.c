@@ -26,7 +26,7 @@ static ci_status read_callsites(ci_engine *e, ci_work *w) {
     w->failed_index = k;
     if (insn[0] != c->opcode)
       return CI_ST_CALLSITE_OPCODE;
-    if (c->insn + 5u + (uint64_t)(int64_t)(int32_t)ci_le32(insn + 1) != v->islands[c->island].src)
+    if (!ci_callsite_enters(e, c->insn, insn, v->islands[c->island].src))
       return CI_ST_CALLSITE_TARGET;
     ci_copy(e->callsite_rel[k], insn + 1, 4);
   }

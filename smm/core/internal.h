@@ -28,6 +28,11 @@ typedef struct ci_work {
   uint32_t failed_index;
 } ci_work;
 
+/* ---- validate.c ---- */
+/* Does the E8/E9 at `insn` (its 5 bytes at `bytes`, already mapped) enter the island at
+ * `src`: target src itself, or the endbr64 right in front of it (registered SOURCE bytes). */
+int ci_callsite_enters(const ci_engine *e, uint64_t insn, const uint8_t *bytes, uint64_t src);
+
 /* ---- regions.c ---- */
 /* Status for [base, base+len) that must lie in one region with `need`:
  * RANGE_WRAP, TOUCHES_SMRAM, `outside` if in no such region, else OK. */

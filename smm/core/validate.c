@@ -350,8 +350,26 @@ static ci_status check_callsite_shape(const ci_engine *e, const ci_plan_view *v,
   return CI_ST_OK;
 }
 
+/* A call to an island whose function starts with endbr64 targets the marker, which stays in
+ * front of the island (src - 4, outside it: indirect calls still land on it).  Re-pointing
+ * such a direct call to the copy skips the marker, which only indirect branches need. */
+static int is_endbr_before(const ci_engine *e, uint64_t target, uint64_t src) {
+  static const uint8_t endbr64[4] = {0xF3, 0x0F, 0x1E, 0xFA};
+  if (src < 4 || target != src - 4 ||
+      ci_region_check(e, target, 4, CI_REGION_SOURCE, CI_ST_CALLSITE_TARGET) != CI_ST_OK)
+    return 0;
+  const uint8_t *p = ci_host_map(target, 4);
+  return p && p[0] == endbr64[0] && p[1] == endbr64[1] && p[2] == endbr64[2] &&
+         p[3] == endbr64[3];
+}
+
+int ci_callsite_enters(const ci_engine *e, uint64_t insn, const uint8_t *bytes, uint64_t src) {
+  uint64_t target = insn + 5u + (uint64_t)(int64_t)(int32_t)ci_le32(bytes + 1);
+  return target == src || is_endbr_before(e, target, src);
+}
+
 /* The instruction in memory is the one the plan names, and can be re-pointed. */
-static ci_status check_callsite_value(const ci_plan_view *v, uint32_t k) {
+static ci_status check_callsite_value(const ci_engine *e, const ci_plan_view *v, uint32_t k) {
   const ci_callsite *c = &v->callsites[k];
   const ci_island *isl = &v->islands[c->island];
   const uint8_t *p = ci_host_map(c->insn, 5);
@@ -360,7 +378,7 @@ static ci_status check_callsite_value(const ci_plan_view *v, uint32_t k) {
     return CI_ST_INTERNAL;
   if ((c->opcode != 0xE8 && c->opcode != 0xE9) || p[0] != c->opcode)
     return CI_ST_CALLSITE_OPCODE;
-  if (c->insn + 5u + (uint64_t)(int64_t)(int32_t)ci_le32(p + 1) != isl->src)
+  if (!ci_callsite_enters(e, c->insn, p, isl->src))
     return CI_ST_CALLSITE_TARGET;
   if (!ci_rel32(isl->dst, c->insn + 5u, &rel))
     return CI_ST_CALLSITE_RANGE;
@@ -511,7 +529,7 @@ ci_status ci_validate(const ci_engine *e, uint8_t *plan, uint32_t size, ci_plan_
   if (st != CI_ST_OK)
     return st;
   EACH(h->callsite_count, check_callsite_shape, e, v, k);
-  EACH(h->callsite_count, check_callsite_value, v, k);
+  EACH(h->callsite_count, check_callsite_value, e, v, k);
   st = check_chunks(v, failed, &v->copy_bytes);
   if (st != CI_ST_OK)
     return st;

@@ -504,6 +504,20 @@ static void test_callsites(machine *m) {
   pb_callsite(pb, 0, T_SRC + 0x5000);
   fake_ptr(T_SRC + 0x5001, 1)[0] ^= 1; /* targets elsewhere */
   REJECT(m, encode(), CALLSITE_TARGET, 0);
+  /* a call to the endbr64 in front of the island: accepted only when the marker is there */
+  base_plan();
+  pb_callsite(pb, 0, T_SRC + 0x5000);
+  uint32_t to_marker = (uint32_t)(pb->islands[0].src - 4 - (T_SRC + 0x5005));
+  memcpy(fake_ptr(T_SRC + 0x5001, 4), &to_marker, 4);
+  uint8_t *marker = fake_ptr(pb->islands[0].src - 4, 4), saved[4];
+  static const uint8_t endbr64[4] = {0xF3, 0x0F, 0x1E, 0xFA};
+  memcpy(saved, marker, 4);
+  REJECT(m, encode(), CALLSITE_TARGET, 0); /* no marker there */
+  memcpy(marker, endbr64, 4);
+  ACCEPT(m, encode());
+  marker[3] = 0xFB; /* endbr32: not the marker of a 64-bit function */
+  REJECT(m, encode(), CALLSITE_TARGET, 0);
+  memcpy(marker, saved, 4);
   base_plan();
   pb->islands[0].dst = T_FAR;
   pb->islands[0].flags = CI_ISLAND_ENTRY_ABS64;

@@ -27,7 +27,7 @@ import os
 
 from ..formats import Image, open_image
 from .discover import Discovery
-from .model import FixupSite, Island, IslandMap
+from .model import ENDBR64_LEN, FixupSite, Island, IslandMap
 
 __all__ = ["FixupSite", "Island", "IslandMap", "analyze"]
 
@@ -53,5 +53,11 @@ def analyze(
     # coverage is measured against the code the sections hold, not the zero fill that pads
     # them to the file alignment (4 KiB in UEFI images)
     code_bytes = sum(len(bytes(image.section_bytes(s)).rstrip(b"\0")) for s in image.code_sections)
-    imap = IslandMap(image, found, dict(islands.callsites), code_bytes)
+    callsites = dict(islands.callsites)
+    for isl in found:  # a direct call to a function's endbr64 enters the island after it
+        if isl.endbr:
+            callsites[isl.start] = callsites.pop(isl.start - ENDBR64_LEN, []) + callsites.get(
+                isl.start, []
+            )
+    imap = IslandMap(image, found, callsites, code_bytes)
     return imap.rebased(load_base) if load_base is not None else imap

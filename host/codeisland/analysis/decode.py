@@ -207,8 +207,23 @@ class Scanner:
             detail=detail,
             members=(name,),
             entry_insn_len=_first_insn_len(data, start - sec.addr, end - start, start),
+            entry_nops=_leading_nops(data, start - sec.addr, end - start),
         )
         return _entry_limits(isl), extras
+
+    def after_endbr(self, isl: M.Island) -> M.Island:
+        """The island without the endbr64 it starts with, if it does.
+
+        The marker stays where it is, outside the island: indirect calls still land on it and
+        fall into the entry patch, and the patch goes where the body (or clang's patchable NOP
+        after the endbr64) starts, so it can replace exactly one instruction."""
+        if isl.size < M.ENDBR64_LEN + L.ENTRY_REL32_LEN:
+            return isl
+        got = self._decoder(isl.start)
+        if got is None or got[1][isl.start - got[2].addr :][: M.ENDBR64_LEN] != M.ENDBR64:
+            return isl
+        body, _ = self.scan(isl.name, isl.start + M.ENDBR64_LEN, isl.end, isl.source)
+        return replace(body, endbr=True, members=isl.members)
 
     def _abs_fixups(self, start: int, end: int) -> list[M.FixupSite]:
         """ABS64 fix-ups: relocated 8-byte pointers inside the island that point into it."""
@@ -235,6 +250,14 @@ def _first_insn_len(data: bytes, offset: int, size: int, ip: int) -> int:
     """Length of the island's first instruction (0 when it does not decode inside the island)."""
     ins = iced_x86.Decoder(64, data[offset : offset + min(size, 15)], ip=ip).decode()
     return 0 if ins.code == _INVALID else ins.len
+
+
+def _leading_nops(data: bytes, offset: int, size: int) -> int:
+    """One-byte NOPs (0x90) at the island start, up to the entry patch's length."""
+    n = 0
+    while n < min(size, L.ENTRY_ABS64_LEN) and data[offset + n] == 0x90:
+        n += 1
+    return n
 
 
 def _entry_limits(isl: M.Island) -> M.Island:

@@ -92,7 +92,8 @@ class Discovery:
         while seeds:
             found = self._descend(seeds)
             seeds = self._scan_all(found, "descent")
-        return [self._checked_start(self.islands[s]) for s in self.starts]
+        out = [self._checked_start(self.islands[s]) for s in self.starts]
+        return [self.scanner.after_endbr(i) for i in out]
 
     def _checked_start(self, isl: M.Island) -> M.Island:
         """A descent island whose start only a LEA names may be data in a code section

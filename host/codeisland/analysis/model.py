@@ -35,6 +35,9 @@ TOO_LARGE = "larger than the engine's island maximum"
 OUTSIDE_IMAGE = "reference outside the image (likely data decoded as code)"
 WEAK_START = "start known only from an address reference (may be data)"
 
+ENDBR64 = b"\xf3\x0f\x1e\xfa"
+ENDBR64_LEN = len(ENDBR64)
+
 
 class FixupSite(NamedTuple):
     """A field of the island that a move must rewrite (plan.h ci_fixup, island index aside)."""
@@ -62,6 +65,8 @@ class Island:
     detail: str = ""
     members: tuple[str, ...] = ()  # names of merged functions, in address order
     entry_insn_len: int = 0  # length of the first instruction (0: not decoded)
+    entry_nops: int = 0  # one-byte NOPs the island starts with (gcc's patchable entry)
+    endbr: bool = False  # an endbr64 precedes `start` and stays in place (see decode.scan)
 
     @property
     def end(self) -> int:
@@ -83,7 +88,29 @@ class Island:
         instruction, and runs the new jump, or past it.  This is how ftrace/livepatch make entry
         patching safe; workloads get it from clang's -fpatchable-function-entry=5 (one 5-byte NOP).
         """
-        return self.entry_insn_len >= L.ENTRY_REL32_LEN
+        return self.entry_patch_safe(L.ENTRY_REL32_LEN)
+
+    def entry_patch_safe(self, length: int) -> bool:
+        """An entry patch of `length` bytes replaces exactly one instruction."""
+        return self.entry_insn_len >= length
+
+    @property
+    def entry_hazard(self) -> str | None:
+        """Why a 5-byte entry jump is not safe for parked threads (None when it is)."""
+        if self.entry_preemption_safe:
+            return None
+        if self.entry_nops >= 2:
+            return (
+                f"entry is {self.entry_nops} one-byte NOPs (gcc -fpatchable-function-entry): "
+                f"an entry jump would replace {min(self.entry_nops, L.ENTRY_REL32_LEN)} "
+                "instructions"
+            )
+        if not self.entry_insn_len:
+            return "first instruction not decoded"
+        return (
+            f"first instruction is {self.entry_insn_len} bytes: an entry jump would replace "
+            "more than one instruction"
+        )
 
     def fixup_records(self, index: int) -> list[L.Fixup]:
         """The island's fix-ups as plan records for island table slot `index`."""
@@ -124,6 +151,8 @@ class Island:
             "calls": len(self.calls),
             "members": list(self.members),
             "entry_preemption_safe": self.entry_preemption_safe,
+            "entry_hazard": self.entry_hazard,
+            "endbr": self.endbr,
         }
 
 
@@ -208,16 +237,26 @@ class IslandMap:
             bias=bias,
         )
 
+    def island_called_at(self, addr: int) -> Island | None:
+        """The island a call to `addr` enters: the one starting there, or the one whose endbr64
+        sits there (the marker stays outside the island)."""
+        isl = self.island_at(addr)
+        if isl is None:
+            after = self.island_at(addr + ENDBR64_LEN)
+            if after is not None and after.endbr and after.start == addr + ENDBR64_LEN:
+                return after
+        return isl
+
     def call_graph(self) -> dict[str, list[str]]:
         """Direct call edges between islands, by name (caller -> sorted callees).  A direct
         jump to another island's start is a tail call and counts as an edge too."""
         graph: dict[str, list[str]] = {}
         for isl in self.islands:
-            callees = {c.name for t in isl.calls if (c := self.island_at(t)) is not None}
+            callees = {c.name for t in isl.calls if (c := self.island_called_at(t)) is not None}
             callees.update(
                 c.name
                 for t in isl.jumps_out
-                if (c := self.island_at(t)) is not None and c.start == t
+                if (c := self.island_called_at(t)) is not None and c.start - t in (0, 4 * c.endbr)
             )
             graph[isl.name] = sorted(callees - {isl.name})
         return graph

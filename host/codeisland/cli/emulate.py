@@ -3,6 +3,7 @@ unrelocated and again while its hot functions are moved at SMIs, outputs compare
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -55,6 +56,21 @@ from .options import CPUS, NAME, THREADS, emit_check, json_option, seed_option
     "--stage-budget", default=0, show_default=True, type=click.IntRange(0),
     help="Bytes the driver stages per SMI (0 = its default; it clamps to 4096..262144).",
 )  # fmt: skip
+@click.option(
+    "--keep-copies/--restore-copies", default=True, show_default=True,
+    help="On rollback leave the copies valid (retired) or restore every byte (a return address "
+    "into a copy then faults).",
+)  # fmt: skip
+@click.option(
+    "--control/--no-control", default=None,
+    help="Run the baseline twice under different schedules and report threads whose output "
+    "changes as nondeterministic (default: with more than one thread).",
+)  # fmt: skip
+@click.option("--show-output", is_flag=True, help="Print each thread's output (stderr).")
+@click.option(
+    "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Write thread-N.out (relocated run) and thread-N.baseline.out for each thread.",
+)  # fmt: skip
 @json_option
 def command(
     workload: str,
@@ -70,6 +86,10 @@ def command(
     rollback_after: int | None,
     stack_slots: int,
     stage_budget: int,
+    keep_copies: bool,
+    control: bool | None,
+    show_output: bool,
+    output_dir: Path | None,
     as_json: bool,
 ) -> None:
     """Run WORKLOAD twice on the emulated board and compare outputs byte for byte."""
@@ -80,10 +100,17 @@ def command(
         workload=workload, cpus=cpus, threads=threads, smi_every=smi_every, seed=seed,
         layout=layout, islands=islands, sw_dispatch=sw_smi == "dispatch",
         rollback_after=rollback_after, names=names, random_points=not periodic,
-        stack_slots=stack_slots, stage_budget=stage_budget,
+        stack_slots=stack_slots, stage_budget=stage_budget, keep_copies=keep_copies,
+        control=control,
     )  # fmt: skip
     with _Bars() as bars:
         report = run_emulation(cfg, progress=bars.update)
+    if output_dir is not None:
+        _write_outputs(output_dir, report.outputs, report.baseline_outputs)
+    if show_output:
+        for i, text in enumerate(report.outputs):
+            click.echo(f"--- thread {i} output ({len(text)} bytes) ---", err=True)
+            click.echo(text, err=True, nl=not text.endswith("\n"))
     emit_check(
         report,
         as_json,
@@ -103,6 +130,18 @@ def _check_workload(workload: str, names: tuple[str, ...]) -> None:
         raise UsageError(f"workload {workload} has no function named {', '.join(unknown)}")
 
 
+def _write_outputs(directory: Path, outputs: list[str], baseline: list[str]) -> None:
+    from ..errors import InputError
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for i, (got, ref) in enumerate(zip(outputs, baseline, strict=True)):
+            (directory / f"thread-{i}.out").write_bytes(got.encode("latin-1"))
+            (directory / f"thread-{i}.baseline.out").write_bytes(ref.encode("latin-1"))
+    except OSError as exc:
+        raise InputError(f"cannot write outputs to {directory}: {exc.strerror or exc}") from None
+
+
 class _Bars:
     """One tqdm bar per run (baseline, relocated) on stderr, in guest instructions."""
 
@@ -116,7 +155,8 @@ class _Bars:
 
         if phase != self.phase:
             if self.bar is not None:
-                self.total = self.bar.n
+                if self.phase == "baseline":
+                    self.total = self.bar.n
                 self.bar.close()
             self.phase = phase
             total = self.total if phase == "relocated" else None

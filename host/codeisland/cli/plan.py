@@ -77,10 +77,17 @@ def command() -> None:
 )
 @click.option("--no-callsites", is_flag=True, help="Do not re-point direct call sites.")
 @click.option(
-    "--keep-copies",
+    "--keep-copies/--restore-copies",
+    default=True,
+    show_default=True,
+    help="On ROLLBACK leave the copies in place (retired until proven unreachable) so return "
+    "addresses into them stay valid, or restore every byte (unsafe with threads running).",
+)
+@click.option(
+    "--no-parked-threads",
     is_flag=True,
-    help="On ROLLBACK leave the copies in place (retired for the boot) so return addresses "
-    "into them stay valid.",
+    help="Every thread of the moved code is on a CPU during the SMI (single-threaded "
+    "firmware): entry jumps are then safe on any island.",
 )
 @click.option(
     "--priorities",
@@ -103,6 +110,7 @@ def build_cmd(
     stack_slots: int,
     no_callsites: bool,
     keep_copies: bool,
+    no_parked_threads: bool,
     priorities: Path | None,
     as_json: bool,
 ) -> None:
@@ -122,6 +130,7 @@ def build_cmd(
             stack_slots=stack_slots,
             callsites=not no_callsites,
             keep_copies=keep_copies,
+            parked_threads=not no_parked_threads,
             arena_base=arena_base,
             priorities=load_priorities(priorities) if priorities else {},
             # without a profile nothing says two islands run together: move exactly those named

@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from smmemu.guest import Guest
@@ -29,7 +29,9 @@ from smmemu.workload import WorkloadImage, load_workload
 from ..analysis import IslandMap, analyze
 from ..errors import EmulationError
 from ..plan import layout as L
+from ..plan.document import Plan
 from ..planning.platform import Platform, load_platform
+from ..planning.redirect import redirect
 from ..relocation import RelocationPlan, Relocator, SmiReport, movable, occupied
 from ..relocation.placement import plan_ranked
 from .session import Session, boot
@@ -53,6 +55,8 @@ class EmulateConfig:
     stage_budget: int = 0  # bytes the driver stages per SMI (0 = its default)
     random_points: bool = True  # SMI gaps drawn around smi_every by the seed, else periodic
     rollback_after: int | None = None  # boundaries after commit to roll back, then re-commit
+    keep_copies: bool = True  # rollback leaves the copies valid (retired); False restores them
+    control: bool | None = None  # run the baseline twice (None: when threads > 1)
 
 
 @dataclass
@@ -80,7 +84,10 @@ class EmulateReport:
     costs: list[SmiReport] = field(default_factory=list)
     hot: list[tuple[str, int]] = field(default_factory=list)
     divergent_threads: list[int] = field(default_factory=list)
+    nondeterministic_threads: list[int] = field(default_factory=list)  # differ between baselines
+    not_moved: dict[str, str] = field(default_factory=dict)  # chosen or named, and why not
     outputs: list[str] = field(default_factory=list)
+    baseline_outputs: list[str] = field(default_factory=list)
     sw_path: str = ""
     events: list[str] = field(default_factory=list)
 
@@ -107,6 +114,9 @@ class EmulateReport:
             "smis": [s.__dict__ for s in self.costs],
             "hot_functions": [{"name": n, "samples": k} for n, k in self.hot],
             "divergent_threads": self.divergent_threads,
+            "nondeterministic_threads": self.nondeterministic_threads,
+            "not_moved": self.not_moved,
+            "keep_copies": c.keep_copies,
             "events": self.events,
         }
 
@@ -124,10 +134,11 @@ class EmulateReport:
         for m in self.moved:
             lines.append(
                 f"  {m['name']:<24} {m['src']:#x} -> {m['dst']:#x}  {m['size']:>5} bytes  "
-                f"{m['fixups']} fix-ups"
+                f"{m['fixups']} fix-ups  by {m['redirect']}"
             )
         if not self.moved:
             lines.append("  (nothing)")
+        lines += [f"  not moved: {n}: {why}" for n, why in self.not_moved.items()]
         lines += ["", "threads translated at SMIs:"]
         for t in self.translations:
             who = f"thread {t.thread}" if t.thread is not None else "idle"
@@ -148,6 +159,11 @@ class EmulateReport:
             worst = max(s.handler_instructions for s in samples)
             lines.append(f"  + {len(samples)} SAMPLE SMIs (up to {worst:,} handler instructions)")
         verdict = "IDENTICAL" if self.identical else f"DIFFERENT (threads {self.divergent_threads})"
+        if self.nondeterministic_threads:
+            verdict += (
+                f"; threads {self.nondeterministic_threads} are nondeterministic (their output "
+                "differs between two unrelocated runs: shared state), not compared"
+            )
         lines += [
             "",
             f"relocations {self.relocations}, contexts translated {self.contexts_translated} "
@@ -180,12 +196,13 @@ class _Run:
         return self.relocator.sample()
 
 
-def _hot_functions(samples: list[L.Sample], image: WorkloadImage, base: int) -> Counter[str]:
+def _hot_islands(samples: list[L.Sample], imap: IslandMap) -> Counter[str]:
+    """Samples per island of the analysis (which also finds the islands of a stripped ELF)."""
     heat: Counter[str] = Counter()
     for s in samples:
-        f = image.function_at(int(s.rip) - base)
-        if f is not None:
-            heat[f.name] += 1
+        isl = imap.island_at(int(s.rip))
+        if isl is not None:
+            heat[isl.name] += 1
     return heat
 
 
@@ -217,24 +234,58 @@ def run_baseline(
             progress("baseline", g.instructions)
 
     run.guest.run(every=cfg.smi_every, on_boundary=boundary)
+    imap = analyze(image.path, load_base=run.guest.base)
     return Baseline(
         run.guest.outputs(),
         [t.exit_code for t in run.guest.threads],
-        _hot_functions(samples, image, run.guest.base),
+        _hot_islands(samples, imap),
         run.guest.instructions,
     )
 
 
-def choose_islands(cfg: EmulateConfig, imap: IslandMap, heat: Counter[str]) -> list[str]:
-    """The named islands, or the hottest relocatable ones by the baseline's samples."""
+def nondeterministic_threads(cfg: EmulateConfig, baseline: Baseline) -> list[int]:
+    """The control run: the unrelocated workload again under another schedule (other slice
+    length, seeded SMI gaps); threads whose output or exit code changes depend on the schedule
+    (threads sharing state), so a difference there is no evidence against relocation."""
+    other = replace(cfg, slice_instructions=max(1000, cfg.slice_instructions * 3 // 7))
+    image = load_workload(cfg.workload)
+    run = _Run(other, image)
+    jitter = random.Random(cfg.seed ^ 0xC0417)
+    run.guest.run(every=cfg.smi_every, on_boundary=lambda g: run.sample(), jitter=jitter)
+    outputs = run.guest.outputs()
+    codes = [t.exit_code for t in run.guest.threads]
+    return [
+        i
+        for i in range(cfg.threads)
+        if outputs[i] != baseline.outputs[i] or codes[i] != baseline.exit_codes[i]
+    ]
+
+
+def choose_islands(
+    cfg: EmulateConfig, imap: IslandMap, heat: Counter[str], refused: dict[str, str]
+) -> list[str]:
+    """The named islands, or the hottest relocatable ones by the baseline's samples; islands
+    no redirection can move without a hazard for parked threads go to `refused` with why."""
     if cfg.names:
         for n in cfg.names:
             if imap.get(n) is None:
                 raise EmulationError(f"workload {cfg.workload} has no island named {n!r}")
-        return list(cfg.names)
-    ok = {i.name for i in movable(imap)}
-    ranked = [n for n, _ in heat.most_common() if n in ok]
-    return ranked[: cfg.islands]
+        wanted = list(cfg.names)
+    else:
+        ok = {i.name for i in movable(imap)}
+        wanted = [n for n, _ in heat.most_common() if n in ok]
+    chosen = []
+    for name in wanted:
+        isl = imap[name]
+        if not isl.relocatable:
+            refused[name] = f"{isl.reason} ({isl.detail})"
+            continue
+        how = redirect(imap, isl)
+        if not how.moves:
+            refused[name] = how.why
+            continue
+        chosen.append(name)
+    return chosen if cfg.names else chosen[: cfg.islands]
 
 
 def _plan(
@@ -246,10 +297,14 @@ def _plan(
     taken: list[tuple[int, int]],
 ) -> RelocationPlan:
     """`names` (hottest first) into the platform's destination regions of this boot's arena,
-    around the copies the driver holds (`taken`), bytes read through the transport."""
+    around the copies the driver holds (`taken`: active and retired), bytes read through the
+    transport.  No names: an empty plan that is never sent."""
+    if not names:
+        return RelocationPlan(Plan(plan_id=plan_id))
     return plan_ranked(
         imap, names, platform, arena_base=run.session.arena[0], plan_id=plan_id,
         stack_slots=run.cfg.stack_slots, taken=taken, read_bytes=run.session.transport.read_phys,
+        keep_copies=run.cfg.keep_copies,
     )  # fmt: skip
 
 
@@ -260,16 +315,25 @@ def run_emulation(
     of the same workload and thread count may be reused (outputs do not depend on the rest)."""
     image = load_workload(cfg.workload)
     baseline = baseline or run_baseline(cfg, image, progress)
+    report = EmulateReport(cfg, False, 0, 0, 0, 0, 0, baseline.instructions)
+    if cfg.control if cfg.control is not None else cfg.threads > 1:
+        if progress is not None:
+            progress("control", 0)
+        report.nondeterministic_threads = nondeterministic_threads(cfg, baseline)
     rng = random.Random(cfg.seed)
     run = _Run(cfg, image)
     imap = analyze(image.path, load_base=run.guest.base)
-    chosen = choose_islands(cfg, imap, baseline.heat)
+    chosen = choose_islands(cfg, imap, baseline.heat, report.not_moved)
+    if not cfg.names and len(chosen) < cfg.islands:
+        report.events.append(
+            f"warning: --islands {cfg.islands} capped at {len(chosen)}: only {len(chosen)} "
+            "movable islands were sampled in the baseline"
+        )
     platform = load_platform("emulated")
     plan_id = cfg.seed & 0xFFFF or 1
     # a board booted a moment ago holds no copies: the first plan needs no STATS
     plan = _plan(run, imap, platform, chosen, plan_id, taken=[])
     stage_at = cfg.stage_at if cfg.stage_at is not None else rng.randrange(1, 4)
-    report = EmulateReport(cfg, False, 0, 0, 0, 0, 0, baseline.instructions)
     report.hot = baseline.heat.most_common()
     report.sw_path = "SwDispatch2" if cfg.sw_dispatch else "root handler"
     flow = _Flow(run, plan, rng, cfg, report, stage_at)
@@ -289,13 +353,18 @@ def run_emulation(
         report.events.append(f"the workload ended with the plan {flow.phase}; it did not commit")
     outputs = run.guest.outputs()
     codes = [t.exit_code for t in run.guest.threads]
+    shaky = set(report.nondeterministic_threads)
     report.divergent_threads = [
         i
         for i in range(cfg.threads)
-        if outputs[i] != baseline.outputs[i] or codes[i] != baseline.exit_codes[i]
+        if i not in shaky
+        and (outputs[i] != baseline.outputs[i] or codes[i] != baseline.exit_codes[i])
     ]
-    report.identical = not report.divergent_threads and all(c == 0 for c in codes)
+    report.identical = not report.divergent_threads and all(
+        c == 0 for i, c in enumerate(codes) if i not in shaky
+    )
     report.outputs = [o.decode("latin-1") for o in outputs]
+    report.baseline_outputs = [o.decode("latin-1") for o in baseline.outputs]
     report.costs = list(run.costs)
     report.guest_instructions = run.guest.instructions
     report.smm_instructions_max = max((c.handler_instructions or 0 for c in run.costs), default=0)
@@ -376,7 +445,7 @@ class _Flow:
         for p in plan.placed:
             report.moved.append(
                 {"name": p.name, "src": p.src, "dst": p.dst, "size": p.size, "fixups": p.fixups,
-                 "smi": smi.number}
+                 "smi": smi.number, "redirect": p.redirect}
             )  # fmt: skip
         self.phase, self.committed_at = "committed", self.b
 

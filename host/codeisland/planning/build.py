@@ -16,6 +16,7 @@ from ..errors import PlanError
 from ..plan import layout as L
 from ..plan.apply import make_chunks, relocated_bytes
 from ..plan.document import Plan
+from .redirect import CALL_SITES, outside_callsites, redirect
 
 ReadBytes = Callable[[int, int], bytes]
 _S32 = (-(1 << 31), (1 << 31) - 1)
@@ -71,7 +72,8 @@ def build_plan(
     stack_slots: int = 0,
     callsites: bool = False,
     read_bytes: ReadBytes | None = None,
-    keep_copies: bool = False,
+    keep_copies: bool = True,
+    parked_threads: bool = True,
 ) -> Plan:
     """Build a plan moving each island to its destination (addresses in imap's space).
 
@@ -79,8 +81,12 @@ def build_plan(
     imap.load_base leaves it); pass the live memory reader of the target when it may differ.
     stack_slots > 0 adds return-address translation over that many 8-byte stack slots.
     callsites=True also re-points direct E8/E9 calls from code outside the moved islands.
-    keep_copies=True sets PLAN_KEEP_COPIES: a ROLLBACK leaves the copies in place (retired,
-    reserved for the boot) so return addresses into them stay valid.
+    keep_copies (the default) sets PLAN_KEEP_COPIES: a ROLLBACK leaves the copies in place
+    (retired) so return addresses into them stay valid; False restores every byte.
+    parked_threads (the default) assumes threads may be parked by a scheduler, off every CPU,
+    during the SMI: an island then gets an entry jump only where it replaces exactly one
+    instruction, else its direct call sites are re-pointed (planning.redirect), and an island
+    with neither is refused (PlanError naming it).
     """
     if not moves:
         raise PlanError("nothing to move: the plan would be empty")
@@ -101,16 +107,25 @@ def build_plan(
     ids = {isl.start: n for n, isl in enumerate(imap.islands)}
     plan = Plan(plan_id=plan_id)
     plan.keep_copies = keep_copies
+    by_callsites: set[int] = set()
     for index, (isl, dst) in enumerate(resolved):
-        _add_island(plan, index, isl, dst, ids.get(isl.start, index), read, chunk_size, entry)
+        kind = entry_kind(isl, dst, entry)
+        patch = {L.ISLAND_ENTRY_REL32: L.ENTRY_REL32_LEN, L.ISLAND_ENTRY_ABS64: L.ENTRY_ABS64_LEN}
+        if kind != L.ISLAND_ENTRY_NONE:
+            how = redirect(imap, isl, parked_threads=parked_threads, patch=patch[kind])
+            if not how.moves:
+                raise PlanError(f"island {isl.name} {how.describe()}")
+            if how.method == CALL_SITES:
+                kind = L.ISLAND_ENTRY_NONE
+                by_callsites.add(index)
+        _add_island(plan, index, isl, dst, ids.get(isl.start, index), read, chunk_size, kind)
         rule = L.Rule()
         rule.island = index
         rule.flags = L.RULE_TRANSLATE_RIP | (L.RULE_TRANSLATE_RETURN if stack_slots else 0)
         rule.stack_slots = stack_slots
         plan.rules.append(rule)
     _add_targets(plan, resolved)
-    if callsites:
-        _add_callsites(plan, imap, resolved)
+    _add_callsites(plan, imap, resolved, None if callsites else by_callsites)
     plan.to_bytes()  # raises PlanError past a fixed maximum, before anyone sends it
     return plan
 
@@ -123,7 +138,7 @@ def _add_island(
     host_id: int,
     read: ReadBytes,
     chunk_size: int,
-    entry: str,
+    kind: int,
 ) -> None:
     original = read(isl.start, isl.size)
     if len(original) != isl.size:
@@ -135,7 +150,7 @@ def _add_island(
     rec.dst = dst
     rec.size = isl.size
     rec.id = host_id
-    rec.flags = entry_kind(isl, dst, entry)
+    rec.flags = kind
     plan.islands.append(rec)
     plan.fixups.extend(fixups)
     plan.chunks.extend(make_chunks(index, final, chunk_size))
@@ -154,9 +169,14 @@ def _add_targets(plan: Plan, moves: list[tuple[Island, int]]) -> None:
                 plan.targets.append(rec)
 
 
-def _add_callsites(plan: Plan, imap: IslandMap, moves: list[tuple[Island, int]]) -> None:
+def _add_callsites(
+    plan: Plan, imap: IslandMap, moves: list[tuple[Island, int]], only: set[int] | None
+) -> None:
+    """Re-point direct calls into the moved islands (only those indexed by `only`, if given)."""
     for index, (isl, dst) in enumerate(moves):
-        for site, opcode in sorted(imap.callsites.get(isl.start, ())):
+        if only is not None and index not in only:
+            continue
+        for site, opcode in sorted(outside_callsites(imap, isl)):
             if any(site < i.end and i.start < site + 5 for i, _ in moves):
                 continue  # inside a moved island: the copy's own fix-up handles it
             if not _fits_rel32(dst - (site + 5)) or len(plan.callsites) >= L.MAX_CALLSITES:

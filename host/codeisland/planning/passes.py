@@ -23,6 +23,7 @@ from ..plan import layout as L
 from ..plan.document import Plan
 from .build import ReadBytes, build_plan
 from .platform import PageMapping, Platform, Region, page_mapping
+from .redirect import redirect
 
 S32 = (-(1 << 31), (1 << 31) - 1)
 
@@ -55,9 +56,10 @@ class Candidate:
         """Samples per byte: the hot-region benefit density."""
         return self.frequency / max(self.island.size, 1)
 
-    def to_dict(self, dependencies: list[str]) -> dict[str, Any]:
+    def to_dict(self, dependencies: list[str], redirect: str = "") -> dict[str, Any]:
         return {
             "name": self.name,
+            "redirect": redirect,
             "members": list(self.island.members),
             "src": self.island.start,
             "size": self.island.size,
@@ -81,7 +83,8 @@ class Options:
     chunk_size: int = 1024
     stack_slots: int = 0
     callsites: bool = True
-    keep_copies: bool = False  # PLAN_KEEP_COPIES: rollback leaves the copies (retired)
+    keep_copies: bool = True  # PLAN_KEEP_COPIES: rollback leaves the copies (retired)
+    parked_threads: bool = True  # threads may be off-CPU at the SMI (planning.redirect)
     arena_base: int | None = None
     priorities: dict[str, float] = field(default_factory=dict)  # from the predictor
     keep_order: bool = False  # place in priority order, no call-chain clustering (caller ranked)
@@ -160,6 +163,10 @@ class Select:
         for isl in chosen:
             if not isl.relocatable:
                 ctx.rejected[isl.name] = f"{isl.reason} ({isl.detail})"
+                continue
+            how = redirect(ctx.imap, isl, parked_threads=ctx.options.parked_threads)
+            if not how.moves:
+                ctx.rejected[isl.name] = how.why
                 continue
             freq = float(sum(ctx.counts.get(isl.name, ())))
             ctx.candidates.append(Candidate(isl, freq, member_freq={isl.name: freq}))
@@ -455,6 +462,7 @@ class Build:
             callsites=o.callsites,
             read_bytes=ctx.read_bytes,
             keep_copies=o.keep_copies,
+            parked_threads=o.parked_threads,
         )
         ctx.note(
             f"build: {len(ctx.plan.islands)} islands, {len(ctx.plan.fixups)} fix-ups, "

@@ -11,6 +11,7 @@ from ..plan.document import Plan
 from .build import ReadBytes
 from .passes import DEFAULT_PASSES, Options, Pass, PlanContext
 from .platform import Platform
+from .redirect import planned_redirect
 
 
 @dataclass
@@ -31,7 +32,10 @@ class PlanResult:
             "total_size": plan.total_size,
             "platform": ctx.platform.name,
             "islands": [
-                c.to_dict(sorted({d for m in c.island.members for d in graph.get(m, [])}))
+                c.to_dict(
+                    sorted({d for m in c.island.members for d in graph.get(m, [])}),
+                    self.redirect_of(c.island.start),
+                )
                 for c in sorted(ctx.candidates, key=lambda c: c.dst or 0)
             ],
             "fixups": len(plan.fixups),
@@ -44,6 +48,11 @@ class PlanResult:
             "warnings": self.warnings(),
             "passes": ctx.log,
         }
+
+    def redirect_of(self, src: int) -> str:
+        """How the plan sends callers to the copy of the island at `src`."""
+        index = next(i for i, rec in enumerate(self.plan.islands) if rec.src == src)
+        return planned_redirect(self.plan, index)
 
     def environments(self) -> dict[str, dict[str, Any]]:
         """Each destination region with what the plan put there."""
@@ -92,7 +101,8 @@ class PlanResult:
         for i in d["islands"]:
             lines.append(
                 f"  {i['src']:#014x} -> {i['dst']:#014x} {i['size']:6d} B  {i['environment']:6s} "
-                f"freq {i['frequency']:8.0f}  prio {i['priority']:.4g}  {i['name']}"
+                f"freq {i['frequency']:8.0f}  prio {i['priority']:.4g}  {i['name']}  "
+                f"[{i['redirect']}]"
             )
         for name, why in list(d["rejected"].items())[:20]:
             lines.append(f"  not moved: {name}: {why}")

@@ -38,6 +38,7 @@ from ..planning.passes import (
 )
 from ..planning.planner import run_passes
 from ..planning.platform import Platform, Region
+from ..planning.redirect import planned_redirect
 
 ReadBytes = Callable[[int, int], bytes]
 Span = tuple[int, int]
@@ -106,6 +107,7 @@ class PlacedCopy:
     fixups: int
     members: tuple[str, ...] = ()
     island: Island | None = field(default=None, compare=False, repr=False)
+    redirect: str = ""  # how callers reach the copy (planning.redirect.planned_redirect)
 
 
 @dataclass
@@ -154,12 +156,12 @@ def plan_relocation(
     if all_or_nothing and ctx.rejected:
         name, why = next(iter(ctx.rejected.items()))
         raise PlanError(f"{name} does not move: {why}")
+    assert ctx.plan is not None
     placed = [
         PlacedCopy(c.name, c.island.start, c.dst or 0, c.island.size, len(c.island.fixups),
-                   tuple(c.island.members), c.island)
-        for c in ctx.candidates
+                   tuple(c.island.members), c.island, planned_redirect(ctx.plan, k))
+        for k, c in enumerate(ctx.candidates)
     ]  # fmt: skip
-    assert ctx.plan is not None
     return RelocationPlan(ctx.plan, placed, dict(ctx.rejected), list(ctx.log))
 
 
@@ -175,12 +177,13 @@ def plan_ranked(
     read_bytes: ReadBytes | None = None,
     callsites: bool = False,
     chunk_size: int = 1024,
+    keep_copies: bool = True,
 ) -> RelocationPlan:
     """Move exactly `names`, most important first, packed in that order (no profile, so no
     merges and no call-chain clustering); any island that cannot move fails the plan."""
     opts = Options(
         names=tuple(names), plan_id=plan_id, stack_slots=stack_slots, callsites=callsites,
-        chunk_size=chunk_size, arena_base=arena_base, keep_order=True,
+        chunk_size=chunk_size, arena_base=arena_base, keep_order=True, keep_copies=keep_copies,
         priorities={n: float(len(names) - k) for k, n in enumerate(names)},
     )  # fmt: skip
     return plan_relocation(
