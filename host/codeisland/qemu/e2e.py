@@ -23,18 +23,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..analysis import IslandMap, analyze
 from ..errors import DriverRejected, EmulationError, ToolMissing
 from ..hw.transport import ChipsecTransport
 from ..plan import layout as L
 from ..plan.apply import entry_patch
+from ..planning.platform import load_platform
+from ..relocation import RelocationPlan, Relocator, RetryPolicy, movable, occupied
+from ..relocation.placement import plan_ranked, region_platform
 from ..transport.mailbox import MailboxClient
 from . import session, target
 from .machine import Machine, MachineConfig
-from .planning import HOT_OFFSET, WorkloadPlan, plan_workload
+from .planning import ExpectedCopy, expected_copies
 
 log = logging.getLogger(__name__)
 OWN_HOT_ISLANDS = ("hot_loop", "mix")
-RUNTIME = ("ci_start", "ci_fail")  # never return / end the thread: nothing to gain moving them
+PLATFORM = "emulated"  # the driver's arena layout (the same driver, the same arena)
+CHUNK_SIZE = 256  # small diff chunks, so that a plan stages over several SMIs
 ROUNDS_AFTER_COMMIT = 4
 MAX_COMMIT_ATTEMPTS = 6
 SAMPLES = 8
@@ -123,15 +128,20 @@ def build(root: Path, workload: str) -> None:
             raise ToolMissing(f"make {' '.join(args)} failed: {(r.stderr or r.stdout)[-400:]}")
 
 
-def hot_islands(elf: Path, workload: str) -> tuple[str, ...]:
+def hot_islands(imap: IslandMap, workload: str) -> tuple[str, ...]:
     """Our workload: its hot loop and the helper it calls.  An emulator workload: every
-    relocatable island (up to a plan's maximum), so the interrupted thread is likely in one."""
+    movable island (up to a plan's maximum), so the interrupted thread is likely in one."""
     if workload == session.OWN_WORKLOAD:
         return OWN_HOT_ISLANDS
-    from ..analysis import analyze
+    return tuple(i.name for i in movable(imap))[: L.MAX_ISLANDS]
 
-    names = [i.name for i in analyze(elf) if i.relocatable and i.name not in RUNTIME]
-    return tuple(names[: L.MAX_ISLANDS])
+
+@dataclass
+class _Planned:
+    imap: IslandMap
+    names: tuple[str, ...]
+    plan: RelocationPlan
+    expected: list[ExpectedCopy]
 
 
 class E2e:
@@ -172,47 +182,52 @@ class E2e:
         r.driver_log = [line for line in m.debugcon().splitlines() if line.strip()]
         self._mark("boot")
         with session.transport_for(m) as t:
-            client = MailboxClient(t, timeout_s=20)
+            rel = Relocator(MailboxClient(t, timeout_s=20), stage_budget=STAGE_BUDGET)
             cfg = t.discover().config
-            info = client.query().info
+            info = rel.query().info
             if info is None or not info.locked:
                 raise EmulationError("the driver's allow-list is not locked after boot")
             ctl = target.read_control(t, cfg.arena_base)
-            elf = session.workload_elf(self.workload)
-            wp = plan_workload(
-                elf, ctl.blob_base, cfg.arena_base + HOT_OFFSET,
-                hot_islands(elf, self.workload), t.read_phys, plan_id=1,
+            imap = analyze(session.workload_elf(self.workload), load_base=ctl.blob_base)
+            names = hot_islands(imap, self.workload)
+            plan = plan_ranked(
+                imap, names, load_platform(PLATFORM), arena_base=cfg.arena_base, plan_id=1,
+                taken=occupied(rel.address_map()), read_bytes=t.read_phys, callsites=True,
+                chunk_size=CHUNK_SIZE,
             )  # fmt: skip
+            wp = _Planned(imap, names, plan, expected_copies(imap, plan, t.read_phys))
             self._mark("plan")
-            self._bad_plan(m, t, client, wp)
+            self._bad_plan(m, t, rel, wp)
             self._mark("bad_plan")
-            self._stage_commit(t, client, wp, cfg.arena_base)
+            self._stage_commit(t, rel, wp, cfg.arena_base)
             self._mark("commit")
-            self._after_commit(m, t, client, wp, cfg.arena_base)
+            self._after_commit(m, t, rel, wp, cfg.arena_base)
         self._finish(m)
 
     # -- the SMRAM plan ---------------------------------------------------------------------
 
-    def _bad_plan(
-        self, m: Machine, t: ChipsecTransport, client: MailboxClient, wp: WorkloadPlan
-    ) -> None:
+    def _bad_plan(self, m: Machine, t: ChipsecTransport, rel: Relocator, wp: _Planned) -> None:
         smram = t.helper.smram
         if smram is None or not smram.tseg_size:
             raise EmulationError("TSEG not found: no SMRAM to aim the bad plan at")
-        bad = wp.retargeted(smram.tseg_base + 0x1000, plan_id=99)
-        before_q = client.query().info
+        inside = region_platform(smram.tseg_base + 0x1000, smram.tseg_size - 0x1000)
+        bad = plan_ranked(
+            wp.imap, wp.names, inside, arena_base=0, plan_id=99, read_bytes=t.read_phys,
+            callsites=True, chunk_size=CHUNK_SIZE,
+        ).plan  # fmt: skip
+        before_q = rel.query().info
         island = bad.islands[0]
         before_src = t.read_phys(island.src, 16)
         ram = m.ram()  # the test's own view of SMRAM: the raw RAM file, which the guest cannot
         lo, hi = int(island.dst), int(island.dst) + int(island.size)
         before_smram = bytes(ram[lo:hi])
         try:
-            client.commit(bad.to_bytes())
+            rel.commit(bad.to_bytes())
             self.report.bad_plan_status = "ACCEPTED"
             return
         except DriverRejected as exc:
             self.report.bad_plan_status = L.Status(exc.status).name
-        after_q = client.query().info
+        after_q = rel.query().info
         assert before_q is not None and after_q is not None
         unchanged = (
             after_q.total_bytes_written == before_q.total_bytes_written
@@ -227,39 +242,30 @@ class E2e:
 
     # -- stage and commit while the workload runs ------------------------------------------
 
-    def _stage_commit(
-        self, t: ChipsecTransport, client: MailboxClient, wp: WorkloadPlan, arena: int
-    ) -> None:
+    def _stage_commit(self, t: ChipsecTransport, rel: Relocator, wp: _Planned, arena: int) -> None:
+        """Stage and commit through the layer; a commit whose SMI landed outside the islands
+        (e.g. while the app printed) is rolled back with the app parked, so that no return
+        address points into the copies, and tried again."""
         r = self.report
-        for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
-            r.commit_attempts = attempt
-            client.set_stage_budget(STAGE_BUDGET)
-            reply = client.stage(wp.plan.to_bytes())
-            r.stage_smis, r.bytes_written, r.fixups_applied = 1, 0, 0
-            while True:
-                res = reply.result
-                r.bytes_written += res.bytes_written
-                r.fixups_applied += res.fixups_applied
-                if res.state == L.STATE_STAGED:
-                    break
-                if r.stage_smis > res.chunks_total:
-                    raise EmulationError("staging makes no progress within the budget")
-                reply = client.stage()
-                r.stage_smis += 1
-            res = client.commit().result
-            r.relocations = len(wp.plan.islands)
-            r.callsites_patched = res.callsites_patched
-            r.contexts_translated = res.contexts_translated
-            r.cpus_in_smm = res.cpus
-            if res.contexts_translated > 0 or attempt == MAX_COMMIT_ATTEMPTS:
-                return
-            # the SMI landed outside the islands (e.g. while the app printed): undo with the app
-            # parked, so that no return address points into the copies, and try again
-            log.info("commit translated no context (attempt %d); rolling back", attempt)
-            target.pause(t, arena)
-            client.rollback(0)
+
+        def resume() -> None:
             target.resume(t, arena)
             self._wait_rounds(t, arena, 1)
+
+        retry = RetryPolicy(
+            attempts=MAX_COMMIT_ATTEMPTS,
+            accept=lambda res: res.contexts_translated > 0,
+            quiesce=lambda: target.pause(t, arena),
+            resume=resume,
+        )
+        out = rel.apply(wp.plan.to_bytes(), retry)
+        r.commit_attempts = out.attempts
+        r.stage_smis, r.bytes_written = out.stage.smis, out.stage.bytes_written
+        r.fixups_applied = out.stage.fixups_applied
+        r.relocations = len(wp.plan.placed)
+        r.callsites_patched = out.result.callsites_patched
+        r.contexts_translated = out.result.contexts_translated
+        r.cpus_in_smm = out.result.cpus
 
     def _wait_rounds(self, t: ChipsecTransport, arena: int, more: int) -> int:
         start = target.read_control(t, arena).rounds
@@ -271,38 +277,40 @@ class E2e:
         return start
 
     def _after_commit(
-        self, m: Machine, t: ChipsecTransport, client: MailboxClient, wp: WorkloadPlan, arena: int
+        self, m: Machine, t: ChipsecTransport, rel: Relocator, wp: _Planned, arena: int
     ) -> None:
         r = self.report
         committed_round = target.read_control(t, arena).rounds
-        dst_ok = all(t.read_phys(p.dst, len(p.final)) == p.final for p in wp.placed)
+        expected = wp.expected
+        dst_ok = all(t.read_phys(p.dst, len(p.final)) == p.final for p in expected)
         entries_ok = all(
-            t.read_phys(int(i.src), len(entry_patch(i))) == entry_patch(i) for i in wp.plan.islands
+            t.read_phys(int(i.src), len(entry_patch(i))) == entry_patch(i)
+            for i in wp.plan.plan.islands
         )
         r.dest_bytes_match = dst_ok and entries_ok
         r.islands = [
-            {"name": p.name, "src": p.src, "dst": p.dst, "size": len(p.final)} for p in wp.placed
+            {"name": p.name, "src": p.src, "dst": p.dst, "size": len(p.final)} for p in expected
         ]
-        _, head = client.samples_since(0)
+        rel.skip_samples()
+        samples = []
         for _ in range(SAMPLES):
-            client.sample()
+            samples += rel.sample()
             time.sleep(0.05)
-        samples, _ = client.samples_since(head)
         r.samples_total = len(samples)
         r.sample_rips = [f"{s.rip:#x}" for s in samples]
-        r.samples_at_entries = sum(any(s.rip == p.src for p in wp.placed) for s in samples)
+        r.samples_at_entries = sum(any(s.rip == p.src for p in expected) for s in samples)
         r.samples_in_copies = sum(
-            any(p.dst <= s.rip < p.dst + len(p.final) for p in wp.placed) for s in samples
+            any(p.dst <= s.rip < p.dst + len(p.final) for p in expected) for s in samples
         )
         self._wait_rounds(t, arena, ROUNDS_AFTER_COMMIT)
         # park the app so no workload code runs, undo the generation, check every byte came back
         target.pause(t, arena)
         r.rounds_after_commit = target.read_control(t, arena).rounds - committed_round
-        client.rollback(0)
+        rel.rollback(0)
         r.rolled_back = all(
             t.read_phys(p.src, len(p.original_entry)) == p.original_entry
             and t.read_phys(p.dst, len(p.final)) != p.final
-            for p in wp.placed
+            for p in expected
         )
         target.command(t, arena, target.FINISH)
         self.done = m.wait_for("serial", target.DONE_LINE.pattern, 60)

@@ -166,6 +166,10 @@ class Relocator:
         got, self.sample_head = self.client.samples_since(self.sample_head)
         return got
 
+    def skip_samples(self) -> None:
+        """Forget the samples written so far: the next sample() returns only newer ones."""
+        self.sample_head = self.client.sample_head()
+
     def address_map(self) -> list[L.MapEntry]:
         """The driver's address map (STATS): every copy it holds, by generation."""
         return list(self._request("STATS", self.client.stats).map_entries)

@@ -47,13 +47,13 @@ from ...paths import repo_root
 from ...plan import layout as L
 from ...plan.apply import entry_patch, relocated_bytes
 from ...planning.passes import Options
+from ...planning.platform import load_platform
 from ...relocation import Relocator, occupied, plan_relocation
 from ...relocation.placement import RelocationPlan, region_platform
 from ...transport.mailbox import MailboxClient
 from .. import session
 from ..e2e import E2eReport, hot_islands
 from ..machine import Machine
-from ..planning import HOT_OFFSET
 from ..target import ROUND_MARK
 from . import agent, guest
 
@@ -296,11 +296,12 @@ class LinuxE2e:
     ) -> RelocationPlan:
         r = self.report
         read = _virtual_reader(t, ctl)
-        hot = int(ctl.arena_va) + HOT_OFFSET
+        region = load_platform("emulated").region("hot")  # the driver's arena layout, once
+        hot = int(ctl.arena_va) + int(region.arena_offset or 0)
         for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
             r.commit_attempts = attempt
             taken = occupied(rel.address_map())  # live and retired copies stay out
-            plan = _plan(imap, names, hot, int(ctl.arena_size) - HOT_OFFSET, attempt, read, taken)
+            plan = _plan(imap, names, hot, region.size, attempt, read, taken)
             for isl in plan.plan.islands:
                 isl.space, isl.cr3 = space, cr3 if space != L.SPACE_PHYSICAL else 0
             try:
