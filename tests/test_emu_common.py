@@ -14,7 +14,6 @@ from codeisland.analysis import analyze
 from codeisland.emulator.differential import Baseline, EmulateConfig, run_baseline
 from codeisland.paths import driver_binary, repo_root
 from codeisland.relocation.placement import plan_ranked, region_platform
-from smmemu.guest import CODE_OFFSET, HOT_OFFSET, HOT_SIZE
 from smmemu.workload import workload_path
 
 LEAF_ISLANDS = {
@@ -43,8 +42,8 @@ def plan_for(session, image, names, hot=None, plan_id=5, stack_slots=0):  # type
     """Analyse the workload where the guest placed it and plan `names`, packed in that order,
     into `hot` = (base, size) (default: the arena's hot area) through the relocation layer."""
     base = session.arena[0]
-    imap = analyze(image.path, load_base=base + CODE_OFFSET)
-    area = hot or (base + HOT_OFFSET, HOT_SIZE)
+    imap = analyze(image.path, load_base=session.region("code")[0])
+    area = hot or session.region("hot")
     plan = plan_ranked(
         imap, list(names), region_platform(*area), arena_base=base, plan_id=plan_id,
         stack_slots=stack_slots, read_bytes=session.machine.read,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from codeisland.emulator.session import arena_layout
 from codeisland.errors import EmulationError
+from codeisland.planning.platform import load_platform
 from smmemu.devices import CmosRtc, InputEvents
 from smmemu.guest import Guest
 from smmemu.machine import Machine
@@ -28,7 +30,9 @@ def _guest(machine: Machine, code: bytes) -> Guest:
     base = machine.memory.allocate_pages(arena // PAGE, 5)
     assert base is not None
     image = WorkloadImage("raw", None, 0, (Segment(0, code, len(code)),), {})  # type: ignore[arg-type]
-    return Guest(machine, image, base, arena, threads=1)
+    return Guest(
+        machine, image, base, arena, threads=1, layout=arena_layout(load_platform("emulated"))
+    )
 
 
 def test_guest_reads_the_rtc_and_input_events_of_every_machine() -> None:
@@ -86,8 +90,9 @@ def test_driver_arena_and_its_hot_area_are_2mib_aligned() -> None:
     from test_emu_common import ensure_built
 
     from codeisland.emulator.session import boot
-    from smmemu.guest import HOT_OFFSET
 
     ensure_built()
-    base, size = boot(cpus=1).arena
-    assert size >= 0x1000000 and base % LARGE_PAGE == 0 and (base + HOT_OFFSET) % LARGE_PAGE == 0
+    s = boot(cpus=1)
+    base, size = s.arena
+    hot, _hot_size = s.region("hot")
+    assert size >= 0x1000000 and base % LARGE_PAGE == 0 and hot % LARGE_PAGE == 0

@@ -10,7 +10,6 @@ from test_emu_common import baseline, ensure_built, plan_for
 
 from codeisland.emulator.session import boot
 from codeisland.plan import layout as L
-from smmemu.guest import HOT_OFFSET, HOT_SIZE
 from smmemu.machine import NO_UNTIL, REGS
 from smmemu.workload import load_workload
 
@@ -29,7 +28,7 @@ def test_rip_at_first_middle_last_instruction_on_three_cpus(layout: str, sw_disp
     image = load_workload("graphsort")
     s = boot(cpus=3, layout=layout, sw_dispatch=sw_dispatch)
     guest = s.guest(image, threads=3)
-    hot = (s.arena[0] + HOT_OFFSET, HOT_SIZE)
+    hot = s.region("hot")
     _imap, plan = plan_for(s, image, ["sift_down"], hot, plan_id=5)
     spec = plan.placed[0]
     dst = plan.placed[0].dst

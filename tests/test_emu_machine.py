@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 from test_emu_common import ensure_built
 
-from codeisland.emulator.session import boot
+from codeisland.emulator.session import arena_layout, boot
 from codeisland.errors import EmulationError, TransportError
 from codeisland.plan import layout as L
+from codeisland.planning.platform import load_platform
 from smmemu import efi
 from smmemu.guest import Guest
 from smmemu.machine import Machine
@@ -125,7 +126,9 @@ def _raw_guest(machine: Machine, code: bytes) -> Guest:
     assert base is not None
     image = WorkloadImage("raw", machine.driver.path if machine.driver else None, 0,  # type: ignore[arg-type]
                           (Segment(0, code, len(code)),), {})  # fmt: skip
-    return Guest(machine, image, base, 4096 * 4096, threads=1)
+    return Guest(
+        machine, image, base, 4096 * 4096, threads=1, layout=arena_layout(load_platform("emulated"))
+    )
 
 
 def test_guest_touching_smram_faults_outside_smm() -> None:

@@ -8,7 +8,6 @@ from test_emu_common import baseline, ensure_built, plan_for
 
 from codeisland.emulator.session import boot
 from codeisland.plan import layout as L
-from smmemu.guest import HOT_OFFSET, HOT_SIZE
 from smmemu.memory import SMRAM_BASE
 from smmemu.workload import load_workload
 
@@ -27,7 +26,7 @@ def _setup(dst_area: str):  # type: ignore[no-untyped-def]
     elif dst_area == "unregistered":
         hot = (s.machine.firmware.system_table + 0x1000, 0x1000)  # DXE data
     else:
-        hot = (s.arena[0] + HOT_OFFSET, HOT_SIZE)
+        hot = s.region("hot")
     _imap, plan = plan_for(s, image, ["sift_down"], hot, plan_id=9)
     spec = plan.placed[0]
     return s, guest, spec, plan

@@ -13,7 +13,6 @@ from codeisland.plan import layout as L
 from codeisland.planning.passes import Options
 from codeisland.planning.planner import run_passes
 from codeisland.planning.platform import load_platform
-from smmemu.guest import CODE_OFFSET
 from smmemu.workload import load_workload
 
 
@@ -28,7 +27,7 @@ def test_planner_output_runs_in_the_driver(workload: str) -> None:
     s = boot(cpus=2)
     guest = s.guest(image, threads=2)
     arena = s.arena[0]
-    imap = analyze(image.path, load_base=arena + CODE_OFFSET)
+    imap = analyze(image.path, load_base=s.region("code")[0])
     # a synthetic profile: every relocatable island ran, the first ones more often
     counts = {
         isl.name: [float(len(imap) - n), 1.0] for n, isl in enumerate(imap) if isl.relocatable

@@ -32,14 +32,28 @@ from .machine import NO_UNTIL, REGS, Cpu, Machine
 from .ports import PORT_GUEST_EXIT, PORT_GUEST_OUT
 from .workload import WorkloadImage
 
-CODE_OFFSET = 0x000000
-CODE_SIZE = 0x400000
-HOT_OFFSET = 0x400000
-HOT_SIZE = 0x800000
-STACK_OFFSET = 0xC00000
-STACK_SIZE = 0x10000
-MIN_ARENA = 0x1000000
+THREAD_STACK = 0x10000  # per thread, inside the layout's stack region
 MAX_THREADS = 16  # CI_MAX_THREADS in workload.h
+
+
+@dataclass(frozen=True)
+class ArenaLayout:
+    """Offsets into the driver's arena: where the workload image and the thread stacks go."""
+
+    code_offset: int
+    code_size: int
+    stack_offset: int
+    stack_size: int
+
+    def check(self, arena_size: int, threads: int) -> None:
+        for name, off, size in (("code", self.code_offset, self.code_size),
+                                ("stack", self.stack_offset, self.stack_size)):  # fmt: skip
+            if off < 0 or size <= 0 or off + size > arena_size:
+                raise EmulationError(
+                    f"{name} region {off:#x}+{size:#x} does not fit the arena of {arena_size:#x}"
+                )
+        if threads * THREAD_STACK > self.stack_size:
+            raise EmulationError(f"{threads} thread stacks do not fit {self.stack_size:#x} bytes")
 
 
 @dataclass
@@ -75,19 +89,20 @@ class Guest:
         arena_base: int,
         arena_size: int,
         threads: int,
+        layout: ArenaLayout,
         slice_instructions: int = 20_000,
     ) -> None:
-        if arena_size < MIN_ARENA:
-            raise EmulationError(f"arena of {arena_size:#x} bytes is smaller than {MIN_ARENA:#x}")
-        if image.size > CODE_SIZE:
-            raise EmulationError(f"workload {image.name} ({image.size:#x} bytes) exceeds CODE")
         if not 1 <= threads <= MAX_THREADS:
             raise EmulationError(f"{threads} threads: workloads support 1..{MAX_THREADS}")
+        layout.check(arena_size, threads)
+        if image.size > layout.code_size:
+            raise EmulationError(f"workload {image.name} ({image.size:#x} bytes) exceeds CODE")
         self.m = machine
         self.image = image
         self.arena_base = arena_base
         self.arena_size = arena_size
-        self.base = arena_base + CODE_OFFSET
+        self.layout = layout
+        self.base = arena_base + layout.code_offset
         self.slice = slice_instructions
         self.instructions = 0
         self.code_bytes = 0  # executed guest code bytes, native-sliced runs only
@@ -118,8 +133,8 @@ class Guest:
 
     def _make_thread(self, index: int, count: int) -> GuestThread:
         uc = self.m.uc
-        stack_base = self.arena_base + STACK_OFFSET + index * STACK_SIZE
-        top = stack_base + STACK_SIZE
+        stack_base = self.arena_base + self.layout.stack_offset + index * THREAD_STACK
+        top = stack_base + THREAD_STACK
         for reg in REGS.values():
             uc.reg_write(reg, 0)
         rsp = top - 8  # as right after a call: a zero return address on top
