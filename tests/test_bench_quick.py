@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from smmemu.fetchtrace import library_path
+from codeisland.frontend.fetchtrace import library_path
 
 POLICIES = {"none", "reactive", "ewma", "predictive", "oracle"}
 CELL_KEYS = {

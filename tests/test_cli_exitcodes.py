@@ -19,8 +19,8 @@ import pytest
 from cli_entry import invoke
 
 from codeisland.analysis.verify import Mismatch, VerifyReport
+from codeisland.doctor import FAIL, OK, Check, DoctorReport
 from codeisland.emulator.differential import EmulateConfig, EmulateReport
-from codeisland.hw.doctor import FAIL, OK, Check, DoctorReport
 from codeisland.qemu.e2e import E2eReport
 
 
@@ -96,7 +96,7 @@ class _NoTransport:
 
 @pytest.mark.parametrize("as_json", [False, True])
 def test_doctor_exits_1_when_not_ready(monkeypatch: pytest.MonkeyPatch, as_json: bool) -> None:
-    import codeisland.hw.doctor as doctor
+    import codeisland.doctor as doctor
     import codeisland.hw.transport as transport
 
     def unready(self: Any) -> DoctorReport:
@@ -112,7 +112,7 @@ def test_doctor_exits_1_when_not_ready(monkeypatch: pytest.MonkeyPatch, as_json:
 
 
 def test_a_ready_doctor_exits_0(monkeypatch: pytest.MonkeyPatch) -> None:
-    import codeisland.hw.doctor as doctor
+    import codeisland.doctor as doctor
     import codeisland.hw.transport as transport
 
     monkeypatch.setattr(transport, "ChipsecTransport", _NoTransport)

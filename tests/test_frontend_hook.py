@@ -6,7 +6,7 @@ import pytest
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
 
 from codeisland.frontend import FrontendParams
-from smmemu.fetchtrace import FetchModel, library_path
+from codeisland.frontend.fetchtrace import FetchModel, library_path
 
 pytestmark = pytest.mark.skipif(
     not library_path().is_file(), reason="make -C emulation/native has not been run"

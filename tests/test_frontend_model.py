@@ -10,7 +10,7 @@ import pytest
 
 from codeisland.errors import InputError
 from codeisland.frontend import FrontendParams, ReferenceFrontEnd, load_frontend_params
-from smmemu.fetchtrace import FetchModel, library_path
+from codeisland.frontend.fetchtrace import FetchModel, library_path
 
 needs_lib = pytest.mark.skipif(
     not library_path().is_file(), reason="make -C emulation/native has not been run"

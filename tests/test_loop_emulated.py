@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from codeisland.frontend.fetchtrace import library_path
 from codeisland.frontend.params import FrontendParams
 from codeisland.loop.controller import ClosedLoop
 from codeisland.paths import driver_binary, emulation_build_dir
 from codeisland.plan import layout as L
 from codeisland.predict import CostModel, make_policy
-from smmemu.fetchtrace import library_path
 
 pytestmark = pytest.mark.skipif(
     not (
@@ -55,8 +55,8 @@ def test_reactive_loop_relocates_through_the_driver() -> None:
 
 
 def test_phase_daily_output_does_not_depend_on_clock_or_input() -> None:
+    from codeisland.emulator.record import EmulatedInputs
     from codeisland.emulator.session import boot
-    from codeisland.profile.record import EmulatedInputs
     from smmemu.workload import load_workload
 
     outputs, hours = [], []

@@ -7,13 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from codeisland.frontend.fetchtrace import library_path
 from codeisland.frontend.params import FrontendParams
 from codeisland.loop.controller import PLAN_HISTORY, ClosedLoop
 from codeisland.loop.machine import Observation
 from codeisland.paths import driver_binary, emulation_build_dir
 from codeisland.plan import layout as L
 from codeisland.predict import CostModel, make_policy
-from smmemu.fetchtrace import library_path
 
 pytestmark = pytest.mark.skipif(
     not (

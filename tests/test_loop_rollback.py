@@ -8,12 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from codeisland.frontend.fetchtrace import library_path
 from codeisland.loop.controller import ClosedLoop
 from codeisland.loop.machine import Observation, RelocationResult
 from codeisland.plan import layout as L
 from codeisland.predict import CostModel, make_policy
 from codeisland.profile import Island
-from smmemu.fetchtrace import library_path
 
 BLOCKS = 100_000.0
 
@@ -111,9 +111,9 @@ def test_move_that_pays_is_kept() -> None:
 
 @pytest.mark.skipif(not library_path().is_file(), reason="native library not built")
 def test_model_machine_generation_semantics() -> None:
-    from codeisland.bench.workloads import make_workload
     from codeisland.frontend.params import FrontendParams
     from codeisland.loop.modelmachine import ModelMachine, StreamSource
+    from codeisland.loop.workloads import make_workload
 
     m = ModelMachine(StreamSource(make_workload("pipeline")), FrontendParams(), 64 * 1024)
     a = m.commit([0, 1])

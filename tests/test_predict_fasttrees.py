@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.ensemble import HistGradientBoostingRegressor
 
+from codeisland.frontend.fetchtrace import library_path
 from codeisland.predict.fasttrees import FlatTrees, _grid
-from smmemu.fetchtrace import library_path
 
 native = pytest.mark.skipif(not library_path().is_file(), reason="native library not built")
 

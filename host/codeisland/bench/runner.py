@@ -19,9 +19,9 @@ from tqdm import tqdm
 from ..frontend.params import FrontendParams
 from ..loop.controller import ClosedLoop
 from ..loop.modelmachine import ModelMachine, StreamSource
+from ..loop.workloads import WINDOWS_PER_DAY, WORKLOADS, make_workload
 from ..predict.policies import POLICIES, PredictivePolicy, make_policy
 from ..predict.priority import CostModel
-from .workloads import WINDOWS_PER_DAY, WORKLOADS, make_workload
 
 MODEL_NOTE = (
     "figures are modeled front-end cycles (L1i/iTLB cost model fed by an island-level block "

@@ -63,8 +63,8 @@ def command(
     from ..bench.plots import comparison_plot, heat_plot
     from ..bench.report import BenchReport
     from ..bench.runner import BenchConfig, run, run_emulated
-    from ..bench.workloads import WORKLOADS
     from ..frontend.params import load_frontend_params
+    from ..loop.workloads import WORKLOADS
 
     unknown = sorted(set(workloads) - set(WORKLOADS))
     if unknown:

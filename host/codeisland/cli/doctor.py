@@ -13,7 +13,7 @@ from ..errors import UsageError
 from .options import INPUT_DIR, INPUT_FILE, emit_check, json_option
 
 if TYPE_CHECKING:
-    from ..hw.doctor import DoctorReport
+    from ..doctor import DoctorReport
 
 
 @click.command("doctor")
@@ -40,7 +40,7 @@ def command(
 ) -> None:
     """SMM present and locked, SMRR, the driver and its limits (QUERY), SW SMI delivery,
     restricted-memory mode, virtualization extensions: each with a verdict and what to do."""
-    from ..hw.doctor import Doctor
+    from ..doctor import Doctor
     from ..hw.transport import ChipsecTransport
     from ..qemu import session
 
@@ -67,7 +67,7 @@ def command(
 
 
 def _verdict(report: DoctorReport, as_json: bool) -> None:
-    failed = [c.name for c in report.checks if c.verdict == "fail"]  # hw.doctor.FAIL
+    failed = [c.name for c in report.checks if c.verdict == "fail"]  # doctor.FAIL
     emit_check(report, as_json, report.ready, f"not ready to relocate: {', '.join(failed)} failed")
 
 

@@ -134,13 +134,13 @@ def _record(
     seed: int,
 ) -> Profile:
     if source == "model":
-        from ..bench.workloads import WORKLOADS
-        from ..profile.record import record_model
+        from ..loop.modelmachine import record_model
+        from ..loop.workloads import WORKLOADS
 
         if workload not in WORKLOADS:
             raise UsageError(f"model workloads are {', '.join(WORKLOADS)}")
         return record_model(workload, windows, seed)
-    from ..profile.record import record_emulated
+    from ..emulator.record import record_emulated
 
     return record_emulated(
         workload,

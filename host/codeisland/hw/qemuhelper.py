@@ -30,8 +30,8 @@ from chipsec.helper.basehelper import Helper
 from chipsec.library.exceptions import OsHelperError, UnimplementedAPIError
 
 from ..errors import TransportError
-from ..qemu.qmp import Qmp
 from . import q35
+from .qmp import Qmp
 
 NAME = "qemuhelper"
 APM_CNT, APM_STS = 0xB2, 0xB3

@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 
 from ..analysis import Island as AnalysedIsland
+from ..emulator.record import EmulatedInputs
 from ..errors import EmulationError, PlanError
 from ..frontend.params import FrontendParams
 from ..plan import layout as L
 from ..planning.passes import Candidate, Options, PlanContext, Split
 from ..planning.platform import large_page_ranges, load_platform
 from ..profile.format import Island
-from ..profile.record import EmulatedInputs
 from ..relocation import RelocationPlan, SmiReport, movable, occupied, plan_relocation
 from .machine import Observation, RelocationResult
 
@@ -62,7 +62,7 @@ class EmulatedMachine:
     ) -> None:
         from codeisland.analysis import analyze
         from codeisland.emulator.session import boot
-        from smmemu.fetchtrace import FetchLibraryMissing, FetchModel, FetchModelError
+        from codeisland.frontend.fetchtrace import FetchLibraryMissing, FetchModel, FetchModelError
         from smmemu.workload import load_workload
 
         self.params = params or FrontendParams()

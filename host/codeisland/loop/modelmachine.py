@@ -31,11 +31,12 @@ import math
 
 import numpy as np
 
-from ..bench.workloads import BLOCK_BYTES, Workload
 from ..frontend.params import FrontendParams
 from ..plan import layout as L
-from ..profile.format import Island
+from ..profile.attribution import IslandIndex, attribute
+from ..profile.format import Island, Profile, Window
 from .machine import Observation, RelocationResult
+from .workloads import BLOCK_BYTES, Workload
 
 HOT_BASE = 0x7FE0_0000  # 2 MiB aligned
 HANDLER_BASE_INSNS = 1500
@@ -89,7 +90,7 @@ class ModelMachine:
         stage_budget: int = L.STAGE_BUDGET_DEFAULT,
         repeat: int = 100,
     ) -> None:
-        from smmemu.fetchtrace import FetchModel
+        from codeisland.frontend.fetchtrace import FetchModel
 
         self.source = source
         self.w = source.w
@@ -247,3 +248,24 @@ class ModelMachine:
                     )
                 )
         return out
+
+
+def record_model(workload: str, windows: int, seed: int = 1) -> Profile:
+    """A profile from the benchmark's island-level model machine (no relocation)."""
+    from .workloads import make_workload
+
+    w = make_workload(workload, seed)
+    m = ModelMachine(StreamSource(w), FrontendParams(), hot_capacity=0)
+    index = IslandIndex(w.islands)
+    profile = Profile(list(w.islands), [], 0, {"kind": "model", "workload": workload, "seed": seed})
+    for t in range(windows):
+        obs = m.run_window()
+        counts, unattributed = attribute(obs.rips, index)
+        profile.windows.append(
+            Window(
+                t, obs.time_of_day, obs.input_events, obs.runnable_threads, obs.busy_cpus,
+                obs.cpus, [int(x) for x in counts], [int(x) for x in obs.exact],
+                [int(x) for x in obs.mem], unattributed,
+            )
+        )  # fmt: skip
+    return profile

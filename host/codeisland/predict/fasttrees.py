@@ -76,7 +76,7 @@ def _grid(thr: np.ndarray) -> tuple[float, float, int, np.ndarray, int]:
 
 def _library() -> ctypes.CDLL | None:
     try:
-        from smmemu.fetchtrace import FetchModelError, load_library
+        from codeisland.frontend.fetchtrace import FetchModelError, load_library
     except ImportError:
         return None
     try:

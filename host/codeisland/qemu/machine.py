@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EmulationError, InputError, ToolMissing, TransportError
-from .qmp import Qmp
+from ..hw.qmp import Qmp
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 

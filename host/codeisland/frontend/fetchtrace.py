@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from codeisland.errors import BuildMissing
+from ..errors import BuildMissing
+from ..paths import emulation_build_dir
 
 ABI_VERSION = 1
 MAX_ISLANDS = 65536
@@ -95,7 +96,7 @@ def library_path() -> Path:
     env = os.environ.get("CODEISLAND_FETCHLIB")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[1] / "build" / "native" / "libcifetch.so"
+    return emulation_build_dir() / "native" / "libcifetch.so"
 
 
 _LIB: ctypes.CDLL | None = None

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import CodeIslandError
-from ..plan import layout as L
-from ..transport.mailbox import MailboxClient, Reply
-from . import q35
-from .transport import ChipsecTransport
+from .errors import CodeIslandError
+from .hw import q35
+from .hw.transport import ChipsecTransport
+from .plan import layout as L
+from .transport.mailbox import MailboxClient, Reply
 
 OK, WARN, FAIL, UNKNOWN = "ok", "warn", "fail", "unknown"
 Q35_MCH = 0x29C08086
@@ -253,8 +253,8 @@ class Doctor:
         """What runs from the arena: our Linux agent or UEFI target app, or nothing known."""
         if self.client is None:
             return Check("target", UNKNOWN, "driver not found")
-        from ..qemu import target as uefi_app
-        from ..qemu.linux import agent as linux_agent
+        from .qemu import target as uefi_app
+        from .qemu.linux import agent as linux_agent
 
         arena = int(self.client.header.arena_base)
         try:

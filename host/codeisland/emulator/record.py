@@ -22,8 +22,8 @@ from tqdm import tqdm
 from ..errors import EmulationError
 from ..frontend.params import FrontendParams
 from ..plan import layout as L
-from .attribution import IslandIndex, attribute
-from .format import DAY_SECONDS, Island, Profile, Window
+from ..profile.attribution import IslandIndex, attribute
+from ..profile.format import DAY_SECONDS, Island, Profile, Window
 
 WINDOW_SECONDS = 3600
 
@@ -80,9 +80,10 @@ def record_emulated(
     seed: int = 1,
     params: FrontendParams | None = None,
 ) -> Profile:
-    from codeisland.emulator.session import boot
-    from smmemu.fetchtrace import FetchLibraryMissing, FetchModel, FetchModelError
     from smmemu.workload import load_workload
+
+    from ..frontend.fetchtrace import FetchLibraryMissing, FetchModel, FetchModelError
+    from .session import boot
 
     s = boot(cpus=cpus)
     image = load_workload(workload)
@@ -148,26 +149,4 @@ def _source(workload: str, cpus: int, threads: int, seed: int) -> dict[str, Any]
     return {"kind": "smmemu", "workload": workload, "cpus": cpus, "threads": threads, "seed": seed}
 
 
-def record_model(workload: str, windows: int, seed: int = 1) -> Profile:
-    """A profile from the benchmark's island-level model machine (no relocation)."""
-    from ..bench.workloads import make_workload
-    from ..loop.modelmachine import ModelMachine, StreamSource
-
-    w = make_workload(workload, seed)
-    m = ModelMachine(StreamSource(w), FrontendParams(), hot_capacity=0)
-    index = IslandIndex(w.islands)
-    profile = Profile(list(w.islands), [], 0, {"kind": "model", "workload": workload, "seed": seed})
-    for t in range(windows):
-        obs = m.run_window()
-        counts, unattributed = attribute(obs.rips, index)
-        profile.windows.append(
-            Window(
-                t, obs.time_of_day, obs.input_events, obs.runnable_threads, obs.busy_cpus,
-                obs.cpus, [int(x) for x in counts], [int(x) for x in obs.exact],
-                [int(x) for x in obs.mem], unattributed,
-            )
-        )  # fmt: skip
-    return profile
-
-
-__all__ = ["EmulatedInputs", "record_emulated", "record_model"]
+__all__ = ["EmulatedInputs", "record_emulated"]
