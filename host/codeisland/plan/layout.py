@@ -196,165 +196,96 @@ class Command(enum.IntEnum):
     STATS = 6
 
 
-class Status(enum.IntEnum):
-    """One status per rejection reason; numbers are ABI (see CI_STATUS_LIST)."""
+# One row per status (number, name, text), as CI_STATUS_LIST in plan.h: the numbers are ABI and
+# tests/test_layout_probe.py compares every row with the header's, so a new status is one row
+# there and one here.
+STATUS_TABLE: tuple[tuple[int, str, str], ...] = (
+    (0, "OK", "ok"),
+    (1, "BAD_MAGIC", "plan magic is wrong"),
+    (2, "BAD_VERSION", "plan version is not supported"),
+    (3, "BAD_HEADER_SIZE", "plan header size is wrong"),
+    (4, "BAD_TOTAL_SIZE", "plan size does not match its tables"),
+    (5, "BAD_DIGEST", "plan digest does not match its bytes"),
+    (6, "BAD_RESERVED", "a reserved field or unknown flag is set"),
+    (7, "TOO_MANY_ISLANDS", "too many islands"),
+    (8, "TOO_MANY_FIXUPS", "too many fix-ups"),
+    (9, "TOO_MANY_CALLSITES", "too many call sites"),
+    (10, "TOO_MANY_CHUNKS", "too many diff chunks"),
+    (11, "TOO_MANY_TARGETS", "too many branch targets"),
+    (12, "TOO_MANY_RULES", "too many context rules"),
+    (13, "ISLAND_SIZE", "island size is zero or too large"),
+    (14, "RANGE_WRAP", "an address range wraps around"),
+    (15, "TOUCHES_SMRAM", "a range touches SMRAM"),
+    (16, "SRC_NOT_REGISTERED", "island source is outside the source regions"),
+    (17, "DST_NOT_REGISTERED", "island destination is outside the dest regions"),
+    (18, "DST_OVERLAP", "two destinations overlap"),
+    (19, "DST_OVERLAPS_CODE", "a destination overlaps a source or live copy"),
+    (20, "SRC_OVERLAP", "two island sources overlap"),
+    (21, "ISLAND_ACTIVE", "island is already moved by an active generation"),
+    (22, "FIXUP_ISLAND", "fix-up names no island"),
+    (23, "FIXUP_KIND", "fix-up kind or pc bias is invalid"),
+    (24, "FIXUP_OUTSIDE", "fix-up field lies outside its island"),
+    (25, "FIXUP_ORDER", "fix-ups are unsorted or overlap"),
+    (26, "FIXUP_MISMATCH", "original bytes disagree with a fix-up"),
+    (27, "FIXUP_RANGE", "adjusted displacement does not fit rel32"),
+    (28, "CHUNK_ISLAND", "chunk names no island"),
+    (29, "CHUNK_LAYOUT", "chunks do not tile their island in order"),
+    (30, "CHUNK_SIZE", "chunk length is zero or too large"),
+    (31, "ENTRY_FLAGS", "island entry kind is invalid"),
+    (32, "ENTRY_TOO_SMALL", "island is smaller than its entry patch"),
+    (33, "ENTRY_COVERS_TARGET", "entry patch covers an internal branch target"),
+    (34, "ENTRY_RANGE", "entry jump does not reach the destination"),
+    (35, "TARGET_ISLAND", "branch target names no island"),
+    (36, "TARGET_OUTSIDE", "branch target lies outside its island"),
+    (37, "CALLSITE_ISLAND", "call site names no island"),
+    (38, "CALLSITE_REGION", "call site is outside the source regions"),
+    (39, "CALLSITE_IN_ISLAND", "call site lies inside a moved island"),
+    (40, "CALLSITE_OPCODE", "call site opcode differs from memory"),
+    (41, "CALLSITE_TARGET", "call site does not target its island"),
+    (42, "CALLSITE_RANGE", "re-pointed call site does not fit rel32"),
+    (43, "CALLSITE_OVERLAP", "call sites overlap"),
+    (44, "RULE_ISLAND", "context rule names no island"),
+    (45, "RULE_FLAGS", "context rule flags or window are invalid"),
+    (46, "UNDO_FULL", "undo log has no room for this plan"),
+    (47, "MAP_FULL", "address map has no room for this plan"),
+    (48, "GENERATIONS_FULL", "too many active generations"),
+    (49, "NO_PENDING_PLAN", "no pending plan to stage or commit"),
+    (50, "NOT_STAGED", "plan is not fully staged"),
+    (51, "STAGED_CHANGED", "staged bytes changed before commit"),
+    (52, "OVER_BUDGET", "plan does not fit the per-SMI budget"),
+    (53, "NOTHING_TO_ROLLBACK", "no generation to roll back"),
+    (54, "BAD_GENERATION", "generation is not active"),
+    (55, "CPU_ACCESS", "a CPU save state could not be read or written"),
+    (56, "TOO_MANY_CPUS", "more CPUs than the engine supports"),
+    (57, "BAD_COMMAND", "unknown command"),
+    (58, "BAD_REQUEST", "request size is wrong for the command"),
+    (59, "NOT_READY", "driver has no registered regions"),
+    (60, "LOCKED", "region allow-list is locked"),
+    (61, "REGION_INVALID", "region is empty, wraps, overlaps or table full"),
+    (62, "STACK_ACCESS", "a stack window lies outside the stack regions"),
+    (63, "INTERNAL", "internal engine error"),
+    (64, "BAD_SPACE", "island address space is invalid"),
+    (65, "NONCANONICAL", "a virtual address is not canonical"),
+    (66, "PAGE_NOT_PRESENT", "a page walk reaches a non-present page"),
+    (67, "SUPERVISOR_PAGE", "a user-space island maps a supervisor page"),
+    (68, "WALK_TABLE_SMRAM", "a page-table page lies in SMRAM"),
+    (69, "WALK_TABLE_OUTSIDE", "a page-table page is outside the registered regions"),
+    (70, "WALK_PAGE_SMRAM", "a page walk lands in SMRAM"),
+    (71, "WALK_DRIVER", "a page walk reaches the driver's own pages"),
+    (72, "PAGES_DISCONTIGUOUS", "a virtual range maps to discontiguous pages"),
+    (73, "MAPPING_CHANGED", "page tables changed since the plan was validated"),
+)
 
-    OK = 0
-    BAD_MAGIC = 1
-    BAD_VERSION = 2
-    BAD_HEADER_SIZE = 3
-    BAD_TOTAL_SIZE = 4
-    BAD_DIGEST = 5
-    BAD_RESERVED = 6
-    TOO_MANY_ISLANDS = 7
-    TOO_MANY_FIXUPS = 8
-    TOO_MANY_CALLSITES = 9
-    TOO_MANY_CHUNKS = 10
-    TOO_MANY_TARGETS = 11
-    TOO_MANY_RULES = 12
-    ISLAND_SIZE = 13
-    RANGE_WRAP = 14
-    TOUCHES_SMRAM = 15
-    SRC_NOT_REGISTERED = 16
-    DST_NOT_REGISTERED = 17
-    DST_OVERLAP = 18
-    DST_OVERLAPS_CODE = 19
-    SRC_OVERLAP = 20
-    ISLAND_ACTIVE = 21
-    FIXUP_ISLAND = 22
-    FIXUP_KIND = 23
-    FIXUP_OUTSIDE = 24
-    FIXUP_ORDER = 25
-    FIXUP_MISMATCH = 26
-    FIXUP_RANGE = 27
-    CHUNK_ISLAND = 28
-    CHUNK_LAYOUT = 29
-    CHUNK_SIZE = 30
-    ENTRY_FLAGS = 31
-    ENTRY_TOO_SMALL = 32
-    ENTRY_COVERS_TARGET = 33
-    ENTRY_RANGE = 34
-    TARGET_ISLAND = 35
-    TARGET_OUTSIDE = 36
-    CALLSITE_ISLAND = 37
-    CALLSITE_REGION = 38
-    CALLSITE_IN_ISLAND = 39
-    CALLSITE_OPCODE = 40
-    CALLSITE_TARGET = 41
-    CALLSITE_RANGE = 42
-    CALLSITE_OVERLAP = 43
-    RULE_ISLAND = 44
-    RULE_FLAGS = 45
-    UNDO_FULL = 46
-    MAP_FULL = 47
-    GENERATIONS_FULL = 48
-    NO_PENDING_PLAN = 49
-    NOT_STAGED = 50
-    STAGED_CHANGED = 51
-    OVER_BUDGET = 52
-    NOTHING_TO_ROLLBACK = 53
-    BAD_GENERATION = 54
-    CPU_ACCESS = 55
-    TOO_MANY_CPUS = 56
-    BAD_COMMAND = 57
-    BAD_REQUEST = 58
-    NOT_READY = 59
-    LOCKED = 60
-    REGION_INVALID = 61
-    STACK_ACCESS = 62
-    INTERNAL = 63
-    BAD_SPACE = 64
-    NONCANONICAL = 65
-    PAGE_NOT_PRESENT = 66
-    SUPERVISOR_PAGE = 67
-    WALK_TABLE_SMRAM = 68
-    WALK_TABLE_OUTSIDE = 69
-    WALK_PAGE_SMRAM = 70
-    WALK_DRIVER = 71
-    PAGES_DISCONTIGUOUS = 72
-    MAPPING_CHANGED = 73
 
+class _StatusBase(enum.IntEnum):
     @property
     def text(self) -> str:
-        return STATUS_TEXT[self]
+        return STATUS_TEXT[self]  # type: ignore[index]
 
 
-STATUS_TEXT: dict[Status, str] = {
-    Status.OK: "ok",
-    Status.BAD_MAGIC: "plan magic is wrong",
-    Status.BAD_VERSION: "plan version is not supported",
-    Status.BAD_HEADER_SIZE: "plan header size is wrong",
-    Status.BAD_TOTAL_SIZE: "plan size does not match its tables",
-    Status.BAD_DIGEST: "plan digest does not match its bytes",
-    Status.BAD_RESERVED: "a reserved field or unknown flag is set",
-    Status.TOO_MANY_ISLANDS: "too many islands",
-    Status.TOO_MANY_FIXUPS: "too many fix-ups",
-    Status.TOO_MANY_CALLSITES: "too many call sites",
-    Status.TOO_MANY_CHUNKS: "too many diff chunks",
-    Status.TOO_MANY_TARGETS: "too many branch targets",
-    Status.TOO_MANY_RULES: "too many context rules",
-    Status.ISLAND_SIZE: "island size is zero or too large",
-    Status.RANGE_WRAP: "an address range wraps around",
-    Status.TOUCHES_SMRAM: "a range touches SMRAM",
-    Status.SRC_NOT_REGISTERED: "island source is outside the source regions",
-    Status.DST_NOT_REGISTERED: "island destination is outside the dest regions",
-    Status.DST_OVERLAP: "two destinations overlap",
-    Status.DST_OVERLAPS_CODE: "a destination overlaps a source or live copy",
-    Status.SRC_OVERLAP: "two island sources overlap",
-    Status.ISLAND_ACTIVE: "island is already moved by an active generation",
-    Status.FIXUP_ISLAND: "fix-up names no island",
-    Status.FIXUP_KIND: "fix-up kind or pc bias is invalid",
-    Status.FIXUP_OUTSIDE: "fix-up field lies outside its island",
-    Status.FIXUP_ORDER: "fix-ups are unsorted or overlap",
-    Status.FIXUP_MISMATCH: "original bytes disagree with a fix-up",
-    Status.FIXUP_RANGE: "adjusted displacement does not fit rel32",
-    Status.CHUNK_ISLAND: "chunk names no island",
-    Status.CHUNK_LAYOUT: "chunks do not tile their island in order",
-    Status.CHUNK_SIZE: "chunk length is zero or too large",
-    Status.ENTRY_FLAGS: "island entry kind is invalid",
-    Status.ENTRY_TOO_SMALL: "island is smaller than its entry patch",
-    Status.ENTRY_COVERS_TARGET: "entry patch covers an internal branch target",
-    Status.ENTRY_RANGE: "entry jump does not reach the destination",
-    Status.TARGET_ISLAND: "branch target names no island",
-    Status.TARGET_OUTSIDE: "branch target lies outside its island",
-    Status.CALLSITE_ISLAND: "call site names no island",
-    Status.CALLSITE_REGION: "call site is outside the source regions",
-    Status.CALLSITE_IN_ISLAND: "call site lies inside a moved island",
-    Status.CALLSITE_OPCODE: "call site opcode differs from memory",
-    Status.CALLSITE_TARGET: "call site does not target its island",
-    Status.CALLSITE_RANGE: "re-pointed call site does not fit rel32",
-    Status.CALLSITE_OVERLAP: "call sites overlap",
-    Status.RULE_ISLAND: "context rule names no island",
-    Status.RULE_FLAGS: "context rule flags or window are invalid",
-    Status.UNDO_FULL: "undo log has no room for this plan",
-    Status.MAP_FULL: "address map has no room for this plan",
-    Status.GENERATIONS_FULL: "too many active generations",
-    Status.NO_PENDING_PLAN: "no pending plan to stage or commit",
-    Status.NOT_STAGED: "plan is not fully staged",
-    Status.STAGED_CHANGED: "staged bytes changed before commit",
-    Status.OVER_BUDGET: "plan does not fit the per-SMI budget",
-    Status.NOTHING_TO_ROLLBACK: "no generation to roll back",
-    Status.BAD_GENERATION: "generation is not active",
-    Status.CPU_ACCESS: "a CPU save state could not be read or written",
-    Status.TOO_MANY_CPUS: "more CPUs than the engine supports",
-    Status.BAD_COMMAND: "unknown command",
-    Status.BAD_REQUEST: "request size is wrong for the command",
-    Status.NOT_READY: "driver has no registered regions",
-    Status.LOCKED: "region allow-list is locked",
-    Status.REGION_INVALID: "region is empty, wraps, overlaps or table full",
-    Status.STACK_ACCESS: "a stack window lies outside the stack regions",
-    Status.INTERNAL: "internal engine error",
-    Status.BAD_SPACE: "island address space is invalid",
-    Status.NONCANONICAL: "a virtual address is not canonical",
-    Status.PAGE_NOT_PRESENT: "a page walk reaches a non-present page",
-    Status.SUPERVISOR_PAGE: "a user-space island maps a supervisor page",
-    Status.WALK_TABLE_SMRAM: "a page-table page lies in SMRAM",
-    Status.WALK_TABLE_OUTSIDE: "a page-table page is outside the registered regions",
-    Status.WALK_PAGE_SMRAM: "a page walk lands in SMRAM",
-    Status.WALK_DRIVER: "a page walk reaches the driver's own pages",
-    Status.PAGES_DISCONTIGUOUS: "a virtual range maps to discontiguous pages",
-    Status.MAPPING_CHANGED: "page tables changed since the plan was validated",
-}
+# One status per rejection reason; numbers are ABI (see CI_STATUS_LIST).
+Status = _StatusBase("Status", [(name, num) for num, name, _text in STATUS_TABLE])  # type: ignore[misc]
+STATUS_TEXT: dict[int, str] = {Status(num): text for num, _name, text in STATUS_TABLE}
 
 
 def status_text(code: int) -> str:
