@@ -73,6 +73,10 @@ def _fixtures(tmp: Path) -> dict[str, Path]:
         "trunc_pe": driver_binary().read_bytes()[: len(driver_binary().read_bytes()) // 2],
         "json_as_pe": b"MZ" + b"{}" * 200,
         "model_v1": b"CIMODEL1" + bytes(20),
+        "big_counts": _profile().replace('"samples": [3]', '"samples": [' + "9" * 400 + "]"),
+        "hint_cpus": "[[region]]\nname='h'\nrole='hot'\nbase=0x1000\nsize=0x1000\n"
+        "[[hint]]\nkind='core'\ncpus=3\n",
+        "region_table": "region = 5\n",
     }
     out = {}
     for name, data in files.items():
@@ -104,6 +108,8 @@ CASES: list[tuple[str, str]] = [
     ("analyze-load-base-65-bits", "analyze {elf} --load-base 0x1ffffffffffffffff"),
     ("analyze-load-base-negative", "analyze {elf} --load-base -4096"),
     ("analyze-load-base-text", "analyze {elf} --load-base high"),
+    ("analyze-load-base-past-top", "analyze {elf} --load-base 0xfffffffffffff000"),
+    ("analyze-profile-65-bit-count", "analyze {elf} --profile {big_counts}"),
     ("analyze-profile-deep", "analyze {elf} --profile {deep}"),
     ("analyze-profile-islands-string", "analyze {elf} --profile {islands_str}"),
     ("analyze-profile-binary", "analyze {elf} --profile {binary}"),
@@ -117,6 +123,7 @@ CASES: list[tuple[str, str]] = [
     ("verify-delta-noncanonical", "verify {elf} --delta 0x800000000000"),
     ("verify-limit-zero", "verify {elf} --limit 0"),
     ("verify-garbage", "verify {garbage}"),
+    ("verify-load-base-past-top", "verify {elf} --load-base 0xffffffffffff0000"),
     # plan build: outputs, platforms, priorities, profiles, numbers
     ("plan-out-is-image", "plan build {elf} --island fnv1a -o {elf}"),
     ("plan-out-is-profile", "plan build {elf} --profile {profile} -o {profile}"),
@@ -131,6 +138,15 @@ CASES: list[tuple[str, str]] = [
     ("plan-platform-binary", "plan build {elf} --island fnv1a --platform {binary} -o {out}"),
     ("plan-platform-deep", "plan build {elf} --island fnv1a --platform {deep_toml} -o {out}"),
     ("plan-platform-missing", "plan build {elf} --island fnv1a --platform {missing} -o {out}"),
+    ("plan-platform-hint-cpus", "plan build {elf} --island fnv1a --platform {hint_cpus} -o {out}"),
+    (
+        "plan-platform-region-kind",
+        "plan build {elf} --island fnv1a --platform {region_table} -o {out}",
+    ),
+    (
+        "plan-arena-past-top",
+        "plan build {elf} --island fnv1a --arena-base 0xffffffffffffffff -o {out}",
+    ),
     ("plan-platform-unknown-name", "plan build {elf} --island fnv1a --platform nowhere -o {out}"),
     ("plan-priorities-nan", "plan build {elf} --island fnv1a --priorities {nan_prio} -o {out}"),
     ("plan-priorities-inf", "plan build {elf} --island fnv1a --priorities {inf_prio} -o {out}"),
@@ -192,6 +208,7 @@ CASES: list[tuple[str, str]] = [
     ("profile-show-empty", "profile show {empty}"),
     ("profile-show-dir", "profile show {dir}"),
     ("profile-show-gzip-truncated", "profile show {trunc_gz}"),
+    ("profile-show-65-bit-count", "profile show {big_counts}"),
     ("profile-show-top-zero", "profile show {profile} --top 0"),
     # model
     ("train-out-is-profile", "model train {profile} -o {profile}"),

@@ -5,7 +5,7 @@ unreadable or a directory, gzip that does not decompress, bytes that are not UTF
 errors, nesting deeper than MAX_DEPTH (the parsers recurse: a deep document used to end in a
 RecursionError), and numbers that are not finite (JSON's NaN/Infinity extensions, 1e999).
 What the document must contain is the caller's business; this module only guarantees a
-plain, shallow, finite tree of dict/list/str/int/float/bool/None.
+plain, shallow, finite tree of dict/list/str/int/float/bool/None whose integers fit in 64 bits.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 from .errors import InputError
 
 MAX_DEPTH = 32  # deeper than any document of ours (a profile is 4 levels)
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1  # what an address, a count or a C field can hold
 GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -94,6 +95,8 @@ def check_shape(doc: Any, what: str) -> None:
             stack.extend((v, depth + 1) for v in items)
         elif isinstance(value, float) and not math.isfinite(value):
             raise InputError(f"{what} holds a number that is not finite ({value})")
+        elif isinstance(value, int) and not INT_MIN <= value <= INT_MAX:
+            raise InputError(f"{what} holds an integer that does not fit in 64 bits")
 
 
 def _no_constant(name: str) -> float:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..errors import InputError
+from ..errors import InputError, UsageError
 from ..plan import layout as L
 
 if TYPE_CHECKING:
@@ -225,6 +225,12 @@ class IslandMap:
     def rebased(self, load_base: int) -> IslandMap:
         """The same map for an image loaded at `load_base` instead of its link base."""
         bias = load_base - self.image.link_base
+        top = max((sec.end for sec in self.image.sections), default=self.image.link_base)
+        if load_base < 0 or top + bias > 2**64:
+            raise UsageError(
+                f"an image of {top - self.image.link_base:#x} bytes does not fit at "
+                f"{load_base:#x} (past the 64-bit address space)"
+            )
         delta = bias - self.bias
         return IslandMap(
             image=self.image,

@@ -42,10 +42,14 @@ class Region:
 
     def start(self, arena_base: int | None) -> int:
         if self.base is not None:
-            return self.base
-        if arena_base is None:
+            start = self.base
+        elif arena_base is None:
             raise UsageError(f"region {self.name} is arena-relative: give the arena base")
-        return arena_base + int(self.arena_offset or 0)
+        else:
+            start = arena_base + int(self.arena_offset or 0)
+        if start + self.size > 2**64:
+            raise UsageError(f"region {self.name} at {start:#x} runs past the 64-bit address space")
+        return start
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -176,7 +180,9 @@ def _region(t: dict[str, Any], n: int, arena_size: int | None) -> Region:
     if cache not in CACHE_POLICIES:
         raise UsageError(f"{where}: cache {cache!r} is not one of {CACHE_POLICIES}")
     cpus = t.get("preferred_cpus", [])
-    if not isinstance(cpus, list) or not all(isinstance(c, int) and c >= 0 for c in cpus):
+    if not isinstance(cpus, list) or not all(
+        isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in cpus
+    ):
         raise UsageError(f"{where}: preferred_cpus must be a list of CPU numbers")
     return Region(
         name,
@@ -192,23 +198,37 @@ def _region(t: dict[str, Any], n: int, arena_size: int | None) -> Region:
     )
 
 
+def _tables(doc: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """An array of tables ([[key]]); anything else is refused by name."""
+    value = doc.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise UsageError(f"platform: {key} must be an array of tables ([[{key}]])")
+    return value
+
+
+def _hint(h: dict[str, Any], n: int) -> Hint:
+    cpus = h.get("cpus", [])
+    if not isinstance(cpus, list) or not all(
+        isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in cpus
+    ):
+        raise UsageError(f"hint {n}: cpus must be a list of CPU numbers")
+    return Hint(
+        str(h.get("name", h.get("kind", "?"))),
+        str(h.get("kind", "hint")),
+        str(h.get("description", "")),
+        tuple(cpus),
+    )
+
+
 def parse_platform(doc: dict[str, Any], path: str | None = None) -> Platform:
     arena_size = _int(doc, "arena_size", "platform")
-    regions = [_region(t, n, arena_size) for n, t in enumerate(doc.get("region", []))]
+    regions = [_region(t, n, arena_size) for n, t in enumerate(_tables(doc, "region"))]
     if not any(r.role in DEST_ROLES for r in regions):
         raise UsageError("platform has no destination region (role hot or warm)")
     names = [r.name for r in regions]
     if len(set(names)) != len(names):
         raise UsageError(f"platform region names repeat: {names}")
-    hints = [
-        Hint(
-            str(h.get("name", h.get("kind", "?"))),
-            str(h.get("kind", "hint")),
-            str(h.get("description", "")),
-            tuple(h.get("cpus", [])),
-        )
-        for h in doc.get("hint", [])
-    ]
+    hints = [_hint(h, n) for n, h in enumerate(_tables(doc, "hint"))]
     known = {"name", "arena_size", "arena_base", "region", "hint"}
     return Platform(
         name=str(doc.get("name", Path(path).stem if path else "platform")),
