@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..errors import UsageError
-from .options import INPUT_DIR, INPUT_FILE, emit_check, json_option
+from .options import INPUT_FILE, emit_check, json_option
 
 if TYPE_CHECKING:
     from ..doctor import DoctorReport
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 @click.option(
     "--qemu",
     "qemu_dir",
-    type=INPUT_DIR,
+    type=click.Path(file_okay=False, path_type=Path),  # a missing one: "no running guest"
     help="Check a guest started by `codeisland qemu run --workdir DIR` (through qemuhelper).",
 )
 @click.option("--boot", is_flag=True, help="Boot OVMF with the driver under QEMU and check it.")

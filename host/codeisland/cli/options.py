@@ -89,7 +89,6 @@ INSTRUCTIONS = click.IntRange(1, 10**9)  # guest instructions per window / per s
 TIMEOUT = Seconds(maximum=24 * 3600.0)
 # files read whole: must exist and be a file (click says so in one line)
 INPUT_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
-INPUT_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 # files written: through outputs.OutputFile (temp + rename, never over an input)
 OUTPUT_FILE = click.Path(dir_okay=False, path_type=Path)
 
