@@ -164,7 +164,7 @@ static uint64_t bench_validate(void) {
   uint32_t failed;
   for (unsigned r = 0; r < REPS; r++) {
     uint64_t t0 = now_ns();
-    ci_status st = ci_validate(&m->engine, g_plan, plan_size, &view, &failed);
+    ci_status st = ci_validate(&m->engine, g_plan, plan_size, &view, &m->engine.phys[0], &failed);
     t[r] = now_ns() - t0;
     must(st, "validate");
   }

@@ -18,7 +18,7 @@ static ci_status read_callsites(ci_engine *e, ci_work *w) {
   const ci_plan_view *v = &e->plan;
   for (uint32_t k = 0; k < v->header->callsite_count; k++) {
     const ci_callsite *c = &v->callsites[k];
-    const uint8_t *p = ci_host_map(c->insn, 5);
+    const uint8_t *p = ci_host_map(v->phys->insn[k], 5);
     uint8_t insn[5];
     if (!p)
       return CI_ST_INTERNAL;
@@ -26,7 +26,7 @@ static ci_status read_callsites(ci_engine *e, ci_work *w) {
     w->failed_index = k;
     if (insn[0] != c->opcode)
       return CI_ST_CALLSITE_OPCODE;
-    if (!ci_callsite_enters(e, c->insn, insn, v->islands[c->island].src))
+    if (!ci_callsite_enters(e, &v->islands[c->island], c->insn, insn))
       return CI_ST_CALLSITE_TARGET;
     ci_copy(e->callsite_rel[k], insn + 1, 4);
   }
@@ -68,20 +68,20 @@ static ci_status write_patches(ci_engine *e, ci_work *w) {
       return CI_ST_INTERNAL;
     if (!len)
       continue;
-    uint8_t *p = ci_host_map(isl->src, len);
+    uint8_t *p = ci_host_map(v->phys->src[i], len);
     if (!p)
       return CI_ST_INTERNAL;
-    if (!ci_undo_save(&e->undo, CI_UNDO_MEM, isl->src, p, len))
+    if (!ci_undo_save(&e->undo, CI_UNDO_MEM, v->phys->src[i], p, len))
       return CI_ST_UNDO_FULL;
     ci_copy(p, jmp, len);
   }
   for (uint32_t k = 0; k < v->header->callsite_count; k++) {
     const ci_callsite *c = &v->callsites[k];
     int32_t rel = 0;
-    uint8_t *p = ci_host_map(c->insn + 1u, 4);
+    uint8_t *p = ci_host_map(v->phys->insn[k] + 1u, 4);
     if (!p || !ci_rel32(v->islands[c->island].dst, c->insn + 5u, &rel)) /* validated */
       return CI_ST_INTERNAL;
-    if (!ci_undo_save(&e->undo, CI_UNDO_MEM, c->insn + 1u, e->callsite_rel[k], 4))
+    if (!ci_undo_save(&e->undo, CI_UNDO_MEM, v->phys->insn[k] + 1u, e->callsite_rel[k], 4))
       return CI_ST_UNDO_FULL;
     ci_put32(p, (uint32_t)rel);
     w->callsites_patched++;
@@ -101,6 +101,11 @@ static void publish(ci_engine *e) {
   g->plan_flags = v->header->flags;
   for (uint32_t i = 0; i < n; i++) {
     ci_map_entry *m = &e->map[e->map_count];
+    ci_map_space *ms = &e->map_space[e->map_count];
+    ms->orig_pa = v->phys->src[i];
+    ms->cur_pa = v->phys->dst[i];
+    ms->cr3 = v->islands[i].cr3;
+    ms->space = v->islands[i].space;
     e->map_return_slots[e->map_count++] = e->return_slots[i];
     m->orig = v->islands[i].src;
     m->cur = v->islands[i].dst;
@@ -122,6 +127,8 @@ static void plan_moves(ci_engine *e, uint32_t *max_slots) {
     mv->to = v->islands[i].dst;
     mv->size = v->islands[i].size;
     mv->slots = e->return_slots[i];
+    mv->space = v->islands[i].space;
+    mv->cr3 = v->islands[i].cr3;
     if (mv->slots > *max_slots)
       *max_slots = mv->slots;
   }

@@ -109,6 +109,11 @@ static void forget_aside(ci_engine *e) {
 
 /* ---- plan verbs --------------------------------------------------------- */
 
+/* The physical-address table that goes with plan slot buf. */
+static ci_plan_phys *slot_phys(ci_engine *e, const uint8_t *buf) {
+  return &e->phys[buf == e->slot[0] ? 0u : 1u];
+}
+
 /* Make the validated plan in buf the pending one. */
 static void adopt(ci_engine *e, uint8_t *buf, const ci_plan_view *view) {
   e->pending_slot = buf == e->slot[0] ? 0u : 1u;
@@ -132,7 +137,7 @@ static ci_status stage_some(ci_engine *e, ci_work *w) {
 static ci_status stage_plan(ci_engine *e, uint32_t size, ci_work *w) {
   uint8_t *buf = ci_engine_request_buffer(e);
   ci_plan_view view;
-  ci_status st = ci_validate(e, buf, size, &view, &w->failed_index);
+  ci_status st = ci_validate(e, buf, size, &view, slot_phys(e, buf), &w->failed_index);
   if (st != CI_ST_OK)
     return st;
   ci_pending_abandon(e, w);
@@ -145,6 +150,9 @@ static ci_status do_stage(ci_engine *e, uint32_t size, ci_work *w) {
     return stage_plan(e, size, w);
   if (!plan_pending(e))
     return CI_ST_NO_PENDING_PLAN;
+  ci_status st = ci_space_recheck(e, w); /* guest code ran since the last SMI */
+  if (st != CI_ST_OK)
+    return st;
   return stage_some(e, w);
 }
 
@@ -153,7 +161,10 @@ static ci_status commit_pending(ci_engine *e, const ci_cpu_ops *cpu, ci_work *w)
     return CI_ST_NO_PENDING_PLAN;
   if (e->state != CI_STATE_STAGED)
     return CI_ST_NOT_STAGED;
-  ci_status st = ci_stage_recheck(e, w);
+  ci_status st = ci_space_recheck(e, w);
+  if (st != CI_ST_OK)
+    return st;
+  st = ci_stage_recheck(e, w);
   if (st != CI_ST_OK) {
     e->state = CI_STATE_STAGING;
     return st;
@@ -174,7 +185,7 @@ static ci_status commit_pending(ci_engine *e, const ci_cpu_ops *cpu, ci_work *w)
 static ci_status commit_plan(ci_engine *e, const ci_cpu_ops *cpu, uint32_t size, ci_work *w) {
   uint8_t *buf = ci_engine_request_buffer(e);
   ci_plan_view view;
-  ci_status st = ci_validate(e, buf, size, &view, &w->failed_index);
+  ci_status st = ci_validate(e, buf, size, &view, slot_phys(e, buf), &w->failed_index);
   if (st != CI_ST_OK)
     return st;
   if (view.copy_bytes > e->budget)

@@ -2,6 +2,7 @@
  * Declarations shared by the engine's modules (not part of its interface).
  * Module map:
  *   regions.c   allow-list and the "inside a region" checks
+ *   pagewalk.c  address spaces: the page walk, the memory policy
  *   validate.c  the validator (only reader of plan bytes)
  *   undo.c      the undo log in SMRAM
  *   stage.c     differential stage of destination chunks, with fix-ups
@@ -29,9 +30,11 @@ typedef struct ci_work {
 } ci_work;
 
 /* ---- validate.c ---- */
-/* Does the E8/E9 at `insn` (its 5 bytes at `bytes`, already mapped) enter the island at
- * `src`: target src itself, or the endbr64 right in front of it (registered SOURCE bytes). */
-int ci_callsite_enters(const ci_engine *e, uint64_t insn, const uint8_t *bytes, uint64_t src);
+/* Does the E8/E9 at `insn` (its 5 bytes at `bytes`, already mapped) enter island isl:
+ * target its src itself, or the endbr64 right in front of it (SOURCE bytes, reached in the
+ * island's address space). */
+int ci_callsite_enters(const ci_engine *e, const ci_island *isl, uint64_t insn,
+                       const uint8_t *bytes);
 
 /* ---- regions.c ---- */
 /* Status for [base, base+len) that must lie in one region with `need`:
@@ -40,6 +43,27 @@ ci_status ci_region_check(const ci_engine *e, uint64_t base, uint64_t len, uint3
                           ci_status outside);
 /* The region with `need` containing addr (end of that region in *end). */
 int ci_region_end(const ci_engine *e, uint64_t addr, uint32_t need, uint64_t *end);
+
+/* ---- pagewalk.c ---- */
+/* 1 if two CR3 values name the same page tables (PCID bits masked). */
+int ci_cr3_same(uint64_t a, uint64_t b);
+int ci_canonical(uint64_t va);
+/* Walk va in (space, cr3): its physical address and the bytes left in its
+ * page.  NONCANONICAL, PAGE_NOT_PRESENT, SUPERVISOR_PAGE, WALK_TABLE_*,
+ * WALK_DRIVER, INTERNAL or OK; the final page itself is not checked. */
+ci_status ci_walk_addr(const ci_engine *e, uint32_t space, uint64_t cr3, uint64_t va,
+                       uint64_t *pa, uint64_t *room);
+/* Physical start of the virtual [va, va+len) (len <= CI_WALK_MAX_LEN): every
+ * page walked and checked for a role needing `need` (`outside` if a final
+ * page is in no such region, restricted policy), one contiguous range. */
+ci_status ci_walk_range(const ci_engine *e, uint32_t space, uint64_t cr3, uint64_t va,
+                        uint64_t len, uint32_t need, ci_status outside, uint64_t *pa);
+/* [addr, addr+len) of island isl: a physical island's range is checked
+ * against the regions as is, a virtual one's is walked. */
+ci_status ci_place(const ci_engine *e, const ci_island *isl, uint64_t addr, uint64_t len,
+                   uint32_t need, ci_status outside, uint64_t *pa);
+/* The pending plan's virtual addresses still walk to the validated ones. */
+ci_status ci_space_recheck(const ci_engine *e, ci_work *w);
 
 /* ---- undo.c ---- */
 #define CI_UNDO_MEM   1u /* bytes of memory (destination, patches) */

@@ -28,6 +28,7 @@ static void compact(ci_engine *e) {
       continue;
     e->map[out] = e->map[m];
     e->map_return_slots[out] = e->map_return_slots[m];
+    e->map_space[out] = e->map_space[m];
     out++;
   }
   e->map_count = out;

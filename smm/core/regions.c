@@ -3,13 +3,14 @@
 #include "range.h"
 
 #define CI_REGION_FLAGS_KNOWN \
-  (CI_REGION_SOURCE | CI_REGION_DEST | CI_REGION_STACK | CI_REGION_SMRAM)
+  (CI_REGION_SOURCE | CI_REGION_DEST | CI_REGION_STACK | CI_REGION_SMRAM | CI_REGION_DRIVER)
+#define CI_REGION_FORBIDDEN (CI_REGION_SMRAM | CI_REGION_DRIVER) /* each stands alone */
 
 ci_status ci_region_add(ci_engine *e, uint64_t base, uint64_t size, uint32_t flags) {
   if (e->locked)
     return CI_ST_LOCKED;
   if (!ci_range_valid(base, size) || flags == 0 || (flags & ~CI_REGION_FLAGS_KNOWN) ||
-      ((flags & CI_REGION_SMRAM) && flags != CI_REGION_SMRAM) ||
+      ((flags & CI_REGION_FORBIDDEN) && flags != CI_REGION_SMRAM && flags != CI_REGION_DRIVER) ||
       e->region_count >= CI_MAX_REGIONS)
     return CI_ST_REGION_INVALID;
   for (uint32_t i = 0; i < e->region_count; i++)

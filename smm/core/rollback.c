@@ -34,6 +34,8 @@ static uint32_t generation_moves(ci_engine *e, const ci_generation *g) {
     mv->to = m->orig;
     mv->size = m->size;
     mv->slots = e->map_return_slots[g->map_first + i];
+    mv->space = e->map_space[g->map_first + i].space;
+    mv->cr3 = e->map_space[g->map_first + i].cr3;
     if (mv->slots > max_slots)
       max_slots = mv->slots;
   }

@@ -183,16 +183,17 @@ ci_status ci_stage_run(ci_engine *e, ci_work *w, uint32_t budget) {
       continue; /* staged earlier and not found changed */
     if (ch->length > budget - used)
       break;
-    const ci_island *isl = &v->islands[ch->island];
-    const uint8_t *s = ci_host_map(isl->src + ch->offset, ch->length);
-    uint8_t *d = ci_host_map(isl->dst + ch->offset, ch->length);
+    /* memory through the validated physical ranges (contiguous per island) */
+    const uint64_t dst_pa = v->phys->dst[ch->island] + ch->offset;
+    const uint8_t *s = ci_host_map(v->phys->src[ch->island] + ch->offset, ch->length);
+    uint8_t *d = ci_host_map(dst_pa, ch->length);
     if (!s || !d)
       return CI_ST_INTERNAL;
     used += ch->length;
     if (chunk_matches(e, c, s, d)) {
       w->bytes_skipped += ch->length;
     } else {
-      if (!ci_undo_copy(&e->undo, isl->dst + ch->offset, d, s, ch->length))
+      if (!ci_undo_copy(&e->undo, dst_pa, d, s, ch->length))
         return CI_ST_UNDO_FULL;
       w->fixups_applied += chunk_fixups(e, c, d);
       w->bytes_written += ch->length;
@@ -210,7 +211,7 @@ ci_status ci_stage_recheck(ci_engine *e, ci_work *w) {
     if (!e->chunk_smi[c])
       continue;
     const ci_chunk *ch = &v->chunks[c];
-    const uint8_t *d = ci_host_map(v->islands[ch->island].dst + ch->offset, ch->length);
+    const uint8_t *d = ci_host_map(v->phys->dst[ch->island] + ch->offset, ch->length);
     if (!d)
       return CI_ST_INTERNAL;
     if (ci_digest(d, ch->length) != ch->digest) {

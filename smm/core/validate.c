@@ -4,6 +4,13 @@
  * sized from it, and writes nothing but *view and *failed_index, so a rejected
  * plan leaves memory untouched.  Checks run table by table in the order of
  * plan.h; the first failure is reported with its record index.
+ *
+ * Addresses come in two kinds.  The plan's own (src, dst, insn, fix-up
+ * targets) are what code runs at, in the island's address space: the
+ * arithmetic (rel32s, fix-ups, entry jumps) uses them.  Memory is reached,
+ * and every overlap is judged, through the physical addresses the validator
+ * derives itself (ci_place: as is for physical islands, by the page walk for
+ * virtual ones), kept in *phys.
  */
 #include "ci_host.h"
 #include "internal.h"
@@ -85,8 +92,9 @@ static int overlaps_active(const ci_engine *e, uint64_t base, uint64_t len) {
     const ci_generation *gen = &e->gens[g];
     for (uint32_t m = gen->map_first; m < gen->map_first + gen->islands; m++) {
       const ci_map_entry *me = &e->map[m];
-      if (ci_range_overlap(base, len, me->orig, me->size) ||
-          ci_range_overlap(base, len, me->cur, me->size))
+      const ci_map_space *ms = &e->map_space[m];
+      if (ci_range_overlap(base, len, ms->orig_pa, me->size) ||
+          ci_range_overlap(base, len, ms->cur_pa, me->size))
         return 1;
     }
   }
@@ -101,7 +109,8 @@ static int overlaps_retired(const ci_engine *e, uint64_t base, uint64_t len) {
     return 0;
   for (uint32_t m = 0; m < e->map_count; m++) {
     const ci_map_entry *me = &e->map[m];
-    if ((me->flags & CI_MAP_RETIRED) && ci_range_overlap(base, len, me->cur, me->size))
+    if ((me->flags & CI_MAP_RETIRED) &&
+        ci_range_overlap(base, len, e->map_space[m].cur_pa, me->size))
       return 1;
   }
   return 0;
@@ -112,7 +121,8 @@ static int overlaps_live(const ci_engine *e, uint64_t base, uint64_t len) {
   return overlaps_active(e, base, len) || overlaps_retired(e, base, len);
 }
 
-/* Does [base, base+len) overlap a destination of the pending plan?  Its
+/* (All three take physical ranges.)  Does [base, base+len) overlap a
+ * destination of the pending plan?  Its
  * staged bytes are restored when a new plan replaces it, so a new plan must
  * not read (as source or call site) what it staged. */
 static int overlaps_pending_dst(const ci_engine *e, uint64_t base, uint64_t len) {
@@ -120,7 +130,7 @@ static int overlaps_pending_dst(const ci_engine *e, uint64_t base, uint64_t len)
       e->state != CI_STATE_STAGED)
     return 0;
   for (uint32_t i = 0; i < e->plan.header->island_count; i++)
-    if (ci_range_overlap(base, len, e->plan.islands[i].dst, e->plan.islands[i].size))
+    if (ci_range_overlap(base, len, e->plan.phys->dst[i], e->plan.islands[i].size))
       return 1;
   return 0;
 }
@@ -133,11 +143,13 @@ static ci_status check_space(const ci_plan_header *h, const ci_island *isl) {
     return CI_ST_BAD_SPACE;
   if (isl->space == CI_SPACE_PHYSICAL)
     return isl->cr3 ? CI_ST_BAD_SPACE : CI_ST_OK;
-  /* virtual: the page walk is not in this engine yet */
-  return CI_ST_BAD_SPACE;
+  return isl->cr3 & CI_CR3_ADDR_MASK ? CI_ST_OK : CI_ST_BAD_SPACE; /* names tables */
 }
 
-static ci_status check_island(const ci_engine *e, const ci_plan_header *h, const ci_island *isl) {
+/* Island i: its own fields, and where its source and destination lie
+ * physically (into phys). */
+static ci_status check_island(const ci_engine *e, const ci_plan_header *h, const ci_island *isl,
+                              ci_plan_phys *phys, uint32_t i) {
   ci_status st;
   int32_t rel;
   if (isl->flags & ~CI_ISLAND_FLAGS_KNOWN)
@@ -149,36 +161,39 @@ static ci_status check_island(const ci_engine *e, const ci_plan_header *h, const
     return CI_ST_ENTRY_FLAGS;
   if (isl->size == 0 || isl->size > CI_MAX_ISLAND_SIZE)
     return CI_ST_ISLAND_SIZE;
-  st = ci_region_check(e, isl->src, isl->size, CI_REGION_SOURCE, CI_ST_SRC_NOT_REGISTERED);
+  st = ci_place(e, isl, isl->src, isl->size, CI_REGION_SOURCE, CI_ST_SRC_NOT_REGISTERED,
+                &phys->src[i]);
   if (st != CI_ST_OK)
     return st;
-  st = ci_region_check(e, isl->dst, isl->size, CI_REGION_DEST, CI_ST_DST_NOT_REGISTERED);
+  st = ci_place(e, isl, isl->dst, isl->size, CI_REGION_DEST, CI_ST_DST_NOT_REGISTERED,
+                &phys->dst[i]);
   if (st != CI_ST_OK)
     return st;
+  const uint64_t src = phys->src[i], dst = phys->dst[i];
   if (entry_len(isl->flags) > isl->size)
     return CI_ST_ENTRY_TOO_SMALL;
   if ((isl->flags & CI_ISLAND_ENTRY_MASK) == CI_ISLAND_ENTRY_REL32 &&
       !ci_rel32(isl->dst, isl->src + CI_ENTRY_REL32_LEN, &rel))
     return CI_ST_ENTRY_RANGE;
-  if (overlaps_live(e, isl->src, isl->size) || overlaps_pending_dst(e, isl->src, isl->size))
+  if (overlaps_live(e, src, isl->size) || overlaps_pending_dst(e, src, isl->size))
     return CI_ST_ISLAND_ACTIVE;
-  if (overlaps_live(e, isl->dst, isl->size) ||
-      ci_range_overlap(isl->dst, isl->size, isl->src, isl->size))
+  if (overlaps_live(e, dst, isl->size) || ci_range_overlap(dst, isl->size, src, isl->size))
     return CI_ST_DST_OVERLAPS_CODE;
   return CI_ST_OK;
 }
 
-/* Island i against the islands before it (O(n^2) over at most 64). */
-static ci_status check_island_pairs(const ci_island *isl, uint32_t i) {
-  const ci_island *a = &isl[i];
+/* Island i against the islands before it (O(n^2) over at most 64), by
+ * physical range: two virtual ranges may alias one physical range. */
+static ci_status check_island_pairs(const ci_island *isl, const ci_plan_phys *ph, uint32_t i) {
+  const uint32_t an = isl[i].size;
   for (uint32_t j = 0; j < i; j++) {
-    const ci_island *b = &isl[j];
-    if (ci_range_overlap(a->src, a->size, b->src, b->size))
+    const uint32_t bn = isl[j].size;
+    if (ci_range_overlap(ph->src[i], an, ph->src[j], bn))
       return CI_ST_SRC_OVERLAP;
-    if (ci_range_overlap(a->dst, a->size, b->dst, b->size))
+    if (ci_range_overlap(ph->dst[i], an, ph->dst[j], bn))
       return CI_ST_DST_OVERLAP;
-    if (ci_range_overlap(a->dst, a->size, b->src, b->size) ||
-        ci_range_overlap(b->dst, b->size, a->src, a->size))
+    if (ci_range_overlap(ph->dst[i], an, ph->src[j], bn) ||
+        ci_range_overlap(ph->dst[j], bn, ph->src[i], an))
       return CI_ST_DST_OVERLAPS_CODE;
   }
   return CI_ST_OK;
@@ -292,7 +307,7 @@ static ci_status check_fixups(const ci_plan_view *v, uint32_t *failed, uint8_t *
       else {
         cur = f->island;
         isl = &v->islands[cur];
-        src = ci_host_map(isl->src, isl->size);
+        src = ci_host_map(v->phys->src[cur], isl->size);
         prev_end = 0;
         if (!src)
           st = CI_ST_INTERNAL;
@@ -323,29 +338,32 @@ static ci_status check_fixups(const ci_plan_view *v, uint32_t *failed, uint8_t *
 
 static int in_plan_code(const ci_plan_view *v, uint64_t base, uint64_t len) {
   for (uint32_t i = 0; i < v->header->island_count; i++) {
-    const ci_island *isl = &v->islands[i];
-    if (ci_range_overlap(base, len, isl->src, isl->size) ||
-        ci_range_overlap(base, len, isl->dst, isl->size))
+    const uint32_t size = v->islands[i].size;
+    if (ci_range_overlap(base, len, v->phys->src[i], size) ||
+        ci_range_overlap(base, len, v->phys->dst[i], size))
       return 1;
   }
   return 0;
 }
 
-/* Shape and placement, no memory read (all call sites before any value). */
-static ci_status check_callsite_shape(const ci_engine *e, const ci_plan_view *v, uint32_t k) {
+/* Shape and placement, no memory read (all call sites before any value);
+ * the call site lies in its island's address space. */
+static ci_status check_callsite_shape(const ci_engine *e, const ci_plan_view *v,
+                                      ci_plan_phys *phys, uint32_t k) {
   const ci_callsite *c = &v->callsites[k];
   if (c->island >= v->header->island_count)
     return CI_ST_CALLSITE_ISLAND;
   if (c->reserved0 || c->reserved1)
     return CI_ST_BAD_RESERVED;
-  ci_status st = ci_region_check(e, c->insn, 5, CI_REGION_SOURCE, CI_ST_CALLSITE_REGION);
+  ci_status st = ci_place(e, &v->islands[c->island], c->insn, 5, CI_REGION_SOURCE,
+                          CI_ST_CALLSITE_REGION, &phys->insn[k]);
   if (st != CI_ST_OK)
     return st;
-  if (in_plan_code(v, c->insn, 5) || overlaps_live(e, c->insn, 5) ||
-      overlaps_pending_dst(e, c->insn, 5))
+  const uint64_t pa = phys->insn[k];
+  if (in_plan_code(v, pa, 5) || overlaps_live(e, pa, 5) || overlaps_pending_dst(e, pa, 5))
     return CI_ST_CALLSITE_IN_ISLAND;
   for (uint32_t j = 0; j < k; j++)
-    if (ci_range_overlap(c->insn, 5, v->callsites[j].insn, 5))
+    if (ci_range_overlap(pa, 5, phys->insn[j], 5))
       return CI_ST_CALLSITE_OVERLAP;
   return CI_ST_OK;
 }
@@ -353,32 +371,34 @@ static ci_status check_callsite_shape(const ci_engine *e, const ci_plan_view *v,
 /* A call to an island whose function starts with endbr64 targets the marker, which stays in
  * front of the island (src - 4, outside it: indirect calls still land on it).  Re-pointing
  * such a direct call to the copy skips the marker, which only indirect branches need. */
-static int is_endbr_before(const ci_engine *e, uint64_t target, uint64_t src) {
+static int is_endbr_before(const ci_engine *e, const ci_island *isl, uint64_t target) {
   static const uint8_t endbr64[4] = {0xF3, 0x0F, 0x1E, 0xFA};
-  if (src < 4 || target != src - 4 ||
-      ci_region_check(e, target, 4, CI_REGION_SOURCE, CI_ST_CALLSITE_TARGET) != CI_ST_OK)
+  uint64_t pa;
+  if (isl->src < 4 || target != isl->src - 4 ||
+      ci_place(e, isl, target, 4, CI_REGION_SOURCE, CI_ST_CALLSITE_TARGET, &pa) != CI_ST_OK)
     return 0;
-  const uint8_t *p = ci_host_map(target, 4);
+  const uint8_t *p = ci_host_map(pa, 4);
   return p && p[0] == endbr64[0] && p[1] == endbr64[1] && p[2] == endbr64[2] &&
          p[3] == endbr64[3];
 }
 
-int ci_callsite_enters(const ci_engine *e, uint64_t insn, const uint8_t *bytes, uint64_t src) {
+int ci_callsite_enters(const ci_engine *e, const ci_island *isl, uint64_t insn,
+                       const uint8_t *bytes) {
   uint64_t target = insn + 5u + (uint64_t)(int64_t)(int32_t)ci_le32(bytes + 1);
-  return target == src || is_endbr_before(e, target, src);
+  return target == isl->src || is_endbr_before(e, isl, target);
 }
 
 /* The instruction in memory is the one the plan names, and can be re-pointed. */
 static ci_status check_callsite_value(const ci_engine *e, const ci_plan_view *v, uint32_t k) {
   const ci_callsite *c = &v->callsites[k];
   const ci_island *isl = &v->islands[c->island];
-  const uint8_t *p = ci_host_map(c->insn, 5);
+  const uint8_t *p = ci_host_map(v->phys->insn[k], 5);
   int32_t rel;
   if (!p)
     return CI_ST_INTERNAL;
   if ((c->opcode != 0xE8 && c->opcode != 0xE9) || p[0] != c->opcode)
     return CI_ST_CALLSITE_OPCODE;
-  if (!ci_callsite_enters(e, c->insn, p, isl->src))
+  if (!ci_callsite_enters(e, isl, c->insn, p))
     return CI_ST_CALLSITE_TARGET;
   if (!ci_rel32(isl->dst, c->insn + 5u, &rel))
     return CI_ST_CALLSITE_RANGE;
@@ -481,9 +501,10 @@ static ci_status check_capacity(const ci_engine *e, ci_plan_view *v) {
 
 /* ---- the validator ------------------------------------------------------ */
 
-static void make_view(const uint8_t *plan, ci_plan_view *v) {
+static void make_view(const uint8_t *plan, const ci_plan_phys *phys, ci_plan_view *v) {
   const ci_plan_header *h = (const ci_plan_header *)plan;
   const uint8_t *p = plan + sizeof(ci_plan_header);
+  v->phys = phys;
   v->header = h;
   v->islands = (const ci_island *)p;
   p += h->island_count * sizeof(ci_island);
@@ -510,7 +531,7 @@ static void make_view(const uint8_t *plan, ci_plan_view *v) {
   }
 
 ci_status ci_validate(const ci_engine *e, uint8_t *plan, uint32_t size, ci_plan_view *v,
-                      uint32_t *failed) {
+                      ci_plan_phys *phys, uint32_t *failed) {
   *failed = CI_NO_INDEX;
   if (size < sizeof(ci_plan_header))
     return CI_ST_BAD_TOTAL_SIZE;
@@ -522,13 +543,13 @@ ci_status ci_validate(const ci_engine *e, uint8_t *plan, uint32_t size, ci_plan_
     return CI_ST_BAD_DIGEST;
   if (h->flags & ~CI_PLAN_FLAGS_KNOWN || h->reserved[0] || h->reserved[1])
     return CI_ST_BAD_RESERVED;
-  make_view(plan, v);
-  EACH(h->island_count, check_island, e, h, &v->islands[k]);
-  EACH(h->island_count, check_island_pairs, v->islands, k);
+  make_view(plan, phys, v);
+  EACH(h->island_count, check_island, e, h, &v->islands[k], phys, k);
+  EACH(h->island_count, check_island_pairs, v->islands, phys, k);
   st = check_fixups(v, failed, &v->rel32_only);
   if (st != CI_ST_OK)
     return st;
-  EACH(h->callsite_count, check_callsite_shape, e, v, k);
+  EACH(h->callsite_count, check_callsite_shape, e, v, phys, k);
   EACH(h->callsite_count, check_callsite_value, e, v, k);
   st = check_chunks(v, failed, &v->copy_bytes);
   if (st != CI_ST_OK)

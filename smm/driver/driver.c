@@ -33,6 +33,9 @@
 #include "mem.h"
 #include "pi.h"
 
+#ifndef CI_SMM_UNRESTRICTED
+#define CI_SMM_UNRESTRICTED 0 /* 1: CI_MEM_UNRESTRICTED page walks (test boards) */
+#endif
 #ifndef CI_ARENA_PAGES
 #define CI_ARENA_PAGES 4096u /* 16 MiB */
 #endif
@@ -272,6 +275,16 @@ EFI_STATUS EFIAPI CodeIslandSmmEntry(EFI_HANDLE image, EFI_SYSTEM_TABLE *system)
   register_smram();
   if (EFI_IS_ERROR(publish(bs)))
     ci_log("codeisland: error: configuration table not installed\n");
+  /* the mailbox is the host's: a page walk must never read or write it */
+  if (ci_region_add(&g_engine, g_layout.mailbox_base, CI_MAILBOX_SIZE, CI_REGION_DRIVER) !=
+      CI_ST_OK)
+    ci_log("codeisland: error: mailbox not registered as the driver's\n");
+#if CI_SMM_UNRESTRICTED
+  /* The one policy switch (smm/README.md): firmware built without SMM
+   * restricted memory access lets page walks reach any page but SMRAM and
+   * the mailbox. */
+  (void)ci_engine_set_memory_policy(&g_engine, CI_MEM_UNRESTRICTED);
+#endif
   if (ci_region_add(&g_engine, g_layout.arena_base, g_layout.arena_size,
                     CI_REGION_SOURCE | CI_REGION_DEST | CI_REGION_STACK) != CI_ST_OK) {
     ci_log("codeisland: error: arena overlaps SMRAM or the region table is full\n");

@@ -73,7 +73,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memcpy(g_buf, plan, n);
   ci_plan_view view;
   uint32_t failed;
-  ci_status st = ci_validate(&g_m->engine, plan, n, &view, &failed);
+  ci_status st = ci_validate(&g_m->engine, plan, n, &view, &g_m->engine.phys[0], &failed);
   if (memcmp(g_buf, plan, n) != 0)
     abort(); /* the validator must leave the plan as it found it */
   if (st == CI_ST_OK) {

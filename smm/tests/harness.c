@@ -98,6 +98,13 @@ ci_status machine_smi(machine *m, uint32_t command, const void *req, uint32_t si
 
 /* ---- plan builder ---- */
 
+uint64_t (*g_pb_xlat)(uint64_t va);
+
+/* Memory behind a plan address (physical, or through g_pb_xlat). */
+static uint8_t *pb_mem(uint64_t addr, uint64_t len) {
+  return ci_host_map(g_pb_xlat ? g_pb_xlat(addr) : addr, len);
+}
+
 void pb_init(plan_builder *pb, uint32_t plan_id) {
   memset(pb, 0, sizeof *pb);
   pb->h.magic = CI_PLAN_MAGIC;
@@ -114,7 +121,7 @@ uint32_t pb_island(plan_builder *pb, uint64_t src, uint64_t dst, uint32_t size, 
   isl->size = size;
   isl->id = 100 + i;
   isl->flags = flags;
-  uint8_t *p = ci_host_map(src, size);
+  uint8_t *p = pb_mem(src, size);
   if (p)
     for (uint32_t k = 0; k < size; k++)
       p[k] = (uint8_t)(0x40 + ((k * 13u + i * 7u) % 0x3F)); /* never uniform */
@@ -131,7 +138,7 @@ void pb_rel32(plan_builder *pb, uint32_t island, uint32_t offset, uint64_t targe
   f->pc_bias = 4;
   f->offset = offset;
   f->target = target;
-  uint8_t *p = ci_host_map(isl->src + offset, 4);
+  uint8_t *p = pb_mem(isl->src + offset, 4);
   if (p)
     put32(p, (uint32_t)(target - (isl->src + offset + 4)));
 }
@@ -143,7 +150,7 @@ void pb_abs64(plan_builder *pb, uint32_t island, uint32_t offset, uint64_t targe
   f->pc_bias = 0;
   f->offset = offset;
   f->target = target;
-  uint8_t *p = ci_host_map(pb->islands[island].src + offset, 8);
+  uint8_t *p = pb_mem(pb->islands[island].src + offset, 8);
   if (p)
     memcpy(p, &target, 8);
 }
@@ -155,7 +162,7 @@ void pb_callsite(plan_builder *pb, uint32_t island, uint64_t insn) {
   c->opcode = 0xE8;
   c->reserved0 = 0;
   c->reserved1 = 0;
-  uint8_t *p = ci_host_map(insn, 5);
+  uint8_t *p = pb_mem(insn, 5);
   if (p) {
     p[0] = 0xE8;
     put32(p + 1, (uint32_t)(pb->islands[island].src - (insn + 5)));
@@ -177,7 +184,10 @@ void pb_rule(plan_builder *pb, uint32_t island, uint16_t flags, uint32_t slots) 
 
 void pb_final(const plan_builder *pb, uint32_t island, uint8_t *out) {
   const ci_island *isl = &pb->islands[island];
-  memcpy(out, fake_ptr(isl->src, isl->size), isl->size);
+  uint8_t *src = pb_mem(isl->src, isl->size);
+  if (!src)
+    abort();
+  memcpy(out, src, isl->size);
   for (uint32_t k = 0; k < pb->h.fixup_count; k++) {
     const ci_fixup *f = &pb->fixups[k];
     if (f->island != island)

@@ -100,6 +100,10 @@ typedef struct plan_builder {
 } plan_builder;
 
 void pb_init(plan_builder *pb, uint32_t plan_id);
+/* How the builder and its oracle reach an island's memory: NULL (physical
+ * islands) or the test's own virtual -> physical lookup (test_pagewalk.c;
+ * kept apart from the engine's walk so it can serve as an oracle). */
+extern uint64_t (*g_pb_xlat)(uint64_t va);
 /* Island with `size` bytes of recognisable code written at src. */
 uint32_t pb_island(plan_builder *pb, uint64_t src, uint64_t dst, uint32_t size, uint32_t flags);
 /* A rel32 fix-up at `offset` (pc_bias 4) that resolves to target: also writes
@@ -130,5 +134,6 @@ void suite_random(void);
 void suite_keep_copies(void);
 void suite_atomic(void);
 void suite_dma(void);
+void suite_pagewalk(void);
 
 #endif

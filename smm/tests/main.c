@@ -10,6 +10,7 @@ int main(void) {
   suite_keep_copies();
   suite_atomic();
   suite_dma();
+  suite_pagewalk();
   printf("smm native tests: %u checks, %u failures\n", g_checks, g_failures);
   return g_failures ? 1 : 0;
 }

@@ -39,10 +39,18 @@ static void scrub(ci_engine *e) {
   memset(e->ctx_slots, 0, sizeof e->ctx_slots);
   memset(e->ctx_moved, 0, sizeof e->ctx_moved);
   memset(e->ctx_cr3, 0, sizeof e->ctx_cr3);
+  memset(e->ctx_stack_pa, 0, sizeof e->ctx_stack_pa);
   memset(e->ctx_cpl, 0, sizeof e->ctx_cpl);
   memset(e->ctx_win, 0, sizeof e->ctx_win);
   memset(e->callsite_rel, 0, sizeof e->callsite_rel);
   memset(&e->aside, 0, sizeof e->aside);
+  /* the request slot's physical addresses are the validator's scratch, like
+   * the slot itself (a pending plan's are not) */
+  int pending = e->state == CI_STATE_VALIDATED || e->state == CI_STATE_STAGING ||
+                e->state == CI_STATE_STAGED;
+  for (uint32_t k = 0; k < 2; k++)
+    if (!pending || k != e->pending_slot)
+      memset(&e->phys[k], 0, sizeof e->phys[k]);
   /* per-plan tables beyond the plan's chunks hold nothing */
   for (uint32_t c = e->chunk_total; c < CI_MAX_CHUNKS; c++)
     e->chunk_smi[c] = e->chunk_fixup[c] = e->chunk_fast[c] = 0;

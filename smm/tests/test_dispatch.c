@@ -53,8 +53,12 @@ static void test_regions(void) {
            CI_ST_REGION_INVALID);
   CHECK_ST(ci_region_add(e, 0xFFFFFFFFFFFFF000ULL, 0x1000, CI_REGION_SOURCE), CI_ST_OK);
   CHECK_ST(ci_region_add(e, 0x1000, 0x1000, 0), CI_ST_REGION_INVALID);
-  CHECK_ST(ci_region_add(e, 0x1000, 0x1000, 0x10), CI_ST_REGION_INVALID);
+  CHECK_ST(ci_region_add(e, 0x1000, 0x1000, 0x20), CI_ST_REGION_INVALID);
   CHECK_ST(ci_region_add(e, 0x1000, 0x1000, CI_REGION_SMRAM | CI_REGION_DEST),
+           CI_ST_REGION_INVALID);
+  CHECK_ST(ci_region_add(e, 0x1000, 0x1000, CI_REGION_DRIVER | CI_REGION_SOURCE),
+           CI_ST_REGION_INVALID);
+  CHECK_ST(ci_region_add(e, 0x1000, 0x1000, CI_REGION_DRIVER | CI_REGION_SMRAM),
            CI_ST_REGION_INVALID);
   CHECK_ST(ci_region_add(e, 0x1000, 0x1000, CI_REGION_SMRAM), CI_ST_OK);
   CHECK_ST(ci_region_add(e, 0x1FFF, 0x10, CI_REGION_DEST), CI_ST_REGION_INVALID);

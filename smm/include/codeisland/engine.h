@@ -27,6 +27,24 @@
 #define CI_REG_CR3 53u
 
 /*
+ * Memory policy for page walks (virtual islands, plan.h).  RESTRICTED, the
+ * default and what production firmware needs (SMM restricted memory access:
+ * a handler faults on memory that was conventional at lock): every table
+ * page must lie inside a registered region and every final page inside a
+ * region with the role's flags.  UNRESTRICTED, for test boards whose
+ * firmware was built with PcdCpuSmmRestrictedMemoryAccess FALSE: table and
+ * final pages may be any memory outside SMRAM and the driver's pages
+ * (CI_REGION_DRIVER).  Physical islands are checked against the regions
+ * under either policy.  Set before lock; the driver's one switch is the
+ * build define CI_SMM_UNRESTRICTED (smm/README.md).
+ */
+#define CI_MEM_RESTRICTED   0u
+#define CI_MEM_UNRESTRICTED 1u
+
+/* Longest virtual range one walk translates (an island). */
+#define CI_WALK_MAX_LEN CI_MAX_ISLAND_SIZE
+
+/*
  * CPU contexts.  read/write return 0 on success, anything else is a failure
  * the engine reports as CI_ST_CPU_ACCESS (after unwinding what it wrote).
  */
@@ -44,8 +62,17 @@ typedef struct ci_sample_ring {
   uint32_t head; /* samples ever written */
 } ci_sample_ring;
 
+/* Physical addresses the validator derived for a plan (== the plan's own
+ * for physical islands): island sources, destinations and call sites. */
+typedef struct ci_plan_phys {
+  uint64_t src[CI_MAX_ISLANDS];
+  uint64_t dst[CI_MAX_ISLANDS];
+  uint64_t insn[CI_MAX_CALLSITES];
+} ci_plan_phys;
+
 /* The validated plan: typed views into the plan slot it was copied to. */
 typedef struct ci_plan_view {
+  const ci_plan_phys *phys; /* filled by the validator */
   const ci_plan_header *header;
   const ci_island *islands;
   const ci_fixup *fixups;
@@ -76,6 +103,8 @@ typedef struct ci_move {
   uint64_t to;
   uint32_t size;
   uint32_t slots;
+  uint32_t space; /* CI_SPACE_*: PHYSICAL moves apply to every CPU, */
+  uint64_t cr3;   /* others only to CPUs whose saved CR3 names these tables */
 } ci_move;
 
 /* The fields of the pending plan (and the reported state) kept while a
@@ -92,6 +121,14 @@ typedef struct ci_aside {
   uint16_t chunk_fast[CI_MAX_CHUNKS];
   uint16_t return_slots[CI_MAX_ISLANDS];
 } ci_aside;
+/* Engine-side facts of one address-map entry (not published): the physical
+ * ranges every overlap check compares, and the address space. */
+typedef struct ci_map_space {
+  uint64_t orig_pa;
+  uint64_t cur_pa;
+  uint64_t cr3;
+  uint32_t space;
+} ci_map_space;
 
 typedef struct ci_undo {
   uint8_t *pool;
@@ -104,9 +141,11 @@ typedef struct ci_engine {
   ci_region_info regions[CI_MAX_REGIONS];
   uint32_t region_count;
   uint32_t locked;
+  uint32_t memory_policy; /* CI_MEM_* */
 
   /* the pending plan (one at a time) */
   uint8_t *slot[2];    /* SMRAM plan buffers, CI_PLAN_MAX_SIZE each */
+  ci_plan_phys phys[2]; /* the physical addresses of each slot's plan */
   uint32_t pending_slot;
   uint32_t state;      /* CI_STATE_* */
   ci_plan_view plan;   /* valid while a plan is pending */
@@ -131,6 +170,7 @@ typedef struct ci_engine {
    * retired ones (KEEP_COPIES) for the whole boot */
   ci_map_entry map[CI_MAX_MAP_ENTRIES];
   uint16_t map_return_slots[CI_MAX_MAP_ENTRIES];
+  ci_map_space map_space[CI_MAX_MAP_ENTRIES];
   uint32_t map_count;
   uint32_t retired_count; /* entries with CI_MAP_RETIRED */
 
@@ -143,7 +183,8 @@ typedef struct ci_engine {
   uint64_t ctx_rip[CI_MAX_CPUS];   /* as read: what a refused request puts back */
   uint64_t ctx_rsp[CI_MAX_CPUS];
   uint32_t ctx_slots[CI_MAX_CPUS]; /* stack slots usable per CPU */
-  uint64_t ctx_cr3[CI_MAX_CPUS];   /* SAMPLE: read before any sample is written */
+  uint64_t ctx_cr3[CI_MAX_CPUS];   /* SAMPLE, and COMMIT/ROLLBACK of virtual islands */
+  uint64_t ctx_stack_pa[CI_MAX_CPUS]; /* physical address of the window */
   uint8_t ctx_cpl[CI_MAX_CPUS];
   uint8_t ctx_moved[CI_MAX_CPUS];  /* CI_CTX_MOVED_* written so far */
   uint64_t ctx_win[CI_MAX_CPUS][CI_MAX_STACK_SLOTS]; /* stack windows, read once */
@@ -171,6 +212,9 @@ void ci_engine_init(ci_engine *e, uint8_t *slot0, uint8_t *slot1, uint8_t *undo_
  * CI_ST_REGION_INVALID (empty, wraps, overlaps another, or table full). */
 ci_status ci_region_add(ci_engine *e, uint64_t base, uint64_t size, uint32_t flags);
 void ci_engine_lock(ci_engine *e);
+/* CI_MEM_RESTRICTED (the default) or CI_MEM_UNRESTRICTED, before lock:
+ * CI_ST_OK, CI_ST_LOCKED or CI_ST_BAD_REQUEST (unknown policy). */
+ci_status ci_engine_set_memory_policy(ci_engine *e, uint32_t policy);
 
 /* The SMRAM buffer the glue copies the next request into (never the slot
  * holding the pending plan). */
@@ -189,12 +233,13 @@ ci_status ci_dispatch(ci_engine *e, const ci_cpu_ops *cpu, ci_sample_ring *ring,
                       uint32_t command, uint32_t req_size, uint32_t budget, uint32_t smi,
                       uint8_t *resp, uint32_t resp_max, uint32_t *resp_size);
 
-/* The validator: the only reader of plan bytes.  Writes only *view and
+/* The validator: the only reader of plan bytes.  Writes only *view, *phys
+ * (the physical addresses it derived; view->phys points there) and
  * *failed_index (the digest field of plan is zeroed while it is summed and
  * restored).  Exposed for the fuzzer and tests. */
 
 ci_status ci_validate(const ci_engine *e, uint8_t *plan, uint32_t size,
-                      ci_plan_view *view, uint32_t *failed_index);
+                      ci_plan_view *view, ci_plan_phys *phys, uint32_t *failed_index);
 
 /* Text of a status (from CI_STATUS_LIST); "unknown status" otherwise. */
 const char *ci_status_text(uint32_t status);
