@@ -16,10 +16,10 @@ import pytest
 from test_emu_common import ensure_built
 from unicorn.x86_const import UC_X86_REG_CR3, UC_X86_REG_CS, UC_X86_REG_RIP, UC_X86_REG_RSP
 
+from codeisland.emulator.session import Session, boot
 from codeisland.plan import layout as L
 from codeisland.plan.apply import make_chunks, relocated_bytes
 from codeisland.plan.document import Plan
-from smmemu.session import Session, boot
 
 USER = 0x7  # present, writable, user
 VA_SRC = 0x7F12_3456_1000

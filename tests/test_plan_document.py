@@ -7,6 +7,7 @@ import pytest
 from codeisland.errors import PlanError
 from codeisland.plan import layout as L
 from codeisland.plan.apply import entry_patch, make_chunks, relocated_bytes
+from codeisland.plan.digest import digest64
 from codeisland.plan.document import Plan
 
 
@@ -88,3 +89,25 @@ def test_entry_patches() -> None:
     assert entry_patch(isl) == b"\xff\x25\0\0\0\0" + (0x2000).to_bytes(8, "little")
     isl.flags = L.ISLAND_ENTRY_NONE
     assert entry_patch(isl) == b""
+
+
+def test_address_space_round_trips_and_v1_plans_read_as_physical() -> None:
+    plan = _plan()
+    plan.place_in_address_space(L.SPACE_USER, 0x1234_5000 | 0x7)
+    back = Plan.from_bytes(plan.to_bytes())
+    assert (back.islands[0].space, back.islands[0].cr3) == (L.SPACE_USER, 0x1234_5007)
+    with pytest.raises(PlanError, match="CR3"):
+        plan.place_in_address_space(L.SPACE_USER, 0xFFF)  # PCID bits only: no tables
+    with pytest.raises(PlanError, match="cr3 0"):
+        plan.place_in_address_space(L.SPACE_PHYSICAL, 0x1000)
+    v1 = bytearray(_plan().to_bytes())
+    v1[8] = 1  # version 1, resealed below: its islands are physical
+    v1[16:24] = bytes(8)
+    v1[16:24] = digest64(bytes(v1)).to_bytes(8, "little")
+    assert Plan.from_bytes(bytes(v1)).islands[0].space == L.SPACE_PHYSICAL
+    bad = bytearray(plan.to_bytes())
+    bad[8] = 1
+    bad[16:24] = bytes(8)
+    bad[16:24] = digest64(bytes(bad)).to_bytes(8, "little")
+    with pytest.raises(PlanError, match="reserved island fields"):
+        Plan.from_bytes(bytes(bad))

@@ -528,7 +528,35 @@ static void test_policy(void) {
   space_free(m);
 }
 
+/* ROLLBACK of an older virtual generation under a newer physical one: both
+ * are undone, the virtual one only on the CPU of its address space. */
+static void test_rollback_mixed(void) {
+  machine *m = space_machine();
+  base_plan();
+  CHECK_ST(machine_smi(m, CI_CMD_COMMIT, g_plan, encode()), CI_ST_OK);
+  uint32_t first = machine_result(m)->generation;
+  g_pb_xlat = 0;
+  pb_init(pb, 18);
+  (void)pb_island(pb, T_SRC + 0x1000, T_ARENA + 0x80000, 0x100, CI_ISLAND_ENTRY_REL32);
+  pb_chunks(pb, 0x100);
+  CHECK_ST(machine_smi(m, CI_CMD_COMMIT, g_plan, encode()), CI_ST_OK);
+  m->cpus.cr3[0] = g_cr3 | 0x2u;
+  m->cpus.rip[0] = VA_DST + 0x880;
+  m->cpus.rsp[0] = VA_STK + 0xF00; /* its stack is walked from its own CR3 */
+  m->cpus.cr3[1] = PA_TABLES + 0x3F000; /* other tables: its equal RIP stays */
+  m->cpus.rip[1] = VA_DST + 0x880;
+  m->cpus.rip[2] = T_ARENA + 0x80010; /* physical copy: any CPU */
+  CHECK_ST(machine_smi(m, CI_CMD_ROLLBACK, &first, 4), CI_ST_OK);
+  CHECK_EQ(machine_result(m)->contexts_translated, 2);
+  CHECK_EQ(m->cpus.rip[0], VA_SRC + 0x880);
+  CHECK_EQ(m->cpus.rip[1], VA_DST + 0x880);
+  CHECK_EQ(m->cpus.rip[2], T_SRC + 0x1010);
+  CHECK_EQ(m->engine.gen_count, 0);
+  space_free(m);
+}
+
 void suite_pagewalk(void) {
+  test_rollback_mixed();
   test_round_trip();
   test_large_pages();
   test_statuses();

@@ -44,6 +44,19 @@ class Plan:
     def tables(self) -> list[list]:  # type: ignore[type-arg]
         return [self.islands, self.fixups, self.callsites, self.chunks, self.targets, self.rules]
 
+    def place_in_address_space(self, space: int, cr3: int) -> None:
+        """Every island (and its call sites) lives at virtual addresses in the page tables at
+        cr3 (SPACE_USER: a process, SPACE_KERNEL), or SPACE_PHYSICAL with cr3 0.  The engine
+        walks the tables itself; nothing here names a physical address."""
+        if space not in (L.SPACE_PHYSICAL, L.SPACE_USER, L.SPACE_KERNEL):
+            raise PlanError(f"unknown address space {space}")
+        if space == L.SPACE_PHYSICAL and cr3:
+            raise PlanError("a physical island has cr3 0")
+        if space != L.SPACE_PHYSICAL and not cr3 & L.CR3_ADDR_MASK:
+            raise PlanError("a virtual island needs the CR3 of its page tables")
+        for isl in self.islands:
+            isl.space, isl.cr3 = space, cr3
+
     @property
     def keep_copies(self) -> bool:
         """PLAN_KEEP_COPIES: a ROLLBACK of this plan leaves its copies in place (retired)."""
@@ -139,6 +152,8 @@ class Plan:
             for _ in range(getattr(h, count_field)):
                 rows.append(rtype.from_bytes(raw, offset))
                 offset += size
+        if h.version == 1 and any(isl.space or isl.cr3 for isl in plan.islands):
+            raise PlanError("plan v1 has reserved island fields set (v2's space and cr3)")
         return plan
 
 
