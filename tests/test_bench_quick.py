@@ -11,10 +11,11 @@ import pytest
 
 from codeisland.frontend.fetchtrace import library_path
 
-POLICIES = {"none", "reactive", "ewma", "predictive", "oracle"}
+POLICIES = {"none", "reactive", "ewma", "predictive", "next_window", "static", "hot_once"}
 CELL_KEYS = {
     "modeled_cycles",
     "share_of_oracle_gain",
+    "share_of_upper_bound",
     "relocations",
     "rollbacks",
     "bytes_staged",
@@ -35,6 +36,8 @@ def test_bench_quick_json(tmp_path: Path) -> None:
     d = json.loads(r.stdout)
     assert isinstance(d["predictive_share_of_oracle_gain"], float)
     assert isinstance(d["predictive_over_reactive_gain"], float)
+    assert isinstance(d["predictive_share_of_upper_bound"], float)
+    assert isinstance(d["predictive_over_static_gain"], float)
     assert "model" in d["note"]
     assert [w["name"] for w in d["workloads"]] == ["daily", "interactive", "pipeline", "mixed"]
     for w in d["workloads"]:
@@ -43,12 +46,23 @@ def test_bench_quick_json(tmp_path: Path) -> None:
             assert set(cell) >= CELL_KEYS
             if policy == "none":
                 assert cell["relocations"] == 0 and cell["gain"] == 0
-        assert w["cells"]["oracle"]["share_of_oracle_gain"] == pytest.approx(1.0)
+        assert w["cells"]["next_window"]["share_of_oracle_gain"] == pytest.approx(1.0)
+        bound = w["upper_bound"]
+        assert bound["method"] in ("exact", "milp-dual", "lp")
+        assert 0 < bound["gain"] <= bound["all_misses_cycles"]
+        for policy, cell in w["cells"].items():  # no policy beats the bound, or it is reported
+            over = cell["gain"] > bound["gain"]
+            assert over == (f"{w['name']}/{policy}" in d["bound_violations"])
+            assert cell["share_of_upper_bound"] == pytest.approx(cell["gain"] / bound["gain"])
         assert w["retrains"] > 0
     gains = d["gains"]
     assert d["predictive_share_of_oracle_gain"] == pytest.approx(
-        gains["predictive"] / gains["oracle"]
+        gains["predictive"] / gains["next_window"]
     )
+    assert d["predictive_share_of_upper_bound"] == pytest.approx(
+        gains["predictive"] / d["upper_bound_gain"]
+    )
+    assert d["predictive_over_static_gain"] == pytest.approx(gains["predictive"] / gains["static"])
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted([f"heat_{w}.png" for w in ("daily", "interactive", "pipeline", "mixed")]
                            + ["policies.png"])  # fmt: skip

@@ -80,10 +80,13 @@ class DoubleMachine:
         return [(g, list(m)) for g, m in self.gens]
 
 
-def run(hot_cpb: float, windows: int) -> tuple[DoubleMachine, ClosedLoop]:
+def run(
+    hot_cpb: float, windows: int, policy: str = "next_window"
+) -> tuple[DoubleMachine, ClosedLoop]:
     m = DoubleMachine(hot_cpb)
     cost = CostModel(2, 40, 20000, stage_budget=16384, smis_per_window=4)
-    loop = ClosedLoop(m, make_policy("oracle", 2), cost, cooldown=3, keep_ratio=0.5)
+    profile = np.array([50.0, 0.0])  # the whole run's mean samples, for the static layout
+    loop = ClosedLoop(m, make_policy(policy, 2, profile), cost, cooldown=3, keep_ratio=0.5)
     for _ in range(windows):
         loop.step()
     return m, loop
@@ -99,6 +102,14 @@ def test_move_that_falls_short_is_rolled_back_and_cools_down() -> None:
     ]
     assert loop.stats.shortfall_rollbacks == 2
     assert loop.stats.rollbacks == 2 and loop.stats.relocations == 2
+
+
+@pytest.mark.parametrize("policy", ["static", "hot_once"])
+def test_baselines_never_undo_a_move(policy: str) -> None:
+    # the same short-falling move the loop rolls back for the other policies stays
+    m, loop = run(hot_cpb=9.5, windows=7, policy=policy)
+    assert m.log == ["commit 1 [0]"]
+    assert loop.stats.rollbacks == 0
 
 
 def test_move_that_pays_is_kept() -> None:

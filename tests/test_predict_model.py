@@ -130,9 +130,9 @@ def test_baseline_policies() -> None:
     assert r.predict(0, None).tolist() == [0, 8]
     assert e.predict(0, None).tolist() == [2, 4]
     assert make_policy("none", 2).predict(0, None).tolist() == [0, 0]
-    assert make_policy("oracle", 2).predict(0, np.array([3, 1])).tolist() == [3, 1]
+    assert make_policy("next_window", 2).predict(0, np.array([3, 1])).tolist() == [3, 1]
     with pytest.raises(UsageError):
-        make_policy("oracle", 2).predict(0, None)
+        make_policy("next_window", 2).predict(0, None)
     with pytest.raises(UsageError, match="unknown policy"):
         make_policy("psychic", 2)
     _ = FrontendParams()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -17,7 +18,9 @@ POLICY_COLORS = {
     "reactive": "#e69f00",
     "ewma": "#56b4e9",
     "predictive": "#009e73",
-    "oracle": "#cc79a7",
+    "next_window": "#cc79a7",
+    "static": "#795548",
+    "hot_once": "#d55e00",
 }
 
 
@@ -68,26 +71,62 @@ def heat_plot(
 
 
 def comparison_plot(results: list[WorkloadResult], path: Path) -> Path:
-    """Gain over `none` per workload and policy, as a share of the oracle's gain."""
+    """Gain over `none` per workload and policy, with the trace's upper bound; and each gain as
+    a share of that bound."""
     policies = [p for p in POLICY_COLORS if p != "none" and p in results[0].cells]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6), dpi=110)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), dpi=110)
     width = 0.8 / len(policies)
     x = np.arange(len(results))
     for k, p in enumerate(policies):
         gains = [100 * r.cells[p].gain / r.cells["none"].stats["modeled_cycles"] for r in results]
-        share = [100 * (r.cells[p].share_of_oracle_gain or 0) for r in results]
+        share = [100 * (r.cells[p].share_of_upper_bound or 0) for r in results]
         ax1.bar(x + k * width, gains, width, label=p, color=POLICY_COLORS[p])
         ax2.bar(x + k * width, share, width, label=p, color=POLICY_COLORS[p])
+    bounds = [
+        100 * r.bound.gain / r.cells["none"].stats["modeled_cycles"] if r.bound else np.nan
+        for r in results
+    ]
+    ax1.hlines(bounds, x - width / 2, x + width * (len(policies) - 0.5), colors="black",
+               linestyles="--", linewidth=1.2, label="upper bound")  # fmt: skip
     for ax in (ax1, ax2):
         ax.set_xticks(x + width * (len(policies) - 1) / 2, [r.name for r in results])
         ax.axhline(0, color="black", linewidth=0.8)
     ax1.set_ylabel("modeled cycles saved vs none (%)")
-    ax1.set_title("gain over no relocation", fontsize=10)
-    ax2.axhline(90, color="#009e73", linestyle=":", linewidth=1)
-    ax2.set_ylabel("share of the oracle's gain (%)")
-    ax2.set_title("share of the oracle's gain (dotted: 90% target)", fontsize=10)
-    ax2.legend(fontsize=8)
+    ax1.set_title("gain over no relocation (dashed: upper bound of the trace)", fontsize=10)
+    ax1.legend(fontsize=7, ncol=2)
+    ax2.set_ylabel("share of the upper bound (%)")
+    ax2.set_title("share of the upper bound (bench/bound.py)", fontsize=10)
     fig.text(0.01, 0.01, MODEL_NOTE, fontsize=6, color="#555555")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def sensitivity_plot(points: list[Any], path: Path) -> Path:
+    """Headline ratios per cost-model setting (bench/sensitivity.py points)."""
+    labels = [p.parameter if p.parameter == "baseline" else f"{p.parameter}\nx{p.factor:g}"
+              for p in points]  # fmt: skip
+    x = np.arange(len(points))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.6), dpi=110)
+    share = [100 * (p.headline["predictive_share_of_upper_bound"] or 0) for p in points]
+    bound = [100 * p.upper_bound_gain_share for p in points]
+    ax1.bar(x - 0.2, bound, 0.4, label="upper bound: gain over none (%)", color="#9e9e9e")
+    ax1.bar(x + 0.2, share, 0.4, label="predictive: share of the bound (%)",
+            color=POLICY_COLORS["predictive"])  # fmt: skip
+    ax1.set_title("the bound and predictive's share of it", fontsize=10)
+    for key, color, off in (
+        ("predictive_over_static_gain", POLICY_COLORS["static"], -0.2),
+        ("predictive_over_reactive_gain", POLICY_COLORS["reactive"], 0.2),
+    ):
+        ax2.bar(x + off, [p.headline[key] or 0 for p in points], 0.4, label=key, color=color)
+    ax2.axhline(1.0, color="black", linestyle=":", linewidth=1)
+    ax2.set_title("predictive's gain over the baselines' (dotted: equal)", fontsize=10)
+    for ax in (ax1, ax2):
+        ax.set_xticks(x, labels, fontsize=7)
+        ax.legend(fontsize=7)
+    fig.text(0.01, 0.01, MODEL_NOTE + "; one parameter changed at a time", fontsize=6,
+             color="#555555")  # fmt: skip
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path)
     plt.close(fig)

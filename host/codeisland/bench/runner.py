@@ -4,7 +4,9 @@ All policies of a workload run in lock-step over the same block streams (one Str
 their differences come from their decisions only.  The first `warmup` windows (two emulated days
 by default) run but are not counted: every policy starts cold and the predictive model needs
 history for its first training.  Gains are measured against policy `none` in modeled front-end
-cycles plus the modeled cycles the relocation SMIs took.  THE COST MODEL IS A MODEL.
+cycles plus the modeled cycles the relocation SMIs took.  Every policy's gain is also given as a
+share of the trace's upper bound (bound.py), computed from the `none` run's per-window misses.
+THE COST MODEL IS A MODEL.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from tqdm import tqdm
 
 from ..frontend.params import FrontendParams
 from ..loop.controller import ClosedLoop
+from ..loop.machine import Observation
 from ..loop.modelmachine import ModelMachine, StreamSource
 from ..loop.workloads import WINDOWS_PER_DAY, WORKLOADS, make_workload
-from ..predict.policies import POLICIES, PredictivePolicy, make_policy
+from ..predict.policies import CLAIRVOYANT, POLICIES, PredictivePolicy, make_policy
 from ..predict.priority import CostModel
+from .bound import UpperBound, upper_bound
 
 MODEL_NOTE = (
     "figures are modeled front-end cycles (L1i/iTLB cost model fed by an island-level block "
@@ -56,7 +60,8 @@ class Cell:
     policy: str
     stats: dict[str, Any]
     gain: float = 0.0
-    share_of_oracle_gain: float | None = None
+    share_of_oracle_gain: float | None = None  # of the next-window oracle's gain (myopic)
+    share_of_upper_bound: float | None = None
 
 
 @dataclass
@@ -71,6 +76,7 @@ class WorkloadResult:
     retrains: int = 0
     island_names: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # e.g. large pages the arena cannot have
+    bound: UpperBound | None = None
 
     def regroups(self) -> dict[str, list[dict[str, Any]]]:
         """Merges and splits per policy: window, kind and the member islands by name."""
@@ -89,21 +95,47 @@ class WorkloadResult:
         }
 
 
+class _Recorder:
+    """A machine whose windows' per-island miss cycles are kept (for the bound): the `none` run
+    gives each island's misses at its origin, window by window."""
+
+    def __init__(self, machine: ModelMachine, params: FrontendParams) -> None:
+        self.machine = machine
+        self.params = params
+        self.saving: list[np.ndarray] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.machine, name)
+
+    def run_window(self) -> Observation:
+        obs = self.machine.run_window()
+        self.saving.append(
+            obs.island_itlb_misses * self.params.itlb4k_miss_cycles
+            + obs.island_l1i_misses * self.params.l1i_miss_cycles
+        )
+        return obs
+
+
 def run_workload(
     name: str, cfg: BenchConfig, params: FrontendParams, progress: tqdm | None = None
 ) -> WorkloadResult:
     w = make_workload(name, cfg.seed)
     source = StreamSource(w)
     cost = CostModel.from_params(params, cfg.stage_budget, cfg.smis_per_window)
+    profile = source.mean_samples(cfg.windows)
+    policies = cfg.policies if "none" in cfg.policies else ("none", *cfg.policies)
+    recorder = _Recorder(ModelMachine(source, params, cfg.hot_capacity, cfg.stage_budget), params)
     loops = {
         p: ClosedLoop(
-            ModelMachine(source, params, cfg.hot_capacity, cfg.stage_budget),
-            make_policy(p, len(w.islands)),
+            recorder
+            if p == "none"
+            else ModelMachine(source, params, cfg.hot_capacity, cfg.stage_budget),
+            make_policy(p, len(w.islands), profile),
             cost,
             warmup=cfg.warmup,
             params=params,
         )
-        for p in cfg.policies
+        for p in policies
     }
     for _ in range(cfg.windows):
         for loop in loops.values():
@@ -111,7 +143,15 @@ def run_workload(
         if progress is not None:
             progress.update(1)
     cells = {p: Cell(name, p, _stats(loop)) for p, loop in loops.items()}
-    _gains(cells)
+    size = np.array([i.size for i in w.islands])
+    bound = upper_bound(
+        np.array(recorder.saving[cfg.warmup :]),
+        size,
+        cost.move_cost(size, w.fixups),
+        cfg.hot_capacity,
+        cost.window_bytes,
+    )
+    _gains(cells, bound)
     ref = loops.get("predictive") or next(iter(loops.values()))
     group_of = ["background"] * len(w.islands)
     for g, members in w.groups.items():
@@ -125,6 +165,7 @@ def run_workload(
         {p: loop.stats.events for p, loop in loops.items()},
         group_of,
         island_names=[i.name for i in w.islands],
+        bound=bound,
     )
     pol = ref.policy
     if isinstance(pol, PredictivePolicy):
@@ -153,16 +194,19 @@ def _stats(loop: ClosedLoop) -> dict[str, Any]:
     }
 
 
-def _gains(cells: dict[str, Cell]) -> None:
+def _gains(cells: dict[str, Cell], bound: UpperBound | None = None) -> None:
     if "none" not in cells:
         return
     base = cells["none"].stats["modeled_cycles"]
     for c in cells.values():
         c.gain = base - c.stats["modeled_cycles"]
-    oracle = cells.get("oracle")
+    oracle = cells.get("next_window")
     if oracle is not None and oracle.gain > 0:
         for c in cells.values():
             c.share_of_oracle_gain = c.gain / oracle.gain
+    if bound is not None and bound.gain > 0:
+        for c in cells.values():
+            c.share_of_upper_bound = c.gain / bound.gain
 
 
 def run(cfg: BenchConfig, params: FrontendParams) -> list[WorkloadResult]:
@@ -189,8 +233,9 @@ def run_emulated(
 ) -> WorkloadResult:
     """The same loop on smmemu: the real driver relocates the real workload's functions.
 
-    Each policy boots its own machine and runs the same seeded windows.  The oracle cannot run
-    here (the emulator does not know its future); it is left out of this table.
+    Each policy boots its own machine and runs the same seeded windows.  The clairvoyant
+    policies (next-window oracle, static layout) cannot run here (the emulator does not know
+    its future); they are left out of this table, and so is the bound.
     """
     from ..loop.emulated import EmulatedMachine
 
@@ -201,7 +246,7 @@ def run_emulated(
     result_policy = None
     warnings: list[str] = []
     for p in policies:
-        if p == "oracle":
+        if p in CLAIRVOYANT:
             continue
         m = EmulatedMachine(workload, seed=seed, params=params, hot_capacity=hot_capacity,
                             window_instructions=window_instructions)  # fmt: skip

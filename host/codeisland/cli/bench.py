@@ -45,6 +45,11 @@ from .options import INPUT_FILE, NAME, WINDOWS, emit, json_option, seed_option
     type=click.IntRange(1, 1024),
     help="Hot-region capacity in KiB (emulated run; 1..1024, capped at the arena's).",
 )
+@click.option(
+    "--sensitivity",
+    is_flag=True,
+    help="Run the benchmark over a small grid of cost-model settings (table + plot).",
+)
 @json_option
 def command(
     quick: bool,
@@ -56,10 +61,12 @@ def command(
     emulated: str | None,
     windows: int | None,
     hot_kib: int,
+    sensitivity: bool,
     as_json: bool,
 ) -> None:
-    """Compare relocation policies (none, reactive, ewma, predictive, oracle) on workloads with
-    designed phase behaviour.  Every figure is from the front-end cost model: a model."""
+    """Compare relocation policies (none, reactive, ewma, predictive, the next-window oracle,
+    a static offline layout, move-hot-once) on workloads with designed phase behaviour, each as
+    a share of the trace's upper bound.  Every figure is from the front-end cost model: a model."""
     from ..bench.plots import comparison_plot, heat_plot
     from ..bench.report import BenchReport
     from ..bench.runner import BenchConfig, run, run_emulated
@@ -73,6 +80,8 @@ def command(
         )
     if windows is not None and not emulated:
         raise UsageError("--windows applies to an --emulated run only")
+    if sensitivity and emulated:
+        raise UsageError("--sensitivity runs the model bench only (not with --emulated)")
     params = load_frontend_params(platform)
     if not no_plots:  # before the run: an unwritable --out must not cost a whole bench
         try:
@@ -82,6 +91,14 @@ def command(
     kw = {"workloads": workloads or WORKLOADS, "seed": seed}
     cfg = BenchConfig.quick(**kw) if quick else BenchConfig(**kw)
     start = time.perf_counter()
+    if sensitivity:
+        from ..bench.plots import sensitivity_plot
+        from ..bench.sensitivity import SensitivityReport, run_grid
+
+        grid = run_grid(cfg, params)
+        plot = None if no_plots else sensitivity_plot(grid, out / "sensitivity.png")
+        emit(SensitivityReport(cfg, grid, plot, time.perf_counter() - start), as_json)
+        return
     if emulated:
         n = windows if windows is not None else (24 if quick else 36)
         warm = min(36, n // 2)

@@ -149,7 +149,7 @@ class ClosedLoop:
         resident = self.resident()
         self.benefit.learn(obs, samples, resident)
         failed = self._measure(obs, samples, resident)
-        if failed is not None:
+        if failed is not None and not self.policy.keeps_moves:
             r = self.m.rollback(failed)
             self.stats.add(r, "rollback", self.window, counted)
             if counted:
@@ -210,6 +210,9 @@ class ClosedLoop:
         for c in chosen:
             benefit[c.island] = c.priority
         recent = np.array(self.heat_log[-PLAN_HISTORY:])
+        if self.policy.keeps_moves:  # never undo a move: add only what fits beside them
+            self._commit(self._fitting(add, chosen, gens), [], recent, benefit, counted)
+            return
         splits = self.m.conflicts(recent) if gens else []
         cut = self._rollback_point(gens, want, add, benefit)
         if splits:  # a split undoes the merged island's generation (and every newer one)
@@ -223,19 +226,41 @@ class ClosedLoop:
                 self.stats.regroup("split", members, self.window, counted)
             readd = [i for i in r.islands if want[i]]
             add[readd] = True
-        if add.any():
-            r = self.m.commit([int(i) for i in np.nonzero(add)[0]], recent, benefit)
-            self.stats.add(r, "commit", self.window, counted)
-            if counted:
-                self.stats.moved_again += sum(1 for i in readd if i in r.islands)
-            self.pending = (
-                r.generation,
-                {
-                    i: self.benefit.predicted_saving_per_block(i)
-                    for i in r.islands
-                    if i not in readd
-                },
-            )
+        self._commit(add, readd, recent, benefit, counted)
+
+    def _commit(
+        self,
+        add: np.ndarray,
+        readd: list[int],
+        recent: np.ndarray,
+        benefit: np.ndarray,
+        counted: bool,
+    ) -> None:
+        if not add.any():
+            return
+        r = self.m.commit([int(i) for i in np.nonzero(add)[0]], recent, benefit)
+        self.stats.add(r, "commit", self.window, counted)
+        if counted:
+            self.stats.moved_again += sum(1 for i in readd if i in r.islands)
+        self.pending = (
+            r.generation,
+            {i: self.benefit.predicted_saving_per_block(i) for i in r.islands if i not in readd},
+        )
+
+    def _fitting(
+        self, add: np.ndarray, chosen: list[Any], gens: list[tuple[int, list[int]]]
+    ) -> np.ndarray:
+        """The islands of `add`, best first, that fit in the room the resident ones leave (and
+        none once the generation stack is full)."""
+        out = np.zeros_like(add)
+        if len(gens) >= self.m.max_generations:
+            return out
+        room = self.m.hot_capacity - sum(int(self.size[m]) for _, members in gens for m in members)
+        for c in chosen:
+            if add[c.island] and self.size[c.island] <= room:
+                out[c.island] = True
+                room -= int(self.size[c.island])
+        return out
 
     def _rollback_point(
         self,

@@ -1,7 +1,7 @@
 """An island-level model machine for the benchmark: workload streams through the native model.
 
 This is a MODEL, not the emulator: it does not execute guest instructions.  Each window, the
-workload's executions (bench/workloads.py) become a basic-block fetch stream at the islands'
+workload's executions (loop/workloads.py) become a basic-block fetch stream at the islands'
 current addresses, fed in bulk to the native front-end model (emulation/native, the same code
 the Unicorn hook runs), which counts per-island blocks and modeled cycles.  RIP samples are
 taken every `sample_every` blocks, as periodic SMIs would.  Relocation follows the driver's
@@ -73,6 +73,12 @@ class StreamSource:
         phase = int(rng.integers(0, self.sample_every))
         samples = np.arange(phase, len(island), self.sample_every)
         return island.astype(np.int64), offset.astype(np.uint64), size, samples
+
+    def mean_samples(self, windows: int) -> np.ndarray:
+        """Expected samples per island per window over windows 0..windows-1: the whole profile
+        (exact executions x blocks / sampling period), for offline layouts."""
+        execs = sum(self.w.executions(t).astype(np.float64) for t in range(windows))
+        return np.asarray(execs) / max(windows, 1) * self.nblocks / self.sample_every
 
     def samples_per_island(self, t: int) -> np.ndarray:
         island, _, _, samples = self.stream(t)

@@ -5,9 +5,15 @@
   ewma        exponentially weighted moving average of the counts (alpha 0.5)
   predictive  the scikit-learn heat model, retrained on a sliding window every few windows
               (EWMA until it has enough history for its first training)
-  oracle      knows the next window's counts (given by the machine, which can replay them)
+  next_window the myopic oracle: knows the next window's counts exactly (given by a machine that
+              can replay them), nothing later; with the same greedy selection it is NOT an upper
+              bound (bench/bound.py computes one)
+  static      an offline layout from the whole profile, as BOLT-style function reordering would
+              give: the islands hottest over the whole trace, moved once, never moved again
+  hot_once    moves every island the first time it is hot and never evicts or rolls back
 
-All policies share the priority and selection of priority.py, so they differ only in foresight.
+All policies share the priority and selection of priority.py, so they differ only in foresight
+(and static/hot_once in never undoing a move: `keeps_moves`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from .model import HeatModel
 class Policy(ABC):
     name = "policy"
     relocates = True
+    keeps_moves = False  # True: the loop never evicts or rolls back what this policy moved
 
     def __init__(self, n_islands: int) -> None:
         self.n = n_islands
@@ -123,22 +130,69 @@ class PredictivePolicy(EwmaPolicy):
         return heat
 
 
-class OraclePolicy(Policy):
-    name = "oracle"
+class NextWindowOraclePolicy(Policy):
+    name = "next_window"
 
     def predict(self, next_time_of_day: float, future: np.ndarray | None) -> np.ndarray:
         if future is None:
-            raise UsageError("the oracle policy needs a machine that can replay the next window")
+            raise UsageError(
+                "the next-window oracle needs a machine that can replay the next window"
+            )
         return np.asarray(future, dtype=np.float64)
 
 
+class StaticPolicy(Policy):
+    """The whole run's mean heat per island, every window: the same hot set throughout."""
+
+    name = "static"
+    keeps_moves = True
+
+    def __init__(self, n_islands: int, profile: np.ndarray | None = None) -> None:
+        super().__init__(n_islands)
+        self.profile = profile  # mean samples per island per window over the whole trace
+
+    def predict(self, next_time_of_day: float, future: np.ndarray | None) -> np.ndarray:
+        if self.profile is None:
+            raise UsageError("the static layout needs the whole profile (a replayable trace)")
+        return self.profile
+
+
+class HotOncePolicy(Policy):
+    """Each island's highest count so far: once hot, wanted for good."""
+
+    name = "hot_once"
+    keeps_moves = True
+
+    def __init__(self, n_islands: int) -> None:
+        super().__init__(n_islands)
+        self.peak = np.zeros(n_islands)
+
+    def _observed(self) -> None:
+        self.peak = np.maximum(self.peak, self.counts[-1])
+
+    def predict(self, next_time_of_day: float, future: np.ndarray | None) -> np.ndarray:
+        return self.peak
+
+
 POLICIES: dict[str, type[Policy]] = {
-    p.name: p for p in (NonePolicy, ReactivePolicy, EwmaPolicy, PredictivePolicy, OraclePolicy)
+    p.name: p
+    for p in (
+        NonePolicy,
+        ReactivePolicy,
+        EwmaPolicy,
+        PredictivePolicy,
+        NextWindowOraclePolicy,
+        StaticPolicy,
+        HotOncePolicy,
+    )
 }
+# policies that need what only a replayable trace gives (the next window, the whole profile)
+CLAIRVOYANT = ("next_window", "static")
 
 
-def make_policy(name: str, n_islands: int) -> Policy:
-    try:
-        return POLICIES[name](n_islands)
-    except KeyError:
-        raise UsageError(f"unknown policy {name!r} (known: {', '.join(POLICIES)})") from None
+def make_policy(name: str, n_islands: int, profile: np.ndarray | None = None) -> Policy:
+    if name not in POLICIES:
+        raise UsageError(f"unknown policy {name!r} (known: {', '.join(POLICIES)})")
+    if name == StaticPolicy.name:
+        return StaticPolicy(n_islands, profile)
+    return POLICIES[name](n_islands)
