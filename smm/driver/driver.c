@@ -279,12 +279,14 @@ EFI_STATUS EFIAPI CodeIslandSmmEntry(EFI_HANDLE image, EFI_SYSTEM_TABLE *system)
   if (ci_region_add(&g_engine, g_layout.mailbox_base, CI_MAILBOX_SIZE, CI_REGION_DRIVER) !=
       CI_ST_OK)
     ci_log("codeisland: error: mailbox not registered as the driver's\n");
-#if CI_SMM_UNRESTRICTED
-  /* The one policy switch (smm/README.md): firmware built without SMM
-   * restricted memory access lets page walks reach any page but SMRAM and
-   * the mailbox. */
-  (void)ci_engine_set_memory_policy(&g_engine, CI_MEM_UNRESTRICTED);
-#endif
+  /* The memory policy of page walks (smm/README.md): unrestricted -- any page
+   * but SMRAM and the mailbox -- only where the firmware is built without SMM
+   * restricted memory access: the build define, or the platform's own EDK2
+   * build saying so (firmware_flags from PcdCpuSmmRestrictedMemoryAccess). */
+  if (CI_SMM_UNRESTRICTED || (g_layout.firmware_flags & CI_FIRMWARE_SMM_UNRESTRICTED)) {
+    (void)ci_engine_set_memory_policy(&g_engine, CI_MEM_UNRESTRICTED);
+    ci_log("codeisland: page walks=unrestricted\n");
+  }
   if (ci_region_add(&g_engine, g_layout.arena_base, g_layout.arena_size,
                     CI_REGION_SOURCE | CI_REGION_DEST | CI_REGION_STACK) != CI_ST_OK) {
     ci_log("codeisland: error: arena overlaps SMRAM or the region table is full\n");
