@@ -105,6 +105,8 @@ CASES: list[tuple[str, str]] = [
     ("analyze-truncated", "analyze {trunc_elf}"),
     ("analyze-garbage", "analyze {garbage}"),
     ("analyze-json-as-image", "analyze {profile}"),
+    ("analyze-device", "analyze /dev/zero"),
+    ("profile-show-device", "profile show /dev/zero"),
     ("analyze-load-base-65-bits", "analyze {elf} --load-base 0x1ffffffffffffffff"),
     ("analyze-load-base-negative", "analyze {elf} --load-base -4096"),
     ("analyze-load-base-text", "analyze {elf} --load-base high"),

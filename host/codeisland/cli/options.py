@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -87,8 +89,24 @@ THREADS = click.IntRange(1, 16)
 WINDOWS = click.IntRange(1, 10_000)  # profile and loop windows: bounded work per run
 INSTRUCTIONS = click.IntRange(1, 10**9)  # guest instructions per window / per sample
 TIMEOUT = Seconds(maximum=24 * 3600.0)
-# files read whole: must exist and be a file (click says so in one line)
-INPUT_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+class InputFile(click.Path):
+    """A file read whole: it exists, is not a directory (click says so in one line), and is
+    not a device (/dev/zero would be read forever).  Pipes are fine."""
+
+    def __init__(self) -> None:
+        super().__init__(exists=True, dir_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        path = super().convert(value, param, ctx)
+        mode = os.stat(path).st_mode
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            self.fail(f"{str(path)!r} is a device, not a file", param, ctx)
+        return path
+
+
+INPUT_FILE = InputFile()
 # files written: through outputs.OutputFile (temp + rename, never over an input)
 OUTPUT_FILE = click.Path(dir_okay=False, path_type=Path)
 

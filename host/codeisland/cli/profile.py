@@ -115,42 +115,29 @@ def record(
     as_json: bool,
 ) -> None:
     """Record a profile file from an emulated run."""
-    how = (workload, source, cpus, threads, windows, window_instructions, sample_every, seed)
     with OutputFile(output, what="profile") as tmp:
-        _record(*how).save(tmp)
+        if source == "model":
+            profile = _record_model(workload, windows, seed)
+        else:
+            from ..emulator.record import record_emulated
+
+            profile = record_emulated(
+                workload, cpus=cpus, threads=threads, windows=windows,
+                window_instructions=window_instructions, sample_every=sample_every, seed=seed,
+            )  # fmt: skip
+        profile.save(tmp)
         summary = summarize(tmp)
     summary.path = output
     emit(summary, as_json)
 
 
-def _record(
-    workload: str,
-    source: str,
-    cpus: int,
-    threads: int,
-    windows: int,
-    window_instructions: int,
-    sample_every: int,
-    seed: int,
-) -> Profile:
-    if source == "model":
-        from ..loop.modelmachine import record_model
-        from ..loop.workloads import WORKLOADS
+def _record_model(workload: str, windows: int, seed: int) -> Profile:
+    from ..loop.modelmachine import record_model
+    from ..loop.workloads import WORKLOADS
 
-        if workload not in WORKLOADS:
-            raise UsageError(f"model workloads are {', '.join(WORKLOADS)}")
-        return record_model(workload, windows, seed)
-    from ..emulator.record import record_emulated
-
-    return record_emulated(
-        workload,
-        cpus=cpus,
-        threads=threads,
-        windows=windows,
-        window_instructions=window_instructions,
-        sample_every=sample_every,
-        seed=seed,
-    )
+    if workload not in WORKLOADS:
+        raise UsageError(f"model workloads are {', '.join(WORKLOADS)}")
+    return record_model(workload, windows, seed)
 
 
 @command.command(name="show")
