@@ -93,7 +93,7 @@ def comparison_plot(results: list[WorkloadResult], path: Path) -> Path:
         ax.axhline(0, color="black", linewidth=0.8)
     ax1.set_ylabel("modeled cycles saved vs none (%)")
     ax1.set_title("gain over no relocation (dashed: upper bound of the trace)", fontsize=10)
-    ax1.legend(fontsize=7, ncol=2)
+    ax1.legend(fontsize=7, ncol=2, loc="center right")
     ax2.set_ylabel("share of the upper bound (%)")
     ax2.set_title("share of the upper bound (bench/bound.py)", fontsize=10)
     fig.text(0.01, 0.01, MODEL_NOTE, fontsize=6, color="#555555")
