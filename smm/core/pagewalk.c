@@ -40,15 +40,22 @@ static int overlaps_kind(const ci_engine *e, uint64_t base, uint64_t len, uint32
   return 0;
 }
 
+/* What no walk may reach under either policy: SMRAM (`in_smram`), then the
+ * driver's own pages. */
+static ci_status forbidden(const ci_engine *e, uint64_t base, uint64_t len, ci_status in_smram) {
+  if (overlaps_kind(e, base, len, CI_REGION_SMRAM))
+    return in_smram;
+  if (overlaps_kind(e, base, len, CI_REGION_DRIVER))
+    return CI_ST_WALK_DRIVER;
+  return CI_ST_OK;
+}
+
 /* A table page may be read: never SMRAM or the driver's pages; restricted,
  * only inside a registered region (SOURCE, DEST or STACK). */
 static ci_status check_table(const ci_engine *e, uint64_t table) {
-  if (overlaps_kind(e, table, PAGE_4K, CI_REGION_SMRAM))
-    return CI_ST_WALK_TABLE_SMRAM;
-  if (overlaps_kind(e, table, PAGE_4K, CI_REGION_DRIVER))
-    return CI_ST_WALK_DRIVER;
-  if (e->memory_policy == CI_MEM_UNRESTRICTED)
-    return CI_ST_OK;
+  ci_status st = forbidden(e, table, PAGE_4K, CI_ST_WALK_TABLE_SMRAM);
+  if (st != CI_ST_OK || e->memory_policy == CI_MEM_UNRESTRICTED)
+    return st;
   for (uint32_t i = 0; i < e->region_count; i++)
     if (ci_range_inside(table, PAGE_4K, e->regions[i].base, e->regions[i].size))
       return CI_ST_OK; /* regions never overlap: this one is not SMRAM/DRIVER */
@@ -60,12 +67,9 @@ static ci_status check_final(const ci_engine *e, uint64_t pa, uint64_t len, uint
                              ci_status outside) {
   if (!ci_range_valid(pa, len))
     return CI_ST_RANGE_WRAP;
-  if (overlaps_kind(e, pa, len, CI_REGION_SMRAM))
-    return CI_ST_WALK_PAGE_SMRAM;
-  if (overlaps_kind(e, pa, len, CI_REGION_DRIVER))
-    return CI_ST_WALK_DRIVER;
-  if (e->memory_policy == CI_MEM_UNRESTRICTED)
-    return CI_ST_OK;
+  ci_status st = forbidden(e, pa, len, CI_ST_WALK_PAGE_SMRAM);
+  if (st != CI_ST_OK || e->memory_policy == CI_MEM_UNRESTRICTED)
+    return st;
   return ci_region_check(e, pa, len, need, outside);
 }
 
