@@ -226,6 +226,7 @@ CASES: list[tuple[str, str]] = [
     # bench
     ("bench-emulated-empty", "bench --emulated="),
     ("bench-emulated-blank", "bench --emulated ' '"),
+    ("bench-emulated-unknown", "bench --emulated nosuch --windows 2 --no-plots"),
     ("bench-windows-huge", "bench --emulated lz --windows 99999999999999999999"),
     ("bench-windows-zero", "bench --emulated lz --windows 0"),
     ("bench-windows-float", "bench --emulated lz --windows 1e23"),
@@ -297,6 +298,8 @@ def _assert_refused(code: int, stderr: str, stdout: str) -> None:
     assert code == 2, f"exit {code}: {stderr}"
     assert len(lines) == 1, f"expected one stderr line, got:\n{stderr}"
     assert "error" in lines[0]
+    if not lines[0].startswith("codeisland: error: "):  # a click usage error: where help is
+        assert lines[0].startswith("codeisland") and lines[0].endswith(" --help'."), lines[0]
     assert "Traceback" not in stderr and "internal error" not in stderr
     assert stdout == ""
 
