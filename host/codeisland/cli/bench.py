@@ -35,15 +35,13 @@ from .options import INPUT_FILE, NAME, WINDOWS, emit, json_option, seed_option
     metavar="WORKLOAD",
     help="Run the loop on smmemu with the real driver and this guest workload instead.",
 )
-@click.option(
-    "--windows", type=WINDOWS, help="Windows per policy (emulated run; 1..10000, default 36)."
-)
+@click.option("--windows", type=WINDOWS, help="Windows per policy (emulated run; default 36).")
 @click.option(
     "--hot-kib",
     default=32,
     show_default=True,
     type=click.IntRange(1, 1024),
-    help="Hot-region capacity in KiB (emulated run; 1..1024, capped at the arena's).",
+    help="Hot-region capacity in KiB (emulated run; capped at the arena's).",
 )
 @click.option(
     "--sensitivity",

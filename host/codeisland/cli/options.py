@@ -131,7 +131,7 @@ def load_base_option(func: F) -> F:
 def seed_option(help_text: str) -> Callable[[F], F]:
     def decorate(func: F) -> F:
         return click.option(
-            "--seed", type=SEED, default=1, show_default=True, help=f"{help_text} (0..2**32-1)."
+            "--seed", type=SEED, default=1, show_default=True, help=f"{help_text}."
         )(func)
 
     return decorate

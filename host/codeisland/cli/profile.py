@@ -90,14 +90,14 @@ def command() -> None:
 )
 @click.option("--cpus", default=2, show_default=True, type=CPUS)
 @click.option("--threads", default=2, show_default=True, type=THREADS)
-@click.option("--windows", default=8, show_default=True, type=WINDOWS, help="1..10000.")
+@click.option("--windows", default=8, show_default=True, type=WINDOWS, help="Windows to record.")
 @click.option(
     "--window-instructions", default=400_000, show_default=True, type=INSTRUCTIONS,
-    help="Guest instructions per window (1..10**9).",
+    help="Guest instructions per window.",
 )  # fmt: skip
 @click.option(
     "--sample-every", default=20_000, show_default=True, type=INSTRUCTIONS,
-    help="Instructions per SAMPLE (1..10**9).",
+    help="Instructions per SAMPLE.",
 )  # fmt: skip
 @seed_option("Workload and SMI seed")
 @click.option("-o", "--output", type=OUTPUT_FILE, required=True)

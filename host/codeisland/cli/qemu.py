@@ -77,9 +77,9 @@ class RunReport:
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--memory", "memory_mib", default=512, show_default=True, type=click.IntRange(128, 16384),
-    help="Guest MiB (128..16384).",
+    help="Guest MiB.",
 )  # fmt: skip
-@click.option("--cpus", default=1, show_default=True, type=CPUS, help="Guest vCPUs (1..64).")
+@click.option("--cpus", default=1, show_default=True, type=CPUS, help="Guest vCPUs.")
 @click.option(
     "--timeout", "timeout_s", default=60.0, show_default=True, type=TIMEOUT,
     help="Seconds to wait for the guest to power off (0 < s <= 86400).",
