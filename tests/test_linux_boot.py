@@ -47,6 +47,16 @@ def test_doctor_is_ready_with_a_linux_guest_then_an_unanswered_smi(tmp_path: Pat
         assert "SetVirtualAddressMap" in checks["driver found"]["detail"]
         assert checks["target"]["verdict"] == "ok"
         assert "Linux guest agent" in checks["target"]["detail"]
+        prof = subprocess.run(
+            [*CLI, "profile", "record", "--source", "qemu", "--qemu", str(tmp_path / "vm"),
+             "--windows", "2", "--samples", "8", "-o", str(tmp_path / "p.json"), "--json"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert prof.returncode == 0, prof.stderr
+        summary = json.loads(prof.stdout)
+        assert summary["source"]["kind"] == "qemu-linux" and summary["windows"] == 2
+        assert summary["samples"] > 0  # the workload's own samples, by CR3 and CPL
+        assert summary["hottest"][0]["name"] in ("hot_loop", "mix")
         with session.transport_for(m) as t:
             d = t.discover()
             assert d.method == MEMORY_SCAN

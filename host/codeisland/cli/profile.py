@@ -83,10 +83,20 @@ def command() -> None:
 )
 @click.option(
     "--source",
-    type=click.Choice(["emulator", "model"]),
+    type=click.Choice(["emulator", "model", "qemu"]),
     default="emulator",
     show_default=True,
-    help="emulator: the real driver in smmemu; model: the benchmark's island-level model.",
+    help="emulator: the real driver in smmemu; model: the benchmark's island-level model; "
+    "qemu: SAMPLE SMIs on a running guest (--qemu DIR, e.g. `qemu run --guest linux`).",
+)
+@click.option(
+    "--qemu",
+    "qemu_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With --source qemu: the workdir of a running `codeisland qemu run --guest linux`.",
+)
+@click.option(
+    "--samples", default=16, show_default=True, help="With --source qemu: SAMPLEs per window."
 )
 @click.option("--cpus", default=2, show_default=True, type=CPUS)
 @click.option("--threads", default=2, show_default=True, type=THREADS)
@@ -105,6 +115,8 @@ def command() -> None:
 def record(
     workload: str,
     source: str,
+    qemu_dir: Path | None,
+    samples: int,
     cpus: int,
     threads: int,
     windows: int,
@@ -114,9 +126,13 @@ def record(
     output: Path,
     as_json: bool,
 ) -> None:
-    """Record a profile file from an emulated run."""
+    """Record a profile file from an emulated run, or from a running QEMU guest."""
+    if (source == "qemu") != (qemu_dir is not None):
+        raise UsageError("--source qemu and --qemu DIR go together")
     with OutputFile(output, what="profile") as tmp:
-        if source == "model":
+        if qemu_dir is not None:
+            profile = _record_qemu(qemu_dir, windows, samples)
+        elif source == "model":
             profile = _record_model(workload, windows, seed)
         else:
             from ..emulator.record import record_emulated
@@ -138,6 +154,16 @@ def _record_model(workload: str, windows: int, seed: int) -> Profile:
     if workload not in WORKLOADS:
         raise UsageError(f"model workloads are {', '.join(WORKLOADS)}")
     return record_model(workload, windows, seed)
+
+
+def _record_qemu(workdir: Path, windows: int, samples: int) -> Profile:
+    from ..qemu import session
+    from ..qemu.linux.profile import record_guest
+
+    if not 1 <= samples <= 10_000:
+        raise UsageError(f"--samples must be 1..10000 (got {samples})")
+    with session.transport_from_workdir(workdir) as t:
+        return record_guest(t, windows, samples)
 
 
 @command.command(name="show")

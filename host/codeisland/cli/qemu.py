@@ -74,6 +74,13 @@ class RunReport:
     help="With --guest linux: this bzImage instead of the cached Debian vmlinuz.",
 )
 @click.option("--threads", default=2, show_default=True, help="Linux agent's worker threads.")
+@click.option(
+    "--workload",
+    type=NAME,
+    default="own",
+    show_default=True,
+    help="With --guest linux: the agent's workload ('own' or an emulator workload name).",
+)
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--memory", "memory_mib", default=512, show_default=True, type=click.IntRange(128, 16384),
@@ -93,6 +100,7 @@ def run_cmd(
     guest: str,
     kernel: Path | None,
     threads: int,
+    workload: str,
     workdir: Path | None,
     memory_mib: int,
     cpus: int,
@@ -115,7 +123,9 @@ def run_cmd(
         if guest == LINUX:
             from ..qemu.linux import guest as linux
 
-            settings = linux.LinuxSettings(threads=threads, max_seconds=int(timeout_s))
+            settings = linux.LinuxSettings(
+                threads=threads, max_seconds=int(timeout_s), workload=workload
+            )
             linux.check_settings(settings, memory_mib, kernel)
             image = image or session.prepare_image(workdir, driver)
             config = linux.machine_config(image, workdir, settings, memory_mib, cpus, kernel)
