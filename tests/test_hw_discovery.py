@@ -19,7 +19,8 @@ ST, CT, MAILBOX, CFG, ARENA = 0x2F0008, 0x100000, 0x200000, 0x200800, 0x300000
 
 def _mailbox(mem: bytearray, at: int, names: int | None = None) -> None:
     mb = L.Mailbox()
-    mb.signature, mb.version, mb.header_size = L.MAILBOX_SIGNATURE, 1, ctypes.sizeof(mb)
+    mb.signature, mb.version = L.MAILBOX_SIGNATURE, L.MAILBOX_VERSION
+    mb.header_size = ctypes.sizeof(mb)
     mb.mailbox_base = at if names is None else names
     mb.mailbox_size = 0x10000
     mb.request_offset, mb.request_max = 0x1000, 0x4000

@@ -71,16 +71,20 @@ static workload_fn run_workload;
 static pthread_mutex_t round_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void say(const char *fmt, ...) {
-  char line[256];
-  va_list ap;
-  va_start(ap, fmt);
+static void vsay(const char *prefix, const char *fmt, va_list ap) {
+  char line[224];
   vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
   pthread_mutex_lock(&print_lock);
-  printf("codeisland-agent: %s\n", line);
+  printf("codeisland-agent: %s%s\n", prefix, line);
   fflush(stdout);
   pthread_mutex_unlock(&print_lock);
+}
+
+static void say(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsay("", fmt, ap);
+  va_end(ap);
 }
 
 static void power_off(int code) {
@@ -91,12 +95,10 @@ static void power_off(int code) {
 }
 
 static void fail(const char *fmt, ...) {
-  char line[224];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
+  vsay("error: ", fmt, ap);
   va_end(ap);
-  say("error: %s", line);
   power_off(1);
 }
 

@@ -28,6 +28,7 @@ from ..errors import DriverRejected, EmulationError, ToolMissing
 from ..hw.transport import ChipsecTransport
 from ..plan import layout as L
 from ..plan.apply import entry_patch
+from ..plan.document import Plan
 from ..planning.platform import load_platform
 from ..relocation import RelocationPlan, Relocator, RetryPolicy, movable, occupied
 from ..relocation.placement import plan_ranked, region_platform
@@ -128,6 +129,35 @@ def build(root: Path, workload: str) -> None:
             raise ToolMissing(f"make {' '.join(args)} failed: {(r.stderr or r.stdout)[-400:]}")
 
 
+def refused_untouched(
+    m: Machine, t: ChipsecTransport, rel: Relocator, bad: Plan
+) -> tuple[bool, str]:
+    """Send `bad` (aimed at SMRAM) as one COMMIT: (refused with TOUCHES_SMRAM or
+    DST_NOT_REGISTERED and nothing written, status name).  Nothing written: the driver's byte
+    and generation counters, the first island's source bytes, and its destination in SMRAM as
+    the test sees it through the raw RAM file (which the guest cannot), all unchanged."""
+    island = bad.islands[0]
+    before_q = rel.query().info
+    before_src = t.read_phys(int(island.src), 16)
+    ram = m.ram()
+    lo, hi = int(island.dst), int(island.dst) + int(island.size)
+    before_smram = bytes(ram[lo:hi])
+    try:
+        rel.commit(bad.to_bytes())
+        return False, "ACCEPTED"
+    except DriverRejected as exc:
+        status = L.Status(exc.status).name
+    after_q = rel.query().info
+    assert before_q is not None and after_q is not None
+    unchanged = (
+        after_q.total_bytes_written == before_q.total_bytes_written
+        and after_q.generations == before_q.generations
+        and t.read_phys(int(island.src), 16) == before_src
+        and bytes(ram[lo:hi]) == before_smram
+    )
+    return unchanged and status in ("TOUCHES_SMRAM", "DST_NOT_REGISTERED"), status
+
+
 def hot_islands(imap: IslandMap, workload: str) -> tuple[str, ...]:
     """Our workload: its hot loop and the helper it calls.  An emulator workload: every
     movable island (up to a plan's maximum), so the interrupted thread is likely in one."""
@@ -215,29 +245,8 @@ class E2e:
             wp.imap, wp.names, inside, arena_base=0, plan_id=99, read_bytes=t.read_phys,
             callsites=True, chunk_size=CHUNK_SIZE,
         ).plan  # fmt: skip
-        before_q = rel.query().info
-        island = bad.islands[0]
-        before_src = t.read_phys(island.src, 16)
-        ram = m.ram()  # the test's own view of SMRAM: the raw RAM file, which the guest cannot
-        lo, hi = int(island.dst), int(island.dst) + int(island.size)
-        before_smram = bytes(ram[lo:hi])
-        try:
-            rel.commit(bad.to_bytes())
-            self.report.bad_plan_status = "ACCEPTED"
-            return
-        except DriverRejected as exc:
-            self.report.bad_plan_status = L.Status(exc.status).name
-        after_q = rel.query().info
-        assert before_q is not None and after_q is not None
-        unchanged = (
-            after_q.total_bytes_written == before_q.total_bytes_written
-            and after_q.generations == before_q.generations
-            and t.read_phys(island.src, 16) == before_src
-            and bytes(ram[lo:hi]) == before_smram
-        )
-        self.report.bad_plan_rejected = unchanged and self.report.bad_plan_status in (
-            "TOUCHES_SMRAM",
-            "DST_NOT_REGISTERED",
+        self.report.bad_plan_rejected, self.report.bad_plan_status = refused_untouched(
+            m, t, rel, bad
         )
 
     # -- stage and commit while the workload runs ------------------------------------------

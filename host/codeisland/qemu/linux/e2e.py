@@ -48,11 +48,11 @@ from ...plan import layout as L
 from ...plan.apply import entry_patch, relocated_bytes
 from ...planning.passes import Options
 from ...planning.platform import load_platform
-from ...relocation import Relocator, occupied, plan_relocation
+from ...relocation import Relocator, movable, occupied, plan_relocation
 from ...relocation.placement import RelocationPlan, region_platform
 from ...transport.mailbox import MailboxClient
 from .. import session
-from ..e2e import E2eReport, hot_islands
+from ..e2e import E2eReport, refused_untouched
 from ..machine import Machine
 from ..target import ROUND_MARK
 from . import agent, guest
@@ -63,6 +63,8 @@ MAX_COMMIT_ATTEMPTS = 8
 ROUNDS_AFTER_COMMIT = 4
 SAMPLES = 8
 MAX_CR3_SAMPLES = 40
+RANK_SAMPLES = 24  # SAMPLE SMIs that rank the islands before planning
+HOT_ISLANDS = 16  # so that retries (keep-copies: each retires its copies) fit the address map
 ROUND_TRIPS = 5
 STAGE_BUDGET = 4096  # the engine's minimum: the plan stages over several SMIs
 CHUNK_SIZE = 256
@@ -89,6 +91,7 @@ class LinuxE2eReport(E2eReport):
     smi_round_trip_ms: list[float] = field(default_factory=list)
     guest_up_seconds: float = 0.0
     thread_rounds_after_commit: list[int] = field(default_factory=list)
+    ranked_samples: dict[str, int] = field(default_factory=dict)  # island -> samples before
 
     @property
     def ok(self) -> bool:
@@ -181,9 +184,9 @@ class LinuxE2e:
             rel = Relocator(client, stage_budget=STAGE_BUDGET)
             space, cr3 = self._address_space(rel, ctl)
             imap = analyze(session.workload_elf(self.workload), load_base=int(ctl.blob_va))
-            names = hot_islands(imap.image.path, self.workload)
+            names = self._hottest(rel, imap, cr3)
             self._mark("plan")
-            self._bad_plan(m, t, client, imap, names, ctl)
+            self._bad_plan(m, t, rel, imap, names, ctl)
             self._mark("bad_plan")
             plan = self._commit(t, rel, ag, imap, names, ctl, space, cr3)
             self._mark("commit")
@@ -240,13 +243,28 @@ class LinuxE2e:
             "(the agent's threads are not running?)"
         )
 
+    def _hottest(self, rel: Relocator, imap: IslandMap, cr3: int) -> tuple[str, ...]:
+        """The movable islands ranked by SAMPLEs of the workload's own CPL-3 samples (ties and
+        unsampled ones in address order), at most HOT_ISLANDS: the plan moves the hottest."""
+        hits: dict[str, int] = {}
+        for _ in range(RANK_SAMPLES):
+            for s in rel.sample():
+                if s.cpl == 3 and int(s.cr3) & L.CR3_ADDR_MASK == cr3:
+                    isl = imap.island_at(int(s.rip))
+                    if isl is not None:
+                        hits[isl.name] = hits.get(isl.name, 0) + 1
+            time.sleep(0.02)
+        order = sorted(movable(imap), key=lambda i: (-hits.get(i.name, 0), i.start))
+        self.report.ranked_samples = {n: c for n, c in hits.items()}
+        return tuple(i.name for i in order[:HOT_ISLANDS])
+
     # -- the SMRAM plan ---------------------------------------------------------------------
 
     def _bad_plan(
         self,
         m: Machine,
         t: ChipsecTransport,
-        client: MailboxClient,
+        rel: Relocator,
         imap: IslandMap,
         names: tuple[str, ...],
         ctl: agent.AgentControl,
@@ -259,26 +277,8 @@ class LinuxE2e:
         bad = _plan(
             phys, names, smram.tseg_base + 0x1000, smram.tseg_size // 2, 99, t.read_phys, []
         ).plan
-        island = bad.islands[0]
-        before_q = client.query().info
-        before_src = t.read_phys(int(island.src), 16)
-        ram = m.ram()  # the test's own view of SMRAM: the raw RAM file
-        lo, hi = int(island.dst), int(island.dst) + int(island.size)
-        before_smram = bytes(ram[lo:hi])
-        try:
-            client.commit(bad.to_bytes())
-            self.report.bad_plan_status = "ACCEPTED"
-            return
-        except DriverRejected as exc:
-            self.report.bad_plan_status = L.Status(exc.status).name
-        after_q = client.query().info
-        assert before_q is not None and after_q is not None
-        self.report.bad_plan_rejected = (
-            after_q.total_bytes_written == before_q.total_bytes_written
-            and after_q.generations == before_q.generations
-            and t.read_phys(int(island.src), 16) == before_src
-            and bytes(ram[lo:hi]) == before_smram
-            and self.report.bad_plan_status in ("TOUCHES_SMRAM", "DST_NOT_REGISTERED")
+        self.report.bad_plan_rejected, self.report.bad_plan_status = refused_untouched(
+            m, t, rel, bad
         )
 
     # -- stage and commit while the threads run ---------------------------------------------
