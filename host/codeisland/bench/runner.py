@@ -99,7 +99,7 @@ class _Recorder:
     """A machine whose windows' per-island miss cycles are kept (for the bound): the `none` run
     gives each island's misses at its origin, window by window."""
 
-    def __init__(self, machine: ModelMachine, params: FrontendParams) -> None:
+    def __init__(self, machine: Any, params: FrontendParams) -> None:
         self.machine = machine
         self.params = params
         self.saving: list[np.ndarray] = []
@@ -114,6 +114,31 @@ class _Recorder:
             + obs.island_l1i_misses * self.params.l1i_miss_cycles
         )
         return obs
+
+
+class _Replay:
+    """A machine that knows its next window from a recorded run of the same seeded workload
+    (the emulator is deterministic for a seed): what the clairvoyant policies need there.
+    Relocation adds a few instructions (entry jumps), so a window of the replayed run can
+    differ slightly from the recorded one: the oracle is clairvoyant up to that."""
+
+    def __init__(self, machine: Any, recorded: np.ndarray) -> None:
+        self.machine = machine
+        self.recorded = recorded  # windows x islands, samples of the recorded (`none`) run
+        self.ran = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.machine, name)
+
+    def run_window(self) -> Observation:
+        self.ran += 1
+        return self.machine.run_window()
+
+    def peek_next(self) -> np.ndarray | None:
+        if self.ran < len(self.recorded):
+            return self.recorded[self.ran]
+        # past the recording: a decision for a window that never runs (the loop's last step)
+        return np.zeros(self.recorded.shape[1])
 
 
 def run_workload(
@@ -233,9 +258,9 @@ def run_emulated(
 ) -> WorkloadResult:
     """The same loop on smmemu: the real driver relocates the real workload's functions.
 
-    Each policy boots its own machine and runs the same seeded windows.  The clairvoyant
-    policies (next-window oracle, static layout) cannot run here (the emulator does not know
-    its future); they are left out of this table, and so is the bound.
+    Each policy boots its own machine and runs the same seeded windows.  `none` runs first and
+    is recorded: its samples are replayed to the clairvoyant policies (next-window oracle,
+    static layout from the whole profile) and its misses give the bound, as on the model bench.
     """
     from ..loop.emulated import EmulatedMachine
 
@@ -245,24 +270,38 @@ def run_emulated(
     group_of: list[str] = []
     result_policy = None
     warnings: list[str] = []
-    for p in policies:
-        if p in CLAIRVOYANT:
-            continue
-        m = EmulatedMachine(workload, seed=seed, params=params, hot_capacity=hot_capacity,
-                            window_instructions=window_instructions)  # fmt: skip
-        loop = ClosedLoop(m, make_policy(p, len(m.islands)), CostModel.from_params(
-            params, 16 * 1024, 4), warmup=warmup, params=params)  # fmt: skip
+    cost = CostModel.from_params(params, 16 * 1024, 4)
+    recorder: _Recorder | None = None
+    recorded = np.zeros((0, 0))
+    order = ["none", *[p for p in policies if p != "none"]]
+    bound: UpperBound | None = None
+    for p in order:
+        m: Any = EmulatedMachine(workload, seed=seed, params=params, hot_capacity=hot_capacity,
+                                 window_instructions=window_instructions)  # fmt: skip
+        if p == "none":
+            m = recorder = _Recorder(m, params)
+        elif p in CLAIRVOYANT:
+            m = _Replay(m, recorded)
+        profile = recorded.mean(axis=0) if recorded.size else None
+        loop = ClosedLoop(m, make_policy(p, len(m.islands), profile), cost, warmup=warmup,
+                          params=params)  # fmt: skip
         for _ in tqdm(range(windows), desc=f"emulated {p}", leave=False):
             loop.step()
+        if p == "none":
+            recorded = np.array(loop.heat_log)
+            size = np.array([i.size for i in m.islands])
+            bound = upper_bound(np.array(recorder.saving[warmup:]), size,
+                                cost.move_cost(size, m.fixups), m.hot_capacity,
+                                cost.window_bytes)  # fmt: skip
         cells[p] = Cell(workload, p, _stats(loop))
         events[p] = loop.stats.events
         warnings = m.describe()["warnings"]
         if p == "predictive" or result_policy is None:
             heat, result_policy = np.array(loop.heat_log), loop.policy
             group_of = [i.name for i in m.islands]
-    _gains(cells)
+    _gains(cells, bound)
     r = WorkloadResult(workload, f"smmemu, real driver: {workload}", cells, heat, events, group_of)
-    r.island_names, r.warnings = list(group_of), list(warnings)
+    r.island_names, r.warnings, r.bound = list(group_of), list(warnings), bound
     if isinstance(result_policy, PredictivePolicy):
         r.decision_ms = [s * 1000 for s in result_policy.decision_seconds]
         r.retrains = result_policy.retrains
