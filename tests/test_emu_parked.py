@@ -22,7 +22,6 @@ from codeisland.paths import repo_root
 from codeisland.plan import layout as L
 from codeisland.planning import build_plan
 from codeisland.planning.redirect import CALL_SITES, redirect
-from smmemu.guest import CODE_OFFSET, HOT_OFFSET
 from smmemu.workload import build_port, load_workload
 
 ISLAND = "sift_down"
@@ -45,8 +44,7 @@ def _parked_commit(path: str, entry_jump: bool):  # type: ignore[no-untyped-def]
     image = load_workload(path)
     s = boot(cpus=1)
     guest = s.guest(image, threads=2)
-    base = s.arena[0]
-    imap = analyze(image.path, load_base=base + CODE_OFFSET)
+    imap = analyze(image.path, load_base=s.region("code")[0])
     isl = imap[ISLAND]
     parked_at = isl.start + isl.entry_insn_len
     thread = guest.threads[0]
@@ -54,7 +52,7 @@ def _parked_commit(path: str, entry_jump: bool):  # type: ignore[no-untyped-def]
     guest._assign()  # round-robin: thread 0 leaves the only CPU, thread 1 takes it
     assert thread.cpu is None and guest.m.cpus[0].thread is guest.threads[1]
     if entry_jump:
-        plan = build_plan(imap, [(isl, base + HOT_OFFSET)], parked_threads=False,
+        plan = build_plan(imap, [(isl, s.region("hot")[0])], parked_threads=False,
                           read_bytes=s.machine.read)  # fmt: skip
     else:
         plan = plan_for(s, image, [ISLAND], plan_id=7)[1].plan

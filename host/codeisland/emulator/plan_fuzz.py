@@ -39,7 +39,6 @@ from unicorn import UC_ERR_OK, UcError
 from unicorn.unicorn_py3.unicorn import uclib
 
 from smmemu import smram
-from smmemu.guest import CODE_OFFSET, HOT_OFFSET, HOT_SIZE
 from smmemu.machine import REGS
 from smmemu.memory import SMRAM_BASE, SMRAM_SIZE
 from smmemu.workload import load_workload
@@ -118,9 +117,9 @@ class PlanFuzzer:
         guest = self.session.guest(image, threads=self.cpus)
         guest.step(60_000)  # threads stopped inside the workload's code
         base = self.session.arena[0]
-        imap = analyze(image.path, load_base=base + CODE_OFFSET)
+        imap = analyze(image.path, load_base=self.session.region("code")[0])
         self.base = plan_ranked(
-            imap, list(ISLANDS), region_platform(base + HOT_OFFSET, HOT_SIZE), arena_base=base,
+            imap, list(ISLANDS), region_platform(*self.session.region("hot")), arena_base=base,
             plan_id=0x16, stack_slots=4, read_bytes=self.session.machine.read, callsites=True,
             chunk_size=256,
         ).plan  # fmt: skip
