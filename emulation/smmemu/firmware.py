@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING
 from codeisland.errors import EmulationError
 
 from . import efi
-from .savestate import LMA_64BIT, REG_IO, REG_LMA, REG_PROCESSOR_ID, REGISTER_NAMES
+from .savestate import (
+    LMA_64BIT,
+    REG_IO,
+    REG_LMA,
+    REG_PROCESSOR_ID,
+    REGISTER_NAMES,
+    SaveStateMap,
+    reported_map,
+)
 from .traps import Call
 
 if TYPE_CHECKING:
@@ -299,6 +307,10 @@ class Firmware:
             return efi.EFI_INVALID_PARAMETER
         return width, register, cpu, buf
 
+    def _map(self, cpu: int) -> SaveStateMap | None:
+        """The CPU's save-state map as its reported revision names it (None: unknown)."""
+        return reported_map(self.m.cpus[cpu].map.smbase, self.m.read, self.m.write)
+
     def svc_ReadSaveState(self, c: Call) -> int:
         got = self._save_state_access(c)
         if isinstance(got, int):
@@ -312,7 +324,9 @@ class Firmware:
             return efi.EFI_NOT_FOUND  # as OVMF's library answers (FACTS.md)
         else:
             name = REGISTER_NAMES.get(register)
-            ssm = self.m.cpus[cpu].map
+            ssm = self._map(cpu)
+            if ssm is None:
+                return efi.EFI_UNSUPPORTED  # a save-state revision no table describes
             if name is None or not ssm.has(name):
                 return efi.EFI_NOT_FOUND
             value = ssm.read(name)
@@ -326,7 +340,9 @@ class Firmware:
             return got
         width, register, cpu, buf = got
         name = REGISTER_NAMES.get(register)
-        ssm = self.m.cpus[cpu].map
+        ssm = self._map(cpu)
+        if ssm is None:
+            return efi.EFI_UNSUPPORTED  # a save-state revision no table describes
         if name is None or not ssm.has(name):
             return efi.EFI_NOT_FOUND if register not in (REG_LMA, REG_IO) else efi.EFI_UNSUPPORTED
         value = int.from_bytes(self.m.read(buf, width), "little")

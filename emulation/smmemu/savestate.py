@@ -9,6 +9,10 @@ same driver binary runs on either layout.
   Intel 64 Architecture" (map at 7C00h..7FFFh).
 - AMD64: AMD64 APM vol. 2, section 10.2.3 "SMRAM State-Save Area", table 10-2 (map at
   7E00h..7FFFh); the layout QEMU's x86 SMM entry writes (q35 + OVMF, see FACTS.md).
+
+The CPU writes the map of its vendor (the machine's CPU model); the firmware's SmmCpu protocol
+finds the map by the revision identifier the CPU wrote at 7EFCh (the same offset in both
+manuals), as coreboot's save-state table does, and refuses a revision it does not know.
 """
 
 from __future__ import annotations
@@ -120,8 +124,14 @@ def _check(layout: SaveStateLayout) -> None:
         raise AssertionError(f"{layout.name}: a field lies outside the map")
 
 
+REVISION_FIELD = Field(0x7EFC, 4)  # SMM revision identifier, at this offset in both maps
+
 for _layout in LAYOUTS.values():
     _check(_layout)
+    assert _layout.fields["revision"] == REVISION_FIELD, _layout.name
+
+# the maps by the revision they report; a revision not listed here is refused
+BY_REVISION: dict[int, SaveStateLayout] = {lay.revision: lay for lay in LAYOUTS.values()}
 
 
 class SaveStateMap:
@@ -167,3 +177,11 @@ class SaveStateMap:
         CR3 and CS are restored from the CPU's own context, as the handler never writes them)."""
         names = (*GPR_NAMES, "rip", "rflags")
         return {n: self.read(n) for n in names}
+
+
+def reported_map(smbase: int, mem_read, mem_write) -> SaveStateMap | None:  # type: ignore[no-untyped-def]
+    """The map of the CPU whose save state lies at `smbase`, chosen by the revision it wrote;
+    None for a revision no table describes (the caller refuses the access)."""
+    raw = mem_read(smbase + 0x8000 + REVISION_FIELD.offset, REVISION_FIELD.width)
+    layout = BY_REVISION.get(int.from_bytes(raw, "little"))
+    return None if layout is None else SaveStateMap(layout, smbase, mem_read, mem_write)
