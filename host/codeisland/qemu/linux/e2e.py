@@ -302,8 +302,7 @@ class LinuxE2e:
             r.commit_attempts = attempt
             taken = occupied(rel.address_map())  # live and retired copies stay out
             plan = _plan(imap, names, hot, region.size, attempt, read, taken)
-            for isl in plan.plan.islands:
-                isl.space, isl.cr3 = space, cr3 if space != L.SPACE_PHYSICAL else 0
+            plan.plan.place_in_address_space(space, cr3 if space != L.SPACE_PHYSICAL else 0)
             try:
                 staged = rel.stage(plan.to_bytes())
             except DriverRejected as exc:
