@@ -3,7 +3,8 @@
 (codeisland.emulator.plan_fuzz): prints cases/s and findings as it goes, a summary at the end,
 and exits 1 if anything was found.  Replay a finding with --seed S --first CASE --cases 1.
 
-    .venv/bin/python scripts/fuzz_driver.py --cases 10000 --seed 1 [--root] [--json out.json]
+    .venv/bin/python scripts/fuzz_driver.py --cases 10000 --seed 1 [--root] [--seconds S]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def main() -> int:
     ap.add_argument("--root", action="store_true", help="root SMI handler path (no SwDispatch2)")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--driver", type=Path, help="another driver binary (default: the build's)")
+    ap.add_argument("--seconds", type=float, help="stop after this long (the summary still prints)")
     ap.add_argument("--every", type=float, default=30.0, help="seconds between progress lines")
     ap.add_argument("--json", type=Path, help="write the summary here")
     args = ap.parse_args()
@@ -35,9 +37,10 @@ def main() -> int:
     booted = time.monotonic()
     last = [booted, 0]
 
-    def progress(r: FuzzReport) -> None:
+    def progress(r: FuzzReport) -> bool:
         now = time.monotonic()
-        if now - last[0] >= args.every or r.cases == args.cases:
+        done = r.cases == args.cases or (args.seconds is not None and now - booted >= args.seconds)
+        if now - last[0] >= args.every or done:
             rate = r.cases / (now - booted)
             print(
                 f"{r.cases} cases, {rate:.2f} cases/s, {r.accepted} accepted, "
@@ -48,6 +51,7 @@ def main() -> int:
             for f in r.findings[last[1] :]:
                 print(f"FINDING {f}", file=sys.stderr, flush=True)
             last[0], last[1] = now, len(r.findings)
+        return args.seconds is None or now - booted < args.seconds
 
     report = fuzzer.run(args.cases, args.first, progress)
     seconds = time.monotonic() - booted

@@ -425,15 +425,19 @@ class PlanFuzzer:
         self._start = self._world(keep=True)
 
     def run(
-        self, cases: int, first: int = 0, progress: Callable[[FuzzReport], None] | None = None
+        self,
+        cases: int,
+        first: int = 0,
+        progress: Callable[[FuzzReport], bool] | None = None,
     ) -> FuzzReport:
+        """Run cases first..first+cases-1; progress(report) after each, False stops early."""
         report = FuzzReport(self.seed)
         self._start = self._world(keep=True)
         for n in range(first, first + cases):
             self.case(n, report)
             report.cases += 1
-            if progress is not None:
-                progress(report)
+            if progress is not None and not progress(report):
+                break
         return report
 
 
