@@ -318,6 +318,8 @@ class PlanFuzzer:
     def mutate(self, rng: random.Random) -> tuple[bytes, str]:
         plan = Plan.from_bytes(self.base.to_bytes())
         what = []
+        if rng.random() < 0.15:  # the base plan itself: reaches commit-time refusals
+            return self.base.to_bytes(), "none"
         for _ in range(rng.choice((1, 1, 1, 2, 3))):
             what.append(self._mutate_field(rng, plan) if rng.random() < 0.85
                         else self._mutate_rows(rng, plan))  # fmt: skip
@@ -364,6 +366,19 @@ class PlanFuzzer:
                 return f"rollback refused: {L.status_text(back.result.status)}"
         return None
 
+    def _move_stack(self, rng: random.Random) -> tuple[int, int]:
+        """A thread's stack pointer outside every STACK region (where an OS thread running
+        moved code may have it): a COMMIT with a return-address rule is refused at commit
+        time, after its plan was validated and staged -- the issue's path to 16.1."""
+        cpu = rng.randrange(len(self.session.machine.cpus))
+        ctx = self.session.machine.cpus[cpu].context
+        old = int(ctx.reg_read(REGS["rsp"]))
+        ctx.reg_write(REGS["rsp"], rng.choice((0x20000, self.mailbox[0] - 0x1000, old + (1 << 40))))
+        return cpu, old
+
+    def _restore_stack(self, cpu: int, rsp: int) -> None:
+        self.session.machine.cpus[cpu].context.reg_write(REGS["rsp"], rsp)
+
     def _pending_base(self) -> None:
         """Leave the base plan pending mid-stage (the state of the issue's finding)."""
         client = self.session.client
@@ -380,7 +395,9 @@ class PlanFuzzer:
         command = rng.choice((L.CMD_STAGE, L.CMD_COMMIT, L.CMD_COMMIT))
         budget = rng.choice((0, 0, L.MAX_CHUNK_SIZE, L.STAGE_BUDGET_MAX, rng.randrange(1 << 19)))
         client.set_stage_budget(budget)
-        before = self._last if self._last is not None and not with_pending else self._world()
+        moved_stack = self._move_stack(rng) if rng.random() < 0.2 else None
+        reuse = self._last is not None and not with_pending and moved_stack is None
+        before = self._last if reuse else self._world()
         self._last = None
         reply = client.request(command, raw, check=False)
         status = L.status_text(reply.result.status)
@@ -393,6 +410,8 @@ class PlanFuzzer:
             problem = self._writes_outside(before, self._world(), plan)
         else:
             problem = self._unchanged(before, self._world(), raw)
+        if moved_stack is not None:
+            self._restore_stack(*moved_stack)
         if problem is None:
             problem = self._finish()
         if problem is None and not keep_copies:
