@@ -12,7 +12,8 @@ pending mid-stage, under a random stage budget.  Then, per case:
 
 * refused: every mapped byte outside SMRAM except the mailbox, SMRAM except the handler's own
   scratch (SMM tables, driver globals, handler stack, save-state tiles -- registers are compared
-  instead) and the copy of the request in a plan slot, every register of every CPU, and the
+  instead), the undo pool above the log's top (dead bytes) and the copy of the request in a
+  plan slot, every register of every CPU, and the
   engine's reported state (QUERY info, STATS map, pending plan's state, id and progress) are as
   before;
 * accepted: every byte written outside SMRAM lies in the plan's destinations, entry patches,
@@ -44,7 +45,7 @@ from smmemu.memory import SMRAM_BASE, SMRAM_SIZE
 from smmemu.workload import load_workload
 
 from ..analysis import analyze
-from ..errors import CodeIslandError
+from ..errors import CodeIslandError, EmulationError
 from ..plan import layout as L
 from ..plan.apply import make_chunks, relocated_bytes
 from ..plan.digest import digest64
@@ -124,7 +125,19 @@ class PlanFuzzer:
             chunk_size=256,
         ).plan  # fmt: skip
         self.mailbox = (self.session.client.base, L.MAILBOX_SIZE)
+        self.undo_pool = self._find_undo_pool()
         self.edges = self._edges()
+
+    def _find_undo_pool(self) -> int:
+        """SMRAM address of the driver's undo pool: its SMM pages hold plan slot 0, slot 1, then
+        the pool; slot 0 is found by a refused request's copy there (nothing pending yet)."""
+        marker = b"codeisland-fuzz:" + self.seed.to_bytes(8, "little")
+        self.session.client.stage(marker, check=False)  # BAD_TOTAL_SIZE, copied first
+        pool = bytes(self.session.machine.uc.mem_read(smram.POOL, smram.POOL_END - smram.POOL))
+        at = pool.find(marker)
+        if at < 0 or at % PAGE:
+            raise EmulationError("the driver's plan slot was not found in the SMM pool")
+        return smram.POOL + at + 2 * L.PLAN_MAX_SIZE
 
     def _edges(self) -> list[int]:
         """Addresses a hostile plan would aim at."""
@@ -230,7 +243,9 @@ class PlanFuzzer:
         return False
 
     def _unchanged(self, before: _World, after: _World, req: bytes) -> str | None:
-        skip = (self.mailbox, *((lo, hi - lo) for lo, hi in SMRAM_SCRATCH))
+        top = int(dict(after.engine[0])["undo_bytes_used"])  # type: ignore[arg-type]
+        dead = (self.undo_pool + top, L.UNDO_POOL_BYTES - top)  # above the log's top
+        skip = (self.mailbox, dead, *((lo, hi - lo) for lo, hi in SMRAM_SCRATCH))
         for address, length in self._diff_runs(before.memory, after.memory, skip):
             if SMRAM_BASE <= address < SMRAM_BASE + SMRAM_SIZE:
                 if self._request_copy(after.memory, address, length, req):
@@ -245,16 +260,20 @@ class PlanFuzzer:
             return f"engine state changed: {diff[0][0]} -> {diff[0][1]}"
         return None
 
-    def _allowed_writes(self, plan: Plan) -> list[tuple[int, int]]:
+    def _allowed_writes(self, plan: Plan, pending: bool) -> list[tuple[int, int]]:
         spans = [self.mailbox]
-        for isl in plan.islands:
+        # a pending plan replaced by an accepted one: its staged bytes are restored
+        islands = [*plan.islands, *(self.base.islands if pending else [])]
+        for isl in islands:
             spans += [(int(isl.dst), int(isl.size)), (int(isl.src), L.ENTRY_ABS64_LEN)]
         spans += [(int(c.insn) + 1, 4) for c in plan.callsites]
         spans += [(regs["rsp"], STACK_WINDOW) for regs in self._registers()]
         return spans
 
-    def _writes_outside(self, before: _World, after: _World, plan: Plan) -> str | None:
-        allowed = self._allowed_writes(plan)
+    def _writes_outside(
+        self, before: _World, after: _World, plan: Plan, pending: bool
+    ) -> str | None:
+        allowed = self._allowed_writes(plan, pending)
         skip = (self.mailbox, (SMRAM_BASE, SMRAM_SIZE))  # SMRAM: the engine's own state
         for address, length in self._diff_runs(before.memory, after.memory, skip):
             if not self._inside(address, length, allowed):
@@ -407,7 +426,7 @@ class PlanFuzzer:
             report.accepted += 1
             plan = Plan.from_bytes(raw)
             keep_copies = plan.keep_copies
-            problem = self._writes_outside(before, self._world(), plan)
+            problem = self._writes_outside(before, self._world(), plan, with_pending)
         else:
             problem = self._unchanged(before, self._world(), raw)
         if moved_stack is not None:
