@@ -28,7 +28,7 @@ def test_mutated_plans_change_nothing_when_refused_and_roll_back_exactly(
     report = fuzzer.run(CASES)
     assert report.cases == CASES
     assert not report.findings, "\n".join(str(f) for f in report.findings)
-    # the mutations reach deep: past the digest, into the tables, and some are accepted
+    # the mutations reach deep: past the digest into the tables (many statuses), through the
+    # stage (some accepted) and to commit-time refusals (a thread's stack outside the regions)
     refused = {s for s in report.statuses if s != "ok"}
     assert report.accepted > 0 and len(refused) >= 8
-    assert "plan digest does not match its bytes" not in report.statuses or len(refused) > 8
