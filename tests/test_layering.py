@@ -157,6 +157,32 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return sorted(found)
 
 
+# README "Package layering": a package imports only from lower rows
+ROWS = {
+    "codeisland.__main__": 10,
+    "codeisland.cli": 9,
+    "codeisland.bench": 8, "codeisland.doctor": 8,
+    "codeisland.loop": 7,
+    "codeisland.emulator": 6, "codeisland.qemu": 6,
+    "codeisland.relocation": 5,
+    "codeisland.planning": 4, "codeisland.predict": 4, "codeisland.hw": 4, "smmemu": 4,
+    "codeisland.analysis": 3,
+    "codeisland.profile": 2, "codeisland.transport": 2, "codeisland.firmware": 2,
+    "codeisland.frontend": 2,
+    "codeisland.documents": 1, "codeisland.formats": 1, "codeisland.plan": 1,
+    "codeisland.errors": 0, "codeisland.paths": 0, "codeisland.interrupts": 0,
+}  # fmt: skip
+
+
+def test_every_package_has_a_row_and_imports_only_lower_rows() -> None:
+    graph = package_graph()
+    assert sorted(set(graph) - set(ROWS)) == []  # a new package: give it a row (and README)
+    upward = sorted(
+        (src, dst) for src, deps in graph.items() for dst in deps if ROWS[dst] >= ROWS[src]
+    )
+    assert upward == []
+
+
 def test_no_cycle_between_packages() -> None:
     assert cycles(package_graph()) == []
 
