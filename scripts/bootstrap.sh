@@ -15,8 +15,8 @@ set -Eeuo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-STEPS=(install_debian_packages fetch_linux_guest check_python create_venv install_python_package
-  build_everything)
+STEPS=(install_debian_packages fetch_linux_guest fetch_port_sources check_python create_venv
+  install_python_package build_everything)
 TEST_STEPS=()
 
 DEBIAN_PACKAGES=(clang lld llvm libclang-rt-14-dev gnu-efi qemu-system-x86 ovmf mtools dosfstools
@@ -132,6 +132,29 @@ fetch_linux_guest() {
     chmod 755 "$cache/busybox.tmp" && mv "$cache/busybox.tmp" "$cache/busybox"
     rm -f "$cache"/busybox-static_*.deb
   fi
+}
+
+# The third-party program of emulation/workloads/PORTING.md: zlib's upstream sources, from the
+# Debian source package of this release (apt-get source, download only), unpacked into a cache
+# outside the repo.  Nothing here is committed; tests/test_port_zlib.py builds it as a workload.
+fetch_port_sources() {
+  local cache=${CODEISLAND_ZLIB_SRC:-$(cache_dir zlib-src)} suite work
+  [ -f "$cache/zlib.h" ] && [ -f "$cache/deflate.c" ] && return 0
+  suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+  if ! grep -rqsE '^(Types: deb-src|deb-src )' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    say "adding a deb-src entry for Debian's archive ($suite), for apt-get source"
+    printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+      "$suite" | as_root tee /etc/apt/sources.list.d/codeisland-deb-src.sources >/dev/null
+    run as_root apt-get update
+  fi
+  say "fetching the source package zlib/$suite into $cache"
+  work=$(mktemp -d)
+  (cd "$work" && run apt-get source -q --download-only -o APT::Sandbox::User=root "zlib/$suite")
+  tar -xf "$work"/zlib_*.orig.tar.* -C "$work"
+  mkdir -p "$cache"
+  cp -r "$work"/zlib-*/. "$cache"/
+  basename "$work"/zlib_*.dsc .dsc >"$cache/SOURCE-PACKAGE"
+  rm -rf "$work"
 }
 
 # ---- driver -------------------------------------------------------------------------------------

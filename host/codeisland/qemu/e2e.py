@@ -220,10 +220,14 @@ class E2e:
             ctl = target.read_control(t, cfg.arena_base)
             imap = analyze(session.workload_elf(self.workload), load_base=ctl.blob_base)
             names = hot_islands(imap, self.workload)
+            # The UEFI app runs one thread on the BSP and every CPU is in SMM at the SMI, so no
+            # thread is parked off-CPU inside an entry patch; it rolls back only with the app
+            # parked outside the workload (no workload code running or on a stack), which
+            # proves the copies unreachable: every byte may come back.
             plan = plan_ranked(
                 imap, names, load_platform(PLATFORM), arena_base=cfg.arena_base, plan_id=1,
                 taken=occupied(rel.address_map()), read_bytes=t.read_phys, callsites=True,
-                chunk_size=CHUNK_SIZE,
+                chunk_size=CHUNK_SIZE, keep_copies=False, parked_threads=False,
             )  # fmt: skip
             wp = _Planned(imap, names, plan, expected_copies(imap, plan, t.read_phys))
             self._mark("plan")
@@ -243,7 +247,7 @@ class E2e:
         inside = region_platform(smram.tseg_base + 0x1000, smram.tseg_size - 0x1000)
         bad = plan_ranked(
             wp.imap, wp.names, inside, arena_base=0, plan_id=99, read_bytes=t.read_phys,
-            callsites=True, chunk_size=CHUNK_SIZE,
+            callsites=True, chunk_size=CHUNK_SIZE, keep_copies=False, parked_threads=False,
         ).plan  # fmt: skip
         self.report.bad_plan_rejected, self.report.bad_plan_status = refused_untouched(
             m, t, rel, bad

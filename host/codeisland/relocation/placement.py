@@ -178,12 +178,14 @@ def plan_ranked(
     callsites: bool = False,
     chunk_size: int = 1024,
     keep_copies: bool = True,
+    parked_threads: bool = True,
 ) -> RelocationPlan:
     """Move exactly `names`, most important first, packed in that order (no profile, so no
     merges and no call-chain clustering); any island that cannot move fails the plan."""
     opts = Options(
         names=tuple(names), plan_id=plan_id, stack_slots=stack_slots, callsites=callsites,
         chunk_size=chunk_size, arena_base=arena_base, keep_order=True, keep_copies=keep_copies,
+        parked_threads=parked_threads,
         priorities={n: float(len(names) - k) for k, n in enumerate(names)},
     )  # fmt: skip
     return plan_relocation(
