@@ -28,9 +28,8 @@ void ci_unlock(ci_lock_t *lock) { __atomic_store_n(&lock->held, 0, __ATOMIC_RELE
 
 /* ---- memory and strings ----------------------------------------------------------------- */
 
-/* clang may call memcpy and memset by itself, so every workload keeps them (`retain`: not
- * dropped by --gc-sections). */
-__attribute__((used, retain)) void *memcpy(void *dst, const void *src, size_t n) {
+/* clang may call memcpy and memset by itself. */
+void *memcpy(void *dst, const void *src, size_t n) {
   unsigned char *d = dst;
   const unsigned char *s = src;
   while (n--)
@@ -53,7 +52,7 @@ void *memmove(void *dst, const void *src, size_t n) {
   return dst;
 }
 
-__attribute__((used, retain)) void *memset(void *dst, int c, size_t n) {
+void *memset(void *dst, int c, size_t n) {
   unsigned char *d = dst;
   while (n--)
     *d++ = (unsigned char)c;
