@@ -4,6 +4,7 @@ its LP relaxation is never below the integer optimum."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,3 +75,24 @@ def test_sensitivity_grid_changes_one_parameter_group_at_a_time() -> None:
             else {name}
         )
         assert changed == expected, (name, factor)
+
+
+def test_sensitivity_report_table_json_and_plot(tmp_path: Path) -> None:
+    from codeisland.bench.plots import sensitivity_plot
+    from codeisland.bench.runner import BenchConfig
+    from codeisland.bench.sensitivity import HEADLINE, Point, SensitivityReport, points
+    from codeisland.frontend.params import FrontendParams
+
+    grid = [
+        Point(name, f, p, dict.fromkeys(HEADLINE, 0.5 + k / 10), 0.2, ["mixed/ewma"] if k else [])
+        for k, (name, f, p) in enumerate(points(FrontendParams()))
+    ]
+    grid[0].headline[HEADLINE[1]] = None  # a ratio without a static gain prints as n/a
+    plot = sensitivity_plot(grid, tmp_path / "s.png")
+    report = SensitivityReport(BenchConfig(workloads=("mixed",)), grid, plot, 3.0)
+    text = str(report)
+    assert "smi_entry_cycles" in text and "n/a" in text and "above the bound: mixed/ewma" in text
+    d = report.to_dict()
+    assert [p["parameter"] for p in d["points"]][:2] == ["baseline", "l1i_size"]
+    assert d["points"][1]["predictive_share_of_upper_bound"] == 0.6
+    assert plot.read_bytes()[:4] == b"\x89PNG"
