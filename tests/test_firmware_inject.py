@@ -168,10 +168,10 @@ def test_refuses_injects_that_do_not_fit(tmp_path: Path, driver: Path) -> None:
 
 
 def test_injected_image_boots_and_the_driver_logs(injected: Path, tmp_path: Path) -> None:
-    from codeisland.qemu.machine import Machine, MachineConfig
+    from codeisland.qemu.machine import QemuVm, VmConfig
     from codeisland.qemu.session import DRIVER_BOOT_LINE
 
-    with Machine(MachineConfig(image=injected, workdir=tmp_path / "vm")) as m:
+    with QemuVm(VmConfig(image=injected, workdir=tmp_path / "vm")) as m:
         match = m.wait_for("debugcon", DRIVER_BOOT_LINE, 60)
         assert int(match.group(1), 16) % 0x1000 == 0  # the mailbox is page-aligned
     assert "codeisland: sw-smi path=root" in m.debugcon()  # Debian's OVMF: no SwDispatch2

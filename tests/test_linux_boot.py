@@ -16,7 +16,7 @@ from codeisland.hw.discovery import MEMORY_SCAN
 from codeisland.paths import repo_root
 from codeisland.qemu import session
 from codeisland.qemu.linux import agent, guest
-from codeisland.qemu.machine import Machine
+from codeisland.qemu.machine import QemuVm
 from codeisland.transport.mailbox import MailboxClient
 
 OVMF = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
@@ -32,7 +32,7 @@ def built() -> None:
 def test_doctor_is_ready_with_a_linux_guest_then_an_unanswered_smi(tmp_path: Path) -> None:
     image = session.prepare_image(tmp_path)
     config = guest.machine_config(image, tmp_path / "vm", guest.LinuxSettings(threads=2))
-    with Machine(config) as m:
+    with QemuVm(config) as m:
         up = guest.wait_booted(m)
         assert up.threads == 2 and up.blob_va > 0x10000000  # a user address, not the arena's
         doc = subprocess.run(

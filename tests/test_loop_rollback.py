@@ -13,7 +13,7 @@ from codeisland.loop.controller import ClosedLoop
 from codeisland.loop.machine import Observation, RelocationResult
 from codeisland.plan import layout as L
 from codeisland.predict import CostModel, make_policy
-from codeisland.profile import Island
+from codeisland.profile import ProfiledIsland
 
 BLOCKS = 100_000.0
 
@@ -22,7 +22,10 @@ class DoubleMachine:
     max_generations = 16
 
     def __init__(self, hot_cpb: float) -> None:
-        self.islands = [Island(1, "hot", 0x10000, 512), Island(2, "cold", 0x20000, 512)]
+        self.islands = [
+            ProfiledIsland(1, "hot", 0x10000, 512),
+            ProfiledIsland(2, "cold", 0x20000, 512),
+        ]
         self.fixups = np.array([4, 4])
         self.hot_capacity = 4096
         self.origin_cpb, self.hot_cpb = 10.0, hot_cpb

@@ -13,12 +13,12 @@ import pytest
 
 from codeisland.errors import InputError
 from codeisland.plan import layout as L
-from codeisland.profile import Island, IslandIndex, Profile, Window
+from codeisland.profile import IslandIndex, Profile, ProfiledIsland, Window
 from codeisland.profile.attribution import attribute
 
 
 def sample_profile() -> Profile:
-    islands = [Island(1, "a", 0x1000, 0x100), Island(2, "b", 0x3000, 0x80)]
+    islands = [ProfiledIsland(1, "a", 0x1000, 0x100), ProfiledIsland(2, "b", 0x3000, 0x80)]
     windows = [
         Window(0, 0, 3, 4, 2, 2, [5, 0], exact=[500, 0], mem=[7, 0]),
         Window(1, 3600, 0, 1, 1, 2, [1, 9], exact=None, mem=None, unattributed=2),
@@ -104,7 +104,7 @@ def test_cli_rejects_corrupt_profile_with_one_line(tmp_path: Path) -> None:
 
 
 def test_attribution_through_the_address_map() -> None:
-    islands = [Island(1, "a", 0x1000, 0x100), Island(2, "b", 0x3000, 0x80)]
+    islands = [ProfiledIsland(1, "a", 0x1000, 0x100), ProfiledIsland(2, "b", 0x3000, 0x80)]
     index = IslandIndex(islands)
     moved = L.MapEntry(orig=0x1000, cur=0x9000, size=0x100, island_id=1, generation=1,
                        flags=L.MAP_ACTIVE)  # fmt: skip

@@ -54,12 +54,12 @@ def command(
         with session.transport_from_workdir(qemu_dir) as t:
             _verdict(Doctor(t, under_qemu=True).run(), as_json)  # type: ignore[arg-type]
         return
-    from ..qemu.machine import Machine, MachineConfig
+    from ..qemu.machine import QemuVm, VmConfig
 
     with tempfile.TemporaryDirectory(prefix="codeisland-doctor-") as tmp:
         work = Path(tmp)
         image = session.prepare_image(work, driver)
-        with Machine(MachineConfig(image=image, workdir=work)) as m:
+        with QemuVm(VmConfig(image=image, workdir=work)) as m:
             m.wait_for("debugcon", session.DRIVER_BOOT_LINE, 60)
             session.wait_ready_to_lock(m)
             with session.transport_for(m) as t:

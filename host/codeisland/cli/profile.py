@@ -1,4 +1,4 @@
-"""`codeisland profile record|show`: record a profile from an emulated run; inspect one."""
+"""`codeisland profile record|show`: record a sample profile from an emulated run; inspect one."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def summarize(path: Path, top: int = 10) -> ProfileSummary:
 
 @click.group(name="profile")
 def command() -> None:
-    """Profiles: per-island, per-window samples plus context (versioned, validated files)."""
+    """Sample profiles (not platform profiles): per-island, per-window samples plus context."""
 
 
 @command.command(name="record")
@@ -126,7 +126,7 @@ def record(
     output: Path,
     as_json: bool,
 ) -> None:
-    """Record a profile file from an emulated run, or from a running QEMU guest."""
+    """Record a sample-profile file from an emulated run, or from a running QEMU guest."""
     if (source == "qemu") != (qemu_dir is not None):
         raise UsageError("--source qemu and --qemu DIR go together")
     with OutputFile(output, what="profile") as tmp:
@@ -171,5 +171,5 @@ def _record_qemu(workdir: Path, windows: int, samples: int) -> Profile:
 @click.option("--top", default=10, show_default=True, type=click.IntRange(1, 10_000))
 @json_option
 def show(path: Path, top: int, as_json: bool) -> None:
-    """Validate a profile file and summarize it."""
+    """Validate a sample-profile file and summarize it."""
     emit(summarize(path, top), as_json)

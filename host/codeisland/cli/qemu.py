@@ -113,7 +113,7 @@ def run_cmd(
     guest to power off (or the timeout).  While it runs, `codeisland doctor --qemu WORKDIR`
     reaches it through chipsec."""
     from ..qemu import session
-    from ..qemu.machine import Machine, MachineConfig
+    from ..qemu.machine import QemuVm, VmConfig
 
     tmp = None
     if workdir is None:
@@ -136,11 +136,11 @@ def run_cmd(
                 if no_app
                 else (app or session.require(session.app_binary(), "make -C smm/app"))
             )
-            config = MachineConfig(
+            config = VmConfig(
                 image=image, workdir=workdir, app=the_app, memory_mib=memory_mib, cpus=cpus
             )
         t0 = time.monotonic()
-        with Machine(config) as m:
+        with QemuVm(config) as m:
             click.echo(f"guest running; chipsec helper settings in {m.describe_file()}", err=True)
             up = None
             if guest == LINUX:

@@ -23,7 +23,7 @@ from ..errors import EmulationError
 from ..frontend.params import FrontendParams
 from ..plan import layout as L
 from ..profile.attribution import IslandIndex, attribute
-from ..profile.format import DAY_SECONDS, Island, Profile, Window
+from ..profile.format import DAY_SECONDS, Profile, ProfiledIsland, Window
 
 WINDOW_SECONDS = 3600
 
@@ -91,7 +91,7 @@ def record_emulated(
     guest.sample_slices = True
     names = sorted(image.functions, key=lambda n: image.functions[n].offset)
     islands = [
-        Island(k + 1, n, guest.address(n), image.functions[n].size)
+        ProfiledIsland(k + 1, n, guest.address(n), image.functions[n].size)
         for k, n in enumerate(names)
         if image.functions[n].size > 0
     ]

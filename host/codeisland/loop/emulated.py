@@ -32,7 +32,7 @@ from ..frontend.params import FrontendParams
 from ..plan import layout as L
 from ..planning.passes import Candidate, Options, PlanContext, Split
 from ..planning.platform import large_page_ranges, load_platform
-from ..profile.format import Island
+from ..profile.format import ProfiledIsland
 from ..relocation import RelocationPlan, SmiReport, movable, occupied, plan_relocation
 from .machine import Observation, RelocationResult
 
@@ -73,7 +73,9 @@ class EmulatedMachine:
         self.guest.sample_slices = True
         self.imap = analyze(image.path, load_base=self.guest.base)
         chosen = [i for i in movable(self.imap) if i.size >= 16]
-        self.islands = [Island(k + 1, i.name, i.start, i.size) for k, i in enumerate(chosen)]
+        self.islands = [
+            ProfiledIsland(k + 1, i.name, i.start, i.size) for k, i in enumerate(chosen)
+        ]
         self.fixups = np.array([len(i.fixups) for i in chosen])
         base, _ = self.s.arena
         self.platform = load_platform("emulated")
@@ -129,7 +131,7 @@ class EmulatedMachine:
         cycles = len(smis) * self.params.smi_entry_cycles + sum(insns)
         return len(smis), max(insns, default=0), int(cycles * self.params.cycles_per_handler_insn)
 
-    # -- Machine protocol --------------------------------------------------------------
+    # -- LoopTarget protocol --------------------------------------------------------------
 
     def run_window(self) -> Observation:
         if self.guest.done:

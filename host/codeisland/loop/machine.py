@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from ..plan import layout as L
-from ..profile.format import Island
+from ..profile.format import ProfiledIsland
 
 
 @dataclass
@@ -60,8 +60,8 @@ class RelocationResult:
     merged: list[list[int]] = field(default_factory=list)  # members committed as one island
 
 
-class Machine(Protocol):
-    islands: list[Island]
+class LoopTarget(Protocol):
+    islands: list[ProfiledIsland]
     fixups: np.ndarray
     hot_capacity: int
     max_generations: int

@@ -34,7 +34,7 @@ import numpy as np
 from ..frontend.params import FrontendParams
 from ..plan import layout as L
 from ..profile.attribution import IslandIndex, attribute
-from ..profile.format import Island, Profile, Window
+from ..profile.format import Profile, ProfiledIsland, Window
 from .machine import Observation, RelocationResult
 from .workloads import BLOCK_BYTES, Workload
 
@@ -100,7 +100,7 @@ class ModelMachine:
 
         self.source = source
         self.w = source.w
-        self.islands: list[Island] = self.w.islands
+        self.islands: list[ProfiledIsland] = self.w.islands
         self.fixups = self.w.fixups
         self.hot_capacity = hot_capacity
         self.params = params
@@ -146,7 +146,7 @@ class ModelMachine:
             used = sorted([*used, (at, at + int(self.size[i]))])
         return out
 
-    # -- Machine protocol --------------------------------------------------------------
+    # -- LoopTarget protocol --------------------------------------------------------------
 
     def run_window(self) -> Observation:
         t = self.t

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..profile.format import DAY_SECONDS, Island
+from ..profile.format import DAY_SECONDS, ProfiledIsland
 
 WINDOWS_PER_DAY = 24
 TEXT_BASE = 0x4000_0000
@@ -49,7 +49,7 @@ class WindowActivity:
 class Workload:
     name: str
     description: str
-    islands: list[Island]
+    islands: list[ProfiledIsland]
     fixups: np.ndarray  # fix-ups per island (rel32 calls/RIP-relative operands)
     data_intensity: np.ndarray  # data accesses per executed block, per island
     seed: int
@@ -70,13 +70,15 @@ class Workload:
         return out
 
 
-def _islands(rng: np.random.Generator, n: int) -> tuple[list[Island], np.ndarray, np.ndarray]:
+def _islands(
+    rng: np.random.Generator, n: int
+) -> tuple[list[ProfiledIsland], np.ndarray, np.ndarray]:
     sizes = np.clip(rng.lognormal(np.log(640), 0.5, n), 128, 4096).astype(int) // 16 * 16
     # scattered: one island per random 4 KiB page of the text region, at a random line offset
     pages = rng.choice(TEXT_SIZE // 4096, size=n, replace=False)
     starts = TEXT_BASE + pages * 4096 + rng.integers(0, 4096 - sizes + 1) // 64 * 64
     islands = [
-        Island(id=i + 1, name=f"fn_{i:04d}", start=int(starts[i]), size=int(sizes[i]))
+        ProfiledIsland(id=i + 1, name=f"fn_{i:04d}", start=int(starts[i]), size=int(sizes[i]))
         for i in range(n)
     ]
     fixups = np.maximum(1, sizes // 96 + rng.integers(0, 4, n))

@@ -7,6 +7,13 @@ features    -- model features from windows: history, time of day, user activity,
 """
 
 from .attribution import IslandIndex
-from .format import PROFILE_FORMAT, PROFILE_VERSION, Island, Profile, Window
+from .format import PROFILE_FORMAT, PROFILE_VERSION, Profile, ProfiledIsland, Window
 
-__all__ = ["PROFILE_FORMAT", "PROFILE_VERSION", "Island", "IslandIndex", "Profile", "Window"]
+__all__ = [
+    "PROFILE_FORMAT",
+    "PROFILE_VERSION",
+    "IslandIndex",
+    "Profile",
+    "ProfiledIsland",
+    "Window",
+]

@@ -12,13 +12,13 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from ..plan import layout as L
-from .format import Island
+from .format import ProfiledIsland
 
 
 class IslandIndex:
     """Sorted island ranges for vectorised lookups: address -> island position (or -1)."""
 
-    def __init__(self, islands: Sequence[Island]) -> None:
+    def __init__(self, islands: Sequence[ProfiledIsland]) -> None:
         order = sorted(range(len(islands)), key=lambda k: islands[k].start)
         self.position = np.array(order, dtype=np.int64)
         self.starts = np.array([islands[k].start for k in order], dtype=np.uint64)

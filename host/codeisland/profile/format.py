@@ -33,7 +33,7 @@ DAY_SECONDS = 86400
 
 
 @dataclass(frozen=True)
-class Island:
+class ProfiledIsland:
     id: int
     name: str
     start: int
@@ -56,7 +56,7 @@ class Window:
 
 @dataclass
 class Profile:
-    islands: list[Island]
+    islands: list[ProfiledIsland]
     windows: list[Window] = field(default_factory=list)
     window_instructions: int = 0
     source: dict[str, Any] = field(default_factory=dict)
@@ -144,16 +144,16 @@ def _list(doc: dict[str, Any], key: str) -> list[Any]:
     return value  # type: ignore[no-any-return]
 
 
-def _island(d: Any, n: int) -> Island:
+def _island(d: Any, n: int) -> ProfiledIsland:
     _check(isinstance(d, dict), f"island {n} is not an object")
     for key in ("id", "start", "size"):
         _check(_is_count(d.get(key)), f"island {n}: {key} must be a non-negative integer")
     _check(d["size"] > 0, f"island {n}: size must be positive")
     _check(isinstance(d.get("name", ""), str), f"island {n}: name must be a string")
-    return Island(d["id"], d.get("name", ""), d["start"], d["size"])
+    return ProfiledIsland(d["id"], d.get("name", ""), d["start"], d["size"])
 
 
-def _check_disjoint(islands: list[Island]) -> None:
+def _check_disjoint(islands: list[ProfiledIsland]) -> None:
     ordered = sorted(islands, key=lambda i: i.start)
     for a, b in itertools.pairwise(ordered):
         _check(a.start + a.size <= b.start, f"islands {a.id} and {b.id} overlap")

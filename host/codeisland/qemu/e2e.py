@@ -34,7 +34,7 @@ from ..relocation import RelocationPlan, Relocator, RetryPolicy, movable, occupi
 from ..relocation.placement import plan_ranked, region_platform
 from ..transport.mailbox import MailboxClient
 from . import session, target
-from .machine import Machine, MachineConfig
+from .machine import QemuVm, VmConfig
 from .planning import ExpectedCopy, expected_copies
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def build(root: Path, workload: str) -> None:
 
 
 def refused_untouched(
-    m: Machine, t: ChipsecTransport, rel: Relocator, bad: Plan
+    m: QemuVm, t: ChipsecTransport, rel: Relocator, bad: Plan
 ) -> tuple[bool, str]:
     """Send `bad` (aimed at SMRAM) as one COMMIT: (refused with TOUCHES_SMRAM or
     DST_NOT_REGISTERED and nothing written, status name).  Nothing written: the driver's byte
@@ -200,12 +200,12 @@ class E2e:
         app = session.require(
             session.app_binary(self.workload), f"make -C smm/app WORKLOAD={self.workload}"
         )
-        config = MachineConfig(image=image, workdir=self.workdir / "vm", app=app, cpus=self.cpus)
-        with Machine(config) as m:
+        config = VmConfig(image=image, workdir=self.workdir / "vm", app=app, cpus=self.cpus)
+        with QemuVm(config) as m:
             self._guest(m)
         return self.report
 
-    def _guest(self, m: Machine) -> None:
+    def _guest(self, m: QemuVm) -> None:
         r = self.report
         m.wait_for("serial", r"codeisland-app: blob (0x[0-9a-f]+)", 90)
         r.booted = True
@@ -240,7 +240,7 @@ class E2e:
 
     # -- the SMRAM plan ---------------------------------------------------------------------
 
-    def _bad_plan(self, m: Machine, t: ChipsecTransport, rel: Relocator, wp: _Planned) -> None:
+    def _bad_plan(self, m: QemuVm, t: ChipsecTransport, rel: Relocator, wp: _Planned) -> None:
         smram = t.helper.smram
         if smram is None or not smram.tseg_size:
             raise EmulationError("TSEG not found: no SMRAM to aim the bad plan at")
@@ -290,7 +290,7 @@ class E2e:
         return start
 
     def _after_commit(
-        self, m: Machine, t: ChipsecTransport, rel: Relocator, wp: _Planned, arena: int
+        self, m: QemuVm, t: ChipsecTransport, rel: Relocator, wp: _Planned, arena: int
     ) -> None:
         r = self.report
         committed_round = target.read_control(t, arena).rounds
@@ -328,7 +328,7 @@ class E2e:
         target.command(t, arena, target.FINISH)
         self.done = m.wait_for("serial", target.DONE_LINE.pattern, 60)
 
-    def _finish(self, m: Machine) -> None:
+    def _finish(self, m: QemuVm) -> None:
         r = self.report
         done = self.done
         if done is None:

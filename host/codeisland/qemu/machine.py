@@ -36,7 +36,7 @@ MAX_LOWMEM_MIB = 2048  # q35 keeps all RAM below 4 GiB up to here, so address ==
 
 
 @dataclass
-class MachineConfig:
+class VmConfig:
     image: Path  # firmware code image (injected)
     workdir: Path
     app: Path | None = None  # UEFI app booted from the FAT drive as BOOTX64.EFI
@@ -70,10 +70,10 @@ class MachineConfig:
         return args + (["-initrd", str(self.initrd)] if self.initrd else [])
 
 
-class Machine:
+class QemuVm:
     """A running guest; use as a context manager so QEMU is always stopped."""
 
-    def __init__(self, config: MachineConfig) -> None:
+    def __init__(self, config: VmConfig) -> None:
         config.check()
         if shutil.which(QEMU) is None:
             raise ToolMissing(f"{QEMU} is not installed (apt-get install qemu-system-x86)")
@@ -135,7 +135,7 @@ class Machine:
             shutil.copyfile(src, fat / name)
         return fat
 
-    def start(self) -> Machine:
+    def start(self) -> QemuVm:
         for p in (
             self.serial_path,
             self.debugcon_path,
@@ -222,7 +222,7 @@ class Machine:
         except subprocess.TimeoutExpired:
             return None
 
-    def __enter__(self) -> Machine:
+    def __enter__(self) -> QemuVm:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

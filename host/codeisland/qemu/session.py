@@ -12,7 +12,7 @@ from ..firmware.inject import inject
 from ..hw.qemuhelper import QemuHelper
 from ..hw.transport import ChipsecTransport
 from ..paths import driver_binary, emulation_build_dir, smm_build_dir
-from .machine import Machine
+from .machine import QemuVm
 
 log = logging.getLogger(__name__)
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
@@ -57,12 +57,12 @@ def prepare_image(workdir: Path, driver: Path | None = None, base: Path = OVMF_C
     return out
 
 
-def helper_for(machine: Machine) -> QemuHelper:
+def helper_for(machine: QemuVm) -> QemuHelper:
     d = machine.describe()
     return QemuHelper(str(d["ram"]), str(d["qmp"]), int(str(d["memory_mib"])))
 
 
-def transport_for(machine: Machine) -> ChipsecTransport:
+def transport_for(machine: QemuVm) -> ChipsecTransport:
     machine.ram()  # wait until QEMU created the RAM file
     return ChipsecTransport(helper_for(machine), machine.config.memory_mib << 20)
 
@@ -77,7 +77,7 @@ def transport_from_workdir(workdir: Path) -> ChipsecTransport:
     return ChipsecTransport(helper, int(d["memory_mib"]) << 20)
 
 
-def wait_ready_to_lock(machine: Machine, timeout_s: float = 60.0) -> None:
+def wait_ready_to_lock(machine: QemuVm, timeout_s: float = 60.0) -> None:
     """Wait until BDS has passed SmmReadyToLock: the firmware reached its boot manager or an app.
 
     Before lock the driver's allow-list is open.  The evidence of lock is what runs after BDS of

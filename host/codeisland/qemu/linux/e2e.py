@@ -53,7 +53,7 @@ from ...relocation.placement import RelocationPlan, region_platform
 from ...transport.mailbox import MailboxClient
 from .. import session
 from ..e2e import E2eReport, refused_untouched
-from ..machine import Machine
+from ..machine import QemuVm
 from ..target import ROUND_MARK
 from . import agent, guest
 
@@ -153,20 +153,20 @@ class LinuxE2e:
         image = session.prepare_image(self.workdir, self.driver)
         self._mark("inject")
         config = guest.machine_config(image, self.workdir / "vm", settings, MEMORY_MIB, self.cpus)
-        with Machine(config) as m:
+        with QemuVm(config) as m:
             self._guest(m)
         return self.report
 
     # -- the guest ----------------------------------------------------------------------
 
-    def _guest(self, m: Machine) -> None:
+    def _guest(self, m: QemuVm) -> None:
         try:
             self._drive(m)
         except CodeIslandError:
             guest.check_running(m)  # a guest that stopped is the cause, not what failed next
             raise
 
-    def _drive(self, m: Machine) -> None:
+    def _drive(self, m: QemuVm) -> None:
         r = self.report
         up = guest.wait_booted(m)
         r.booted, r.guest_up_seconds, r.threads = True, up.seconds, up.threads
@@ -203,7 +203,7 @@ class LinuxE2e:
             and all(n > 0 for n in r.thread_rounds_after_commit)
         )
 
-    def _rounds_agree(self, m: Machine) -> bool:
+    def _rounds_agree(self, m: QemuVm) -> bool:
         """KIND 0: every round of every thread printed the same checksum.  KIND 1 (workload.h):
         every round wrote the same bytes on port 0xE9 (rounds run one at a time)."""
         r = self.report
@@ -262,7 +262,7 @@ class LinuxE2e:
 
     def _bad_plan(
         self,
-        m: Machine,
+        m: QemuVm,
         t: ChipsecTransport,
         rel: Relocator,
         imap: IslandMap,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ...errors import EmulationError, InputError, ToolMissing
 from ...paths import repo_root
-from ..machine import Machine, MachineConfig
+from ..machine import QemuVm, VmConfig
 from . import initramfs
 
 DEFAULT_CACHE = Path("/var/cache/codeisland/linux")
@@ -119,11 +119,11 @@ def machine_config(
     memory_mib: int = DEFAULT_MEMORY_MIB,
     cpus: int = 1,
     kernel: Path | None = None,
-) -> MachineConfig:
-    """The Machine for a Linux guest: the injected image, the kernel, a fresh initramfs."""
+) -> VmConfig:
+    """The QemuVm for a Linux guest: the injected image, the kernel, a fresh initramfs."""
     agent = check_settings(settings, memory_mib, kernel)
     initrd = initramfs.build(agent, busybox(), workdir / "initramfs")
-    return MachineConfig(
+    return VmConfig(
         image=image,
         workdir=workdir,
         memory_mib=memory_mib,
@@ -154,7 +154,7 @@ def linux_boot_failure(serial: str, memory_mib: int) -> str | None:
     return None
 
 
-def check_running(m: Machine) -> None:
+def check_running(m: QemuVm) -> None:
     """EmulationError naming the cause when the guest has stopped or is stopping."""
     cause = linux_boot_failure(m.serial(), m.config.memory_mib)
     if cause is not None:
@@ -172,7 +172,7 @@ class Booted:
     seconds: float  # wall time from QEMU's start to the agent's ready line
 
 
-def wait_booted(m: Machine, timeout_s: float = BOOT_TIMEOUT_S) -> Booted:
+def wait_booted(m: QemuVm, timeout_s: float = BOOT_TIMEOUT_S) -> Booted:
     """Wait for the agent's ready line; EmulationError naming the cause otherwise."""
     deadline = time.monotonic() + timeout_s
     while True:

@@ -22,7 +22,7 @@ from ...errors import EmulationError
 from ...hw.transport import ChipsecTransport
 from ...plan import layout as L
 from ...profile.attribution import IslandIndex, attribute
-from ...profile.format import Island, Profile, Window
+from ...profile.format import Profile, ProfiledIsland, Window
 from ...relocation import Relocator
 from ...transport.mailbox import MailboxClient
 from .. import session
@@ -36,7 +36,7 @@ def record_guest(
     ctl = agent.Agent(t, int(d.config.arena_base)).control()
     name = ctl.workload.decode(errors="replace")
     imap = analyze(session.workload_elf(name), load_base=int(ctl.blob_va))
-    islands = [Island(k + 1, i.name, i.start, i.size) for k, i in enumerate(imap)]
+    islands = [ProfiledIsland(k + 1, i.name, i.start, i.size) for k, i in enumerate(imap)]
     index = IslandIndex(islands)
     rel = Relocator(MailboxClient(t, timeout_s=20))
     lo, hi = int(ctl.arena_va), int(ctl.arena_va + ctl.arena_size)
