@@ -15,17 +15,11 @@ from typing import Protocol
 import numpy as np
 
 from ..plan import layout as L
-from ..profile.format import ProfiledIsland
+from ..profile.format import ProfiledIsland, WindowContext
 
 
 @dataclass
-class Observation:
-    index: int
-    time_of_day: int
-    input_events: int
-    runnable_threads: int
-    busy_cpus: int
-    cpus: int
+class Observation(WindowContext):
     rips: np.ndarray  # sampled saved RIPs, untranslated (may lie in relocated copies)
     exact: np.ndarray  # executed blocks per island (native hook)
     mem: np.ndarray  # data accesses per island (sampled)
@@ -33,15 +27,6 @@ class Observation:
     island_l1i_misses: np.ndarray  # modeled L1i misses per island
     island_itlb_misses: np.ndarray  # modeled iTLB misses per island (4 KiB or 2 MiB)
     frontend: dict[str, int]  # totals of the front-end model for the window
-
-    def context(self) -> dict[str, float]:
-        return {
-            "time_of_day": self.time_of_day,
-            "input_events": self.input_events,
-            "runnable_threads": self.runnable_threads,
-            "busy_cpus": self.busy_cpus,
-            "cpus": self.cpus,
-        }
 
 
 @dataclass

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..profile.format import DAY_SECONDS, ProfiledIsland
+from ..profile.format import DAY_SECONDS, ProfiledIsland, WindowContext
 
 WINDOWS_PER_DAY = 24
 TEXT_BASE = 0x4000_0000
@@ -35,13 +35,7 @@ STAGES = "ABCD"
 
 
 @dataclass
-class WindowActivity:
-    index: int
-    time_of_day: int
-    input_events: int
-    runnable_threads: int
-    busy_cpus: int
-    cpus: int
+class WindowActivity(WindowContext):
     rates: np.ndarray  # expected executions per island
 
 

@@ -7,7 +7,7 @@ features    -- model features from windows: history, time of day, user activity,
 """
 
 from .attribution import IslandIndex
-from .format import PROFILE_FORMAT, PROFILE_VERSION, Profile, ProfiledIsland, Window
+from .format import PROFILE_FORMAT, PROFILE_VERSION, Profile, ProfiledIsland, Window, WindowContext
 
 __all__ = [
     "PROFILE_FORMAT",
@@ -16,4 +16,5 @@ __all__ = [
     "Profile",
     "ProfiledIsland",
     "Window",
+    "WindowContext",
 ]

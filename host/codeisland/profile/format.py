@@ -40,14 +40,28 @@ class ProfiledIsland:
     size: int
 
 
+# the context features of a window, in this order
+CONTEXT_FEATURES = ("time_of_day", "input_events", "runnable_threads", "busy_cpus", "cpus")
+
+
 @dataclass
-class Window:
+class WindowContext:
+    """A window's position and context, defined once: profile windows, the closed loop's
+    observations and the designed workloads' activities all extend it (same fields, same order)."""
+
     index: int
     time_of_day: int  # seconds since midnight, from the emulated RTC
     input_events: int  # emulated input events in the window
     runnable_threads: int
     busy_cpus: int
     cpus: int
+
+    def context(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in CONTEXT_FEATURES}
+
+
+@dataclass
+class Window(WindowContext):
     samples: list[int]
     exact: list[int] | None = None
     mem: list[int] | None = None
@@ -73,8 +87,10 @@ class Profile:
         return out
 
     def context(self) -> dict[str, np.ndarray]:
-        keys = ("time_of_day", "input_events", "runnable_threads", "busy_cpus", "cpus")
-        return {k: np.array([getattr(w, k) for w in self.windows], dtype=np.float64) for k in keys}
+        return {
+            k: np.array([getattr(w, k) for w in self.windows], dtype=np.float64)
+            for k in CONTEXT_FEATURES
+        }
 
     # -- file ------------------------------------------------------------------------------
 
