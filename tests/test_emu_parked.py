@@ -92,3 +92,20 @@ def test_the_entry_jump_would_have_hit_the_parked_thread(variant: str) -> None:
         return  # the parked thread resumed inside the jump's rel32 and faulted
     ok = guest.outputs() == expected.outputs and all(t.exit_code == 0 for t in guest.threads)
     assert not ok, f"thread resumed inside the entry patch of {isl.name} and still matched"
+
+
+def test_gcc_with_fentry_is_entry_jump_safe() -> None:
+    """gcc -pg -mfentry: the first instruction is one 6-byte call to the libc's __fentry__, so
+    the entry jump replaces exactly one instruction (PORTING.md)."""
+    ensure_built()
+    src = repo_root() / "emulation" / "workloads" / "graphsort.c"
+    flags = ["-pg", "-mfentry", "-fpatchable-function-entry=0"]
+    path = build_port("graphsort-gcc-fentry", [src], flags, make_vars=["CC=gcc"])
+    imap = analyze(path)
+    isl = imap[ISLAND]
+    assert isl.entry_insn_len == 6 and isl.entry_preemption_safe
+    assert redirect(imap, isl).method == "entry jump"
+    guest, plan, _ = _parked_commit(str(path), entry_jump=False)
+    assert plan.islands[0].flags & L.ISLAND_ENTRY_MASK == L.ISLAND_ENTRY_REL32
+    guest.run()
+    assert guest.outputs() == baseline(str(path), 2).outputs
