@@ -17,7 +17,7 @@ cd "$root"
 
 STEPS=(install_debian_packages fetch_linux_guest fetch_port_sources check_python create_venv
   install_python_package build_everything)
-TEST_STEPS=()
+TEST_STEPS=(install_edk2_build_deps build_edk2_firmware)
 
 DEBIAN_PACKAGES=(clang lld llvm libclang-rt-14-dev gnu-efi qemu-system-x86 ovmf mtools dosfstools
   binutils make python3 python3-venv python3-pip)
@@ -134,19 +134,27 @@ fetch_linux_guest() {
   fi
 }
 
+debian_suite() { (. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}"); }
+
+# apt-get source needs a deb-src entry for Debian's archive (zlib for the port, edk2 for firmware).
+ensure_deb_src() {
+  grep -rqsE '^(Types: deb-src|deb-src )' /etc/apt/sources.list /etc/apt/sources.list.d/ && return 0
+  local suite
+  suite=$(debian_suite)
+  say "adding a deb-src entry for Debian's archive ($suite), for apt-get source"
+  printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    "$suite" | as_root tee /etc/apt/sources.list.d/codeisland-deb-src.sources >/dev/null
+  run as_root apt-get update
+}
+
 # The third-party program of emulation/workloads/PORTING.md: zlib's upstream sources, from the
 # Debian source package of this release (apt-get source, download only), unpacked into a cache
 # outside the repo.  Nothing here is committed; tests/test_port_zlib.py builds it as a workload.
 fetch_port_sources() {
   local cache=${CODEISLAND_ZLIB_SRC:-$(cache_dir zlib-src)} suite work
   [ -f "$cache/zlib.h" ] && [ -f "$cache/deflate.c" ] && return 0
-  suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
-  if ! grep -rqsE '^(Types: deb-src|deb-src )' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    say "adding a deb-src entry for Debian's archive ($suite), for apt-get source"
-    printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-      "$suite" | as_root tee /etc/apt/sources.list.d/codeisland-deb-src.sources >/dev/null
-    run as_root apt-get update
-  fi
+  suite=$(debian_suite)
+  ensure_deb_src
   say "fetching the source package zlib/$suite into $cache"
   work=$(mktemp -d)
   (cd "$work" && run apt-get source -q --download-only -o APT::Sandbox::User=root "zlib/$suite")
@@ -155,6 +163,30 @@ fetch_port_sources() {
   cp -r "$work"/zlib-*/. "$cache"/
   basename "$work"/zlib_*.dsc .dsc >"$cache/SOURCE-PACKAGE"
   rm -rf "$work"
+}
+
+# EDK2 from Debian's edk2 source package, for tests/test_edk2_build.py and test_qemu_e2e_edk2.py:
+# CodeIslandPkg built by EDK2 (GCC5, CLANGPDB) and OVMF with the driver in its DSC/FDF (stock and
+# the unrestricted test-board variant).  `codeisland firmware build` fetches the source (apt-get
+# source, needs a deb-src entry) and builds BaseTools and the Build trees in $CACHE_ROOT/edk2, never
+# in the repository: cold about 10 minutes on 2 quiet cores, seconds when nothing changed.
+EDK2_BUILD_DEPS=(build-essential nasm acpica-tools uuid-dev python3-distutils dpkg-dev)
+
+install_edk2_build_deps() {
+  ensure_deb_src
+  DEBIAN_PACKAGES=("${EDK2_BUILD_DEPS[@]}") && install_debian_packages
+}
+
+build_edk2_firmware() {
+  local cli=$VENV/bin/codeisland stamp
+  stamp=$(cache_dir edk2)/.codeisland-bootstrap
+  # the builds' own stamps make this quick; the message only when something may be built
+  [ -f "$stamp" ] || say "EDK2: CodeIslandPkg (GCC5, CLANGPDB), OVMF stock + unrestricted (~10 min once)"
+  run "$cli" firmware build-driver --toolchain GCC5
+  run "$cli" firmware build-driver --toolchain CLANGPDB
+  run "$cli" firmware build --variant stock
+  run "$cli" firmware build --variant unrestricted
+  touch "$stamp"
 }
 
 # ---- driver -------------------------------------------------------------------------------------

@@ -4,12 +4,17 @@ Test files skip themselves when OVMF, objdump, QEMU or the native libraries are 
 convenient on a developer's machine.  CI installs all of them (scripts/bootstrap.sh), so a skip
 there means an install step is broken.  A skip that is deliberate even in CI is listed in
 CI_ALLOWED_SKIPS by node id, with its reason.
+
+The emulator's driver tests run once per driver build: a test module opts in with
+`DRIVER_BUILDS = (...)` (ids of edk2_common.DRIVER_BUILDS); each of its tests then runs with
+CODEISLAND_DRIVER pointing at that build's PE, module-scoped so the module's own fixtures (booted
+machines, plans) are made again for every build.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 
 import pytest
 
@@ -71,3 +76,26 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
             terminalreporter.write_line(f"  {line}")
     elif _in_ci() and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
         terminalreporter.write_line("CI: pytest collected no tests, which is a failure")
+
+
+# -- driver builds ------------------------------------------------------------------------------
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    builds = getattr(metafunc.module, "DRIVER_BUILDS", None)
+    if builds and "driver_build" in metafunc.fixturenames:
+        metafunc.parametrize("driver_build", builds, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def driver_build(request: pytest.FixtureRequest) -> Iterator[str]:
+    build = getattr(request, "param", "clang")
+    if build == "clang":
+        yield build
+        return
+    from edk2_common import DRIVER_BUILDS  # here: tests/test_ci_strict.py copies this file alone
+
+    pe = DRIVER_BUILDS[build]()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CODEISLAND_DRIVER", str(pe))
+        yield build

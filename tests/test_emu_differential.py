@@ -10,6 +10,9 @@ from test_emu_common import LEAF_ISLANDS, MIXED_ISLANDS, baseline
 
 from codeisland.emulator.differential import EmulateConfig, run_emulation
 
+# every test here runs once per driver build (tests/conftest.py)
+DRIVER_BUILDS = ("clang", "edk2-gcc5")
+
 COMBOS = 10
 
 

@@ -13,6 +13,9 @@ from codeisland.plan import layout as L
 from smmemu.machine import NO_UNTIL, REGS
 from smmemu.workload import load_workload
 
+# every test here runs once per driver build (tests/conftest.py)
+DRIVER_BUILDS = ("clang", "edk2-gcc5")
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _built() -> None:

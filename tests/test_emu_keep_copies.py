@@ -21,6 +21,9 @@ from codeisland.plan import layout as L
 from smmemu.machine import REGS
 from smmemu.workload import load_workload
 
+# every test here runs once per driver build (tests/conftest.py)
+DRIVER_BUILDS = ("clang", "edk2-gcc5")
+
 RETIRED = L.MAP_ROLLED_BACK | L.MAP_RETIRED
 
 

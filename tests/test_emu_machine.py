@@ -17,6 +17,9 @@ from smmemu.memory import SMRAM_BASE
 from smmemu.savestate import LAYOUTS, REG_RIP, SaveStateMap
 from smmemu.workload import Segment, WorkloadImage
 
+# every test here runs once per driver build (tests/conftest.py)
+DRIVER_BUILDS = ("clang", "edk2-gcc5", "edk2-clangpdb")
+
 BOOT_TRACE_COMMON = [
     f"gBS->LocateProtocol({efi.SMM_BASE2_GUID}) -> found",
     f"gBS->LocateProtocol({efi.SMM_ACCESS2_GUID}) -> found",

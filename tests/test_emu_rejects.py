@@ -11,6 +11,9 @@ from codeisland.plan import layout as L
 from smmemu.memory import SMRAM_BASE
 from smmemu.workload import load_workload
 
+# every test here runs once per driver build (tests/conftest.py)
+DRIVER_BUILDS = ("clang", "edk2-gcc5", "edk2-clangpdb")
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _built() -> None:

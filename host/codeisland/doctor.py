@@ -14,7 +14,7 @@ from .errors import CodeIslandError
 from .hw import q35
 from .hw.transport import ChipsecTransport
 from .plan import layout as L
-from .transport.mailbox import MailboxClient, Reply
+from .transport.mailbox import MailboxClient, Reply, smm_memory_mode
 
 OK, WARN, FAIL, UNKNOWN = "ok", "warn", "fail", "unknown"
 Q35_MCH = 0x29C08086
@@ -234,19 +234,44 @@ class Doctor:
         )
 
     def restricted_memory(self) -> Check:
-        if self.query is None or self.query.info is None:
+        """The SMM memory mode from the driver's evidence (firmware_flags in its mailbox: the
+        PCD as the platform build compiled it), and the regions code may be moved in."""
+        if self.client is None or self.query is None or self.query.info is None:
             return Check("restricted memory", UNKNOWN, "driver not queried")
-        regions = self.query.regions
-        code = [r for r in regions if r.flags & (L.REGION_SOURCE | L.REGION_DEST)]
-        text = ", ".join(f"{r.base:#x}+{r.size:#x}/{r.flags:#x}" for r in code)
+        code = [r for r in self.query.regions if r.flags & (L.REGION_SOURCE | L.REGION_DEST)]
+        regions = ", ".join(f"{r.base:#x}+{r.size:#x}/{r.flags:#x}" for r in code) or "none"
+        mode = smm_memory_mode(self.client.header.firmware_flags)
+        if not code:
+            return Check(
+                "restricted memory",
+                WARN,
+                f"{mode}; the driver registered no code region",
+                "the driver can relocate nothing: check its log for reservation errors",
+            )
+        if mode == "restricted":
+            return Check(
+                "restricted memory",
+                OK,
+                "restricted (the platform build fixed PcdCpuSmmRestrictedMemoryAccess TRUE, "
+                f"the driver reports): code to relocate must live in {regions}",
+            )
+        if mode == "unrestricted":
+            return Check(
+                "restricted memory",
+                WARN,
+                "UNRESTRICTED: test-board firmware (PcdCpuSmmRestrictedMemoryAccess FALSE, the "
+                "driver reports); SMM can reach any memory outside SMRAM.  The engine still "
+                f"accepts only its registered regions ({regions}) and never SMRAM",
+                "never run this image on a production machine",
+            )
         return Check(
             "restricted memory",
-            WARN if not code else OK,
-            f"assumed on (EDK2 default; not readable from outside SMM); relocatable code must "
-            f"live in the registered regions: {text or 'none'}",
-            "load code to relocate into the driver's arena (see the target app)"
-            if code
-            else "the driver registered no code region: it can relocate nothing",
+            WARN,
+            "unknown: the driver was not built inside this platform's EDK2 build (injected, or "
+            "built alone), so it cannot say; EDK2's default (and Debian's OVMF) restricts, "
+            f"in which case code to relocate must live in {regions}",
+            "for evidence, build the firmware with the driver in its DSC "
+            "(codeisland firmware build)",
         )
 
     def target(self) -> Check:

@@ -83,3 +83,9 @@ class CheckFailed(CodeIslandError):
     the report has been printed, this is its one-line verdict."""
 
     exit_code = 1
+
+
+class BuildFailed(CodeIslandError):
+    """An external build (EDK2's `build`, make) ran and failed; the message quotes its error."""
+
+    exit_code = 7

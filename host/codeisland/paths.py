@@ -2,6 +2,8 @@
 
 The package is installed editable from the repository (README), so build outputs are found
 relative to the source tree; CODEISLAND_ROOT overrides the root and CODEISLAND_DRIVER the driver.
+Slow downloads and builds (Debian's edk2 source, its Build tree) are cached outside the
+repository, in CODEISLAND_CACHE (default /var/cache/codeisland), and never committed.
 """
 
 from __future__ import annotations
@@ -28,3 +30,7 @@ def driver_binary() -> Path:
 
 def emulation_build_dir() -> Path:
     return repo_root() / "emulation" / "build"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CODEISLAND_CACHE", "/var/cache/codeisland"))

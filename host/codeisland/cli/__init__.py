@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("analyze", "Islands, fix-ups, limits, call graph and coverage of an ELF/PE image."),
     "verify": ("verify", "Move every island in Python, re-decode, check all targets resolve."),
     "plan": ("plan", "Build a relocation plan (profile + platform) or decode a plan file."),
-    "firmware": ("firmware", "List a UEFI firmware image; inject the SMM driver into it."),
+    "firmware": ("firmware", "List a UEFI image; inject the SMM driver; build OVMF with it."),
     "profile": ("profile", "Record a profile from an emulated run; validate and show one."),
     "model": ("model", "Train the heat model on a profile; show a model's importances."),
     "bench": ("bench", "Compare relocation policies on phase workloads (modeled cycles)."),

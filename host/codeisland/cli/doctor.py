@@ -30,12 +30,25 @@ if TYPE_CHECKING:
     help="A chipsec helper by name, e.g. linuxhelper on a board (loads chipsec's kernel module).",
 )
 @click.option("--driver", type=INPUT_FILE, help="With --boot.")
+@click.option(
+    "--firmware",
+    type=INPUT_FILE,
+    help="With --boot: a CODE image with the driver built in (codeisland firmware build).",
+)
+@click.option(
+    "--vars",
+    "vars_image",
+    type=INPUT_FILE,
+    help="With --boot: the VARS image (default Debian's OVMF_VARS_4M.fd).",
+)
 @json_option
 def command(
     qemu_dir: Path | None,
     boot: bool,
     helper_name: str | None,
     driver: Path | None,
+    firmware: Path | None,
+    vars_image: Path | None,
     as_json: bool,
 ) -> None:
     """SMM present and locked, SMRR, the driver and its limits (QUERY), SW SMI delivery,
@@ -58,8 +71,10 @@ def command(
 
     with tempfile.TemporaryDirectory(prefix="codeisland-doctor-") as tmp:
         work = Path(tmp)
-        image = session.prepare_image(work, driver)
-        with QemuVm(VmConfig(image=image, workdir=work)) as m:
+        config = VmConfig(image=session.boot_image(work, driver, firmware), workdir=work)
+        if vars_image is not None:
+            config.vars_template = vars_image
+        with QemuVm(config) as m:
             m.wait_for("debugcon", session.DRIVER_BOOT_LINE, 60)
             session.wait_ready_to_lock(m)
             with session.transport_for(m) as t:

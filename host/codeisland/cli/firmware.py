@@ -1,4 +1,4 @@
-"""`codeisland firmware`: list a firmware image, inject the SMM driver into it."""
+"""`codeisland firmware`: list an image, inject the SMM driver, build OVMF with it from source."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ GUID = Guid()
 
 @click.group("firmware")
 def command() -> None:
-    """UEFI firmware images: list volumes and files, inject the codeisland SMM driver."""
+    """UEFI firmware images: list, inject the SMM driver, build OVMF with it from source."""
 
 
 @command.command("list")
@@ -88,3 +88,48 @@ def inject_cmd(
         report = inject(image, driver, tmp, depex=depex, guid=guid)
     report.output = str(output)
     emit(report, as_json)
+
+
+@command.command("build")
+@click.option(
+    "--variant",
+    type=click.Choice(["stock", "unrestricted"]),
+    default="stock",
+    show_default=True,
+    help="stock: Debian's image + the driver.  unrestricted: TEST BOARDS ONLY, "
+    "PcdCpuSmmRestrictedMemoryAccess=FALSE; its files are named INSECURE-TEST-BOARD.*",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory for the CODE/VARS images and the driver PE (default build/firmware/VARIANT).",
+)
+@json_option
+def build_cmd(variant: str, output: Path | None, as_json: bool) -> None:
+    """OVMF from Debian's edk2 source (apt-get source, cached outside the repository) with
+    CodeIslandPkg added to OvmfPkgIa32X64's DSC and FDF as edk2-pkg/README.md says, built by
+    EDK2 with Debian's own flags.  Progress on stderr; nothing changed = seconds."""
+    from ..firmware.build import build_firmware
+
+    emit(build_firmware(variant, output), as_json)
+
+
+@command.command("build-driver")
+@click.option(
+    "--toolchain", type=click.Choice(["GCC5", "CLANGPDB"]), default="GCC5", show_default=True
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the PE (default build/edk2/CodeIslandSmm.TOOLCHAIN.efi).",
+)
+@json_option
+def build_driver_cmd(toolchain: str, output: Path | None, as_json: bool) -> None:
+    """CodeIslandSmm.efi built by EDK2 from CodeIslandPkg.dsc alone (no platform)."""
+    from ..firmware.build import build_driver
+
+    emit(build_driver(toolchain, output), as_json)

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from ..errors import UsageError
 from .options import CPUS, INPUT_FILE, NAME, TIMEOUT, emit, emit_check, json_option
 
 log = logging.getLogger(__name__)
@@ -169,9 +170,15 @@ def run_cmd(
             tmp.cleanup()
 
 
+FIRMWARE_HELP = "A CODE image with the driver built in (codeisland firmware build); no injection."
+VARS_HELP = "The VARS image to copy for the guest (default Debian's OVMF_VARS_4M.fd)."
+
+
 @command.command("e2e")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--driver", type=INPUT_FILE, help="Inject this.")
+@click.option("--firmware", type=INPUT_FILE, help=FIRMWARE_HELP)
+@click.option("--vars", "vars_image", type=INPUT_FILE, help=VARS_HELP)
 @click.option("--no-build", is_flag=True, help="Use the existing smm/build outputs.")
 @click.option(
     "--cpus", default=1, show_default=True, type=CPUS, help="Guest vCPUs (all enter SMM)."
@@ -195,6 +202,8 @@ def run_cmd(
 def e2e_cmd(
     workdir: Path | None,
     driver: Path | None,
+    firmware: Path | None,
+    vars_image: Path | None,
     no_build: bool,
     cpus: int,
     workload: str,
@@ -216,11 +225,21 @@ def e2e_cmd(
         if guest == LINUX:
             from ..qemu.linux.e2e import run_linux_e2e
 
+            if firmware is not None:
+                raise UsageError("--firmware is for --guest uefi (the Linux e2e injects)")
             report = run_linux_e2e(
                 workdir, driver, not no_build, cpus=cpus, workload=workload, identity=not virtual
             )
         else:
-            report = run_e2e(workdir, driver, do_build=not no_build, cpus=cpus, workload=workload)
+            report = run_e2e(
+                workdir,
+                driver,
+                do_build=not no_build,
+                cpus=cpus,
+                workload=workload,
+                firmware=firmware,
+                vars_template=vars_image,
+            )
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -32,7 +32,7 @@ from ..plan.document import Plan
 from ..planning.platform import load_platform
 from ..relocation import RelocationPlan, Relocator, RetryPolicy, movable, occupied
 from ..relocation.placement import plan_ranked, region_platform
-from ..transport.mailbox import MailboxClient
+from ..transport.mailbox import MailboxClient, smm_memory_mode
 from . import session, target
 from .machine import QemuVm, VmConfig
 from .planning import ExpectedCopy, expected_copies
@@ -50,6 +50,8 @@ STAGE_BUDGET = 4096  # bytes per SMI: the engine's minimum, so larger plans span
 @dataclass
 class E2eReport:
     workload: str = "own"
+    image: str = ""
+    firmware_mode: str = ""  # SMM memory mode the driver reports (mailbox firmware_flags)
     booted: bool = False
     relocations: int = 0
     contexts_translated: int = 0
@@ -97,6 +99,7 @@ class E2eReport:
         return "\n".join(
             [
                 f"booted: {self.booted}  ({', '.join(self.driver_log[-1:])})",
+                f"image {self.image}; SMM memory access: {self.firmware_mode}",
                 f"bad plan (SMRAM destination) rejected with nothing written: "
                 f"{self.bad_plan_rejected} ({self.bad_plan_status})",
                 f"relocated {self.relocations} islands: {isl}",
@@ -176,9 +179,17 @@ class _Planned:
 
 class E2e:
     def __init__(
-        self, workdir: Path, driver: Path | None = None, cpus: int = 1, workload: str = "own"
+        self,
+        workdir: Path,
+        driver: Path | None = None,
+        cpus: int = 1,
+        workload: str = "own",
+        firmware: Path | None = None,
+        vars_template: Path | None = None,
     ) -> None:
         self.workdir = workdir
+        self.firmware = firmware
+        self.vars_template = vars_template
         self.workload = workload
         self.report = E2eReport(workload=workload)
         self.driver = driver
@@ -195,12 +206,15 @@ class E2e:
         if do_build:
             build(repo_root(), self.workload)
             self._mark("build")
-        image = session.prepare_image(self.workdir, self.driver)
+        image = session.boot_image(self.workdir, self.driver, self.firmware)
+        self.report.image = str(image)
         self._mark("inject")
         app = session.require(
             session.app_binary(self.workload), f"make -C smm/app WORKLOAD={self.workload}"
         )
         config = VmConfig(image=image, workdir=self.workdir / "vm", app=app, cpus=self.cpus)
+        if self.vars_template is not None:
+            config.vars_template = self.vars_template
         with QemuVm(config) as m:
             self._guest(m)
         return self.report
@@ -212,7 +226,9 @@ class E2e:
         r.driver_log = [line for line in m.debugcon().splitlines() if line.strip()]
         self._mark("boot")
         with session.transport_for(m) as t:
-            rel = Relocator(MailboxClient(t, timeout_s=20), stage_budget=STAGE_BUDGET)
+            client = MailboxClient(t, timeout_s=20)
+            r.firmware_mode = smm_memory_mode(client.header.firmware_flags)
+            rel = Relocator(client, stage_budget=STAGE_BUDGET)
             cfg = t.discover().config
             info = rel.query().info
             if info is None or not info.locked:
@@ -358,5 +374,7 @@ def run_e2e(
     do_build: bool = True,
     cpus: int = 1,
     workload: str = "own",
+    firmware: Path | None = None,
+    vars_template: Path | None = None,
 ) -> E2eReport:
-    return E2e(workdir, driver, cpus, workload).run(do_build)
+    return E2e(workdir, driver, cpus, workload, firmware, vars_template).run(do_build)

@@ -57,6 +57,14 @@ def prepare_image(workdir: Path, driver: Path | None = None, base: Path = OVMF_C
     return out
 
 
+def boot_image(workdir: Path, driver: Path | None = None, firmware: Path | None = None) -> Path:
+    """The CODE image to boot: one with the driver built in (`codeisland firmware build`) as it
+    is, or else Debian's OVMF with the driver injected."""
+    if firmware is not None:
+        return require(firmware, "codeisland firmware build")
+    return prepare_image(workdir, driver)
+
+
 def helper_for(machine: QemuVm) -> QemuHelper:
     d = machine.describe()
     return QemuHelper(str(d["ram"]), str(d["qmp"]), int(str(d["memory_mib"])))

@@ -16,6 +16,14 @@ _RESULT_SIZE = ctypes.sizeof(L.Result)
 _FIELD = {name: getattr(L.Mailbox, name) for name, *_ in L.Mailbox._fields_}
 
 
+def smm_memory_mode(firmware_flags: int) -> str:
+    """What the driver says about PcdCpuSmmRestrictedMemoryAccess: 'restricted', 'unrestricted'
+    (a test board's firmware) or 'unknown' (the driver was not built with the platform)."""
+    if not firmware_flags & L.FIRMWARE_BUILD_KNOWN:
+        return "unknown"
+    return "unrestricted" if firmware_flags & L.FIRMWARE_SMM_UNRESTRICTED else "restricted"
+
+
 @dataclass
 class Reply:
     """One answered request: the common result plus the command's tail."""
