@@ -150,9 +150,11 @@ class EmulatedMachine:
         c = self.model.island_counts(len(self.islands))
         f = lambda k: c[k].astype(np.float64)  # noqa: E731
         obs = Observation(
-            self.t, self.inputs.time_of_day, self.inputs.delivered, self.guest.runnable_threads,
-            self.guest.busy_cpus, self.cpus, rips, f("blocks"), f("mem_accesses"), f("cycles"),
-            f("l1i_misses"), f("itlb_misses"), self.model.totals(),
+            index=self.t, time_of_day=self.inputs.time_of_day, input_events=self.inputs.delivered,
+            runnable_threads=self.guest.runnable_threads, busy_cpus=self.guest.busy_cpus,
+            cpus=self.cpus, rips=rips, exact=f("blocks"), mem=f("mem_accesses"),
+            island_cycles=f("cycles"), island_l1i_misses=f("l1i_misses"),
+            island_itlb_misses=f("itlb_misses"), frontend=self.model.totals(),
         )  # fmt: skip
         self.t += 1
         return obs

@@ -174,9 +174,9 @@ class ModelMachine:
         a = self.w.activity(t)
         self.t += 1
         return Observation(
-            t, a.time_of_day, a.input_events, a.runnable_threads, a.busy_cpus, a.cpus,
-            rips, exact, mem, counts["cycles"], counts["l1i_misses"], counts["itlb_misses"],
-            frontend,
+            **a.window_fields(), rips=rips, exact=exact, mem=mem,
+            island_cycles=counts["cycles"], island_l1i_misses=counts["l1i_misses"],
+            island_itlb_misses=counts["itlb_misses"], frontend=frontend,
         )  # fmt: skip
 
     def peek_next(self) -> np.ndarray | None:
@@ -264,14 +264,14 @@ def record_model(workload: str, windows: int, seed: int = 1) -> Profile:
     m = ModelMachine(StreamSource(w), FrontendParams(), hot_capacity=0)
     index = IslandIndex(w.islands)
     profile = Profile(list(w.islands), [], 0, {"kind": "model", "workload": workload, "seed": seed})
-    for t in range(windows):
+    for _ in range(windows):
         obs = m.run_window()
         counts, unattributed = attribute(obs.rips, index)
         profile.windows.append(
             Window(
-                t, obs.time_of_day, obs.input_events, obs.runnable_threads, obs.busy_cpus,
-                obs.cpus, [int(x) for x in counts], [int(x) for x in obs.exact],
-                [int(x) for x in obs.mem], unattributed,
+                **obs.window_fields(), samples=[int(x) for x in counts],
+                exact=[int(x) for x in obs.exact], mem=[int(x) for x in obs.mem],
+                unattributed=unattributed,
             )
         )  # fmt: skip
     return profile

@@ -59,6 +59,11 @@ class WindowContext:
     def context(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in CONTEXT_FEATURES}
 
+    def window_fields(self) -> dict[str, int]:
+        """The six fields by name: another kind of window for the same window is built with
+        `Kind(**w.window_fields(), ...)` instead of ten positional arguments."""
+        return {k: getattr(self, k) for k in ("index", *CONTEXT_FEATURES)}
+
 
 @dataclass
 class Window(WindowContext):
