@@ -226,7 +226,16 @@ class PlanFuzzer:
 
     @staticmethod
     def _inside(address: int, length: int, spans: list[tuple[int, int]]) -> bool:
-        return any(lo <= address and address + length <= lo + n for lo, n in spans)
+        """Is [address, +length) covered by the union of spans (adjacent islands' copies make
+        one run of written bytes)?"""
+        end = address
+        for lo, n in sorted(spans):
+            if lo > end:
+                break
+            end = max(end, lo + n)
+            if end >= address + length:
+                return True
+        return end >= address + length and length == 0
 
     @staticmethod
     def _request_copy(after: dict[int, np.ndarray], address: int, length: int, req: bytes) -> bool:
