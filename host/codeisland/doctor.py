@@ -261,7 +261,8 @@ class Doctor:
                 WARN,
                 "UNRESTRICTED: test-board firmware (PcdCpuSmmRestrictedMemoryAccess FALSE, the "
                 "driver reports); SMM can reach any memory outside SMRAM.  The engine still "
-                f"accepts only its registered regions ({regions}) and never SMRAM",
+                f"refuses SMRAM and anything out of bounds: code moves only within its "
+                f"registered regions ({regions}) or pages its own walk finds",
                 "never run this image on a production machine",
             )
         return Check(
