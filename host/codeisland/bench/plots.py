@@ -105,7 +105,7 @@ def comparison_plot(results: list[WorkloadResult], path: Path) -> Path:
 
 def sensitivity_plot(points: list[Any], path: Path) -> Path:
     """Headline ratios per cost-model setting (bench/sensitivity.py points)."""
-    labels = [p.parameter if p.parameter == "baseline" else f"{p.parameter}\nx{p.factor:g}"
+    labels = [p.parameter if p.parameter == "baseline" else f"{p.parameter} x{p.factor:g}"
               for p in points]  # fmt: skip
     x = np.arange(len(points))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.6), dpi=110)
@@ -123,7 +123,7 @@ def sensitivity_plot(points: list[Any], path: Path) -> Path:
     ax2.axhline(1.0, color="black", linestyle=":", linewidth=1)
     ax2.set_title("predictive's gain over the baselines' (dotted: equal)", fontsize=10)
     for ax in (ax1, ax2):
-        ax.set_xticks(x, labels, fontsize=7)
+        ax.set_xticks(x, labels, fontsize=7, rotation=35, ha="right")
         ax.legend(fontsize=7)
     fig.text(0.01, 0.01, MODEL_NOTE + "; one parameter changed at a time", fontsize=6,
              color="#555555")  # fmt: skip
