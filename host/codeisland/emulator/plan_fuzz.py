@@ -124,6 +124,7 @@ class PlanFuzzer:
             plan_id=0x16, stack_slots=4, read_bytes=self.session.machine.read, callsites=True,
             chunk_size=256,
         ).plan  # fmt: skip
+        self.base.keep_copies = False  # its cases roll back to the start exactly
         self.mailbox = (self.session.client.base, L.MAILBOX_SIZE)
         self.undo_pool = self._find_undo_pool()
         self.edges = self._edges()
