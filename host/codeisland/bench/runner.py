@@ -237,7 +237,7 @@ def _gains(cells: dict[str, Cell], bound: UpperBound | None = None) -> None:
 def run(cfg: BenchConfig, params: FrontendParams) -> list[WorkloadResult]:
     total = cfg.windows * len(cfg.workloads)
     out = []
-    with tqdm(total=total, desc="bench windows", unit="win", leave=False) as bar:
+    with tqdm(total=total, desc="bench windows", unit="win", leave=False, disable=None) as bar:
         for name in cfg.workloads:
             start = time.perf_counter()
             out.append(run_workload(name, cfg, params, bar))
@@ -285,7 +285,7 @@ def run_emulated(
         profile = recorded.mean(axis=0) if recorded.size else None
         loop = ClosedLoop(m, make_policy(p, len(m.islands), profile), cost, warmup=warmup,
                           params=params)  # fmt: skip
-        for _ in tqdm(range(windows), desc=f"emulated {p}", leave=False):
+        for _ in tqdm(range(windows), desc=f"emulated {p}", leave=False, disable=None):
             loop.step()
         if p == "none":
             recorded = np.array(loop.heat_log)

@@ -160,7 +160,9 @@ class _Bars:
                 self.bar.close()
             self.phase = phase
             total = self.total if phase == "relocated" else None
-            self.bar = tqdm(total=total, desc=phase, unit=" insn", unit_scale=True, leave=False)
+            self.bar = tqdm(
+                total=total, desc=phase, unit=" insn", unit_scale=True, leave=False, disable=None
+            )
         self.bar.update(done - self.bar.n)
 
     def __enter__(self) -> _Bars:

@@ -110,7 +110,7 @@ def record_emulated(
     rel = s.relocator
     ring: list[L.Sample] = []  # the driver's samples of the current window
     profile = Profile(islands, [], window_instructions, _source(workload, cpus, threads, seed))
-    for w in tqdm(range(windows), desc="profile windows", leave=False):
+    for w in tqdm(range(windows), desc="profile windows", leave=False, disable=None):
         if guest.done:
             break
         inputs.new_window(w)

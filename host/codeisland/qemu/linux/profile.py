@@ -43,7 +43,7 @@ def record_guest(
     cr3: int | None = None
     cpus = 0
     profile = Profile(islands, [], 0, _source(name, ctl, d.method))
-    for w in tqdm(range(windows), desc="profile windows", leave=False):
+    for w in tqdm(range(windows), desc="profile windows", leave=False, disable=None):
         taken: list[L.Sample] = []
         for _ in range(samples):
             taken += rel.sample()
