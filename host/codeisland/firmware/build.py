@@ -165,6 +165,13 @@ def _write_stamp(ws: Path, digest: str) -> None:
     (ws / STAMP).write_text(json.dumps({"digest": digest, "time": time.time()}))
 
 
+def fresh_module(out_dir: Path) -> None:
+    """Drop our module's objects before a build: EDK2's makefiles depend on source mtimes, not
+    on flags, so a changed [BuildOptions] (or sources older than the objects, e.g. another
+    checkout's) would otherwise link stale objects.  The module alone recompiles in seconds."""
+    shutil.rmtree(out_dir / "X64" / "CodeIslandPkg", ignore_errors=True)
+
+
 def restricted_in_build(out_dir: Path) -> bool:
     """The value PiSmmCpuDxeSmm was compiled with, from its generated AutoGen.h."""
     autogen = out_dir / "X64/UefiCpuPkg/PiSmmCpuDxeSmm/PiSmmCpuDxeSmm/DEBUG/AutoGen.h"
@@ -241,6 +248,7 @@ def build_firmware(
             if not up_to_date:
                 progress(f"EDK2 build of {pb.dsc} ({variant}); log {pb.log}")
                 (pb.workspace / STAMP).unlink(missing_ok=True)
+                fresh_module(out_dir)
                 build_seconds = P.run_build(pb, progress)
                 _write_stamp(pb.workspace, digest)
     return _report(pb, v, out_dir, built, output, up_to_date, build_seconds, t0)
@@ -346,6 +354,7 @@ def build_driver(
             up_to_date = _stamp_matches(stamp_dir, digest, [built])
             if not up_to_date:
                 (stamp_dir / STAMP).unlink(missing_ok=True)
+                fresh_module(pb.output_dir())
                 P.run_build(pb, progress, log=stamp_dir / "build.log")
                 _write_stamp(stamp_dir, digest)
     output = output or default_driver_output(toolchain)
