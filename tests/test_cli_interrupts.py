@@ -21,6 +21,7 @@ import pytest
 from codeisland.paths import repo_root
 
 CLI = [sys.executable, "-m", "codeisland"]
+LONG_EMULATE = ["--cpus", "4", "--threads", "4"]
 
 
 def _interrupt(args: list[str], after_s: float, sig: int = signal.SIGINT) -> tuple[int, str]:
@@ -51,10 +52,12 @@ def _digest(directory: Path) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("args", "after_s"),
     [
-        (["emulate", "--workload", "lz"], 0.0),  # while unicorn, lief, numpy are imported
-        (["emulate", "--workload", "lz"], 3.0),  # inside the emulated run
-        (["profile", "record", "--windows", "6", "-o", "{out}"], 0.3),
-        (["profile", "record", "--windows", "6", "-o", "{out}"], 4.0),
+        # runs long enough (9 s and 15 s on a quiet 2-core machine) that a signal at 3-4 s
+        # lands inside the work on a fast machine too, not after it has finished
+        (["emulate", "--workload", "lz", *LONG_EMULATE], 0.0),  # while imports run
+        (["emulate", "--workload", "lz", *LONG_EMULATE], 3.0),  # inside the emulated run
+        (["profile", "record", "--windows", "40", "-o", "{out}"], 0.3),
+        (["profile", "record", "--windows", "40", "-o", "{out}"], 4.0),
     ],
 )
 def test_sigint_aborts_and_leaves_outputs_untouched(
