@@ -53,6 +53,12 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except KeyboardInterrupt:
             raise interrupts.Interrupted from None
+        except BrokenPipeError as exc:
+            # click takes every EPIPE for a closed stdout (`| head`) and exits 1 in silence;
+            # one from a socket or a child's pipe is an error to report
+            if _stdout_closed():
+                raise
+            raise CodeIslandError(f"a connection was lost: {exc}") from exc
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
@@ -132,6 +138,18 @@ def run(argv: list[str] | None = None) -> int:
         return 70
     # an interrupt some library swallowed still ends the run as an abort
     return _aborted() if interrupts.received() else status
+
+
+def _stdout_closed() -> bool:
+    """True when whoever reads our stdout has gone (a pipe whose reader closed polls POLLERR)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return True
 
 
 def _error(message: str) -> None:

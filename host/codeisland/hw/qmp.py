@@ -48,7 +48,13 @@ class Qmp:
         msg: dict[str, Any] = {"execute": command}
         if arguments:
             msg["arguments"] = arguments
-        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        try:
+            self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        except OSError as exc:
+            # EPIPE when QEMU has just exited (the guest powered off): a lost connection like
+            # any other.  Left as a BrokenPipeError, click would take it for a closed stdout
+            # and exit 1 without a word.
+            raise TransportError(f"QMP connection lost: {exc}") from exc
         while True:
             reply = self._read()
             if "event" in reply:
