@@ -96,7 +96,7 @@ class _Mailbox:
         return _Reply(r)
 
     def stage(self, plan: bytes = b"") -> _Reply:
-        self.log.append("STAGE plan" if plan else "STAGE")
+        self.log.append(f"STAGE {plan.decode()}" if plan else "STAGE")
         if plan:
             self._at = 0
         state, done = self.stages[self._at]
@@ -154,3 +154,18 @@ def test_retry_gives_up_after_its_attempts_with_the_last_commit() -> None:
     out = Relocator(box).apply(b"plan", policy)  # type: ignore[arg-type]
     assert out.attempts == 2 and out.result.contexts_translated == 0
     assert box.log.count("COMMIT") == 2 and box.log.count("ROLLBACK 0") == 1
+
+
+def test_retry_stages_the_hosts_new_plan_for_each_later_attempt() -> None:
+    box = _Mailbox([(L.STATE_STAGED, 4)], commits=[0, 0, 1])
+    asked: list[int] = []
+
+    def replan(attempt: int) -> bytes:
+        asked.append(attempt)
+        return f"plan{attempt}".encode()
+
+    policy = RetryPolicy(attempts=4, accept=lambda res: res.contexts_translated > 0, replan=replan)
+    out = Relocator(box).apply(b"plan1", policy)  # type: ignore[arg-type]
+    assert out.attempts == 3 and asked == [2, 3]
+    stages = [e for e in box.log if e.startswith("STAGE")]
+    assert stages == ["STAGE plan1", "STAGE plan2", "STAGE plan3"]

@@ -8,8 +8,8 @@ keeps a per-SMI report (`SmiReport`: command, status, bytes, contexts, handler i
 where the transport can count them).  One no-progress guard: a STAGE that leaves the plan
 STAGING without completing one more chunk is an error, whatever the budget.  One retry
 policy (`RetryPolicy`): a commit the host does not accept (e.g. no saved context was inside
-the islands) is rolled back with the host's guest quiesced, and the plan is staged and
-committed again, up to `attempts` times.
+the islands) is rolled back with the host's guest quiesced, and the plan (or the host's new
+plan, from its `replan` hook) is staged and committed again, up to `attempts` times.
 """
 
 from __future__ import annotations
@@ -66,12 +66,15 @@ def _status_name(status: int) -> str:
 class RetryPolicy:
     """Commit again when `accept(result)` says no, at most `attempts` times in all; before the
     rollback `quiesce()` parks the guest (nothing runs in the copies, so no return address
-    points into them), after it `resume()` lets it run on."""
+    points into them), after it `resume()` lets it run on.  `replan(attempt)` gives the plan
+    for attempt 2, 3, ... (e.g. placed around the copies the rollback retired); without it
+    the same plan is staged again."""
 
     attempts: int = 1
     accept: Callable[[L.Result], bool] = lambda _r: True
     quiesce: Callable[[], None] = lambda: None
     resume: Callable[[], None] = lambda: None
+    replan: Callable[[int], bytes] | None = None
 
 
 @dataclass
@@ -145,6 +148,8 @@ class Relocator:
         """Stage `plan`, commit it, and retry by `retry` until the host accepts the commit."""
         policy = retry or RetryPolicy()
         for attempt in range(1, policy.attempts + 1):
+            if attempt > 1 and policy.replan is not None:
+                plan = policy.replan(attempt)
             staged = self.stage(plan)
             result = self.commit()
             if policy.accept(result) or attempt == policy.attempts:

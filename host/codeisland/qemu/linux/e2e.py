@@ -48,7 +48,7 @@ from ...plan import layout as L
 from ...plan.apply import entry_patch, relocated_bytes
 from ...planning.passes import Options
 from ...planning.platform import load_platform
-from ...relocation import Relocator, movable, occupied, plan_relocation
+from ...relocation import Relocator, RetryPolicy, movable, occupied, plan_relocation
 from ...relocation.placement import RelocationPlan, region_platform
 from ...transport.mailbox import MailboxClient
 from .. import session
@@ -298,37 +298,48 @@ class LinuxE2e:
         read = _virtual_reader(t, ctl)
         region = load_platform("emulated").region("hot")  # the driver's arena layout, once
         hot = int(ctl.arena_va) + int(region.arena_offset or 0)
-        for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
-            r.commit_attempts = attempt
-            taken = occupied(rel.address_map())  # live and retired copies stay out
+        plans: dict[int, RelocationPlan] = {}
+
+        def replan(attempt: int) -> bytes:
+            # placed around the live and retired copies (a rolled-back attempt's stay valid)
+            taken = occupied(rel.address_map())
             plan = _plan(imap, names, hot, region.size, attempt, read, taken)
             plan.plan.place_in_address_space(space, cr3 if space != L.SPACE_PHYSICAL else 0)
-            try:
-                staged = rel.stage(plan.to_bytes())
-            except DriverRejected as exc:
-                if exc.status in (L.Status.WALK_TABLE_OUTSIDE, L.Status.BAD_SPACE):
-                    raise DriverRejected(
-                        exc.status,
-                        f"{exc}: this firmware keeps SMM restricted memory access, so the engine "
-                        "may not walk the process's page tables (ordinary RAM); run without "
-                        "--virtual, or boot firmware built without restricted access",
-                    ) from exc
-                raise
-            res = rel.commit()
-            r.stage_smis, r.bytes_written = staged.smis, staged.bytes_written
-            r.fixups_applied = staged.fixups_applied
-            r.relocations = len(plan.plan.islands)
-            r.callsites_patched = int(res.callsites_patched)
-            r.contexts_translated = int(res.contexts_translated)
-            r.cpus_in_smm = int(res.cpus)
-            if res.contexts_translated > 0 or attempt == MAX_COMMIT_ATTEMPTS:
-                return plan
-            # no thread was on a CPU inside the islands at this SMI: undo with the threads running
-            # (the copies stay valid, retired) and place the islands again elsewhere
-            log.info("commit translated no context (attempt %d); rolling back", attempt)
-            rel.rollback(0)
+            plans[attempt] = plan
+            return plan.to_bytes()
+
+        def resume() -> None:
+            log.info("commit translated no context; rolled back, placing the islands again")
             ag.wait_rounds(1)
-        raise AssertionError("unreachable")
+
+        # a commit whose SMI found no thread on a CPU inside the islands is undone with the
+        # threads running (the copies stay valid, retired) and placed again elsewhere
+        retry = RetryPolicy(
+            attempts=MAX_COMMIT_ATTEMPTS,
+            accept=lambda res: res.contexts_translated > 0,
+            resume=resume,
+            replan=replan,
+        )
+        try:
+            out = rel.apply(replan(1), retry)
+        except DriverRejected as exc:
+            if exc.status in (L.Status.WALK_TABLE_OUTSIDE, L.Status.BAD_SPACE):
+                raise DriverRejected(
+                    exc.status,
+                    f"{exc}: this firmware keeps SMM restricted memory access, so the engine "
+                    "may not walk the process's page tables (ordinary RAM); run without "
+                    "--virtual, or boot firmware built without restricted access",
+                ) from exc
+            raise
+        plan = plans[out.attempts]
+        r.commit_attempts = out.attempts
+        r.stage_smis, r.bytes_written = out.stage.smis, out.stage.bytes_written
+        r.fixups_applied = out.stage.fixups_applied
+        r.relocations = len(plan.plan.islands)
+        r.callsites_patched = int(out.result.callsites_patched)
+        r.contexts_translated = int(out.result.contexts_translated)
+        r.cpus_in_smm = int(out.result.cpus)
+        return plan
 
     def _after_commit(
         self,
