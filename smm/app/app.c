@@ -2,13 +2,14 @@
  * codeisland's QEMU target: a UEFI application that runs a workload whose code lives in the
  * SMM driver's code arena, so that SMIs taken while it runs can relocate its islands.
  *
- *   driver's arena (found through CI_CONFIG_TABLE_GUID, see plan.h)
- *   +-----------------------------+ arena_base
+ *   driver's arena (found through CI_CONFIG_TABLE_GUID, see plan.h); the offsets are the
+ *   platform profile's (arena_layout.h, generated from the TOML the host plans with)
+ *   +-----------------------------+ arena_base + CI_TARGET_CONTROL_OFFSET (source region)
  *   | ci_app_control              |  progress and the host's command (host reads/writes it)
- *   +-----------------------------+ arena_base + CI_APP_BLOB_OFFSET
+ *   +-----------------------------+ arena_base + CI_TARGET_BLOB_OFFSET
  *   | workload blob (PIC, SysV)   |  copied from this app; islands move out of here
- *   +-----------------------------+
- *   | free: plan destinations     |
+ *   +-----------------------------+ arena_base + CI_TARGET_BLOB_LIMIT (end of the source region)
+ *   | hot, far: plan destinations |
  *   +-----------------------------+ arena_base + arena_size
  *
  * Each round calls the workload once and prints "round N sum X" on ConOut (the serial port).
@@ -19,9 +20,9 @@
 #include "efi.h"
 #include "workload_blob.h"
 #include "blob_relocate.h"
+#include "arena_layout.h"
 
 #define CI_APP_MAGIC 0x31544350414943ULL /* "CIAPCT1" */
-#define CI_APP_BLOB_OFFSET 0x1000u
 #define CI_APP_MAX_ROUNDS 3000u
 #define CI_APP_PARK_MS 30000u
 
@@ -46,6 +47,10 @@ typedef struct ci_app_control {
   uint32_t parked;     /* 1 while parked on PAUSE: no workload code is running or on the stack */
 } ci_app_control;
 _Static_assert(sizeof(ci_app_control) == 80, "app control");
+_Static_assert(CI_TARGET_CONTROL_OFFSET + sizeof(ci_app_control) <= CI_TARGET_BLOB_OFFSET,
+               "control block overlaps the blob");
+_Static_assert(CI_TARGET_BLOB_OFFSET + CI_WORKLOAD_MEM_SIZE <= CI_TARGET_BLOB_LIMIT,
+               "the workload does not fit the arena's source region");
 
 /* KIND 0 (workload.c): u64 workload_round(u64 round) returns the round's checksum.
  * KIND 1 (emulation/workloads, workload.h): void workload_thread(unsigned thread, unsigned n)
@@ -190,7 +195,7 @@ EFI_STATUS EFIAPI efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *st) {
     return 1;
   }
   if (blob_size > CI_WORKLOAD_MEM_SIZE ||
-      cfg->arena_size < CI_APP_BLOB_OFFSET + CI_WORKLOAD_MEM_SIZE) {
+      cfg->arena_size < CI_TARGET_BLOB_LIMIT) {
     puts8("codeisland-app: error: arena too small for the workload\n");
     power_off();
     return 1;
@@ -206,9 +211,9 @@ EFI_STATUS EFIAPI efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *st) {
   *p = 0;
   puts8(line);
 
-  ci_app_control *ctl = (ci_app_control *)(uintptr_t)cfg->arena_base;
+  ci_app_control *ctl = (ci_app_control *)(uintptr_t)(cfg->arena_base + CI_TARGET_CONTROL_OFFSET);
   memset(ctl, 0, sizeof *ctl);
-  uint8_t *blob = (uint8_t *)(uintptr_t)(cfg->arena_base + CI_APP_BLOB_OFFSET);
+  uint8_t *blob = (uint8_t *)(uintptr_t)(cfg->arena_base + CI_TARGET_BLOB_OFFSET);
   memcpy(blob, ci_workload_blob, blob_size);
   memset(blob + blob_size, 0, CI_WORKLOAD_MEM_SIZE - blob_size);
   ci_blob_relocate(blob, 0, CI_WORKLOAD_MEM_SIZE);

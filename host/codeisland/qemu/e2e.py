@@ -39,7 +39,6 @@ from .planning import ExpectedCopy, expected_copies
 
 log = logging.getLogger(__name__)
 OWN_HOT_ISLANDS = ("hot_loop", "mix")
-PLATFORM = "emulated"  # the driver's arena layout (the same driver, the same arena)
 CHUNK_SIZE = 256  # small diff chunks, so that a plan stages over several SMIs
 ROUNDS_AFTER_COMMIT = 4
 MAX_COMMIT_ATTEMPTS = 6
@@ -241,7 +240,7 @@ class E2e:
             # parked outside the workload (no workload code running or on a stack), which
             # proves the copies unreachable: every byte may come back.
             plan = plan_ranked(
-                imap, names, load_platform(PLATFORM), arena_base=cfg.arena_base, plan_id=1,
+                imap, names, load_platform(target.PLATFORM), arena_base=cfg.arena_base, plan_id=1,
                 taken=occupied(rel.address_map()), read_bytes=t.read_phys, callsites=True,
                 chunk_size=CHUNK_SIZE, keep_copies=False, parked_threads=False,
             )  # fmt: skip

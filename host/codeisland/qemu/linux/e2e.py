@@ -54,7 +54,7 @@ from ...transport.mailbox import MailboxClient
 from .. import session
 from ..e2e import E2eReport, refused_untouched
 from ..machine import QemuVm
-from ..target import ROUND_MARK
+from ..target import PLATFORM, ROUND_MARK
 from . import agent, guest
 
 log = logging.getLogger(__name__)
@@ -296,7 +296,7 @@ class LinuxE2e:
     ) -> RelocationPlan:
         r = self.report
         read = _virtual_reader(t, ctl)
-        region = load_platform("emulated").region("hot")  # the driver's arena layout, once
+        region = load_platform(PLATFORM).region("hot")  # the driver's arena layout, once
         hot = int(ctl.arena_va) + int(region.arena_offset or 0)
         plans: dict[int, RelocationPlan] = {}
 

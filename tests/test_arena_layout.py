@@ -1,0 +1,90 @@
+"""The arena layout is defined once: a value changed in the platform TOML reaches both the QEMU
+target's C constants (smm/app's generated arena_layout.h) and the host's placement."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from codeisland.paths import repo_root
+from codeisland.planning.platform import SHIPPED, load_platform
+from codeisland.qemu.target import placement, target_placement
+
+APP = repo_root() / "smm" / "app"
+PROBE = r"""
+#include <stdio.h>
+#include "arena_layout.h"
+int main(void) {
+  printf("%llx %llx %llx %llx %llx\n", (unsigned long long)CI_TARGET_CONTROL_OFFSET,
+         (unsigned long long)CI_TARGET_BLOB_OFFSET, (unsigned long long)CI_TARGET_BLOB_LIMIT,
+         (unsigned long long)CI_ARENA_HOT_OFFSET, (unsigned long long)CI_ARENA_SIZE);
+  return 0;
+}
+"""
+
+
+def _header(toml: Path, out: Path) -> Path:
+    """The header exactly as the app's build makes it (its Makefile rule)."""
+    r = subprocess.run(
+        ["make", "-s", "-C", str(APP), "arena-header", f"ARENA_TOML={toml}", f"ARENA_H={out}",
+         f"PYTHON={sys.executable}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def _c_values(header: Path, tmp: Path) -> list[int]:
+    (tmp / "probe.c").write_text(PROBE)
+    exe = tmp / "probe"
+    subprocess.run(["cc", "-I", str(header.parent), str(tmp / "probe.c"), "-o", str(exe)],
+                   check=True, timeout=60)  # fmt: skip
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
+    return [int(v, 16) for v in out.split()]
+
+
+def _moved(tmp: Path) -> Path:
+    """The shipped profile with its source region moved and shrunk and its hot region moved."""
+    text = (SHIPPED / "emulated.toml").read_text()
+    text, n = re.subn(
+        r'(name = "code"\n(?:.*\n)*?arena_offset = )0x000000\n((?:.*\n)*?size = )0x400000',
+        r"\g<1>0x100000\n\g<2>0x300000", text,
+    )  # fmt: skip
+    assert n == 1
+    text, n = re.subn(r'(name = "hot"\n(?:.*\n)*?arena_offset = )0x400000', r"\g<1>0x500000", text)
+    text, m = re.subn(r'(name = "hot"\n(?:.*\n)*?size = )0x200000', r"\g<1>0x100000", text)
+    assert n == 1 and m == 1
+    path = tmp / "moved.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_changed_toml_reaches_the_target_app_and_the_host(tmp_path: Path) -> None:
+    toml = _moved(tmp_path)
+    platform = load_platform(toml)
+    host = target_placement(platform)
+    c = _c_values(_header(toml, tmp_path / "gen" / "arena_layout.h"), tmp_path)
+    assert (host.control, host.blob, host.blob_limit) == (0x100000, 0x101000, 0x400000)
+    assert c == [host.control, host.blob, host.blob_limit, 0x500000, 0x1000000]
+    assert platform.region("hot").arena_offset == 0x500000  # what the planner places into
+
+
+def test_the_shipped_layout_is_what_the_host_uses(tmp_path: Path) -> None:
+    c = _c_values(_header(SHIPPED / "emulated.toml", tmp_path / "arena_layout.h"), tmp_path)
+    p = placement()
+    hot = load_platform("emulated").region("hot").arena_offset
+    assert c == [p.control, p.blob, p.blob_limit, hot, load_platform("emulated").arena_size]
+
+
+def test_a_platform_without_a_source_region_is_one_error_line(tmp_path: Path) -> None:
+    text = (SHIPPED / "emulated.toml").read_text().replace('role = "source"', 'role = "warm"')
+    toml = tmp_path / "nosource.toml"
+    toml.write_text(text)
+    r = subprocess.run(
+        [sys.executable, str(APP / "mkarena.py"), str(toml), str(tmp_path / "x.h")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 1 and not (tmp_path / "x.h").exists()
+    assert r.stderr.count("\n") == 1 and "source region" in r.stderr
