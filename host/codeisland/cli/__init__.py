@@ -23,14 +23,14 @@ from ..errors import CodeIslandError
 COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("analyze", "Islands, fix-ups, limits, call graph and coverage of an ELF/PE image."),
     "verify": ("verify", "Move every island in Python, re-decode, check all targets resolve."),
-    "plan": ("plan", "Build a relocation plan (profile + platform) or decode a plan file."),
+    "plan": ("plan", "Build a relocation plan (sample + platform profile) or decode a plan."),
     "firmware": ("firmware", "List a UEFI image; inject the SMM driver; build OVMF with it."),
-    "profile": ("profile", "Record a profile from an emulated run; validate and show one."),
-    "model": ("model", "Train the heat model on a profile; show a model's importances."),
+    "profile": ("profile", "Record a sample profile (emulator, model, QEMU); validate, show one."),
+    "model": ("model", "Train the heat model on a sample profile; show a model's importances."),
     "bench": ("bench", "Compare relocation policies on phase workloads (modeled cycles)."),
     "qemu": ("qemu", "Run the injected firmware under QEMU; the end-to-end scenario."),
     "doctor": ("doctor", "Check through chipsec what a relocation needs, with verdicts."),
-    "emulate": ("emulate", "Run the real SMM driver in the emulated machine; differential run."),
+    "emulate": ("emulate", "Run the real SMM driver on the emulated board; differential run."),
 }
 
 

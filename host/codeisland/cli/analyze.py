@@ -73,7 +73,7 @@ class AnalyzeReport:
     "--profile",
     type=INPUT_FILE,
     default=None,
-    help="Per-window counts ({name: [counts]} or a codeisland-profile) for co-execution weights.",
+    help="Per-window counts ({name: [counts]} or a sample profile) for co-execution weights.",
 )
 @json_option
 def command(

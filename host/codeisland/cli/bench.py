@@ -13,7 +13,10 @@ from .options import INPUT_FILE, NAME, WINDOWS, emit, json_option, seed_option
 
 @click.command(name="bench")
 @click.option("--quick", is_flag=True, help="Four emulated days per workload instead of seven.")
-@click.option("--workload", "workloads", multiple=True, help="Only these workloads (repeatable).")
+@click.option(
+    "--workload", "workloads", multiple=True, metavar="NAME",
+    help="Only this designed workload (repeatable; default: all).",
+)  # fmt: skip
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -25,7 +28,8 @@ from .options import INPUT_FILE, NAME, WINDOWS, emit, json_option, seed_option
 @click.option(
     "--platform",
     type=INPUT_FILE,
-    help="Platform profile whose [frontend] table sets the cost model.",
+    help="Platform profile (TOML) whose [frontend] table sets the cost model (default: the "
+    "shipped emulated.toml).",
 )
 @seed_option("Workload seed")
 @click.option(
@@ -33,7 +37,8 @@ from .options import INPUT_FILE, NAME, WINDOWS, emit, json_option, seed_option
     "emulated",
     type=NAME,
     metavar="WORKLOAD",
-    help="Run the loop on smmemu with the real driver and this guest workload instead.",
+    help="Run the closed loop on the emulated board (the real driver) with this guest "
+    "workload instead.",
 )
 @click.option("--windows", type=WINDOWS, help="Windows per policy (emulated run; default 36).")
 @click.option(
@@ -41,7 +46,7 @@ from .options import INPUT_FILE, NAME, WINDOWS, emit, json_option, seed_option
     default=32,
     show_default=True,
     type=click.IntRange(1, 1024),
-    help="Hot-region capacity in KiB (emulated run; capped at the arena's).",
+    help="Capacity of the hot region in KiB (emulated run; capped at the platform's hot region).",
 )
 @click.option(
     "--sensitivity",

@@ -27,9 +27,13 @@ if TYPE_CHECKING:
 @click.option(
     "--helper",
     "helper_name",
+    metavar="NAME",
     help="A chipsec helper by name, e.g. linuxhelper on a board (loads chipsec's kernel module).",
 )
-@click.option("--driver", type=INPUT_FILE, help="With --boot.")
+@click.option(
+    "--driver", type=INPUT_FILE,
+    help="With --boot: inject this SMM driver (default: smm/build/CodeIslandSmm.efi).",
+)  # fmt: skip
 @click.option(
     "--firmware",
     type=INPUT_FILE,
@@ -39,7 +43,7 @@ if TYPE_CHECKING:
     "--vars",
     "vars_image",
     type=INPUT_FILE,
-    help="With --boot: the VARS image (default Debian's OVMF_VARS_4M.fd).",
+    help="With --boot: the VARS image (default: Debian's OVMF_VARS_4M.fd).",
 )
 @json_option
 def command(

@@ -9,15 +9,26 @@ from typing import Any
 import click
 
 from ..errors import UsageError
-from .options import CPUS, NAME, THREADS, emit_check, json_option, seed_option
+from .options import (
+    CPUS,
+    CPUS_HELP,
+    ISLAND_HELP,
+    KEEP_COPIES_HELP,
+    NAME,
+    THREADS,
+    THREADS_HELP,
+    emit_check,
+    json_option,
+    seed_option,
+)
 
 
 @click.command("emulate")
 @click.option(
     "--workload", default="bytecode", show_default=True, type=NAME, help="Workload name or .elf."
 )
-@click.option("--cpus", default=2, show_default=True, type=CPUS)
-@click.option("--threads", default=2, show_default=True, type=THREADS)
+@click.option("--cpus", default=2, show_default=True, type=CPUS, help=CPUS_HELP)
+@click.option("--threads", default=2, show_default=True, type=THREADS, help=THREADS_HELP)
 @click.option(
     "--smi-every", default=200_000, show_default=True, type=click.IntRange(1000),
     help="Guest instructions between SMIs.",
@@ -36,17 +47,17 @@ from .options import CPUS, NAME, THREADS, emit_check, json_option, seed_option
     default=3,
     show_default=True,
     type=click.IntRange(1, 64),
-    help="How many of the hottest relocatable functions to move.",
+    help="How many of the hottest relocatable islands to move.",
 )
-@click.option("--island", "names", multiple=True, help="Move this function (repeatable).")
+@click.option("--island", "names", multiple=True, help=ISLAND_HELP)
 @click.option(
     "--sw-smi", "sw_smi", default="dispatch", show_default=True,
     type=click.Choice(["dispatch", "root"]),
-    help="Emulate EFI_SMM_SW_DISPATCH2_PROTOCOL (dispatch) or not (driver's root handler).",
+    help="Emulate EFI_SMM_SW_DISPATCH2_PROTOCOL (dispatch) or not (the driver's root handler).",
 )  # fmt: skip
 @click.option(
     "--rollback-after", type=click.IntRange(1), default=None,
-    help="Roll the generation back this many SMIs after the commit, then move it again.",
+    help="ROLLBACK the generation this many SMIs after the COMMIT, then move it again.",
 )  # fmt: skip
 @click.option(
     "--stack-slots", default=0, show_default=True, type=click.IntRange(0, 64),
@@ -58,8 +69,7 @@ from .options import CPUS, NAME, THREADS, emit_check, json_option, seed_option
 )  # fmt: skip
 @click.option(
     "--keep-copies/--restore-copies", default=True, show_default=True,
-    help="On rollback leave the copies valid (retired) or restore every byte (a return address "
-    "into a copy then faults).",
+    help=KEEP_COPIES_HELP,
 )  # fmt: skip
 @click.option(
     "--control/--no-control", default=None,
@@ -92,7 +102,8 @@ def command(
     output_dir: Path | None,
     as_json: bool,
 ) -> None:
-    """Run WORKLOAD twice on the emulated board and compare outputs byte for byte."""
+    """Run a workload on the emulated board with the real SMM driver, unrelocated and again
+    while its hot islands move at SMIs, and compare the outputs byte for byte."""
     from codeisland.emulator.differential import EmulateConfig, run_emulation
 
     _check_workload(workload, names)  # before the baseline run, not after it

@@ -53,23 +53,27 @@ def list_cmd(image: Path, as_json: bool) -> None:
 
 
 @command.command("inject")
-@click.option("--image", "image", required=True, type=INPUT_FILE)
+@click.option(
+    "--image", "image", required=True, type=INPUT_FILE, help="The UEFI image (e.g. OVMF_CODE)."
+)
 @click.option(
     "--driver",
     type=INPUT_FILE,
     default=None,
-    help="SMM driver (PE32+); default smm/build/CodeIslandSmm.efi.",
+    help="SMM driver (PE32+) (default: smm/build/CodeIslandSmm.efi).",
 )
 @click.option(
     "--depex",
     type=INPUT_FILE,
     default=None,
-    help="MM_DEPEX body; default <driver>.depex if present, else PUSH SmmCpu END.",
+    help="MM_DEPEX body (default: <driver>.depex if present, else PUSH SmmCpu END).",
 )
 @click.option(
-    "--guid", type=GUID, default=None, help="FFS file name GUID (default the driver's own)."
+    "--guid", type=GUID, default=None, help="FFS file name GUID (default: the driver's own)."
 )
-@click.option("-o", "--output", required=True, type=OUTPUT_FILE)
+@click.option(
+    "-o", "--output", required=True, type=OUTPUT_FILE, help="Where to write the injected image."
+)
 @json_option
 def inject_cmd(
     image: Path,
@@ -104,7 +108,7 @@ def inject_cmd(
     "--output",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Directory for the CODE/VARS images and the driver PE (default build/firmware/VARIANT).",
+    help="Directory for the CODE/VARS images and the driver PE (default: build/firmware/VARIANT).",
 )
 @json_option
 def build_cmd(variant: str, output: Path | None, as_json: bool) -> None:
@@ -118,14 +122,15 @@ def build_cmd(variant: str, output: Path | None, as_json: bool) -> None:
 
 @command.command("build-driver")
 @click.option(
-    "--toolchain", type=click.Choice(["GCC5", "CLANGPDB"]), default="GCC5", show_default=True
-)
+    "--toolchain", type=click.Choice(["GCC5", "CLANGPDB"]), default="GCC5", show_default=True,
+    help="EDK2 tool chain tag.",
+)  # fmt: skip
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Where to write the PE (default build/edk2/CodeIslandSmm.TOOLCHAIN.efi).",
+    help="Where to write the PE (default: build/edk2/CodeIslandSmm.TOOLCHAIN.efi).",
 )
 @json_option
 def build_driver_cmd(toolchain: str, output: Path | None, as_json: bool) -> None:

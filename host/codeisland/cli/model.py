@@ -47,7 +47,9 @@ def command() -> None:
 
 @command.command(name="train")
 @click.argument("profile", type=INPUT_FILE)
-@click.option("-o", "--output", type=OUTPUT_FILE, required=True)
+@click.option(
+    "-o", "--output", type=OUTPUT_FILE, required=True, help="Where to write the model file."
+)
 @click.option(
     "--history",
     default=48,
@@ -57,7 +59,7 @@ def command() -> None:
 )
 @json_option
 def train(profile: Path, output: Path, history: int, as_json: bool) -> None:
-    """Train on a profile file and write the model."""
+    """Train on a sample profile (PROFILE) and write the model."""
     from ..predict.model import HeatModel, train_from_profile
     from ..profile.format import Profile
 

@@ -86,6 +86,13 @@ NAME = NonEmpty()
 SEED = click.IntRange(0, 2**32 - 1)  # numpy and random both take it; negative seeds crashed
 CPUS = click.IntRange(1, 64)  # the emulated board's and the q35 guest's limit
 THREADS = click.IntRange(1, 16)
+CPUS_HELP = "Emulated CPUs (every one enters SMM at each SMI)."
+THREADS_HELP = "Guest threads running the workload."
+ISLAND_HELP = "Move this island (a function name; repeatable)."
+KEEP_COPIES_HELP = (
+    "On ROLLBACK leave the copies in place (retired until proven unreachable) so return "
+    "addresses into them stay valid, or restore every byte (unsafe while threads run)."
+)
 WINDOWS = click.IntRange(1, 10_000)  # profile and loop windows: bounded work per run
 INSTRUCTIONS = click.IntRange(1, 10**9)  # guest instructions per window / per sample
 TIMEOUT = Seconds(maximum=24 * 3600.0)

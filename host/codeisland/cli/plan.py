@@ -17,7 +17,15 @@ from ..plan.document import Plan
 from ..planning.passes import Options
 from ..planning.planner import run_passes
 from ..planning.platform import load_platform
-from .options import ADDRESS, INPUT_FILE, OUTPUT_FILE, emit, json_option, load_base_option
+from .options import (
+    ADDRESS,
+    INPUT_FILE,
+    KEEP_COPIES_HELP,
+    OUTPUT_FILE,
+    emit,
+    json_option,
+    load_base_option,
+)
 from .outputs import OutputFile
 
 
@@ -39,7 +47,7 @@ def command() -> None:
     "--profile",
     type=INPUT_FILE,
     default=None,
-    help="Per-window counts ({name: [counts]} or a codeisland-profile).",
+    help="Per-window counts ({name: [counts]} or a sample profile).",
 )
 @click.option(
     "--island",
@@ -61,27 +69,31 @@ def command() -> None:
     default=None,
     help="Address of the driver's arena (default: the platform's arena_base).",
 )
-@click.option("--plan-id", type=click.IntRange(0, 2**32 - 1), default=1, show_default=True)
 @click.option(
-    "--max-islands", type=click.IntRange(1, L.MAX_ISLANDS), default=L.MAX_ISLANDS, show_default=True
-)
+    "--plan-id", type=click.IntRange(0, 2**32 - 1), default=1, show_default=True,
+    help="The plan's id (the driver reports it per generation).",
+)  # fmt: skip
 @click.option(
-    "--chunk-size", type=click.IntRange(1, L.MAX_CHUNK_SIZE), default=1024, show_default=True
-)
+    "--max-islands", type=click.IntRange(1, L.MAX_ISLANDS), default=L.MAX_ISLANDS,
+    show_default=True, help="Move at most this many islands.",
+)  # fmt: skip
+@click.option(
+    "--chunk-size", type=click.IntRange(1, L.MAX_CHUNK_SIZE), default=1024, show_default=True,
+    help="Bytes per differential copy chunk (the unit the driver stages and compares).",
+)  # fmt: skip
 @click.option(
     "--stack-slots",
     type=click.IntRange(0, L.MAX_STACK_SLOTS),
     default=0,
     show_default=True,
-    help="Translate return addresses in this many stack slots.",
+    help="Also translate return addresses found in this many 8-byte slots of each stack.",
 )
 @click.option("--no-callsites", is_flag=True, help="Do not re-point direct call sites.")
 @click.option(
     "--keep-copies/--restore-copies",
     default=True,
     show_default=True,
-    help="On ROLLBACK leave the copies in place (retired until proven unreachable) so return "
-    "addresses into them stay valid, or restore every byte (unsafe with threads running).",
+    help=KEEP_COPIES_HELP,
 )
 @click.option(
     "--no-parked-threads",

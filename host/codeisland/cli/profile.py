@@ -12,11 +12,13 @@ from ..errors import UsageError
 from ..profile.format import Profile
 from .options import (
     CPUS,
+    CPUS_HELP,
     INPUT_FILE,
     INSTRUCTIONS,
     NAME,
     OUTPUT_FILE,
     THREADS,
+    THREADS_HELP,
     WINDOWS,
     emit,
     json_option,
@@ -86,8 +88,8 @@ def command() -> None:
     type=click.Choice(["emulator", "model", "qemu"]),
     default="emulator",
     show_default=True,
-    help="emulator: the real driver in smmemu; model: the benchmark's island-level model; "
-    "qemu: SAMPLE SMIs on a running guest (--qemu DIR, e.g. `qemu run --guest linux`).",
+    help="emulator: the real driver on the emulated board; model: the benchmark's island-level "
+    "model; qemu: SAMPLE SMIs on a running guest (--qemu DIR, e.g. `qemu run --guest linux`).",
 )
 @click.option(
     "--qemu",
@@ -96,10 +98,11 @@ def command() -> None:
     help="With --source qemu: the workdir of a running `codeisland qemu run --guest linux`.",
 )
 @click.option(
-    "--samples", default=16, show_default=True, help="With --source qemu: SAMPLEs per window."
-)
-@click.option("--cpus", default=2, show_default=True, type=CPUS)
-@click.option("--threads", default=2, show_default=True, type=THREADS)
+    "--samples", default=16, show_default=True, type=click.IntRange(1, 100_000),
+    help="With --source qemu: SAMPLE SMIs per window.",
+)  # fmt: skip
+@click.option("--cpus", default=2, show_default=True, type=CPUS, help=CPUS_HELP)
+@click.option("--threads", default=2, show_default=True, type=THREADS, help=THREADS_HELP)
 @click.option("--windows", default=8, show_default=True, type=WINDOWS, help="Windows to record.")
 @click.option(
     "--window-instructions", default=400_000, show_default=True, type=INSTRUCTIONS,
@@ -107,10 +110,12 @@ def command() -> None:
 )  # fmt: skip
 @click.option(
     "--sample-every", default=20_000, show_default=True, type=INSTRUCTIONS,
-    help="Instructions per SAMPLE.",
+    help="Guest instructions per SAMPLE SMI.",
 )  # fmt: skip
 @seed_option("Workload and SMI seed")
-@click.option("-o", "--output", type=OUTPUT_FILE, required=True)
+@click.option(
+    "-o", "--output", type=OUTPUT_FILE, required=True, help="Where to write the sample profile."
+)
 @json_option
 def record(
     workload: str,
@@ -168,7 +173,10 @@ def _record_qemu(workdir: Path, windows: int, samples: int) -> Profile:
 
 @command.command(name="show")
 @click.argument("path", type=INPUT_FILE)
-@click.option("--top", default=10, show_default=True, type=click.IntRange(1, 10_000))
+@click.option(
+    "--top", default=10, show_default=True, type=click.IntRange(1, 10_000),
+    help="Show this many of the hottest islands.",
+)  # fmt: skip
 @json_option
 def show(path: Path, top: int, as_json: bool) -> None:
     """Validate a sample-profile file and summarize it."""

@@ -13,10 +13,12 @@ from typing import Any
 import click
 
 from ..errors import UsageError
-from .options import CPUS, INPUT_FILE, NAME, TIMEOUT, emit, emit_check, json_option
+from .options import CPUS, INPUT_FILE, NAME, THREADS, TIMEOUT, emit, emit_check, json_option
 
 log = logging.getLogger(__name__)
 UEFI, LINUX = "uefi", "linux"
+DRIVER_HELP = "Inject this SMM driver (default: smm/build/CodeIslandSmm.efi)."
+WORKDIR_HELP = "Directory for the image, sockets and logs (default: a temporary one)."
 guest_option = click.option(
     "--guest",
     type=click.Choice([UEFI, LINUX]),
@@ -60,8 +62,11 @@ class RunReport:
 
 
 @command.command("run")
-@click.option("--image", type=INPUT_FILE, help="Injected image.")
-@click.option("--driver", type=INPUT_FILE, help="Inject this.")
+@click.option(
+    "--image", type=INPUT_FILE,
+    help="A firmware image with the driver in it (default: --driver injected into Debian's OVMF).",
+)  # fmt: skip
+@click.option("--driver", type=INPUT_FILE, help=DRIVER_HELP)
 @click.option(
     "--app",
     type=INPUT_FILE,
@@ -74,7 +79,10 @@ class RunReport:
     type=click.Path(dir_okay=False, path_type=Path),
     help="With --guest linux: this bzImage instead of the cached Debian vmlinuz.",
 )
-@click.option("--threads", default=2, show_default=True, help="Linux agent's worker threads.")
+@click.option(
+    "--threads", default=2, show_default=True, type=THREADS,
+    help="With --guest linux: the agent's worker threads.",
+)  # fmt: skip
 @click.option(
     "--workload",
     type=NAME,
@@ -82,10 +90,10 @@ class RunReport:
     show_default=True,
     help="With --guest linux: the agent's workload ('own' or an emulator workload name).",
 )
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), help=WORKDIR_HELP)
 @click.option(
     "--memory", "memory_mib", default=512, show_default=True, type=click.IntRange(128, 16384),
-    help="Guest MiB.",
+    help="Guest RAM in MiB.",
 )  # fmt: skip
 @click.option("--cpus", default=1, show_default=True, type=CPUS, help="Guest vCPUs.")
 @click.option(
@@ -171,12 +179,12 @@ def run_cmd(
 
 
 FIRMWARE_HELP = "A CODE image with the driver built in (codeisland firmware build); no injection."
-VARS_HELP = "The VARS image to copy for the guest (default Debian's OVMF_VARS_4M.fd)."
+VARS_HELP = "The VARS image to copy for the guest (default: Debian's OVMF_VARS_4M.fd)."
 
 
 @command.command("e2e")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--driver", type=INPUT_FILE, help="Inject this.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), help=WORKDIR_HELP)
+@click.option("--driver", type=INPUT_FILE, help=DRIVER_HELP)
 @click.option("--firmware", type=INPUT_FILE, help=FIRMWARE_HELP)
 @click.option("--vars", "vars_image", type=INPUT_FILE, help=VARS_HELP)
 @click.option("--no-build", is_flag=True, help="Use the existing smm/build outputs.")
