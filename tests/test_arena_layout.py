@@ -1,5 +1,6 @@
 """The arena layout is defined once: a value changed in the platform TOML reaches both the QEMU
-target's C constants (smm/app's generated arena_layout.h) and the host's placement."""
+targets' C constants (smm/app's generated arena_layout.h, read by the UEFI app and the Linux
+agent) and the host's placement."""
 
 from __future__ import annotations
 
@@ -10,16 +11,19 @@ from pathlib import Path
 
 from codeisland.paths import repo_root
 from codeisland.planning.platform import SHIPPED, load_platform
+from codeisland.qemu.linux import agent
 from codeisland.qemu.target import placement, target_placement
 
 APP = repo_root() / "smm" / "app"
 PROBE = r"""
 #include <stdio.h>
-#include "arena_layout.h"
+#include "agent.h" /* the Linux agent's contract; includes arena_layout.h */
 int main(void) {
   printf("%llx %llx %llx %llx %llx\n", (unsigned long long)CI_TARGET_CONTROL_OFFSET,
          (unsigned long long)CI_TARGET_BLOB_OFFSET, (unsigned long long)CI_TARGET_BLOB_LIMIT,
          (unsigned long long)CI_ARENA_HOT_OFFSET, (unsigned long long)CI_ARENA_SIZE);
+  printf("%llx %llx\n", (unsigned long long)CI_AGENT_CONTROL_OFFSET,
+         (unsigned long long)CI_AGENT_BLOB_OFFSET);
   return 0;
 }
 """
@@ -39,8 +43,8 @@ def _header(toml: Path, out: Path) -> Path:
 def _c_values(header: Path, tmp: Path) -> list[int]:
     (tmp / "probe.c").write_text(PROBE)
     exe = tmp / "probe"
-    subprocess.run(["cc", "-I", str(header.parent), str(tmp / "probe.c"), "-o", str(exe)],
-                   check=True, timeout=60)  # fmt: skip
+    include = ["-I", str(header.parent), "-I", str(repo_root() / "guest" / "linux")]
+    subprocess.run(["cc", *include, str(tmp / "probe.c"), "-o", str(exe)], check=True, timeout=60)
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
     return [int(v, 16) for v in out.split()]
 
@@ -67,7 +71,7 @@ def test_a_changed_toml_reaches_the_target_app_and_the_host(tmp_path: Path) -> N
     host = target_placement(platform)
     c = _c_values(_header(toml, tmp_path / "gen" / "arena_layout.h"), tmp_path)
     assert (host.control, host.blob, host.blob_limit) == (0x100000, 0x101000, 0x400000)
-    assert c == [host.control, host.blob, host.blob_limit, 0x500000, 0x1000000]
+    assert c == [host.control, host.blob, host.blob_limit, 0x500000, 0x1000000, 0x100000, 0x101000]
     assert platform.region("hot").arena_offset == 0x500000  # what the planner places into
 
 
@@ -75,7 +79,16 @@ def test_the_shipped_layout_is_what_the_host_uses(tmp_path: Path) -> None:
     c = _c_values(_header(SHIPPED / "emulated.toml", tmp_path / "arena_layout.h"), tmp_path)
     p = placement()
     hot = load_platform("emulated").region("hot").arena_offset
-    assert c == [p.control, p.blob, p.blob_limit, hot, load_platform("emulated").arena_size]
+    size = load_platform("emulated").arena_size
+    assert c == [
+        p.control,
+        p.blob,
+        p.blob_limit,
+        hot,
+        size,
+        agent.CONTROL_OFFSET,
+        agent.BLOB_OFFSET,
+    ]
 
 
 def test_a_platform_without_a_source_region_is_one_error_line(tmp_path: Path) -> None:

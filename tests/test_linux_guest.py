@@ -39,10 +39,13 @@ def test_agent_control_mirror_matches_agent_h(tmp_path: Path) -> None:
     src = tmp_path / "probe.c"
     src.write_text("\n".join(lines))
     exe = tmp_path / "probe"
+    subprocess.run(["make", "-s", "-C", str(ROOT / "smm/app"), "arena-header"], check=True)
+    generated = ROOT / "smm/build/app"  # arena_layout.h, from the platform TOML
     subprocess.run(
-        ["gcc", "-std=c11", "-Wall", "-Werror", f"-I{ROOT / 'guest/linux'}", str(src), "-o", exe],
+        ["gcc", "-std=c11", "-Wall", "-Werror", f"-I{ROOT / 'guest/linux'}", f"-I{generated}",
+         str(src), "-o", exe],
         check=True,
-    )
+    )  # fmt: skip
     got = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split("\n")
     want = [f"size {ctypes.sizeof(agent.AgentControl)}"]
     for name, ftype, *_ in agent.AgentControl._fields_:

@@ -281,7 +281,7 @@ static void load_workload(uint8_t *arena, const ci_mailbox *mb, uint64_t mailbox
   if (blob_size > CI_WORKLOAD_MEM_SIZE || mb->arena_size < CI_AGENT_BLOB_OFFSET + CI_WORKLOAD_MEM_SIZE)
     fail("the arena (%#llx bytes) is too small for the workload (%#llx)",
          (unsigned long long)mb->arena_size, (unsigned long long)CI_WORKLOAD_MEM_SIZE);
-  ctl = (volatile ci_agent_control *)arena;
+  ctl = (volatile ci_agent_control *)(arena + CI_AGENT_CONTROL_OFFSET);
   memset((void *)ctl, 0, sizeof *ctl);
   blob = arena + CI_AGENT_BLOB_OFFSET;
   memcpy(blob, ci_workload_blob, blob_size);

@@ -1,9 +1,12 @@
 /*
- * The Linux guest agent's side of the host contract: a control block at the start of the
- * driver's code arena (physical arena_base), which the host reads and writes through chipsec.
+ * The Linux guest agent's side of the host contract: a control block in the driver's code
+ * arena, which the host reads and writes through chipsec.  Where it and the workload go is the
+ * platform profile's arena layout (arena_layout.h, generated from the TOML the host plans with).
  *
  *   physical arena (mapped by the agent from /dev/mem at an ordinary, ASLR-chosen address)
  *   +-----------------------------+ arena_base            (virtual: arena_va)
+ *   :                             :
+ *   +-----------------------------+ arena_base + CI_AGENT_CONTROL_OFFSET (the source region)
  *   | ci_agent_control            |  progress, addresses, and the host's command
  *   +-----------------------------+ arena_base + CI_AGENT_BLOB_OFFSET
  *   | workload image (PIC, SysV)  |  copied by the agent; islands move out of here
@@ -20,9 +23,12 @@
 
 #include <stdint.h>
 
+#include "arena_layout.h"
+
 #define CI_AGENT_MAGIC 0x3147414C49434ULL /* "CILAG1" */
 #define CI_AGENT_VERSION 1u
-#define CI_AGENT_BLOB_OFFSET 0x1000u
+#define CI_AGENT_CONTROL_OFFSET CI_TARGET_CONTROL_OFFSET
+#define CI_AGENT_BLOB_OFFSET CI_TARGET_BLOB_OFFSET
 #define CI_AGENT_MAX_THREADS 16u
 
 /* Host commands (ci_agent_control.command). */

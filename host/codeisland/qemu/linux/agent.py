@@ -1,5 +1,6 @@
-"""The host's side of the Linux guest agent (guest/linux/agent.h): its control block, found at
-the start of the driver's arena (physical), and the commands the host writes there.
+"""The host's side of the Linux guest agent (guest/linux/agent.h): its control block in the
+driver's arena (physical, at CONTROL_OFFSET: the platform TOML's source region, as for the UEFI
+target app), and the commands the host writes there.
 
 The agent labels every address it publishes: `*_va` are virtual addresses in the agent's own
 address space (where the workload runs and where SAMPLE finds its RIPs), `*_phys` physical.
@@ -16,10 +17,12 @@ from dataclasses import dataclass
 from ...errors import EmulationError
 from ...plan.layout import _Record, u32, u64
 from ...transport.base import Transport
+from ..target import placement
 
 MAGIC = 0x3147414C49434
 VERSION = 1
-BLOB_OFFSET = 0x1000
+CONTROL_OFFSET = placement().control  # the arena layout of the platform TOML (one definition)
+BLOB_OFFSET = placement().blob
 MAX_THREADS = 16
 RUN, PAUSE, FINISH = 0, 1, 2
 MAP_ANYWHERE, MAP_IDENTITY = 0, 1
@@ -67,6 +70,7 @@ class AgentControl(_Record):
 CONSTANTS = {
     "MAGIC": MAGIC,
     "VERSION": VERSION,
+    "CONTROL_OFFSET": CONTROL_OFFSET,
     "BLOB_OFFSET": BLOB_OFFSET,
     "MAX_THREADS": MAX_THREADS,
     "RUN": RUN,
@@ -86,15 +90,14 @@ class Agent:
     arena_phys: int
 
     def control(self) -> AgentControl:
-        ctl = AgentControl.from_bytes(
-            self.t.read_phys(self.arena_phys, ctypes.sizeof(AgentControl))
-        )
+        at = self.arena_phys + CONTROL_OFFSET
+        ctl = AgentControl.from_bytes(self.t.read_phys(at, ctypes.sizeof(AgentControl)))
         if ctl.magic != MAGIC or ctl.size != ctypes.sizeof(AgentControl):
-            raise EmulationError(f"no Linux agent control block at {self.arena_phys:#x}")
+            raise EmulationError(f"no Linux agent control block at {at:#x}")
         return ctl
 
     def command(self, value: int) -> None:
-        self.t.write_phys(self.arena_phys + _COMMAND, value.to_bytes(4, "little"))
+        self.t.write_phys(self.arena_phys + CONTROL_OFFSET + _COMMAND, value.to_bytes(4, "little"))
 
     def wait(
         self, what: str, done: Callable[[AgentControl], bool], timeout_s: float
