@@ -162,7 +162,7 @@ ROWS = {
     "codeisland.__main__": 10,
     "codeisland.cli": 9,
     "codeisland.bench": 8, "codeisland.doctor": 8,
-    "codeisland.loop": 7,
+    "codeisland.loop": 7, "codeisland.native": 7,
     "codeisland.emulator": 6, "codeisland.qemu": 6,
     "codeisland.relocation": 5,
     "codeisland.planning": 4, "codeisland.predict": 4, "codeisland.hw": 4, "smmemu": 4,

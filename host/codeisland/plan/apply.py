@@ -8,10 +8,15 @@ with what the real driver wrote.  Keep it in step with smm/core.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..errors import PlanError
 from . import layout as L
 from .digest import digest64
+
+if TYPE_CHECKING:
+    from .document import Plan
 
 _S32 = (-(1 << 31), (1 << 31) - 1)
 
@@ -82,3 +87,23 @@ def make_chunks(index: int, final: bytes, chunk_size: int = 1024) -> list[L.Chun
         chunk.digest = digest64(piece)
         chunks.append(chunk)
     return chunks
+
+
+def copies_as_planned(
+    plan: Plan, original: Callable[[int, int], bytes], read: Callable[[int, int], bytes]
+) -> bool:
+    """Every copy of `plan` holds its island's `original` bytes with the fix-ups applied, every
+    entry its jump, every re-pointed call site a call to the copy, as `read` finds them."""
+    for k, isl in enumerate(plan.islands):
+        src, dst, size = int(isl.src), int(isl.dst), int(isl.size)
+        fixups = [f for f in plan.fixups if f.island == k]
+        if read(dst, size) != relocated_bytes(original(src, size), src, dst, fixups):
+            return False
+        patch = entry_patch(isl)
+        if patch and read(src, len(patch)) != patch:
+            return False
+    for cs in plan.callsites:
+        rel = int(plan.islands[cs.island].dst) - (int(cs.insn) + 5)
+        if read(int(cs.insn), 5) != bytes([cs.opcode]) + (rel & 0xFFFFFFFF).to_bytes(4, "little"):
+            return False
+    return True

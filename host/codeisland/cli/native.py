@@ -1,0 +1,76 @@
+"""`codeisland native`: the engine inside a live Linux process (LD_PRELOAD agent, signals as
+SMIs, ucontexts as save states)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import emit_check, json_option
+
+
+@click.group("native")
+def command() -> None:
+    """The native host: relocate a running program's code with the same engine and plans."""
+
+
+@command.command("run", context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--policy", default="predictive", show_default=True,
+    type=click.Choice(["none", "reactive", "ewma", "predictive", "hot_once"]),
+    help="Who predicts the next window's hot islands (none: profile only, move nothing).",
+)  # fmt: skip
+@click.option(
+    "--window-ms", default=200, show_default=True, type=click.IntRange(20, 60_000),
+    help="Length of one profile window.",
+)  # fmt: skip
+@click.option(
+    "--warmup", default=2, show_default=True, type=click.IntRange(1, 1000),
+    help="Windows profiled before the first move.",
+)  # fmt: skip
+@click.option(
+    "--sample-hz", default=1000, show_default=True, type=click.IntRange(1, 10_000),
+    help="SIGPROF samples per CPU second (the kernel's tick bounds the real rate).",
+)  # fmt: skip
+@click.option(
+    "--program-output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Write the program's stdout here (default: this terminal's stdout, before the report).",
+)  # fmt: skip
+@json_option
+@click.argument("program", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(
+    policy: str,
+    window_ms: int,
+    warmup: int,
+    sample_hz: int,
+    program_output: Path | None,
+    as_json: bool,
+    program: tuple[str, ...],
+) -> None:
+    """Run PROGRAM [ARGS...] (after `--`) with the agent: profile it by SIGPROF samples, predict,
+    plan and commit moves of its hot islands while it runs, and report."""
+    from ..errors import UsageError
+    from ..native.run import NativeRun
+
+    if program_output is not None:
+        try:
+            out = program_output.open("wb")
+        except OSError as exc:
+            raise UsageError(f"{program_output}: {exc.strerror}") from None
+    with out if program_output is not None else _Inherit() as stdout:
+        report = NativeRun(
+            list(program), policy=policy, window_s=window_ms / 1000, warmup=warmup,
+            sample_hz=sample_hz, stdout=stdout,
+        ).run()  # fmt: skip
+    emit_check(report, as_json, report.ok, f"native run of {program[0]} failed its checks")
+
+
+class _Inherit:
+    """The program's stdout stays this process's."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
