@@ -23,10 +23,10 @@ pytestmark = pytest.mark.skipif(
 
 
 def run(policy: str, windows: int) -> ClosedLoop:
-    from codeisland.loop.emulated import EmulatedMachine
+    from codeisland.loop.emulated import EmulatedTarget
 
     p = FrontendParams()
-    m = EmulatedMachine("phase_daily", window_instructions=200_000, sample_every=10_000, params=p)
+    m = EmulatedTarget("phase_daily", window_instructions=200_000, sample_every=10_000, params=p)
     loop = ClosedLoop(m, make_policy(policy, len(m.islands)), CostModel.from_params(p, 16384, 4))
     for _ in range(windows):
         loop.step()
@@ -77,16 +77,16 @@ def test_phase_daily_output_does_not_depend_on_clock_or_input() -> None:
 
 
 def test_loop_models_large_pages_only_on_an_aligned_arena(monkeypatch: pytest.MonkeyPatch) -> None:
-    from codeisland.loop.emulated import EmulatedMachine
+    from codeisland.loop.emulated import EmulatedTarget
     from smmemu import memory
 
-    aligned = EmulatedMachine("phase_daily")
+    aligned = EmulatedTarget("phase_daily")
     base, _ = aligned.s.arena
     assert base % (2 << 20) == 0 and aligned.describe()["warnings"] == []
     # firmware that does not align large allocations (the emulator's 2 MiB choice undone):
     # the arena lands off a 2 MiB boundary, and the loop says so instead of claiming the page
     monkeypatch.setattr(memory, "LARGE_PAGE", memory.PAGE)
-    m = EmulatedMachine("phase_daily")
+    m = EmulatedTarget("phase_daily")
     base, _ = m.s.arena
     assert base % (2 << 20) != 0
     (warning,) = m.describe()["warnings"]

@@ -10,7 +10,7 @@ import pytest
 from codeisland.frontend.fetchtrace import library_path
 from codeisland.frontend.params import FrontendParams
 from codeisland.loop.controller import PLAN_HISTORY, ClosedLoop
-from codeisland.loop.machine import Observation
+from codeisland.loop.target import Observation
 from codeisland.paths import driver_binary, emulation_build_dir
 from codeisland.plan import layout as L
 from codeisland.predict import CostModel, make_policy
@@ -28,9 +28,9 @@ SAMPLES = 100  # per busy island and window in the constructed profile
 
 
 def _machine():  # type: ignore[no-untyped-def]
-    from codeisland.loop.emulated import EmulatedMachine
+    from codeisland.loop.emulated import EmulatedTarget
 
-    return EmulatedMachine("hashtab", cpus=1, threads=1, window_instructions=50_000)
+    return EmulatedTarget("hashtab", cpus=1, threads=1, window_instructions=50_000)
 
 
 def test_machine_commits_coactive_neighbours_as_one_island_and_finds_the_split() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from codeisland.frontend.fetchtrace import library_path
 from codeisland.loop.controller import ClosedLoop
-from codeisland.loop.machine import Observation, RelocationResult
+from codeisland.loop.target import Observation, RelocationResult
 from codeisland.plan import layout as L
 from codeisland.predict import CostModel, make_policy
 from codeisland.profile import ProfiledIsland
@@ -126,10 +126,10 @@ def test_move_that_pays_is_kept() -> None:
 @pytest.mark.skipif(not library_path().is_file(), reason="native library not built")
 def test_model_machine_generation_semantics() -> None:
     from codeisland.frontend.params import FrontendParams
-    from codeisland.loop.modelmachine import ModelMachine, StreamSource
+    from codeisland.loop.model_target import ModelTarget, StreamSource
     from codeisland.loop.workloads import make_workload
 
-    m = ModelMachine(StreamSource(make_workload("pipeline")), FrontendParams(), 64 * 1024)
+    m = ModelTarget(StreamSource(make_workload("pipeline")), FrontendParams(), 64 * 1024)
     a = m.commit([0, 1])
     b = m.commit([2])
     assert (a.generation, b.generation) == (1, 2)

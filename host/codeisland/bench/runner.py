@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from ..frontend.params import FrontendParams
 from ..loop.controller import ClosedLoop
-from ..loop.machine import Observation
-from ..loop.modelmachine import ModelMachine, StreamSource
+from ..loop.model_target import ModelTarget, StreamSource
+from ..loop.target import Observation
 from ..loop.workloads import WINDOWS_PER_DAY, WORKLOADS, make_workload
 from ..predict.policies import CLAIRVOYANT, POLICIES, PredictivePolicy, make_policy
 from ..predict.priority import CostModel
@@ -149,12 +149,12 @@ def run_workload(
     cost = CostModel.from_params(params, cfg.stage_budget, cfg.smis_per_window)
     profile = source.mean_samples(cfg.windows)
     policies = cfg.policies if "none" in cfg.policies else ("none", *cfg.policies)
-    recorder = _Recorder(ModelMachine(source, params, cfg.hot_capacity, cfg.stage_budget), params)
+    recorder = _Recorder(ModelTarget(source, params, cfg.hot_capacity, cfg.stage_budget), params)
     loops = {
         p: ClosedLoop(
             recorder
             if p == "none"
-            else ModelMachine(source, params, cfg.hot_capacity, cfg.stage_budget),
+            else ModelTarget(source, params, cfg.hot_capacity, cfg.stage_budget),
             make_policy(p, len(w.islands), profile),
             cost,
             warmup=cfg.warmup,
@@ -262,7 +262,7 @@ def run_emulated(
     is recorded: its samples are replayed to the clairvoyant policies (next-window oracle,
     static layout from the whole profile) and its misses give the bound, as on the model bench.
     """
-    from ..loop.emulated import EmulatedMachine
+    from ..loop.emulated import EmulatedTarget
 
     cells: dict[str, Cell] = {}
     events: dict[str, list[dict[str, Any]]] = {}
@@ -276,7 +276,7 @@ def run_emulated(
     order = ["none", *[p for p in policies if p != "none"]]
     bound: UpperBound | None = None
     for p in order:
-        m: Any = EmulatedMachine(workload, seed=seed, params=params, hot_capacity=hot_capacity,
+        m: Any = EmulatedTarget(workload, seed=seed, params=params, hot_capacity=hot_capacity,
                                  window_instructions=window_instructions)  # fmt: skip
         if p == "none":
             m = recorder = _Recorder(m, params)

@@ -153,7 +153,7 @@ def record(
 
 
 def _record_model(workload: str, windows: int, seed: int) -> Profile:
-    from ..loop.modelmachine import record_model
+    from ..loop.model_target import record_model
     from ..loop.workloads import WORKLOADS
 
     if workload not in WORKLOADS:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..frontend.params import FrontendParams
-from .machine import Observation
+from .target import Observation
 
 
 class BenefitEstimator:

@@ -39,7 +39,7 @@ from ..predict.policies import Policy
 from ..predict.priority import CostModel, select_moves
 from ..profile.attribution import IslandIndex, attribute
 from .benefit import BenefitEstimator
-from .machine import LoopTarget, RelocationResult
+from .target import LoopTarget, RelocationResult
 
 # windows of counts the planner sees when it decides merges and splits: long enough that one
 # noisy window does not merge or split, short enough to follow a phase change within a few

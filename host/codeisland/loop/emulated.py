@@ -1,4 +1,4 @@
-"""The closed loop's machine on smmemu: the real SMM driver, a workload, N CPUs.
+"""The closed loop's target on the emulated board: the real SMM driver, a workload, N CPUs.
 
 Everything goes through the driver: SAMPLE SMIs every `sample_every` guest instructions (every
 CPU's saved RIP) plus the emulator's slice-boundary samples; STAGE/COMMIT of plans the planner
@@ -34,7 +34,7 @@ from ..planning.passes import Candidate, Options, PlanContext, Split
 from ..planning.platform import large_page_ranges, load_platform
 from ..profile.format import ProfiledIsland
 from ..relocation import RelocationPlan, SmiReport, movable, occupied, plan_relocation
-from .machine import Observation, RelocationResult
+from .target import Observation, RelocationResult
 
 HOT = "hot"  # the platform region the loop places into (capped at hot_capacity)
 
@@ -45,7 +45,7 @@ HOT = "hot"  # the platform region the loop places into (capped at hot_capacity)
 STACK_SLOTS = 32
 
 
-class EmulatedMachine:
+class EmulatedTarget:
     max_generations = L.MAX_GENERATIONS
 
     def __init__(

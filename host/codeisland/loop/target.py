@@ -1,4 +1,4 @@
-"""What the closed loop needs from a machine, whichever runs the workload.
+"""What the closed loop needs from its target (LoopTarget), whichever runs the workload.
 
 The loop sees: a window of observations (RIP samples as found, exact per-island counts and
 modeled front-end cycles from the native hook, context), and three relocation verbs with the

@@ -1,4 +1,4 @@
-"""An island-level model machine for the benchmark: workload streams through the native model.
+"""An island-level model target for the benchmark: workload streams through the native model.
 
 This is a MODEL, not the emulator: it does not execute guest instructions.  Each window, the
 workload's executions (loop/workloads.py) become a basic-block fetch stream at the islands'
@@ -35,7 +35,7 @@ from ..frontend.params import FrontendParams
 from ..plan import layout as L
 from ..profile.attribution import IslandIndex, attribute
 from ..profile.format import Profile, ProfiledIsland, Window
-from .machine import Observation, RelocationResult
+from .target import Observation, RelocationResult
 from .workloads import BLOCK_BYTES, Workload
 
 HOT_BASE = 0x7FE0_0000  # 2 MiB aligned
@@ -85,7 +85,7 @@ class StreamSource:
         return np.bincount(island[samples], minlength=len(self.w.islands)).astype(np.float64)
 
 
-class ModelMachine:
+class ModelTarget:
     max_generations = 16
 
     def __init__(
@@ -261,7 +261,7 @@ def record_model(workload: str, windows: int, seed: int = 1) -> Profile:
     from .workloads import make_workload
 
     w = make_workload(workload, seed)
-    m = ModelMachine(StreamSource(w), FrontendParams(), hot_capacity=0)
+    m = ModelTarget(StreamSource(w), FrontendParams(), hot_capacity=0)
     index = IslandIndex(w.islands)
     profile = Profile(list(w.islands), [], 0, {"kind": "model", "workload": workload, "seed": seed})
     for _ in range(windows):
