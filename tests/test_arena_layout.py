@@ -101,3 +101,12 @@ def test_a_platform_without_a_source_region_is_one_error_line(tmp_path: Path) ->
     )  # fmt: skip
     assert r.returncode == 1 and not (tmp_path / "x.h").exists()
     assert r.stderr.count("\n") == 1 and "source region" in r.stderr
+
+
+def test_the_driver_reserves_the_arena_the_platform_lays_out() -> None:
+    # the driver's arena size (CI_ARENA_PAGES, also built by EDK2) against the TOML's arena_size:
+    # a smaller arena would leave the hot/far/stack regions outside what the driver registered
+    from codeisland.emulator.session import boot
+
+    _, size = boot(cpus=1).arena
+    assert size == load_platform("emulated").arena_size
