@@ -153,7 +153,7 @@ def _percent(share: float | None) -> str:
 
 
 def _regroup_lines(r: WorkloadResult) -> list[str]:
-    """Merges and splits of the loop (the emulated machine plans through the planner; the
+    """Merges and splits of the loop (the emulated target plans through the planner; the
     model machine never merges), and warnings about the machine's environments."""
     out = [f"  warning: {w}" for w in r.warnings]
     for policy, events in r.regroups().items():
