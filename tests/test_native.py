@@ -25,8 +25,10 @@ from codeisland.native.process import NativeProcess
 from codeisland.native.run import NativeRun
 from codeisland.paths import repo_root
 from codeisland.plan.apply import copies_as_planned
+from codeisland.planning.build import build_plan
 from codeisland.planning.passes import Options
 from codeisland.planning.platform import load_platform
+from codeisland.planning.redirect import outside_callsites
 from codeisland.relocation import Relocator, RetryPolicy, occupied, plan_relocation
 from codeisland.transport.mailbox import MailboxClient
 
@@ -213,3 +215,17 @@ def test_agent_inactive_without_the_host(program: Path) -> None:
     maps = Path(f"/proc/{p.pid}/maps").read_text() if p.poll() is None else ""
     assert p.wait() == 0
     assert maps and "codeisland-mailbox" not in maps
+
+
+def test_no_call_site_re_pointed_inside_a_live_original(program: Path) -> None:
+    """A later generation's plan leaves call sites in islands an earlier one moved alone (the
+    engine refuses them, CALLSITE_IN_ISLAND): Options.frozen from the live map's originals."""
+    imap = analyze(program)
+    fold = imap["fold"]
+    callers = {isl.name for a, _ in outside_callsites(imap, fold) if (isl := imap.island_at(a))}
+    assert callers
+    dst = 0x10000000
+    free = build_plan(imap, [(fold, dst)], callsites=True)
+    frozen = [(imap[n].start, imap[n].end) for n in callers]
+    held = build_plan(imap, [(fold, dst)], callsites=True, frozen=frozen)
+    assert len(free.callsites) > 0 and len(held.callsites) == 0

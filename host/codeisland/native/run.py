@@ -37,7 +37,7 @@ from ..predict.policies import make_policy
 from ..profile.attribution import IslandIndex, attribute
 from ..profile.format import ProfiledIsland
 from ..qemu.e2e import E2eReport
-from ..relocation import Relocator, movable, occupied, plan_relocation
+from ..relocation import Relocator, live_originals, movable, occupied, plan_relocation
 from ..relocation.placement import region_platform
 from ..transport.mailbox import MailboxClient
 from .process import NativeProcess, arena_pages, check_program
@@ -290,7 +290,7 @@ class NativeRun:
         series = {islands[k].name: [float(x) for x in recent[:, k]] for k in want}
         opts = Options(
             names=names, plan_id=r.commits + 1, callsites=True, keep_copies=True,
-            parked_threads=True, arena_base=r.arena_base,
+            parked_threads=True, arena_base=r.arena_base, frozen=live_originals(entries),
             priorities={islands[k].name: float(heat[k]) for k in want},
         )  # fmt: skip
         try:

@@ -74,6 +74,7 @@ def build_plan(
     read_bytes: ReadBytes | None = None,
     keep_copies: bool = True,
     parked_threads: bool = True,
+    frozen: Sequence[tuple[int, int]] = (),
 ) -> Plan:
     """Build a plan moving each island to its destination (addresses in imap's space).
 
@@ -87,6 +88,9 @@ def build_plan(
     during the SMI: an island then gets an entry jump only where it replaces exactly one
     instruction, else its direct call sites are re-pointed (planning.redirect), and an island
     with neither is refused (PlanError naming it).
+    frozen: [start, end) ranges no call site in them is re-pointed -- the originals of islands
+    a live generation moved, whose bytes the engine keeps as its undo log has them (it refuses
+    such a site: CALLSITE_IN_ISLAND).
     """
     if not moves:
         raise PlanError("nothing to move: the plan would be empty")
@@ -125,7 +129,7 @@ def build_plan(
         rule.stack_slots = stack_slots
         plan.rules.append(rule)
     _add_targets(plan, resolved)
-    _add_callsites(plan, imap, resolved, None if callsites else by_callsites)
+    _add_callsites(plan, imap, resolved, None if callsites else by_callsites, frozen)
     plan.to_bytes()  # raises PlanError past a fixed maximum, before anyone sends it
     return plan
 
@@ -170,15 +174,22 @@ def _add_targets(plan: Plan, moves: list[tuple[Island, int]]) -> None:
 
 
 def _add_callsites(
-    plan: Plan, imap: IslandMap, moves: list[tuple[Island, int]], only: set[int] | None
+    plan: Plan,
+    imap: IslandMap,
+    moves: list[tuple[Island, int]],
+    only: set[int] | None,
+    frozen: Sequence[tuple[int, int]] = (),
 ) -> None:
-    """Re-point direct calls into the moved islands (only those indexed by `only`, if given)."""
+    """Re-point direct calls into the moved islands (only those indexed by `only`, if given),
+    none inside a `frozen` range."""
     for index, (isl, dst) in enumerate(moves):
         if only is not None and index not in only:
             continue
         for site, opcode in sorted(outside_callsites(imap, isl)):
             if any(site < i.end and i.start < site + 5 for i, _ in moves):
                 continue  # inside a moved island: the copy's own fix-up handles it
+            if any(site < hi and lo < site + 5 for lo, hi in frozen):
+                continue  # in a live generation's original: its bytes stay as undo has them
             if not _fits_rel32(dst - (site + 5)) or len(plan.callsites) >= L.MAX_CALLSITES:
                 continue
             rec = L.Callsite()

@@ -88,6 +88,8 @@ class Options:
     arena_base: int | None = None
     priorities: dict[str, float] = field(default_factory=dict)  # from the predictor
     keep_order: bool = False  # place in priority order, no call-chain clustering (caller ranked)
+    # originals of islands live generations moved: no call site in them is re-pointed
+    frozen: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass
@@ -463,6 +465,7 @@ class Build:
             read_bytes=ctx.read_bytes,
             keep_copies=o.keep_copies,
             parked_threads=o.parked_threads,
+            frozen=o.frozen,
         )
         ctx.note(
             f"build: {len(ctx.plan.islands)} islands, {len(ctx.plan.fixups)} fix-ups, "

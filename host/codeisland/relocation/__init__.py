@@ -14,7 +14,14 @@
 """
 
 from .never_move import movable, never_move
-from .placement import LivePlace, PlacedCopy, RelocationPlan, occupied, plan_relocation
+from .placement import (
+    LivePlace,
+    PlacedCopy,
+    RelocationPlan,
+    live_originals,
+    occupied,
+    plan_relocation,
+)
 from .protocol import CommitOutcome, Relocator, RetryPolicy, SmiReport, StageOutcome
 
 __all__ = [
@@ -26,6 +33,7 @@ __all__ = [
     "RetryPolicy",
     "SmiReport",
     "StageOutcome",
+    "live_originals",
     "movable",
     "never_move",
     "occupied",

@@ -50,6 +50,14 @@ def occupied(entries: Iterable[L.MapEntry]) -> list[Span]:
     return sorted((int(e.cur), int(e.cur) + int(e.size)) for e in entries if e.flags & OCCUPYING)
 
 
+def live_originals(entries: Iterable[L.MapEntry]) -> tuple[Span, ...]:
+    """Original ranges of the islands active generations moved (Options.frozen): the engine
+    refuses a call site in them (CALLSITE_IN_ISLAND), so a later plan re-points none there."""
+    return tuple(
+        sorted((int(e.orig), int(e.orig) + int(e.size)) for e in entries if e.flags & L.MAP_ACTIVE)
+    )
+
+
 class LivePlace(Place):
     """Place, first fit around the copies the driver holds now (and those placed before).
 
