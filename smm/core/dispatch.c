@@ -190,6 +190,11 @@ static ci_status commit_plan(ci_engine *e, const ci_cpu_ops *cpu, uint32_t size,
     return st;
   if (view.copy_bytes > e->budget)
     return CI_ST_OVER_BUDGET;
+  if (plan_pending(e)) { /* its staged bytes are put back below: only into its own pages */
+    st = ci_space_recheck(e, w); /* else refused (failed_index: the pending plan's); a */
+    if (st != CI_ST_OK)          /* STAGE of a new plan drops it with nothing written */
+      return st;
+  }
   set_aside(e);
   if (e->aside.pending) {
     uint64_t need = (uint64_t)e->undo.top +

@@ -64,6 +64,9 @@ ci_status ci_place(const ci_engine *e, const ci_island *isl, uint64_t addr, uint
                    uint32_t need, ci_status outside, uint64_t *pa);
 /* The pending plan's virtual addresses still walk to the validated ones. */
 ci_status ci_space_recheck(const ci_engine *e, ci_work *w);
+/* A committed generation's virtual islands and copies still walk to the
+ * pages they were committed at (checked before ROLLBACK writes). */
+ci_status ci_generation_recheck(const ci_engine *e, const ci_generation *g, ci_work *w);
 
 /* ---- undo.c ---- */
 #define CI_UNDO_MEM   1u /* bytes of memory (destination, patches) */
@@ -124,7 +127,10 @@ ci_status ci_commit_run(ci_engine *e, const ci_cpu_ops *cpu, ci_work *w);
 /* ---- rollback.c ---- */
 ci_status ci_rollback_run(ci_engine *e, const ci_cpu_ops *cpu, uint32_t generation,
                           ci_work *w);
-/* Drop the pending plan, restoring the destination bytes it staged. */
+/* Drop the pending plan, restoring the destination bytes it staged -- only
+ * where its virtual islands still walk to the same pages: after the process
+ * exited or remapped them, those pages are not its own any more and the
+ * records are dropped with nothing written. */
 void ci_pending_abandon(ci_engine *e, ci_work *w);
 
 /* ---- map.c ---- */

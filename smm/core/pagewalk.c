@@ -185,3 +185,32 @@ ci_status ci_space_recheck(const ci_engine *e, ci_work *w) {
   w->failed_index = CI_NO_INDEX;
   return CI_ST_OK;
 }
+
+/* Do generation g's virtual map entries still walk to the physical pages
+ * they were committed at?  A process that exited (its tables freed or
+ * reused) or remapped its pages answers with the walk's status or
+ * MAPPING_CHANGED: undoing it would write into pages that are no longer
+ * its own, so the caller writes nothing. */
+ci_status ci_generation_recheck(const ci_engine *e, const ci_generation *g, ci_work *w) {
+  uint64_t pa;
+  for (uint32_t i = 0; i < g->islands; i++) {
+    const ci_map_entry *m = &e->map[g->map_first + i];
+    const ci_map_space *ms = &e->map_space[g->map_first + i];
+    if (ms->space == CI_SPACE_PHYSICAL)
+      continue;
+    w->failed_index = i;
+    ci_status st = ci_walk_range(e, ms->space, ms->cr3, m->orig, m->size, CI_REGION_SOURCE,
+                                 CI_ST_SRC_NOT_REGISTERED, &pa);
+    if (st == CI_ST_OK && pa != ms->orig_pa)
+      st = CI_ST_MAPPING_CHANGED;
+    if (st == CI_ST_OK)
+      st = ci_walk_range(e, ms->space, ms->cr3, m->cur, m->size, CI_REGION_DEST,
+                         CI_ST_DST_NOT_REGISTERED, &pa);
+    if (st == CI_ST_OK && pa != ms->cur_pa)
+      st = CI_ST_MAPPING_CHANGED;
+    if (st != CI_ST_OK)
+      return st;
+  }
+  w->failed_index = CI_NO_INDEX;
+  return CI_ST_OK;
+}

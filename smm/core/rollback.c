@@ -19,7 +19,12 @@ void ci_pending_abandon(ci_engine *e, ci_work *w) {
   if (e->state != CI_STATE_VALIDATED && e->state != CI_STATE_STAGING &&
       e->state != CI_STATE_STAGED)
     return;
-  w->bytes_restored += ci_undo_unwind(&e->undo, e->pending_undo_start, 1);
+  uint32_t index = w->failed_index;
+  if (ci_space_recheck(e, w) == CI_ST_OK)
+    w->bytes_restored += ci_undo_unwind(&e->undo, e->pending_undo_start, 1);
+  else
+    e->undo.top = e->pending_undo_start; /* gone: nothing of it is restored */
+  w->failed_index = index;
   e->state = CI_STATE_EMPTY;
 }
 
@@ -68,6 +73,11 @@ ci_status ci_rollback_run(ci_engine *e, const ci_cpu_ops *cpu, uint32_t generati
       ;
     if (first == e->gen_count)
       return CI_ST_BAD_GENERATION;
+  }
+  for (uint32_t g = first; g < e->gen_count; g++) { /* before anything is touched */
+    ci_status st = ci_generation_recheck(e, &e->gens[g], w);
+    if (st != CI_ST_OK)
+      return st;
   }
   e->move_count = 0; /* at most CI_MAX_MAP_ENTRIES: the generations' entries */
   for (uint32_t g = first; g < e->gen_count; g++) {

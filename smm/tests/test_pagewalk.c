@@ -555,7 +555,93 @@ static void test_rollback_mixed(void) {
   space_free(m);
 }
 
+/* ---- the process exits: nothing is written into pages it no longer owns ---- */
+
+/* The process's pages and the physical plan's, as they are now (the page
+ * tables are left out: the tests edit them). */
+typedef struct pages {
+  uint8_t src[0x3000], dst[0x3000], other[0x100];
+} pages;
+static void pages_take(pages *p) {
+  memcpy(p->src, fake_ptr(PA_SRC, 0x3000), 0x3000);
+  memcpy(p->dst, fake_ptr(PA_DST, 0x3000), 0x3000);
+  memcpy(p->other, fake_ptr(T_ARENA + 0x80000, 0x100), 0x100);
+}
+static int pages_same(const pages *p, int with_other) {
+  return !memcmp(p->src, fake_ptr(PA_SRC, 0x3000), 0x3000) &&
+         !memcmp(p->dst, fake_ptr(PA_DST, 0x3000), 0x3000) &&
+         (!with_other || !memcmp(p->other, fake_ptr(T_ARENA + 0x80000, 0x100), 0x100));
+}
+
+/* A plan staged over SMIs (2 of 3 chunks), then the process exits: its PML4
+ * entry is gone (tables freed).  Continuing, committing, or committing a new
+ * plan on top are refused with nothing written; STAGE of a new plan drops
+ * the dead one without restoring its staged bytes (those pages may belong to
+ * someone else now) and goes on. */
+static void test_exit_with_pending_plan(void) {
+  static pages before;
+  machine *m = space_machine();
+  base_plan();
+  uint32_t size = encode();
+  m->budget = 0x1000;
+  CHECK_ST(machine_smi(m, CI_CMD_STAGE, g_plan, size), CI_ST_OK);
+  CHECK_EQ(machine_result(m)->state, CI_STATE_STAGING);
+  uint64_t *pml4e = entry_of(VA_SRC, 0), saved = *pml4e;
+  *pml4e = 0; /* exit: the kernel freed the process's tables */
+  pages_take(&before);
+  CHECK_ST(machine_smi(m, CI_CMD_STAGE, 0, 0), CI_ST_PAGE_NOT_PRESENT);
+  CHECK_ST(machine_smi(m, CI_CMD_ROLLBACK, &(uint32_t){0}, 4), CI_ST_NOTHING_TO_ROLLBACK);
+  g_pb_xlat = 0; /* a physical plan elsewhere, in one SMI: refused, the dead one is named */
+  pb_init(pb, 21);
+  (void)pb_island(pb, T_SRC + 0x1000, T_ARENA + 0x80000, 0x100, CI_ISLAND_ENTRY_REL32);
+  pb_chunks(pb, 0x100);
+  uint32_t other = encode();
+  CHECK_ST(machine_smi(m, CI_CMD_COMMIT, g_plan, other), CI_ST_PAGE_NOT_PRESENT);
+  CHECK(pages_same(&before, 1));
+  CHECK_EQ(m->engine.state, CI_STATE_STAGING);
+  /* STAGE of the new plan: the dead plan is dropped, its staged bytes stay */
+  CHECK_ST(machine_smi(m, CI_CMD_STAGE, g_plan, other), CI_ST_OK);
+  CHECK_EQ(machine_result(m)->bytes_restored, 0);
+  CHECK(pages_same(&before, 0));
+  CHECK_EQ(machine_result(m)->state, CI_STATE_STAGED);
+  CHECK_ST(machine_smi(m, CI_CMD_COMMIT, 0, 0), CI_ST_OK);
+  *pml4e = saved;
+  space_free(m);
+}
+
+/* A committed generation whose process exited: ROLLBACK is refused with the
+ * walk's status and writes nothing (its undo log names physical pages the
+ * kernel has freed); with the tables reused so that the same VAs map other
+ * pages it is MAPPING_CHANGED; with the mapping back it rolls back. */
+static void test_exit_with_committed_generation(void) {
+  static pages before;
+  machine *m = space_machine();
+  base_plan();
+  CHECK_ST(machine_smi(m, CI_CMD_COMMIT, g_plan, encode()), CI_ST_OK);
+  uint32_t gens = m->engine.gen_count;
+  uint64_t *pml4e = entry_of(VA_SRC, 0), saved = *pml4e;
+  *pml4e = 0;
+  pages_take(&before);
+  CHECK_ST(machine_smi(m, CI_CMD_ROLLBACK, &(uint32_t){0}, 4), CI_ST_PAGE_NOT_PRESENT);
+  CHECK_EQ(machine_result(m)->failed_index, 0);
+  CHECK(pages_same(&before, 1));
+  CHECK_EQ(m->engine.gen_count, gens);
+  *pml4e = saved;
+  uint64_t *pte = entry_of(VA_SRC, 3), spte[2] = {pte[0], pte[1]};
+  pte[0] = PA_ALT | USER; /* contiguous, but other pages */
+  pte[1] = (PA_ALT + 0x1000) | USER;
+  CHECK_ST(machine_smi(m, CI_CMD_ROLLBACK, &(uint32_t){0}, 4), CI_ST_MAPPING_CHANGED);
+  CHECK(pages_same(&before, 1));
+  pte[0] = spte[0];
+  pte[1] = spte[1];
+  CHECK_ST(machine_smi(m, CI_CMD_ROLLBACK, &(uint32_t){0}, 4), CI_ST_OK);
+  CHECK_EQ(m->engine.gen_count, gens - 1u);
+  space_free(m);
+}
+
 void suite_pagewalk(void) {
+  test_exit_with_pending_plan();
+  test_exit_with_committed_generation();
   test_rollback_mixed();
   test_round_trip();
   test_large_pages();

@@ -252,3 +252,12 @@ def e2e_cmd(
         if tmp is not None:
             tmp.cleanup()
     emit_check(report, as_json, report.ok, "end-to-end run failed (see the report)")
+
+
+def _process_command() -> None:
+    from .qemu_process import process_cmd
+
+    command.add_command(process_cmd)
+
+
+_process_command()

@@ -31,14 +31,21 @@ poweroff -f
 """
 
 
-def members(agent: Path, busybox: Path) -> list[cpio.Member]:
-    for path in (agent, busybox):
-        if not path.is_file():
-            raise ToolMissing(f"{path} is missing (scripts/bootstrap.sh / make -C guest/linux)")
+def base_members(busybox: Path, applets: tuple[str, ...] = APPLETS) -> list[cpio.Member]:
+    """Directories, the console node, busybox and its applet links: what every /init needs."""
+    if not busybox.is_file():
+        raise ToolMissing(f"{busybox} is missing (scripts/bootstrap.sh's fetch_linux_guest)")
     out = [cpio.directory(d) for d in ("bin", "dev", "proc", "sys", "tmp")]
     out.append(cpio.char_device("dev/console", 5, 1))
     out.append(cpio.file("bin/busybox", busybox.read_bytes(), 0o755))
-    out += [cpio.symlink(f"bin/{a}", "busybox") for a in APPLETS]
+    out += [cpio.symlink(f"bin/{a}", "busybox") for a in applets]
+    return out
+
+
+def members(agent: Path, busybox: Path) -> list[cpio.Member]:
+    if not agent.is_file():
+        raise ToolMissing(f"{agent} is missing (make -C guest/linux)")
+    out = base_members(busybox)
     out.append(cpio.file("init", INIT_SCRIPT.encode(), 0o755))
     out.append(cpio.file("agent", agent.read_bytes(), 0o755))
     return out
@@ -46,7 +53,11 @@ def members(agent: Path, busybox: Path) -> list[cpio.Member]:
 
 def build(agent: Path, busybox: Path, out_dir: Path) -> Path:
     """The initramfs for this agent and busybox (built once per content, in out_dir)."""
-    ms = members(agent, busybox)
+    return pack(members(agent, busybox), out_dir)
+
+
+def pack(ms: list[cpio.Member], out_dir: Path) -> Path:
+    """These members as a gzip'd newc archive in out_dir, named by their digest (built once)."""
     digest = hashlib.sha256()
     for m in ms:
         digest.update(m.name.encode() + m.data + m.mode.to_bytes(4, "little"))

@@ -1,0 +1,498 @@
+"""`codeisland qemu process`: relocate an unmodified program's own code in a Linux guest from SMM.
+
+The program is the host's binary as its Debian package installed it (PIE, dynamically linked,
+built without patchable entries), run once in the guest under our LD_PRELOAD landing library
+(guest/linux/landing.c), which privatises its text pages and maps a 2 MiB landing zone within
+rel32 reach (program.py packs program, libraries, landing library and /init).  Then
+
+  boot  -> the landing line names the load base, the text range and the zone (and its page size)
+  find  -> the host finds the mailbox by a memory scan, SAMPLEs until a CPU runs the program's
+           text in user mode: that sample's CR3 is the process's address space
+  read  -> the host walks the same page tables (hw.vaspace) to read the text and check that the
+           memory holds the ELF the analysis read (the analysis of the host's file, rebased to
+           the load base), and which islands and call sites are physically contiguous (the
+           engine needs one physical range per island and per call site)
+  rank  -> SAMPLEs attribute RIPs to the analysis' islands by CR3 + CPL 3
+  plan  -> the planner places the hottest movable islands in the landing zone, redirecting
+           through re-pointed `call rel32` sites or entry jumps only where the analysis proves
+           them safe for parked threads (planning.redirect), keep-copies on rollback; the plan's
+           islands are USER islands of that CR3 at their virtual addresses
+  move  -> STAGE/COMMIT through the relocation layer while the program runs; an attempt whose
+           SMI found the program's CPU outside the islands is rolled back (copies retired) and
+           placed again, at most COMMIT_ATTEMPTS times
+  check -> copies, entry jumps and call sites read back through the page walk; samples in the
+           copies; ROLLBACK while the program still runs (never after it exited: see below)
+  end   -> the program's output (size + sha256 on the serial console) against the same
+           pipeline run on the host, unrelocated.
+
+On firmware that keeps SMM restricted memory access (Debian's OVMF with the driver injected:
+the default here) the engine may not walk a process's page tables, so the same plan is refused
+(WALK_TABLE_OUTSIDE) with nothing written; the program runs on and its output is still checked.
+
+Exit: a process that exits while a generation of its code is committed is not rolled back from
+here: the engine's undo log holds physical addresses of pages the kernel has freed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...analysis import IslandMap, analyze
+from ...errors import CodeIslandError, DriverRejected, EmulationError, InputError, PlanError
+from ...hw.vaspace import PageFault, VirtualSpace
+from ...paths import repo_root
+from ...plan import layout as L
+from ...plan.apply import entry_patch, relocated_bytes
+from ...planning.passes import Options
+from ...relocation import Relocator, movable, occupied, plan_relocation
+from ...relocation.placement import RelocationPlan, region_platform
+from ...transport.mailbox import MailboxClient
+from .. import session
+from ..machine import QemuVm, VmConfig
+from . import guest, program
+
+log = logging.getLogger(__name__)
+MEMORY_MIB = 256
+MAX_CR3_SAMPLES = 200
+RANK_SAMPLES = 24
+HOT_ISLANDS = 12
+COMMIT_ATTEMPTS = 8
+SAMPLES_AFTER = 12
+STAGE_BUDGET = 4096
+CHUNK_SIZE = 512
+LANDING_TIMEOUT_S = 400.0
+RUN_TIMEOUT_S = 900.0
+SMALL_PAGE = 4096
+RESTRICTED_HINT = (
+    "this firmware keeps SMM restricted memory access, so the engine may not walk the "
+    "process's page tables (ordinary RAM): boot the test-board firmware "
+    "(`codeisland firmware build --variant unrestricted`, then --firmware/--vars)"
+)
+
+
+@dataclass
+class Firmware:
+    code: Path | None = None  # None: Debian's OVMF with the driver injected (restricted)
+    vars: Path | None = None
+    driver: Path | None = None
+
+
+@dataclass
+class ProcessReport:
+    program: str
+    args: list[str]
+    firmware: str = ""
+    booted: bool = False
+    guest_up_seconds: float = 0.0
+    landing: dict[str, Any] = field(default_factory=dict)
+    landing_warnings: list[str] = field(default_factory=list)
+    cr3: int = 0
+    text_matches_elf: bool = False
+    islands_analysed: int = 0
+    islands_movable: int = 0
+    samples_ranked: dict[str, int] = field(default_factory=dict)
+    not_contiguous: list[str] = field(default_factory=list)
+    planned: list[dict[str, Any]] = field(default_factory=list)  # name, src, dst, size, redirect
+    rejected: dict[str, str] = field(default_factory=dict)
+    refused: str = ""  # the driver's status when it refused the plan
+    refused_untouched: bool = False
+    commit_attempts: int = 0
+    stage_smis: int = 0
+    bytes_written: int = 0
+    fixups_applied: int = 0
+    callsites_patched: int = 0
+    contexts_translated: int = 0
+    cpus_in_smm: int = 0
+    copies_match: bool = False
+    samples_after: int = 0
+    samples_in_copies: int = 0
+    rolled_back: str = ""  # "yes" | "skipped: ..." | ""
+    output: dict[str, Any] = field(default_factory=dict)
+    reference: dict[str, Any] = field(default_factory=dict)
+    output_matches: bool = False
+    program_seconds: float | None = None
+    smis: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def relocated(self) -> bool:
+        return (
+            not self.refused
+            and bool(self.planned)
+            and self.copies_match
+            and self.contexts_translated > 0
+            and self.output_matches
+        )
+
+    @property
+    def ok(self) -> bool:
+        """Relocated on unrestricted firmware, or refused untouched on restricted firmware;
+        either way the program's output is the unrelocated run's."""
+        if self.refused:
+            return self.refused_untouched and self.output_matches
+        return self.relocated
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["ok"], d["relocated"] = self.ok, self.relocated
+        return d
+
+    def __str__(self) -> str:
+        z = self.landing
+        lines = [
+            f"{self.program} {' '.join(self.args)} on {self.firmware}",
+            f"guest up after {self.guest_up_seconds:.1f} s; pid {z.get('pid')} base "
+            f"{z.get('base', 0):#x} text {z.get('text', ['?'])[0]:#x}; landing zone "
+            f"{z.get('zone', 0):#x} ({z.get('size', 0) >> 10} KiB, "
+            f"{'2 MiB pages' if z.get('huge') else '4 KiB pages'} via {z.get('via')})",
+            f"address space cr3 {self.cr3:#x}; text in memory == analysed ELF: "
+            f"{self.text_matches_elf}; {self.islands_movable} of {self.islands_analysed} islands "
+            "movable",
+        ]
+        lines += [f"  warning: {w}" for w in self.landing_warnings]
+        for p in self.planned:
+            lines.append(
+                f"  {p['name']}: {p['src']:#x} -> {p['dst']:#x} ({p['size']} B, {p['redirect']})"
+            )
+        if self.refused:
+            lines.append(f"plan refused: {self.refused}; nothing written: {self.refused_untouched}")
+        else:
+            lines.append(
+                f"committed at attempt {self.commit_attempts}: {self.stage_smis} stage SMIs, "
+                f"{self.bytes_written} bytes, {self.fixups_applied} fix-ups, "
+                f"{self.callsites_patched} call sites, {self.contexts_translated} contexts "
+                f"translated; copies as planned: {self.copies_match}"
+            )
+            lines.append(
+                f"after commit {self.samples_in_copies}/{self.samples_after} of the program's "
+                f"samples in the copies; rollback: {self.rolled_back}"
+            )
+        o, r = self.output, self.reference
+        lines.append(
+            f"output {o.get('size')} bytes sha256 {str(o.get('sha256'))[:16]} vs unrelocated "
+            f"{r.get('size')} bytes {str(r.get('sha256'))[:16]}: "
+            f"{'identical' if self.output_matches else 'DIFFERENT'}"
+            + (f"; program ran {self.program_seconds:.1f} s" if self.program_seconds else "")
+        )
+        lines.append("OK" if self.ok else "FAILED")
+        return "\n".join(lines)
+
+
+class ProcessRelocation:
+    def __init__(
+        self, run: program.ProgramRun, workdir: Path, firmware: Firmware, cpus: int = 1
+    ) -> None:
+        self.run = run
+        self.workdir = workdir
+        self.firmware = firmware
+        self.cpus = cpus
+        self.report = ProcessReport(str(run.exe), list(run.args))
+        self.names: tuple[str, ...] = ()  # the ranked islands the plans move
+        self.t0 = time.monotonic()
+
+    def _mark(self, name: str) -> None:
+        self.report.timings[name] = round(time.monotonic() - self.t0, 1)
+
+    def execute(self) -> ProcessReport:
+        self.run.check()
+        landing = repo_root() / "guest" / "build" / "linux" / "codeisland-landing.so"
+        busybox = guest.busybox()
+        initrd = program.build_initramfs(self.run, busybox, landing, self.workdir / "initramfs")
+        ref = self.run.reference(busybox, landing)
+        self.report.reference = ref.__dict__
+        fw = self.firmware
+        image = session.boot_image(self.workdir, fw.driver, fw.code)
+        self.report.firmware = str(fw.code) if fw.code else "Debian's OVMF + injected driver"
+        config = VmConfig(
+            image=image,
+            workdir=self.workdir / "vm",
+            memory_mib=MEMORY_MIB,
+            cpus=self.cpus,
+            kernel=guest.kernel_image(),
+            initrd=initrd,
+            append="console=ttyS0,115200 panic=0 loglevel=4",
+            **({"vars_template": fw.vars} if fw.vars else {}),
+        )
+        self._mark("prepare")
+        with QemuVm(config) as m:
+            try:
+                self._drive(m, ref)
+            except CodeIslandError:
+                self._check_guest(m)
+                raise
+        return self.report
+
+    def _check_guest(self, m: QemuVm) -> None:
+        serial = m.serial()
+        if cause := guest.linux_boot_failure(serial, MEMORY_MIB):
+            raise EmulationError(cause)
+        if (out := program.parse_output(serial)) is not None and self.report.cr3 == 0:
+            raise EmulationError(
+                f"the program ended (status {out.status}) before a SAMPLE found it running: "
+                "give it more work"
+            )
+
+    # -- the run ----------------------------------------------------------------------------
+
+    def _drive(self, m: QemuVm, ref: program.Output) -> None:
+        r = self.report
+        z = self._landing(m)
+        with session.transport_for(m) as t:
+            t.discover()
+            client = MailboxClient(t, timeout_s=20)
+            rel = Relocator(client, stage_budget=STAGE_BUDGET)
+            r.cr3 = self._address_space(rel, z)
+            space = VirtualSpace(t.read_phys, r.cr3)
+            imap = self._analysis(space, z)
+            self._mark("analysis")
+            self.names = self._hottest(rel, imap, space)
+            plan = self._commit(rel, imap, space, z)
+            self._mark("commit")
+            if plan is not None:
+                self._after_commit(m, rel, imap, plan, space)
+            r.smis = rel.report()
+        out = self._output(m)
+        r.output = out.__dict__
+        r.program_seconds = out.seconds
+        r.output_matches = out.status == ref.status == 0 and (out.size, out.sha256) == (
+            ref.size,
+            ref.sha256,
+        )
+
+    def _landing(self, m: QemuVm) -> program.Landing:
+        deadline = time.monotonic() + LANDING_TIMEOUT_S
+        while True:
+            serial = m.serial()
+            if found := program.LANDING_LINE.search(serial):
+                z = program.Landing.parse(found)
+                break
+            if cause := guest.linux_boot_failure(serial, MEMORY_MIB):
+                raise EmulationError(cause)
+            if errors := program.LANDING_ERROR.findall(serial):
+                raise EmulationError(f"the landing library failed: {errors[0]}")
+            if "codeisland-init: program exited" in serial or not m.running:
+                raise EmulationError("the program ended before the landing library reported")
+            if time.monotonic() > deadline:
+                raise EmulationError(
+                    f"no landing line on the serial console in {LANDING_TIMEOUT_S:.0f} s"
+                )
+            time.sleep(0.1)
+        r = self.report
+        r.booted, r.guest_up_seconds = True, time.monotonic() - m.started_at
+        r.landing = {k: v for k, v in z.__dict__.items()}
+        r.landing_warnings = program.LANDING_ERROR.findall(m.serial())
+        self._mark("landing")
+        return z
+
+    def _address_space(self, rel: Relocator, z: program.Landing) -> int:
+        lo, hi = z.text
+        for _ in range(MAX_CR3_SAMPLES):
+            for s in rel.sample():
+                if s.cpl == 3 and lo <= s.rip < hi:
+                    return int(s.cr3) & L.CR3_ADDR_MASK
+            time.sleep(0.02)
+        raise EmulationError(
+            f"no SAMPLE of {MAX_CR3_SAMPLES} found a CPU in the program's text "
+            f"{lo:#x}-{hi:#x} (did it finish already?)"
+        )
+
+    def _analysis(self, space: VirtualSpace, z: program.Landing) -> IslandMap:
+        """The host's ELF, rebased to the load base; its text must be what the process runs."""
+        r = self.report
+        imap = analyze(self.run.exe, load_base=z.base)
+        r.islands_analysed = len(imap)
+        r.islands_movable = len(movable(imap))
+        lo, hi = z.text
+        try:
+            live = space.read(lo, hi - lo)
+        except PageFault as exc:
+            raise EmulationError(
+                f"the program's text is not mapped in cr3 {r.cr3:#x}: {exc}"
+            ) from exc
+        # the ELF's bytes over the executable segment (its file image; the tail of the last page
+        # past the segment is other file bytes in both)
+        r.text_matches_elf = all(
+            imap.read(i.start, i.size) == live[i.start - lo : i.start - lo + i.size]
+            for i in imap
+            if lo <= i.start and i.start + i.size <= hi
+        )
+        if not r.text_matches_elf:
+            raise EmulationError(
+                f"the process's text at {lo:#x} is not {self.run.exe} as analysed "
+                "(a different binary, or not the load base the landing library reported)"
+            )
+        return imap
+
+    def _hottest(self, rel: Relocator, imap: IslandMap, space: VirtualSpace) -> tuple[str, ...]:
+        r = self.report
+        hits: dict[str, int] = {}
+        for _ in range(RANK_SAMPLES):
+            for s in rel.sample():
+                if s.cpl == 3 and int(s.cr3) & L.CR3_ADDR_MASK == r.cr3:
+                    isl = imap.island_at(int(s.rip))
+                    if isl is not None:
+                        hits[isl.name] = hits.get(isl.name, 0) + 1
+            time.sleep(0.02)
+        r.samples_ranked = hits
+        # only what the samples saw: a plan moves the program's hot code, nothing it guessed
+        order = sorted(
+            (i for i in movable(imap) if hits.get(i.name)),
+            key=lambda i: (-hits[i.name], i.start),
+        )
+        if not order:
+            raise EmulationError(
+                f"none of {RANK_SAMPLES} SAMPLEs found the program in a movable island "
+                f"(samples per island: {hits or 'none'})"
+            )
+        names: list[str] = []
+        for isl in order:
+            if len(names) == HOT_ISLANDS:
+                break
+            if not space.contiguous(isl.start, isl.size):
+                r.not_contiguous.append(isl.name)
+                continue
+            names.append(isl.name)
+        return tuple(names)
+
+    def _plan(
+        self, imap: IslandMap, space: VirtualSpace, z: program.Landing, plan_id: int,
+        taken: list[tuple[int, int]],
+    ) -> RelocationPlan:  # fmt: skip
+        """The planner's plan for the ranked islands, without islands whose call sites cross a
+        physical page boundary (the engine would refuse them: PAGES_DISCONTIGUOUS)."""
+        size = z.size if z.huge else SMALL_PAGE  # 4 KiB pages: one page is all that is contiguous
+        names = list(self.names)
+        while names:
+            opts = Options(
+                names=tuple(names), plan_id=plan_id, chunk_size=CHUNK_SIZE, callsites=True,
+                keep_copies=True, keep_order=True, arena_base=z.zone,
+                priorities={n: float(len(names) - k) for k, n in enumerate(names)},
+            )  # fmt: skip
+            plan = plan_relocation(
+                imap, region_platform(z.zone, size), opts, taken=taken, read_bytes=space.read
+            )
+            p = plan.plan
+            bad = {
+                p.islands[cs.island].src for cs in p.callsites if not space.contiguous(cs.insn, 5)
+            }
+            if not bad:
+                return plan
+            names = [n for n in names if imap[n].start not in bad]
+        raise PlanError("no ranked island has call sites the engine can reach")
+
+    def _commit(
+        self, rel: Relocator, imap: IslandMap, space: VirtualSpace, z: program.Landing
+    ) -> RelocationPlan | None:
+        r = self.report
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            r.commit_attempts = attempt
+            taken = occupied(rel.address_map())
+            plan = self._plan(imap, space, z, attempt, taken)
+            plan.plan.place_in_address_space(L.SPACE_USER, r.cr3)
+            r.planned = [
+                {"name": c.name, "src": c.src, "dst": c.dst, "size": c.size,
+                 "redirect": c.redirect, "fixups": c.fixups}
+                for c in plan.placed
+            ]  # fmt: skip
+            r.rejected = dict(plan.rejected)
+            if not plan.placed:
+                raise PlanError(f"nothing to move: {plan.rejected}")
+            if attempt == 1:
+                before = self._snapshot(space, plan)
+            try:
+                staged = rel.stage(plan.to_bytes())
+                res = rel.commit()
+            except DriverRejected as exc:
+                if attempt > 1:
+                    raise
+                r.refused = L.Status(exc.status).name
+                r.refused_untouched = self._snapshot(space, plan) == before
+                return None
+            r.stage_smis, r.bytes_written = staged.smis, staged.bytes_written
+            r.fixups_applied = staged.fixups_applied
+            r.callsites_patched = int(res.callsites_patched)
+            r.contexts_translated = int(res.contexts_translated)
+            r.cpus_in_smm = int(res.cpus)
+            if res.contexts_translated > 0 or attempt == COMMIT_ATTEMPTS:
+                return plan
+            rel.rollback(0)  # no CPU was in the islands: undo while it runs, copies retired
+        raise AssertionError("unreachable: the last attempt returns")
+
+    def _snapshot(self, space: VirtualSpace, plan: RelocationPlan) -> list[bytes]:
+        """The bytes a plan may write: destinations, entry jumps, call sites."""
+        spans = [(int(i.dst), int(i.size)) for i in plan.plan.islands]
+        return [space.read(a, n) for a, n in spans + self._patched_spans(plan)]
+
+    def _after_commit(
+        self, m: QemuVm, rel: Relocator, imap: IslandMap, plan: RelocationPlan, space: VirtualSpace
+    ) -> None:
+        r = self.report
+        r.copies_match = copies_in_place(plan, imap, space.read)
+        samples: list[L.Sample] = []
+        for _ in range(SAMPLES_AFTER):
+            samples += rel.sample()
+            time.sleep(0.05)
+        ours = [s for s in samples if s.cpl == 3 and int(s.cr3) & L.CR3_ADDR_MASK == r.cr3]
+        r.samples_after = len(ours)
+        r.samples_in_copies = sum(
+            any(p.dst <= s.rip < p.dst + p.size for p in plan.placed) for s in ours
+        )
+        if program.parse_output(m.serial()) is not None:
+            r.rolled_back = "skipped: the program had exited (its pages are freed)"
+            return
+        originals = self._patched_spans(plan)
+        before = {span: imap.read(*span) for span in originals}
+        rel.rollback(0)  # while the program runs: entries and call sites restored, copies kept
+        restored = all(space.read(*span) == want for span, want in before.items())
+        r.rolled_back = "yes" if restored else "NO: originals not restored"
+
+    def _patched_spans(self, plan: RelocationPlan) -> list[tuple[int, int]]:
+        """Where a commit writes outside the copies: entry jumps and re-pointed call sites."""
+        p = plan.plan
+        spans = [(int(i.src), len(entry_patch(i))) for i in p.islands if entry_patch(i)]
+        return spans + [(int(c.insn), 5) for c in p.callsites]
+
+    def _output(self, m: QemuVm) -> program.Output:
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while (out := program.parse_output(m.serial())) is None:
+            if cause := guest.linux_boot_failure(m.serial(), MEMORY_MIB):
+                raise EmulationError(cause)
+            if not m.running:
+                raise EmulationError("the guest powered off before the program printed its output")
+            if time.monotonic() > deadline:
+                raise EmulationError(f"the program did not finish in {RUN_TIMEOUT_S:.0f} s")
+            time.sleep(0.5)
+        m.wait_exit(60)
+        self._mark("done")
+        return out
+
+
+def copies_in_place(plan: RelocationPlan, imap: IslandMap, read: Any) -> bool:
+    """Every copy holds its island's bytes with the fix-ups applied, every entry its jump, every
+    re-pointed call site a call to the copy."""
+    p = plan.plan
+    for k, isl in enumerate(p.islands):
+        src, dst, size = int(isl.src), int(isl.dst), int(isl.size)
+        fixups = [f for f in p.fixups if f.island == k]
+        if read(dst, size) != relocated_bytes(imap.read(src, size), src, dst, fixups):
+            return False
+        patch = entry_patch(isl)
+        if patch and read(src, len(patch)) != patch:
+            return False
+    for cs in p.callsites:
+        rel = int(p.islands[cs.island].dst) - (int(cs.insn) + 5)
+        if read(int(cs.insn), 5) != bytes([cs.opcode]) + (rel & 0xFFFFFFFF).to_bytes(4, "little"):
+            return False
+    return True
+
+
+def run_process(
+    run: program.ProgramRun, workdir: Path, firmware: Firmware, cpus: int = 1
+) -> ProcessReport:
+    if not 1 <= cpus <= 8:
+        raise InputError(f"cpus must be 1..8 (got {cpus})")
+    return ProcessRelocation(run, workdir, firmware, cpus).execute()

@@ -1,0 +1,173 @@
+"""The landing library (guest/linux/landing.c) and the program bundle (qemu/linux/program.py)
+on the host itself, without a VM: the library is an ordinary LD_PRELOAD object, so its report,
+its private text pages, its zone, fork and bad settings can be checked on this machine's Debian
+programs; the bundle holds exactly the program's runtime files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from codeisland.paths import repo_root
+from codeisland.qemu.linux import cpio, program
+
+ROOT = repo_root()
+GZIP = Path("/usr/bin/gzip")
+CLI = [sys.executable, "-c", "from codeisland.cli import main; main()"]
+
+
+@pytest.fixture(scope="module")
+def landing() -> Path:
+    subprocess.run(["make", "-s", "-C", str(ROOT / "guest/linux"), "landing"], check=True)
+    return ROOT / "guest" / "build" / "linux" / "codeisland-landing.so"
+
+
+def preload(landing: Path, log: Path, **env: str) -> dict[str, str]:
+    return {**os.environ, "LD_PRELOAD": str(landing), "CODEISLAND_LANDING_LOG": str(log), **env}
+
+
+def test_report_line_names_text_and_a_zone_within_rel32_reach(
+    landing: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    data = os.urandom(1 << 16) * 4
+    plain = subprocess.run([str(GZIP), "-9n"], input=data, capture_output=True, check=True)
+    ours = subprocess.run(
+        [str(GZIP), "-9n"], input=data, capture_output=True, check=True, env=preload(landing, log)
+    )
+    assert ours.stdout == plain.stdout and ours.stderr == b""  # the program's output untouched
+    m = program.LANDING_LINE.search(log.read_text())
+    assert m is not None, log.read_text()
+    z = program.Landing.parse(m)
+    assert z.exe == str(GZIP) and z.private
+    assert z.base <= z.text[0] < z.text[1]
+    assert z.zone % (2 << 20) == 0 and z.size == 2 << 20
+    assert z.zone + z.size <= z.base and z.text[1] - z.zone < 1 << 31  # below, within reach
+    assert re.search(rf"pid {z.pid} exit", log.read_text())
+
+
+def test_text_pages_are_the_process_own_and_the_zone_is_locked(
+    landing: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    p = subprocess.Popen(["/usr/bin/sleep", "30"], env=preload(landing, log))
+    try:
+        for _ in range(100):
+            if program.LANDING_LINE.search(log.read_text() if log.exists() else ""):
+                break
+            time.sleep(0.05)
+        m = program.LANDING_LINE.search(log.read_text())
+        assert m is not None
+        z = program.Landing.parse(m)
+        smaps = Path(f"/proc/{p.pid}/smaps").read_text()
+        blocks = re.split(r"\n(?=[0-9a-f]+-[0-9a-f]+ )", smaps)
+        text = next(b for b in blocks if b.startswith(f"{z.text[0]:x}-"))
+        size = (z.text[1] - z.text[0]) >> 10
+        # every page of the text is an anonymous (private) copy, no longer the page cache's
+        assert re.search(rf"\nAnonymous:\s+{size} kB", text), text
+        assert re.search(rf"\nLocked:\s+{size} kB", text), text
+        zone = next(b for b in blocks if b.startswith(f"{z.zone:x}-"))
+        assert " rwxp " in zone.splitlines()[0]
+        assert re.search(rf"\nLocked:\s+{z.size >> 10} kB", zone), zone
+        if z.huge and z.via == "thp":
+            assert re.search(rf"\nAnonHugePages:\s+{z.size >> 10} kB", zone), zone
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_a_fork_child_reports_itself(landing: Path, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    subprocess.run(["/bin/sh", "-c", "/bin/true & wait"], env=preload(landing, log), check=True)
+    text = log.read_text()
+    parent = int(re.search(r"pid (\d+) exe /usr/bin/dash", text).group(1))  # type: ignore[union-attr]
+    assert re.search(rf"forked from {parent} \(zone and text inherited", text), text
+
+
+def test_a_bad_zone_size_is_one_line_and_the_program_runs_on(landing: Path, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    r = subprocess.run(
+        [str(GZIP), "-c"], input=b"x" * 1000, capture_output=True,
+        env=preload(landing, log, CODEISLAND_LANDING_SIZE="12345"),
+    )  # fmt: skip
+    assert (
+        r.returncode == 0
+        and r.stdout
+        == subprocess.run([str(GZIP), "-c"], input=b"x" * 1000, capture_output=True).stdout
+    )
+    assert "error: CODEISLAND_LANDING_SIZE must be a multiple of 2 MiB" in log.read_text()
+    assert program.LANDING_LINE.search(log.read_text()) is None
+
+
+def test_runtime_files_are_the_program_its_interpreter_and_libraries() -> None:
+    files = program.runtime_files(GZIP)
+    assert files["usr/bin/gzip"] == GZIP
+    assert "lib64/ld-linux-x86-64.so.2" in files
+    assert "lib/x86_64-linux-gnu/libc.so.6" in files
+    mawk = program.runtime_files(Path("/usr/bin/mawk"))
+    assert "lib/x86_64-linux-gnu/libm.so.6" in mawk  # DT_NEEDED followed
+
+
+def test_initramfs_holds_the_bundle_and_the_run_script(landing: Path, tmp_path: Path) -> None:
+    busybox = Path("/var/cache/codeisland/linux/busybox")
+    if not busybox.is_file():
+        pytest.skip("busybox-static not fetched (scripts/bootstrap.sh fetch_linux_guest)")
+    run = program.ProgramRun(GZIP, ("-9n",), "seq 1 1000")
+    out = program.build_initramfs(run, busybox, landing, tmp_path)
+    listing = subprocess.run(
+        f"zcat {out} | {busybox} cpio -t", shell=True, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name in ("init", "run", "usr/bin/gzip", "lib/codeisland-landing.so", "bin/sha256sum",
+                 "lib/x86_64-linux-gnu/libc.so.6", "lib64/ld-linux-x86-64.so.2"):  # fmt: skip
+        assert name in listing
+    assert program.build_initramfs(run, busybox, landing, tmp_path) == out  # cached by content
+    assert "seq 1 1000 | LD_PRELOAD=/lib/codeisland-landing.so /usr/bin/gzip -9n" in (
+        run.pipeline("/lib/codeisland-landing.so")
+    )
+
+
+def test_reference_is_the_same_pipeline_unrelocated(landing: Path) -> None:
+    busybox = Path("/var/cache/codeisland/linux/busybox")
+    if not busybox.is_file():
+        pytest.skip("busybox-static not fetched (scripts/bootstrap.sh fetch_linux_guest)")
+    ref = program.ProgramRun(GZIP, ("-9n",), "seq 1 5000").reference(busybox, landing)
+    seq = "".join(f"{i}\n" for i in range(1, 5001)).encode()
+    want = subprocess.run([str(GZIP), "-9n"], input=seq, capture_output=True, check=True).stdout
+    assert (ref.status, ref.size, ref.sha256) == (0, len(want), hashlib.sha256(want).hexdigest())
+
+
+def test_serial_output_line_parses() -> None:
+    line = "codeisland-program: status 0 bytes 12 sha256 " + "ab" * 32 + " seconds 10.50 44.75\n"
+    out = program.parse_output("noise\n" + line)
+    assert out is not None and (out.status, out.size, out.seconds) == (0, 12, 34.25)
+    assert program.parse_output("codeisland-program: start\n") is None
+
+
+@pytest.mark.parametrize(
+    "exe, message",
+    [
+        ("/nonexistent", "is not an ELF program"),
+        ("/etc/hostname", "is not an ELF program"),
+        ("usr/bin/gzip", "absolute path"),
+        ("/var/cache/codeisland/linux/busybox", "statically linked"),
+    ],
+)
+def test_cli_refuses_programs_it_cannot_run(exe: str, message: str) -> None:
+    if "busybox" in exe and not Path(exe).is_file():
+        pytest.skip("busybox-static not fetched")
+    r = subprocess.run([*CLI, "qemu", "process", "--exec", exe], capture_output=True, text=True)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr
+
+
+def test_cpio_members_are_regular_files(tmp_path: Path) -> None:
+    m = cpio.file("x", b"1", 0o755)
+    assert m.mode & 0o777 == 0o755
