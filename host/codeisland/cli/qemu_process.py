@@ -9,6 +9,7 @@ import click
 
 from ..errors import DriverRejected
 from .options import CPUS, INPUT_FILE, emit, emit_check, json_option
+from .qemu import DRIVER_HELP, VARS_HELP, WORKDIR_HELP
 
 FIRMWARE_HELP = (
     "CODE image with the driver built in; relocating a process's own pages needs the test-board "
@@ -26,17 +27,20 @@ FIRMWARE_HELP = (
     help="Absolute path of a dynamically linked x86-64 program of this host (copied into the "
     "guest with its libraries, unmodified).",
 )
-@click.option("--arg", "args", multiple=True, help="An argument of the program (repeatable).")
+@click.option(
+    "--arg", "args", multiple=True, help="An argument of the program (repeatable; default none)."
+)
 @click.option(
     "--input",
     "input_cmd",
-    help="A busybox shell pipeline whose output is the program's stdin (e.g. 'seq 1 1000000').",
+    help="A busybox shell pipeline whose output is the program's stdin (e.g. 'seq 1 1000000'; "
+    "default: /dev/null).",
 )
 @click.option("--firmware", type=INPUT_FILE, help=FIRMWARE_HELP)
-@click.option("--vars", "vars_image", type=INPUT_FILE, help="The VARS image that goes with it.")
-@click.option("--driver", type=INPUT_FILE, help="Inject this driver (without --firmware).")
+@click.option("--vars", "vars_image", type=INPUT_FILE, help=VARS_HELP)
+@click.option("--driver", type=INPUT_FILE, help=DRIVER_HELP + "  Without --firmware only.")
 @click.option("--cpus", default=1, show_default=True, type=CPUS, help="Guest vCPUs.")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), help=WORKDIR_HELP)
 @json_option
 def process_cmd(
     exe: Path,

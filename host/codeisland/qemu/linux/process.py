@@ -36,19 +36,27 @@ here: the engine's undo log holds physical addresses of pages the kernel has fre
 from __future__ import annotations
 
 import logging
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ...analysis import IslandMap, analyze
-from ...errors import CodeIslandError, DriverRejected, EmulationError, InputError, PlanError
+from ...errors import (
+    CodeIslandError,
+    DriverRejected,
+    EmulationError,
+    InputError,
+    PlanError,
+    ToolMissing,
+)
 from ...hw.vaspace import PageFault, VirtualSpace
 from ...paths import repo_root
 from ...plan import layout as L
-from ...plan.apply import entry_patch, relocated_bytes
+from ...plan.apply import copies_as_planned, entry_patch
 from ...planning.passes import Options
-from ...relocation import Relocator, movable, occupied, plan_relocation
+from ...relocation import Relocator, RetryPolicy, movable, occupied, plan_relocation
 from ...relocation.placement import RelocationPlan, region_platform
 from ...transport.mailbox import MailboxClient
 from .. import session
@@ -197,8 +205,10 @@ class ProcessRelocation:
     def _mark(self, name: str) -> None:
         self.report.timings[name] = round(time.monotonic() - self.t0, 1)
 
-    def execute(self) -> ProcessReport:
+    def execute(self, do_build: bool = True) -> ProcessReport:
         self.run.check()
+        if do_build:
+            build(inject=self.firmware.code is None and self.firmware.driver is None)
         landing = repo_root() / "guest" / "build" / "linux" / "codeisland-landing.so"
         busybox = guest.busybox()
         initrd = program.build_initramfs(self.run, busybox, landing, self.workdir / "initramfs")
@@ -387,40 +397,55 @@ class ProcessRelocation:
     def _commit(
         self, rel: Relocator, imap: IslandMap, space: VirtualSpace, z: program.Landing
     ) -> RelocationPlan | None:
+        """Stage and commit through the relocation layer; an attempt whose SMI found the
+        program's CPU outside the islands is rolled back while it runs (copies retired) and
+        placed again around them.  None when the driver refused the first plan."""
         r = self.report
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            r.commit_attempts = attempt
-            taken = occupied(rel.address_map())
-            plan = self._plan(imap, space, z, attempt, taken)
-            plan.plan.place_in_address_space(L.SPACE_USER, r.cr3)
-            r.planned = [
-                {"name": c.name, "src": c.src, "dst": c.dst, "size": c.size,
-                 "redirect": c.redirect, "fixups": c.fixups}
-                for c in plan.placed
-            ]  # fmt: skip
-            r.rejected = dict(plan.rejected)
+        plans: dict[int, RelocationPlan] = {}
+
+        def replan(attempt: int) -> bytes:
+            plan = self._plan(imap, space, z, attempt, occupied(rel.address_map()))
             if not plan.placed:
-                raise PlanError(f"nothing to move: {plan.rejected}")
-            if attempt == 1:
-                before = self._snapshot(space, plan)
-            try:
-                staged = rel.stage(plan.to_bytes())
-                res = rel.commit()
-            except DriverRejected as exc:
-                if attempt > 1:
-                    raise
-                r.refused = L.Status(exc.status).name
-                r.refused_untouched = self._snapshot(space, plan) == before
-                return None
-            r.stage_smis, r.bytes_written = staged.smis, staged.bytes_written
-            r.fixups_applied = staged.fixups_applied
-            r.callsites_patched = int(res.callsites_patched)
-            r.contexts_translated = int(res.contexts_translated)
-            r.cpus_in_smm = int(res.cpus)
-            if res.contexts_translated > 0 or attempt == COMMIT_ATTEMPTS:
-                return plan
-            rel.rollback(0)  # no CPU was in the islands: undo while it runs, copies retired
-        raise AssertionError("unreachable: the last attempt returns")
+                raise PlanError(f"nothing of the ranked islands moves: {plan.rejected}")
+            plan.plan.place_in_address_space(L.SPACE_USER, r.cr3)
+            plans[attempt] = plan
+            return plan.to_bytes()
+
+        first = replan(1)
+        before = self._snapshot(space, plans[1])
+        retry = RetryPolicy(
+            attempts=COMMIT_ATTEMPTS,
+            accept=lambda res: res.contexts_translated > 0,
+            replan=replan,
+        )
+        try:
+            out = rel.apply(first, retry)
+        except DriverRejected as exc:
+            if len(plans) > 1:
+                raise
+            r.refused = L.Status(exc.status).name
+            r.refused_untouched = self._snapshot(space, plans[1]) == before
+            self._describe(plans[1])
+            return None
+        plan = plans[out.attempts]
+        self._describe(plan)
+        res = out.result
+        r.commit_attempts = out.attempts
+        r.stage_smis, r.bytes_written = out.stage.smis, out.stage.bytes_written
+        r.fixups_applied = out.stage.fixups_applied
+        r.callsites_patched = int(res.callsites_patched)
+        r.contexts_translated = int(res.contexts_translated)
+        r.cpus_in_smm = int(res.cpus)
+        return plan
+
+    def _describe(self, plan: RelocationPlan) -> None:
+        """Per island: where it goes and how callers reach the copy."""
+        self.report.planned = [
+            {"name": c.name, "src": c.src, "dst": c.dst, "size": c.size,
+             "redirect": c.redirect, "fixups": c.fixups}
+            for c in plan.placed
+        ]  # fmt: skip
+        self.report.rejected = dict(plan.rejected)
 
     def _snapshot(self, space: VirtualSpace, plan: RelocationPlan) -> list[bytes]:
         """The bytes a plan may write: destinations, entry jumps, call sites."""
@@ -431,7 +456,7 @@ class ProcessRelocation:
         self, m: QemuVm, rel: Relocator, imap: IslandMap, plan: RelocationPlan, space: VirtualSpace
     ) -> None:
         r = self.report
-        r.copies_match = copies_in_place(plan, imap, space.read)
+        r.copies_match = copies_as_planned(plan.plan, imap.read, space.read)
         samples: list[L.Sample] = []
         for _ in range(SAMPLES_AFTER):
             samples += rel.sample()
@@ -471,28 +496,24 @@ class ProcessRelocation:
         return out
 
 
-def copies_in_place(plan: RelocationPlan, imap: IslandMap, read: Any) -> bool:
-    """Every copy holds its island's bytes with the fix-ups applied, every entry its jump, every
-    re-pointed call site a call to the copy."""
-    p = plan.plan
-    for k, isl in enumerate(p.islands):
-        src, dst, size = int(isl.src), int(isl.dst), int(isl.size)
-        fixups = [f for f in p.fixups if f.island == k]
-        if read(dst, size) != relocated_bytes(imap.read(src, size), src, dst, fixups):
-            return False
-        patch = entry_patch(isl)
-        if patch and read(src, len(patch)) != patch:
-            return False
-    for cs in p.callsites:
-        rel = int(p.islands[cs.island].dst) - (int(cs.insn) + 5)
-        if read(int(cs.insn), 5) != bytes([cs.opcode]) + (rel & 0xFFFFFFFF).to_bytes(4, "little"):
-            return False
-    return True
+def build(inject: bool) -> None:
+    """The landing library, and the driver when it is to be injected (make: no-op if built)."""
+    steps = [["-C", str(repo_root() / "guest/linux"), "landing"]]
+    if inject:
+        steps.insert(0, ["-C", str(repo_root() / "smm")])
+    for args in steps:
+        r = subprocess.run(["make", "-s", *args], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise ToolMissing(f"make {' '.join(args)} failed: {(r.stderr or r.stdout)[-400:]}")
 
 
 def run_process(
-    run: program.ProgramRun, workdir: Path, firmware: Firmware, cpus: int = 1
+    run: program.ProgramRun,
+    workdir: Path,
+    firmware: Firmware,
+    cpus: int = 1,
+    do_build: bool = True,
 ) -> ProcessReport:
     if not 1 <= cpus <= 8:
         raise InputError(f"cpus must be 1..8 (got {cpus})")
-    return ProcessRelocation(run, workdir, firmware, cpus).execute()
+    return ProcessRelocation(run, workdir, firmware, cpus).execute(do_build)
