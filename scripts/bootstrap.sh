@@ -17,7 +17,7 @@ cd "$root"
 
 STEPS=(install_debian_packages fetch_linux_guest fetch_port_sources check_python create_venv
   install_python_package build_everything)
-TEST_STEPS=(install_edk2_build_deps build_edk2_firmware)
+TEST_STEPS=(install_edk2_build_deps build_edk2_firmware install_native_host_deps)
 
 DEBIAN_PACKAGES=(clang lld llvm libclang-rt-14-dev gnu-efi qemu-system-x86 ovmf mtools dosfstools
   binutils make python3 python3-venv python3-pip)
@@ -171,6 +171,15 @@ fetch_port_sources() {
 # source, needs a deb-src entry) and builds BaseTools and the Build trees in $CACHE_ROOT/edk2, never
 # in the repository: cold about 10 minutes on 2 quiet cores, seconds when nothing changed.
 EDK2_BUILD_DEPS=(build-essential nasm acpica-tools uuid-dev python3-distutils dpkg-dev)
+
+# The native host's tests and benchmark (codeisland native, scripts/native_bench.py): gcc and a
+# static libc (the test programs, the static-binary refusal), dpkg-dev (dpkg-buildflags: Debian's
+# compiler flags; dpkg-source for lua5.4's source), and bolt-15, BOLT as the comparison.
+NATIVE_HOST_DEPS=(gcc libc6-dev dpkg-dev bolt-15)
+
+install_native_host_deps() {
+  DEBIAN_PACKAGES=("${NATIVE_HOST_DEPS[@]}") && install_debian_packages
+}
 
 install_edk2_build_deps() {
   ensure_deb_src

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,9 +140,19 @@ class NativeProcess:
             raise UsageError(f"{argv[0]}: cannot start: {exc.strerror}") from None
         self.pid = self.popen.pid
         self.transport: ProcessTransport | None = None
+        self.seconds = 0.0
+        # the exit is timed by a thread waiting for it, not by whoever polls next
+        self.exited = threading.Event()
+        self._waiter = threading.Thread(target=self._reap, daemon=True)
+        self._waiter.start()
+
+    def _reap(self) -> None:
+        self.popen.wait()
+        self.seconds = time.monotonic() - self.t0
+        self.exited.set()
 
     def alive(self) -> bool:
-        return self.popen.poll() is None
+        return not self.exited.is_set()
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> ProcessTransport:
         """The transport, once the agent's mailbox carries its signature."""
@@ -176,14 +187,14 @@ class NativeProcess:
         return min(starts)
 
     def wait(self) -> int:
-        code = self.popen.wait()
-        self.seconds = time.monotonic() - self.t0
-        return code
+        """The exit status; `seconds` is then the time from start to exit."""
+        self._waiter.join()
+        return int(self.popen.returncode)
 
     def kill(self) -> None:
         if self.alive():
             self.popen.kill()
-            self.popen.wait()
+        self._waiter.join()
 
     def close(self) -> None:
         if self.transport is not None:

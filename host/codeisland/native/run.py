@@ -232,10 +232,7 @@ class NativeRun:
         refused: set[int] = set()
         hot = self.platform.region("hot")
         room = hot.size
-        while proc.alive():
-            time.sleep(self.window_s)
-            if not proc.alive():
-                break
+        while not proc.exited.wait(self.window_s):
             samples, head = rel.client.samples_since(head)
             rips = [int(s.rip) for s in samples if s.cpl == 3]
             counts, _outside = attribute(rips, index, entries)
