@@ -110,3 +110,26 @@ def test_the_driver_reserves_the_arena_the_platform_lays_out() -> None:
 
     _, size = boot(cpus=1).arena
     assert size == load_platform("emulated").arena_size
+
+
+def test_each_target_embeds_its_own_workload_beside_the_generated_header() -> None:
+    # the generated header's -I directory must not shadow a workload's workload_blob.h (it once
+    # made every Linux agent embed the `own` workload while the host analysed the one asked for)
+    root = repo_root()
+    built = {
+        "app": (["-C", str(APP)], root / "smm/build/app/CodeIslandApp-hashtab.efi",
+                root / "smm/build/app/hashtab/workload.bin", root / "smm/build/app/workload.bin"),
+        "agent": (["-C", str(root / "guest/linux")], root / "guest/build/linux/agent-hashtab",
+                  root / "guest/build/linux/hashtab/workload.bin",
+                  root / "guest/build/linux/own/workload.bin"),
+    }  # fmt: skip
+    for name, (make, binary, mine, other) in built.items():
+        r = subprocess.run(
+            ["make", "-s", *make, "WORKLOAD=hashtab", f"PYTHON={sys.executable}"],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert r.returncode == 0, (name, r.stderr[-2000:])
+        data = binary.read_bytes()
+        assert mine.read_bytes() in data, f"{name} does not embed hashtab"
+        if other.exists():
+            assert other.read_bytes() not in data, f"{name} embeds another workload"

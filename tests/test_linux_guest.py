@@ -40,7 +40,7 @@ def test_agent_control_mirror_matches_agent_h(tmp_path: Path) -> None:
     src.write_text("\n".join(lines))
     exe = tmp_path / "probe"
     subprocess.run(["make", "-s", "-C", str(ROOT / "smm/app"), "arena-header"], check=True)
-    generated = ROOT / "smm/build/app"  # arena_layout.h, from the platform TOML
+    generated = ROOT / "smm/build/app/include"  # arena_layout.h, from the platform TOML
     subprocess.run(
         ["gcc", "-std=c11", "-Wall", "-Werror", f"-I{ROOT / 'guest/linux'}", f"-I{generated}",
          str(src), "-o", exe],

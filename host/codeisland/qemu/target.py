@@ -2,7 +2,7 @@
 
 Where the QEMU targets put things follows the platform profile's arena layout
 (`target_placement`); their builds generate the same constants from the same TOML
-(smm/app/mkarena.py -> smm/build/app/arena_layout.h):
+(smm/app/mkarena.py -> smm/build/app/include/arena_layout.h):
 
 source region + 0       ci_app_control (80 bytes, magic "CIAPCT1")
 source region + 0x1000  the workload blob (smm/build/app/workload.elf, linked at 0), which must
