@@ -28,12 +28,12 @@ from typing import IO, Any
 import numpy as np
 
 from ..analysis import IslandMap, analyze
-from ..errors import CodeIslandError, DriverRejected, PlanError
+from ..errors import CodeIslandError, DriverRejected, PlanError, TransportError
 from ..plan import layout as L
 from ..plan.apply import copies_as_planned
 from ..planning.passes import Options
 from ..planning.platform import load_platform
-from ..predict.policies import make_policy
+from ..predict.policies import Policy, make_policy
 from ..profile.attribution import IslandIndex, attribute
 from ..profile.format import ProfiledIsland
 from ..qemu.e2e import E2eReport
@@ -63,6 +63,7 @@ class NativeReport(E2eReport):
     not_moved: dict[str, str] = field(default_factory=dict)  # island -> why the planner refused
     smi_round_trip_ms: list[float] = field(default_factory=list)
     threads_seen: int = 0  # most threads stopped in one SMI
+    ended_in_request: bool = False  # the program exited while the host was asking the agent
 
     @property
     def ok(self) -> bool:
@@ -102,6 +103,35 @@ class NativeReport(E2eReport):
         return "\n".join([*lines, *keep, verdict])
 
 
+@dataclass
+class _Moves:
+    """What the windows carry from one to the next."""
+
+    islands: list[ProfiledIsland]
+    policy: Policy
+    index: IslandIndex
+    head: int = 0  # sample ring position read so far
+    room: int = 0  # bytes of the hot region not planned yet
+    history: list[np.ndarray] = field(default_factory=list)
+    entries: list[L.MapEntry] = field(default_factory=list)  # the engine's address map
+    resident: set[int] = field(default_factory=set)
+    refused: set[int] = field(default_factory=set)  # the planner would not move them
+
+    def wanted(self, heat: np.ndarray) -> list[int]:
+        """The hottest islands predicted at MIN_HEAT or more, not in place, that fit."""
+        want: list[int] = []
+        room = self.room
+        for k in (int(k) for k in np.argsort(-heat) if heat[k] >= MIN_HEAT):
+            if k in self.resident or k in self.refused or self.islands[k].size > room:
+                continue
+            if len(want) >= L.MAX_ISLANDS or len(self.entries) >= L.MAX_MAP_ENTRIES - L.MAX_ISLANDS:
+                break
+            want.append(k)
+            room -= self.islands[k].size
+        self.room = room
+        return want
+
+
 class NativeRun:
     def __init__(
         self,
@@ -133,6 +163,11 @@ class NativeRun:
         )
         try:
             self._drive(proc, imap)
+        except TransportError:
+            if not (r.booted and proc.exited.wait(2.0)):
+                proc.kill()
+                raise
+            r.ended_in_request = True  # it ended before the host's first windows: not an error
         except CodeIslandError:
             proc.kill()
             raise
@@ -220,47 +255,48 @@ class NativeRun:
     # -- the windows -------------------------------------------------------------------------
 
     def _windows(self, proc: NativeProcess, rel: Relocator, t: Any, imap: IslandMap) -> None:
-        r = self.report
         chosen = [i for i in movable(imap) if i.size >= 16]
         islands = [ProfiledIsland(k + 1, i.name, i.start, i.size) for k, i in enumerate(chosen)]
-        index = IslandIndex(islands)
-        policy = make_policy(self.policy_name, len(islands))
-        history: list[np.ndarray] = []
-        head = rel.client.sample_head()
-        entries: list[L.MapEntry] = []
-        resident: set[int] = set()
-        refused: set[int] = set()
-        hot = self.platform.region("hot")
-        room = hot.size
+        st = _Moves(islands, make_policy(self.policy_name, len(islands)), IslandIndex(islands))
+        st.head = rel.client.sample_head()
+        st.room = self.platform.region("hot").size
         while not proc.exited.wait(self.window_s):
-            samples, head = rel.client.samples_since(head)
-            rips = [int(s.rip) for s in samples if s.cpl == 3]
-            counts, _outside = attribute(rips, index, entries)
-            r.samples_total += len(samples)
-            r.samples_attributed += int(counts.sum())
-            self._in_copies(rips, entries)
-            history.append(counts.astype(np.float64))
-            policy.observe(counts, np.zeros(len(islands)), _context(proc.pid))
-            r.windows += 1
-            if not policy.relocates or r.windows < self.warmup:
-                continue
-            heat = policy.predict(time.time() % 86400, None)
-            order = [int(k) for k in np.argsort(-heat) if heat[k] >= MIN_HEAT]
-            want = []
-            for k in order:
-                if k in resident or k in refused or islands[k].size > room:
-                    continue
-                if len(want) >= L.MAX_ISLANDS or len(entries) >= L.MAX_MAP_ENTRIES - L.MAX_ISLANDS:
+            try:
+                self._window(proc, rel, t, imap, st)
+            except TransportError:
+                # the program ended while a request or read was under way: its run is over,
+                # what was committed stays committed (a request the agent never answered did
+                # not happen: it answers only after its engine ran)
+                if proc.exited.wait(2.0):
+                    self.report.ended_in_request = True
                     break
-                want.append(k)
-                room -= islands[k].size
-            if not want:
-                continue
-            moved = self._commit(rel, t, imap, islands, want, history, heat, entries)
-            room += sum(islands[k].size for k in want if k not in moved)
-            resident.update(moved)
-            refused.update(k for k in want if k not in moved)
-            entries = rel.address_map()
+                raise
+
+    def _window(
+        self, proc: NativeProcess, rel: Relocator, t: Any, imap: IslandMap, st: _Moves
+    ) -> None:
+        """One window: its samples to the policy, then the moves its prediction asks for."""
+        r = self.report
+        samples, st.head = rel.client.samples_since(st.head)
+        rips = [int(s.rip) for s in samples if s.cpl == 3]
+        counts, _outside = attribute(rips, st.index, st.entries)
+        r.samples_total += len(samples)
+        r.samples_attributed += int(counts.sum())
+        self._in_copies(rips, st.entries)
+        st.history.append(counts.astype(np.float64))
+        st.policy.observe(counts, np.zeros(len(st.islands)), _context(proc.pid))
+        r.windows += 1
+        if not st.policy.relocates or r.windows < self.warmup:
+            return
+        heat = st.policy.predict(time.time() % 86400, None)
+        want = st.wanted(heat)
+        if not want:
+            return
+        moved = self._commit(rel, t, imap, st.islands, want, st.history, heat, st.entries)
+        st.room += sum(st.islands[k].size for k in want if k not in moved)
+        st.resident.update(moved)
+        st.refused.update(k for k in want if k not in moved)
+        st.entries = rel.address_map()
 
     def _in_copies(self, rips: list[int], entries: list[L.MapEntry]) -> None:
         """Samples taken in a copy, and on an original entry (its jump), once copies exist."""
