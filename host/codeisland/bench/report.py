@@ -12,6 +12,9 @@ from ..frontend.params import FrontendParams
 from .runner import MODEL_NOTE, BenchConfig, WorkloadResult
 
 
+BASELINES = ("static", "hot_once")  # what predictive must beat (issue 14)
+
+
 def _ratio(a: float, b: float) -> float | None:
     return a / b if b > 0 else None
 
@@ -25,25 +28,61 @@ class BenchReport:
     seconds: float
     note: str = MODEL_NOTE
 
-    def totals(self) -> dict[str, float]:
+    def recorded(self) -> list[WorkloadResult]:
+        return [r for r in self.results if r.recorded]
+
+    def designed(self) -> list[WorkloadResult]:
+        return [r for r in self.results if not r.recorded]
+
+    def headline_results(self) -> list[WorkloadResult]:
+        """What the headline is over: the recorded workloads when there are any (programs
+        nobody designed for this project), else the designed ones."""
+        return self.recorded() or self.results
+
+    def headline_over(self) -> str:
+        return "recorded" if self.recorded() else "designed"
+
+    def totals(self, results: list[WorkloadResult] | None = None) -> dict[str, float]:
         out: dict[str, float] = {}
-        for r in self.results:
+        for r in self.results if results is None else results:
             for p, c in r.cells.items():
                 out[p] = out.get(p, 0.0) + c.gain
         return out
 
-    def bound_total(self) -> float:
-        return sum(r.bound.gain for r in self.results if r.bound is not None)
+    def bound_total(self, results: list[WorkloadResult] | None = None) -> float:
+        chosen = self.results if results is None else results
+        return sum(r.bound.gain for r in chosen if r.bound is not None)
 
-    def headline(self) -> dict[str, float | None]:
-        """Ratios of total gains over the workloads (the oracle is the next-window one)."""
-        g = self.totals()
+    def headline(self, results: list[WorkloadResult] | None = None) -> dict[str, float | None]:
+        """Ratios of total gains over `results` (default: headline_results; the oracle is the
+        next-window one)."""
+        chosen = self.headline_results() if results is None else results
+        g = self.totals(chosen)
         pred = g.get("predictive", 0)
         return {
             "predictive_share_of_oracle_gain": _ratio(pred, g.get("next_window", 0)),
             "predictive_over_reactive_gain": _ratio(pred, g.get("reactive", 0)),
-            "predictive_share_of_upper_bound": _ratio(pred, self.bound_total()),
+            "predictive_share_of_upper_bound": _ratio(pred, self.bound_total(chosen)),
             "predictive_over_static_gain": _ratio(pred, g.get("static", 0)),
+        }
+
+    def not_beaten(self, results: list[WorkloadResult]) -> list[str]:
+        """`workload/baseline` wherever predictive's gain does not exceed a baseline's."""
+        return [
+            f"{r.name}/{b}"
+            for r in results
+            for b in BASELINES
+            if b in r.cells and "predictive" in r.cells
+            and r.cells["predictive"].gain <= r.cells[b].gain
+        ]
+
+    def _set(self, results: list[WorkloadResult]) -> dict[str, Any]:
+        return {
+            "workloads": [r.name for r in results],
+            **self.headline(results),
+            "gains": self.totals(results),
+            "upper_bound_gain": self.bound_total(results),
+            "predictive_not_above": self.not_beaten(results),
         }
 
     def bound_violations(self) -> list[str]:
@@ -63,6 +102,9 @@ class BenchReport:
         d: dict[str, Any] = dict(self.headline())
         ms = self.decision_ms()
         d.update(
+            headline_over=self.headline_over(),
+            designed=self._set(self.designed()) if self.designed() else None,
+            recorded=self._set(self.recorded()) if self.recorded() else None,
             note=self.note,
             config=self.config.__dict__,
             frontend=self.params.to_dict(),
@@ -75,6 +117,7 @@ class BenchReport:
             workloads=[
                 {
                     "name": r.name,
+                    "kind": "recorded" if r.recorded else "designed",
                     "description": r.description,
                     "retrains": r.retrains,
                     "regroups": r.regroups(),
@@ -98,37 +141,32 @@ class BenchReport:
     def __str__(self) -> str:
         lines = [f"codeisland bench -- {self.note}", ""]
         head = (
-            f"{'workload':<12}{'policy':<12}{'modeled cycles':>16}{'gain':>8}{'of bound':>9}"
+            f"{'workload':<16}{'policy':<12}{'modeled cycles':>16}{'gain':>8}{'of bound':>9}"
             f"{'of next-win':>12}{'reloc':>7}{'rollb':>6}{'staged KiB':>11}{'SMI insns max':>14}"
         )
         lines.append(head)
         lines.append("-" * len(head))
-        for r in self.results:
-            base = r.cells["none"].stats["modeled_cycles"] if "none" in r.cells else 0
-            for p, c in r.cells.items():
-                s = c.stats
-                gain = f"{100 * c.gain / base:6.2f}%" if base else "-"
-                share = _percent(c.share_of_oracle_gain)
-                of_bound = _percent(c.share_of_upper_bound)
-                lines.append(
-                    f"{r.name:<12}{p:<12}{s['modeled_cycles']:>16.4g}{gain:>8}{of_bound:>9}"
-                    f"{share:>12}"
-                    f"{s['relocations']:>7}{s['rollbacks']:>6}{s['bytes_staged'] / 1024:>11.1f}"
-                    f"{s['handler_insns_max']:>14}"
-                )
-            lines.append(f"  {r.description}")
-            if r.bound is not None:
-                b = r.bound
-                lines.append(
-                    f"  upper bound ({b.method}, {b.islands} islands x {b.windows} windows, "
-                    f"{b.seconds:.1f} s): gain {100 * b.gain / base if base else 0:.2f}%; every "
-                    f"miss removed for free: {100 * b.all_misses_cycles / base if base else 0:.2f}%"
-                )
-            lines += _regroup_lines(r)
-        h = self.headline()
+        sections = (("designed workloads (phase behaviour designed by us):", self.designed()),
+                    ("recorded workloads (third-party programs, emulator profiles):",
+                     self.recorded()))  # fmt: skip
+        for title, chosen in sections:
+            if chosen and self.recorded():
+                lines.append(title)
+            for r in chosen:
+                lines += _workload_lines(r)
         lines.append("")
-        for k, v in h.items():
-            lines.append(f"{k}: {'n/a' if v is None else f'{v:.3f}'}")
+        for label, chosen in (("designed", self.designed()), ("recorded", self.recorded())):
+            if not chosen:
+                continue
+            head = "HEADLINE, " if label == self.headline_over() else ""
+            lines.append(f"{head}over the {label} workloads ({', '.join(r.name for r in chosen)}):")
+            for k, v in self.headline(chosen).items():
+                lines.append(f"  {k}: {'n/a' if v is None else f'{v:.3f}'}")
+            lost = self.not_beaten(chosen)
+            lines.append(
+                f"  predictive does NOT beat: {', '.join(lost)}" if lost
+                else f"  predictive beats {' and '.join(BASELINES)} on every {label} workload"
+            )  # fmt: skip
         over = self.bound_violations()
         if over:
             lines.append(
@@ -146,6 +184,33 @@ class BenchReport:
         for p in self.plots:
             lines.append(f"plot: {p}")
         return "\n".join(lines)
+
+
+def _workload_lines(r: WorkloadResult) -> list[str]:
+    """A workload's rows of the table: a row per policy, its description and its bound."""
+    lines = []
+    base = r.cells["none"].stats["modeled_cycles"] if "none" in r.cells else 0
+    for p, c in r.cells.items():
+        s = c.stats
+        gain = f"{100 * c.gain / base:6.2f}%" if base else "-"
+        share = _percent(c.share_of_oracle_gain)
+        of_bound = _percent(c.share_of_upper_bound)
+        lines.append(
+            f"{r.name:<16}{p:<12}{s['modeled_cycles']:>16.4g}{gain:>8}{of_bound:>9}"
+            f"{share:>12}"
+            f"{s['relocations']:>7}{s['rollbacks']:>6}{s['bytes_staged'] / 1024:>11.1f}"
+            f"{s['handler_insns_max']:>14}"
+        )
+    lines.append(f"  {r.description}")
+    if r.bound is not None:
+        b = r.bound
+        lines.append(
+            f"  upper bound ({b.method}, {b.islands} islands x {b.windows} windows, "
+            f"{b.seconds:.1f} s): gain {100 * b.gain / base if base else 0:.2f}%; every "
+            f"miss removed for free: {100 * b.all_misses_cycles / base if base else 0:.2f}%"
+        )
+    lines += _regroup_lines(r)
+    return lines
 
 
 def _percent(share: float | None) -> str:

@@ -21,15 +21,17 @@ from tqdm import tqdm
 from ..frontend.params import FrontendParams
 from ..loop.controller import ClosedLoop
 from ..loop.model_target import ModelTarget, StreamSource
+from ..loop.recorded import RECORDED, load_recorded
 from ..loop.target import Observation
-from ..loop.workloads import WINDOWS_PER_DAY, WORKLOADS, make_workload
+from ..loop.workloads import WINDOWS_PER_DAY, WORKLOADS, Workload, make_workload
 from ..predict.policies import CLAIRVOYANT, POLICIES, PredictivePolicy, make_policy
 from ..predict.priority import CostModel
 from .bound import UpperBound, upper_bound
 
 MODEL_NOTE = (
     "figures are modeled front-end cycles (L1i/iTLB cost model fed by an island-level block "
-    "stream), not measurements; workloads have designed phase structure"
+    "stream), not measurements; designed workloads have designed phase structure, recorded "
+    "ones replay third-party programs' per-window block counts from the emulator"
 )
 EMULATED_NOTE = (
     "figures are modeled front-end cycles (L1i/iTLB cost model fed by the emulated guest's fetch "
@@ -40,7 +42,7 @@ EMULATED_NOTE = (
 
 @dataclass(frozen=True)
 class BenchConfig:
-    workloads: tuple[str, ...] = WORKLOADS
+    workloads: tuple[str, ...] = WORKLOADS + RECORDED
     policies: tuple[str, ...] = tuple(POLICIES)
     windows: int = 7 * WINDOWS_PER_DAY
     warmup: int = 2 * WINDOWS_PER_DAY
@@ -77,6 +79,11 @@ class WorkloadResult:
     island_names: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # e.g. large pages the arena cannot have
     bound: UpperBound | None = None
+
+    @property
+    def recorded(self) -> bool:
+        """Recorded from a program nobody designed for this project (loop/recorded.py)."""
+        return self.name in RECORDED
 
     def regroups(self) -> dict[str, list[dict[str, Any]]]:
         """Merges and splits per policy: window, kind and the member islands by name."""
@@ -141,10 +148,15 @@ class _Replay:
         return np.zeros(self.recorded.shape[1])
 
 
+def workload(name: str, seed: int) -> Workload:
+    """A designed workload (loop/workloads.py) or a recorded one (loop/recorded.py) by name."""
+    return load_recorded(name, seed) if name in RECORDED else make_workload(name, seed)
+
+
 def run_workload(
     name: str, cfg: BenchConfig, params: FrontendParams, progress: tqdm | None = None
 ) -> WorkloadResult:
-    w = make_workload(name, cfg.seed)
+    w = workload(name, cfg.seed)
     source = StreamSource(w)
     cost = CostModel.from_params(params, cfg.stage_budget, cfg.smis_per_window)
     profile = source.mean_samples(cfg.windows)

@@ -26,6 +26,7 @@ from ..profile.attribution import IslandIndex, attribute
 from ..profile.format import DAY_SECONDS, Profile, ProfiledIsland, Window
 
 WINDOW_SECONDS = 3600
+MIN_MOVABLE_SIZE = 16  # smaller functions are not worth an entry jump (loop/emulated.py too)
 
 if TYPE_CHECKING:
     from smmemu.devices import CmosRtc, InputEvents
@@ -89,12 +90,7 @@ def record_emulated(
     image = load_workload(workload)
     guest = s.guest(image, threads)
     guest.sample_slices = True
-    names = sorted(image.functions, key=lambda n: image.functions[n].offset)
-    islands = [
-        ProfiledIsland(k + 1, n, guest.address(n), image.functions[n].size)
-        for k, n in enumerate(names)
-        if image.functions[n].size > 0
-    ]
+    islands = _islands(image, guest)
     index = IslandIndex(islands)
     inputs = EmulatedInputs.on(s.machine, seed)
     try:
@@ -143,6 +139,29 @@ def record_emulated(
     model.detach()
     profile.source["frontend"] = model.totals()
     return profile
+
+
+def _islands(image: Any, guest: Any) -> list[ProfiledIsland]:
+    """The workload's functions where the guest placed them, with what the analysis says about
+    moving each (fix-ups, movable: the planner's own criterion), so the profile can be replayed
+    as a benchmark workload."""
+    from ..analysis import analyze
+    from ..relocation import movable
+
+    imap = analyze(image.path, load_base=guest.base)
+    can_move = {i.start: i for i in movable(imap) if i.size >= MIN_MOVABLE_SIZE}
+    names = sorted(image.functions, key=lambda n: image.functions[n].offset)
+    out = []
+    for k, n in enumerate(names):
+        if image.functions[n].size <= 0:
+            continue
+        start = guest.address(n)
+        isl = can_move.get(start)
+        out.append(
+            ProfiledIsland(k + 1, n, start, image.functions[n].size,
+                           fixups=len(isl.fixups) if isl else 0, movable=isl is not None)
+        )  # fmt: skip
+    return out
 
 
 def _source(workload: str, cpus: int, threads: int, seed: int) -> dict[str, Any]:

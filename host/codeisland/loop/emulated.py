@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..analysis import Island as AnalysedIsland
-from ..emulator.record import EmulatedInputs
+from ..emulator.record import MIN_MOVABLE_SIZE, EmulatedInputs
 from ..errors import EmulationError, PlanError
 from ..frontend.params import FrontendParams
 from ..plan import layout as L
@@ -72,7 +72,7 @@ class EmulatedTarget:
         self.guest = self.s.guest(image, threads)
         self.guest.sample_slices = True
         self.imap = analyze(image.path, load_base=self.guest.base)
-        chosen = [i for i in movable(self.imap) if i.size >= 16]
+        chosen = [i for i in movable(self.imap) if i.size >= MIN_MOVABLE_SIZE]
         self.islands = [
             ProfiledIsland(k + 1, i.name, i.start, i.size) for k, i in enumerate(chosen)
         ]

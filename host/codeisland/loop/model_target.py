@@ -18,8 +18,9 @@ A window stands for `repeat` back-to-back runs of its sampled block stream (defa
 fed twice, the first pass from the caches the previous window left (a fresh copy's cold misses
 count once), the second as the steady state of the other repeat - 1 runs.
 
-Destinations are packed first-fit (64-byte aligned) into the hot region, which is mapped with
-2 MiB pages (HOT_BASE is 2 MiB aligned).  This machine keeps its own placement: it moves the
+Destinations are packed first-fit into the hot region (mapped with 2 MiB pages, HOT_BASE is
+2 MiB aligned), each at its origin's offset in a 64-byte line: a move changes misses, not how
+many lines a block straddles.  This machine keeps its own placement: it moves the
 benchmark's islands one by one and never merges or splits them (its islands are abstract
 ranges with no code to re-analyse); the driver path (loop/emulated.py) plans through the
 planner's passes, merges and splits included.
@@ -135,11 +136,14 @@ class ModelTarget:
         )
         out: dict[int, int] = {}
         for i in sorted(islands, key=lambda k: -self.size[k]):
-            at = HOT_BASE
+            # the copy keeps its origin's offset in a cache line: a move changes which lines
+            # and pages the island shares, never how many lines its blocks straddle
+            line = int(self.orig[i]) % 64
+            at = HOT_BASE + line
             for lo, hi in used:
                 if at + self.size[i] <= lo:
                     break
-                at = max(at, (hi + 63) // 64 * 64)
+                at = max(at, (hi + 63) // 64 * 64 + line)
             if at + self.size[i] > HOT_BASE + self.hot_capacity:
                 continue  # does not fit: the caller's selection respected capacity; skip
             out[i] = at

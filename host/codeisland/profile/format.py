@@ -3,7 +3,7 @@
     {"format": "codeisland-profile", "version": 1,
      "source": {...how it was recorded: workload, machine, seed...},
      "window_instructions": N,             # guest instructions per window
-     "islands": [{"id", "name", "start", "size"}, ...],
+     "islands": [{"id", "name", "start", "size", ["fixups", "movable"]}, ...],
      "windows": [{"index", "time_of_day", "input_events", "runnable_threads", "busy_cpus",
                   "cpus", "samples": [per island], "exact": [per island] | null,
                   "mem": [per island] | null, "unattributed": n}, ...]}
@@ -11,6 +11,9 @@
 `samples` are RIP samples attributed to original islands (SAMPLE at periodic SMIs and slice
 boundaries); `exact` are block counts from the native hook (ground truth, optional); `mem` are
 sampled data accesses per island.  Every list has one entry per island, in island order.
+An island may say what the analysis found (optional, written when known): `fixups`, the
+fix-ups a move of it needs, and `movable`, whether the planner can move it at all; a profile
+replayed as a benchmark workload (loop/recorded.py) needs both.
 """
 
 from __future__ import annotations
@@ -38,6 +41,12 @@ class ProfiledIsland:
     name: str
     start: int
     size: int
+    fixups: int | None = None  # from the analysis, when the recorder knew it
+    movable: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's island object: the optional fields only when known."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 # the context features of a window, in this order
@@ -105,7 +114,7 @@ class Profile:
             "version": PROFILE_VERSION,
             "source": self.source,
             "window_instructions": self.window_instructions,
-            "islands": [asdict(i) for i in self.islands],
+            "islands": [i.to_dict() for i in self.islands],
             "windows": [asdict(w) for w in self.windows],
         }
 
@@ -171,7 +180,10 @@ def _island(d: Any, n: int) -> ProfiledIsland:
         _check(_is_count(d.get(key)), f"island {n}: {key} must be a non-negative integer")
     _check(d["size"] > 0, f"island {n}: size must be positive")
     _check(isinstance(d.get("name", ""), str), f"island {n}: name must be a string")
-    return ProfiledIsland(d["id"], d.get("name", ""), d["start"], d["size"])
+    fixups, movable = d.get("fixups"), d.get("movable")
+    _check(fixups is None or _is_count(fixups), f"island {n}: fixups must be a count")
+    _check(movable is None or isinstance(movable, bool), f"island {n}: movable must be a boolean")
+    return ProfiledIsland(d["id"], d.get("name", ""), d["start"], d["size"], fixups, movable)
 
 
 def _check_disjoint(islands: list[ProfiledIsland]) -> None:
