@@ -147,21 +147,29 @@ ensure_deb_src() {
   run as_root apt-get update
 }
 
-# The third-party program of emulation/workloads/PORTING.md: zlib's upstream sources, from the
-# Debian source package of this release (apt-get source, download only), unpacked into a cache
-# outside the repo.  Nothing here is committed; tests/test_port_zlib.py builds it as a workload.
+# The third-party programs ported as workloads (emulation/workloads/PORTING.md; zlib for
+# tests/test_port_zlib.py, zlib and bzip2 for the benchmark's recorded profiles,
+# scripts/record_bench_profiles.py): their upstream sources, from the Debian source packages of
+# this release (apt-get source, download only), unpacked into caches outside the repo.
+# Nothing here is committed.
 fetch_port_sources() {
-  local cache=${CODEISLAND_ZLIB_SRC:-$(cache_dir zlib-src)} suite work
-  [ -f "$cache/zlib.h" ] && [ -f "$cache/deflate.c" ] && return 0
+  fetch_source_package zlib "${CODEISLAND_ZLIB_SRC:-$(cache_dir zlib-src)}" deflate.c
+  fetch_source_package bzip2 "${CODEISLAND_BZIP2_SRC:-$(cache_dir bzip2-src)}" blocksort.c
+}
+
+# fetch_source_package NAME DIR FILE: NAME's upstream tree in DIR (skipped when DIR/FILE exists).
+fetch_source_package() {
+  local name=$1 cache=$2 probe=$3 suite work
+  [ -f "$cache/$probe" ] && return 0
   suite=$(debian_suite)
   ensure_deb_src
-  say "fetching the source package zlib/$suite into $cache"
+  say "fetching the source package $name/$suite into $cache"
   work=$(mktemp -d)
-  (cd "$work" && run apt-get source -q --download-only -o APT::Sandbox::User=root "zlib/$suite")
-  tar -xf "$work"/zlib_*.orig.tar.* -C "$work"
+  (cd "$work" && run apt-get source -q --download-only -o APT::Sandbox::User=root "$name/$suite")
+  tar -xf "$work"/"$name"_*.orig.tar.* -C "$work"
   mkdir -p "$cache"
-  cp -r "$work"/zlib-*/. "$cache"/
-  basename "$work"/zlib_*.dsc .dsc >"$cache/SOURCE-PACKAGE"
+  cp -r "$work"/"$name"-*/. "$cache"/
+  basename "$work"/"$name"_*.dsc .dsc >"$cache/SOURCE-PACKAGE"
   rm -rf "$work"
 }
 

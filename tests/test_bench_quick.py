@@ -11,6 +11,8 @@ import pytest
 
 from codeisland.frontend.fetchtrace import library_path
 
+DESIGNED = ["daily", "interactive", "pipeline", "mixed"]
+RECORDED = ["zlib-linked", "zlib-scattered", "bzip2-linked", "bzip2-scattered"]
 POLICIES = {"none", "reactive", "ewma", "predictive", "next_window", "static", "hot_once"}
 CELL_KEYS = {
     "modeled_cycles",
@@ -39,7 +41,25 @@ def test_bench_quick_json(tmp_path: Path) -> None:
     assert isinstance(d["predictive_share_of_upper_bound"], float)
     assert isinstance(d["predictive_over_static_gain"], float)
     assert "model" in d["note"]
-    assert [w["name"] for w in d["workloads"]] == ["daily", "interactive", "pipeline", "mixed"]
+    assert [w["name"] for w in d["workloads"]] == DESIGNED + RECORDED
+    assert [w["kind"] for w in d["workloads"]] == ["designed"] * 4 + ["recorded"] * 4
+    assert d["headline_over"] == "recorded"
+    assert d["recorded"]["workloads"] == RECORDED and d["designed"]["workloads"] == DESIGNED
+    for key in ("predictive_share_of_upper_bound", "predictive_over_static_gain"):
+        assert d[key] == d["recorded"][key]  # the headline is over the recorded workloads
+    for part in ("designed", "recorded"):  # each set's ratios are of its own totals
+        p = d[part]
+        assert p["predictive_share_of_upper_bound"] == pytest.approx(
+            p["gains"]["predictive"] / p["upper_bound_gain"]
+        )
+        lost = {
+            f"{w['name']}/{b}"
+            for w in d["workloads"]
+            if w["name"] in p["workloads"]
+            for b in ("static", "hot_once")
+            if w["cells"]["predictive"]["gain"] <= w["cells"][b]["gain"]
+        }
+        assert set(p["predictive_not_above"]) == lost
     for w in d["workloads"]:
         assert set(w["cells"]) == POLICIES
         for policy, cell in w["cells"].items():
@@ -64,7 +84,6 @@ def test_bench_quick_json(tmp_path: Path) -> None:
     )
     assert d["predictive_over_static_gain"] == pytest.approx(gains["predictive"] / gains["static"])
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted([f"heat_{w}.png" for w in ("daily", "interactive", "pipeline", "mixed")]
-                           + ["policies.png"])  # fmt: skip
+    assert names == sorted([f"heat_{w}.png" for w in DESIGNED + RECORDED] + ["policies.png"])
     for p in out.iterdir():
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

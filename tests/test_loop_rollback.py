@@ -73,6 +73,9 @@ class DoubleMachine:
         self.log.append(f"rollback {generation} {undone}")
         return RelocationResult(generation, undone, bytes_restored=512, smis=1)
 
+    def retired_bytes(self) -> int:
+        return 0
+
     def address_map(self) -> list[L.MapEntry]:
         entry = {"orig": 0x10000, "cur": 0x80000, "size": 512, "island_id": 1}
         return [

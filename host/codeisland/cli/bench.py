@@ -50,6 +50,12 @@ from .options import INPUT_FILE, NAME, WINDOWS, emit, json_option, seed_option
     help="Capacity of the hot region in KiB (emulated run; capped at the platform's hot region).",
 )
 @click.option(
+    "--restore-copies",
+    is_flag=True,
+    help="Emulated run: a rollback restores the copies and frees their room (default: the "
+    "planner's keep-copies, whose retired copies hold their room for the rest of the boot).",
+)
+@click.option(
     "--sensitivity",
     is_flag=True,
     help="Run the benchmark over a small grid of cost-model settings (table + plot).",
@@ -65,6 +71,7 @@ def command(
     emulated: str | None,
     windows: int | None,
     hot_kib: int,
+    restore_copies: bool,
     sensitivity: bool,
     as_json: bool,
 ) -> None:
@@ -86,6 +93,8 @@ def command(
         raise UsageError(f"unknown workload(s) {', '.join(unknown)} (known: {', '.join(known)})")
     if windows is not None and not emulated:
         raise UsageError("--windows applies to an --emulated run only")
+    if restore_copies and not emulated:
+        raise UsageError("--restore-copies applies to an --emulated run only")
     if sensitivity and emulated:
         raise UsageError("--sensitivity runs the model bench only (not with --emulated)")
     params = load_frontend_params(platform)
@@ -112,7 +121,14 @@ def command(
                           hot_capacity=hot_kib * 1024)  # fmt: skip
         results = [
             run_emulated(
-                emulated, cfg.policies, n, warm, params, seed=seed, hot_capacity=cfg.hot_capacity
+                emulated,
+                cfg.policies,
+                n,
+                warm,
+                params,
+                seed=seed,
+                hot_capacity=cfg.hot_capacity,
+                keep_copies=not restore_copies,
             )
         ]
     else:

@@ -57,6 +57,8 @@ class LoopStats:
     moved_again: int = 0
     merges: int = 0  # merged islands committed (address neighbours moved as one)
     splits: int = 0  # merged islands taken apart again (members' needs diverged)
+    refused_plans: int = 0  # commits the planner refused (nothing moved), e.g. no room left
+    refusal: str | None = None  # the last refusal's reason
     bytes_staged: int = 0
     bytes_restored: int = 0
     smis: int = 0
@@ -76,6 +78,11 @@ class LoopStats:
         return self.frontend_cycles + self.relocation_cycles
 
     def add(self, r: RelocationResult, kind: str, window: int, counted: bool) -> None:
+        if r.refused is not None:
+            self.refused_plans += 1
+            self.refusal = r.refused
+            self.events.append({"window": window, "kind": "refused", "islands": []})
+            return
         self.events.append({"window": window, "kind": kind, "islands": list(r.islands)})
         for group in r.merged:
             self.regroup("merge", group, window, counted)
@@ -127,6 +134,11 @@ class ClosedLoop:
         self.window = 0
 
     # -- helpers -----------------------------------------------------------------------
+
+    def capacity(self) -> int:
+        """The hot region's bytes the loop can use: its capacity less what retired copies hold
+        (a rollback that keeps copies reserves their room for the boot)."""
+        return self.m.hot_capacity - self.m.retired_bytes()
 
     def resident(self) -> np.ndarray:
         r = np.zeros(len(self.size), dtype=bool)
@@ -201,7 +213,7 @@ class ClosedLoop:
             self.size,
             self.m.fixups,
             resident,
-            self.m.hot_capacity,
+            self.capacity(),
             cost,
         )
         add = want & ~resident
@@ -255,7 +267,7 @@ class ClosedLoop:
         out = np.zeros_like(add)
         if len(gens) >= self.m.max_generations:
             return out
-        room = self.m.hot_capacity - sum(int(self.size[m]) for _, members in gens for m in members)
+        room = self.capacity() - sum(int(self.size[m]) for _, members in gens for m in members)
         for c in chosen:
             if add[c.island] and self.size[c.island] <= room:
                 out[c.island] = True
@@ -280,7 +292,7 @@ class ClosedLoop:
         if not gens:
             return None
         used = sum(int(self.size[m]) for _, members in gens for m in members)
-        need = int(self.size[add].sum()) - (self.m.hot_capacity - used)
+        need = int(self.size[add].sum()) - (self.capacity() - used)
         full = add.any() and len(gens) >= self.m.max_generations
         if need <= 0 and not full:
             return None

@@ -59,6 +59,7 @@ class EmulatedTarget:
         seed: int = 1,
         params: FrontendParams | None = None,
         hot_capacity: int = 32 * 1024,
+        keep_copies: bool = True,
     ) -> None:
         from codeisland.analysis import analyze
         from codeisland.emulator.session import boot
@@ -66,6 +67,10 @@ class EmulatedTarget:
         from smmemu.workload import load_workload
 
         self.params = params or FrontendParams()
+        # the planner's default: a ROLLBACK keeps the copies (retired, their room reserved for
+        # the boot: retired_bytes()); False restores them and frees the room (the plans ask
+        # for STACK_SLOTS of return addresses to be translated back)
+        self.keep_copies = keep_copies
         self.s = boot(cpus=cpus)
         self.rel = self.s.relocator
         image = load_workload(workload)
@@ -179,7 +184,8 @@ class EmulatedTarget:
             else {n: float(priorities[i]) for n, i in zip(names, islands, strict=True)}
         )
         opts = Options(names=tuple(names), plan_id=self.plan_id, stack_slots=STACK_SLOTS,
-                       arena_base=self.s.arena[0], priorities=prio, callsites=False)  # fmt: skip
+                       arena_base=self.s.arena[0], priorities=prio, callsites=False,
+                       keep_copies=self.keep_copies)  # fmt: skip
         return plan_relocation(
             self.imap, self.platform, opts, counts=self._series(islands, counts),
             taken=occupied(self.address_map()), read_bytes=self.s.transport.read_phys,
@@ -197,8 +203,8 @@ class EmulatedTarget:
         mark = len(self.rel.smis)
         try:
             plan = self._plan(islands, counts, priorities)
-        except PlanError:
-            return RelocationResult(generation=0)  # HOT area exhausted: nothing moved
+        except PlanError as exc:  # nothing moved: said in the result, counted by the loop
+            return RelocationResult(generation=0, refused=str(exc))
         self.plan_id += 1
         out = self.rel.apply(plan.to_bytes())
         staged = out.stage.bytes_written + int(out.result.bytes_written)
@@ -247,6 +253,10 @@ class EmulatedTarget:
 
     def address_map(self) -> list[L.MapEntry]:
         return self.rel.address_map()
+
+    def retired_bytes(self) -> int:
+        """Hot-region bytes that copies kept at rollback hold (reserved for the boot)."""
+        return sum(int(e.size) for e in self.address_map() if e.flags & L.MAP_RETIRED)
 
     def generations(self) -> list[tuple[int, list[int]]]:
         gens: dict[int, list[int]] = {}

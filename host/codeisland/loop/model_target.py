@@ -186,6 +186,9 @@ class ModelTarget:
     def peek_next(self) -> np.ndarray | None:
         return self.source.samples_per_island(self.t)
 
+    def retired_bytes(self) -> int:
+        return 0  # this machine's rollback restores the destination (no copies are kept)
+
     def generations(self) -> list[tuple[int, list[int]]]:
         return [(g, list(m)) for g, m in self._gens]
 

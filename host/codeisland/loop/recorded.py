@@ -105,9 +105,7 @@ def from_profile(
         islands = _scattered(islands, np.random.default_rng([seed, 11]))
     ran = exact.sum(axis=0)
     intensity = np.where(ran > 0, 1600.0 * mem.sum(axis=0) / np.maximum(ran, 1), 0.0)
-    windows = [
-        WindowActivity(**w.window_fields(), rates=exact[t]) for t, w in enumerate(p.windows)
-    ]
+    windows = [WindowActivity(**w.window_fields(), rates=exact[t]) for t, w in enumerate(p.windows)]
     what = f"{description or p.source.get('workload', name)}; recorded, layout {layout}"
     # the hottest islands by name, for the heat plot (the rest are its "background")
     hottest = np.argsort(-ran, kind="stable")[:HEAT_PLOT_ISLANDS]

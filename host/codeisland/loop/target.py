@@ -43,6 +43,7 @@ class RelocationResult:
     handler_insns_max: int = 0  # most handler instructions in one of these SMIs
     cycles: int = 0  # modeled cycles the SMIs took from the guest
     merged: list[list[int]] = field(default_factory=list)  # members committed as one island
+    refused: str | None = None  # why nothing was committed (the planner's reason), if so
 
 
 class LoopTarget(Protocol):
@@ -71,6 +72,10 @@ class LoopTarget(Protocol):
     def rollback(self, generation: int) -> RelocationResult: ...
 
     def address_map(self) -> list[L.MapEntry]: ...
+
+    def retired_bytes(self) -> int:
+        """Hot-region bytes held by copies a rollback kept (retired, reserved for the boot):
+        room of hot_capacity that no later plan can use."""
 
     def generations(self) -> list[tuple[int, list[int]]]:
         """Active generations, oldest first: (generation, island positions)."""
