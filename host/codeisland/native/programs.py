@@ -1,6 +1,9 @@
 """Real programs for the native host's benchmark, built as Debian builds them (debian_flags).
 
     islands  tests/native/islands.c: threads, a jump table, a libc callback (seconds to build)
+    minigzip zlib's minigzip from Debian's zlib source (scripts/bootstrap.sh fetch_port_sources
+             caches it; CODEISLAND_ZLIB_SRC), zlib linked in, compressing a generated 12 MiB
+             text at -9 to stdout (a compressor: small hot code, deflate's match loop)
     lua      Lua 5.4 from Debian's own source package (apt-get source lua5.4, its patches
              applied by dpkg-source), every src/*.c but luac linked into one executable:
              Debian's lua5.4 binary keeps the interpreter in liblua5.4.so, and the agent
@@ -144,10 +147,62 @@ def build_lua(scale: int = 8) -> Program:
     return Program("lua", outs[0], (str(script), str(scale)), what, outs[1])
 
 
+ZLIB_SOURCES = (
+    "adler32", "compress", "crc32", "deflate", "gzclose", "gzlib", "gzread", "gzwrite",
+    "infback", "inffast", "inflate", "inftrees", "trees", "uncompr", "zutil",
+)  # fmt: skip
+
+
+def _zlib_source() -> Path:
+    tree = Path(os.environ.get("CODEISLAND_ZLIB_SRC", "/var/cache/codeisland/zlib-src"))
+    if not (tree / "deflate.c").is_file():
+        raise ToolMissing(
+            f"zlib's source is not in {tree}: run scripts/bootstrap.sh fetch_port_sources"
+        )
+    return tree
+
+
+def _text_input(mib: int) -> Path:
+    """A deterministic text of `mib` MiB: words drawn with a fixed seed (compressible, not
+    trivially so)."""
+    import random
+
+    out = cache_root() / f"text-{mib}mib.txt"
+    if out.is_file() and out.stat().st_size == mib << 20:
+        return out
+    rng = random.Random(15)
+    words = [
+        "".join(rng.choice("etaoinshrdlucmfwypvbgkqjxz") for _ in range(rng.randint(2, 9)))
+        for _ in range(5000)
+    ]
+    chunks, size = [], 0
+    while size < mib << 20:
+        line = " ".join(rng.choices(words, k=12)) + "\n"
+        chunks.append(line)
+        size += len(line)
+    out.write_bytes("".join(chunks).encode()[: mib << 20])
+    return out
+
+
+def build_minigzip(mib: int = 12) -> Program:
+    tree = _zlib_source()
+    sources = [tree / f"{n}.c" for n in ZLIB_SOURCES] + [tree / "test" / "minigzip.c"]
+    outs = []
+    for out, cflags, ldflags in _variants("minigzip"):
+        if not _stamped(out, sources + sorted(tree.glob("*.h")), cflags + ldflags):
+            cmd = ["gcc", *cflags, f"-I{tree}", *map(str, sources), "-o", str(out), *ldflags]
+            _run(cmd, "gcc minigzip")
+        outs.append(out)
+    text = _text_input(mib)
+    what = f"zlib minigzip -c -9 ({mib} MiB text)"
+    return Program("minigzip", outs[0], ("-c", "-9", str(text)), what, outs[1])
+
+
 # name -> (full-size build, --quick build)
 BUILDERS: dict[str, tuple[Callable[[], Program], Callable[[], Program]]] = {
     "islands": (lambda: build_islands(2, 1500), lambda: build_islands(2, 150)),
     "lua": (lambda: build_lua(8), lambda: build_lua(1)),
+    "minigzip": (lambda: build_minigzip(12), lambda: build_minigzip(2)),
 }
 
 
