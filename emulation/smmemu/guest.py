@@ -13,6 +13,14 @@ Arena layout (the driver registers all of it SOURCE|DEST|STACK):
 
 Threads share nothing writable (workload.h), so each thread's output stream depends only on
 (thread, nthreads), whatever the schedule and wherever the SMIs land.
+
+Saved contexts: a thread off its CPU keeps its registers where an OS keeps them, in guest memory
+-- the first CONTEXT_AREA bytes of its stack slot (like Linux's thread_info at the base of a
+kernel stack), inside the registered STACK region -- written at every deschedule and cleared
+while it runs.  The handler sees on-CPU threads through the save state only; this is how the
+driver's RECLAIM scan (smm/core/reclaim.c) sees the parked ones too.  An exited thread's stack
+slot is freed (zeroed) at the next deschedule, as an OS frees a dead thread's stack: its dead
+frames are no evidence for the scan.
 """
 
 from __future__ import annotations
@@ -30,9 +38,13 @@ from codeisland.errors import EmulationError
 
 from .machine import NO_UNTIL, REGS, Cpu, Machine
 from .ports import PORT_GUEST_EXIT, PORT_GUEST_OUT
+from .savestate import GPR_NAMES
 from .workload import WorkloadImage
 
 THREAD_STACK = 0x10000  # per thread, inside the layout's stack region
+CONTEXT_AREA = 0x100  # at the base of each stack slot: a parked thread's saved registers
+SPILLED = (*GPR_NAMES, "rip", "rflags")  # in this order, 8 bytes each
+assert 8 * len(SPILLED) <= CONTEXT_AREA
 MAX_THREADS = 16  # CI_MAX_THREADS in workload.h
 
 
@@ -66,6 +78,7 @@ class GuestThread:
     exit_code: int | None = None
     instructions: int = 0
     cpu: int | None = None
+    stack_freed: bool = False
 
     @property
     def runnable(self) -> bool:
@@ -200,6 +213,23 @@ class Guest:
             cpu.context = thread.context
         for t in self.queue:
             t.cpu = None
+        self._spill_contexts()
+
+    def _spill_contexts(self) -> None:
+        """Each parked thread's registers into its context area; zeros for a running one (its
+        registers are in the save state); an exited thread's whole stack slot is freed."""
+        for t in self.threads:
+            if not t.runnable:
+                if not t.stack_freed:
+                    self.m.write(t.stack_base, bytes(t.stack_top - t.stack_base))
+                    t.stack_freed = True
+                continue
+            words = bytes(8 * len(SPILLED))
+            if t.cpu is None:
+                words = b"".join(
+                    int(t.context.reg_read(REGS[n])).to_bytes(8, "little") for n in SPILLED
+                )
+            self.m.write(t.stack_base, words)
 
     def _emulate(
         self, thread: GuestThread, where: str, until: int = NO_UNTIL, count: int = 0
@@ -225,6 +255,8 @@ class Guest:
         self._emulate(thread, f"guest thread {thread.index} on CPU {cpu.index}", count=count)
         thread.instructions += count
         self.instructions += count
+        if not thread.runnable:
+            self._spill_contexts()  # it exited: its stack is freed now
         if self.sample_slices:
             self.samples.append((thread.index, thread.rip))
 

@@ -272,12 +272,18 @@ class Machine:
         under them; translations are dropped so blocks are re-made with or without them."""
         if on and not self._smm_hook_ids:
             below = SMRAM_BASE - 1
-            rw = UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE
             self._smm_hook_ids = [
                 self.uc.hook_add(UC_HOOK_BLOCK, self._on_smm_block, None, SMRAM_BASE, _SMRAM_END),
-                self.uc.hook_add(rw, self._on_smm_access, None, 0, below),
+                self.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_smm_access, None, 0, below),
                 self.uc.hook_add(UC_HOOK_BLOCK, self._on_smm_fetch_outside, None, 0, below),
             ]
+            # reads matter only where they are denied: one hook per hole, so the handler's
+            # reads of memory it may touch (a RECLAIM scans megabytes) cost no callback
+            self._smm_hook_ids += [
+                self.uc.hook_add(UC_HOOK_MEM_READ, self._on_smm_access, None, base,
+                                 base + length - 1)
+                for base, length in (self.memory.locked_holes if self.locked else ())
+            ]  # fmt: skip
         elif not on:
             for hook in self._smm_hook_ids:
                 self.uc.hook_del(hook)

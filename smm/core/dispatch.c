@@ -332,10 +332,10 @@ static void fill_result(const ci_engine *e, ci_result *r, uint32_t command, ci_s
 static ci_status run(ci_engine *e, const ci_cpu_ops *cpu, ci_sample_ring *ring,
                      uint32_t command, uint32_t size, ci_work *w) {
   int needs_cpus = command == CI_CMD_COMMIT || command == CI_CMD_ROLLBACK ||
-                   command == CI_CMD_SAMPLE;
+                   command == CI_CMD_SAMPLE || command == CI_CMD_RECLAIM;
   int no_payload = command == CI_CMD_QUERY || command == CI_CMD_SAMPLE ||
-                   command == CI_CMD_STATS;
-  if (command < CI_CMD_QUERY || command > CI_CMD_STATS)
+                   command == CI_CMD_STATS || command == CI_CMD_RECLAIM;
+  if (command < CI_CMD_QUERY || command > CI_CMD_RECLAIM)
     return CI_ST_BAD_COMMAND;
   if (size > CI_PLAN_MAX_SIZE || (no_payload && size != 0))
     return CI_ST_BAD_REQUEST;
@@ -352,6 +352,8 @@ static ci_status run(ci_engine *e, const ci_cpu_ops *cpu, ci_sample_ring *ring,
     return do_rollback(e, cpu, size, w);
   case CI_CMD_SAMPLE:
     return do_sample(e, cpu, ring, w);
+  case CI_CMD_RECLAIM:
+    return ci_reclaim_run(e, cpu, w);
   default: /* QUERY, STATS: the tail is the answer */
     return CI_ST_OK;
   }
@@ -378,6 +380,8 @@ ci_status ci_dispatch(ci_engine *e, const ci_cpu_ops *cpu, ci_sample_ring *ring,
     tail = query_tail(e, resp + sizeof r, resp_max - (uint32_t)sizeof r);
   if (st == CI_ST_OK && command == CI_CMD_STATS)
     tail = stats_tail(e, resp + sizeof r, resp_max - (uint32_t)sizeof r);
+  if (st == CI_ST_OK && command == CI_CMD_RECLAIM)
+    tail = ci_reclaim_tail(e, resp + sizeof r, resp_max - (uint32_t)sizeof r);
   fill_result(e, &r, command, st, &w, cpu->count);
   ci_copy(resp, &r, sizeof r);
   *resp_size = (uint32_t)sizeof r + tail;

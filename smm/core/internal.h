@@ -9,6 +9,7 @@
  *   commit.c    entry/call-site patches and context translation
  *   rollback.c  undoing generations
  *   map.c       the versioned address map
+ *   reclaim.c   freeing retired copies a conservative scan proves unreachable
  *   dispatch.c  commands -> verbs -> ci_result
  */
 #ifndef CI_INTERNAL_H
@@ -132,6 +133,11 @@ ci_status ci_rollback_run(ci_engine *e, const ci_cpu_ops *cpu, uint32_t generati
  * exited or remapped them, those pages are not its own any more and the
  * records are dropped with nothing written. */
 void ci_pending_abandon(ci_engine *e, ci_work *w);
+
+/* ---- reclaim.c ---- */
+ci_status ci_reclaim_run(ci_engine *e, const ci_cpu_ops *cpu, ci_work *w);
+/* The last RECLAIM's answer (ci_reclaim_info + entries) into out; 0 if no room. */
+uint32_t ci_reclaim_tail(const ci_engine *e, uint8_t *out, uint32_t room);
 
 /* ---- map.c ---- */
 /* Entries that hold their range: active and retired ones. */

@@ -54,8 +54,11 @@ static void rollback_memory(ci_engine *e, ci_work *w) {
    * only entry jumps and call sites; the copies stay, retired. */
   w->bytes_restored += ci_undo_unwind(&e->undo, g->undo_start, 1);
   uint32_t keep = (g->plan_flags & CI_PLAN_KEEP_COPIES) != 0;
-  for (uint32_t i = 0; i < g->islands; i++)
+  e->retire_seq++; /* RECLAIM's pinning rule: which generations were under this one */
+  for (uint32_t i = 0; i < g->islands; i++) {
     e->map[g->map_first + i].flags = CI_MAP_ROLLED_BACK | (keep ? CI_MAP_RETIRED : 0u);
+    e->map_space[g->map_first + i].retire_seq = e->retire_seq;
+  }
   e->retired_count += keep ? g->islands : 0u;
   e->gen_count--;
   e->total_rollbacks++;

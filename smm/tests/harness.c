@@ -21,6 +21,8 @@ static int cpu_read(void *ctx, uint32_t cpu, uint32_t reg, uint64_t *value) {
     *value = c->cr3[cpu];
   else if (reg == CI_REG_CS)
     *value = c->cs[cpu];
+  else if (reg >= CI_REG_R8 && reg <= CI_REG_RDI)
+    *value = c->gpr[cpu][reg - CI_REG_R8];
   else
     return -1;
   return 0;

@@ -64,6 +64,7 @@ typedef struct fake_cpus {
   uint64_t rsp[CI_MAX_CPUS + 1];
   uint64_t cr3[CI_MAX_CPUS + 1];
   uint64_t cs[CI_MAX_CPUS + 1];
+  uint64_t gpr[CI_MAX_CPUS + 1][16]; /* CI_REG_R8 + i (the RSP slot unused: rsp[]) */
   int fail_read;  /* CPU index whose reads fail, or -1 */
   int fail_write; /* CPU index whose writes fail, or -1 */
   unsigned writes;
@@ -135,5 +136,6 @@ void suite_keep_copies(void);
 void suite_atomic(void);
 void suite_dma(void);
 void suite_pagewalk(void);
+void suite_reclaim(void);
 
 #endif

@@ -11,6 +11,7 @@ int main(void) {
   suite_atomic();
   suite_dma();
   suite_pagewalk();
+  suite_reclaim();
   printf("smm native tests: %u checks, %u failures\n", g_checks, g_failures);
   return g_failures ? 1 : 0;
 }

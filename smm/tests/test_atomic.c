@@ -182,7 +182,7 @@ static void each_refusal(uint32_t state, int with_gen) {
   uint32_t word = 0, size;
   /* commands and request sizes */
   REFUSED(m, 0, 0, 0, CI_ST_BAD_COMMAND, "command 0");
-  REFUSED(m, CI_CMD_STATS + 1, 0, 0, CI_ST_BAD_COMMAND, "command past STATS");
+  REFUSED(m, CI_CMD_RECLAIM + 1, 0, 0, CI_ST_BAD_COMMAND, "command past RECLAIM");
   REFUSED(m, CI_CMD_QUERY, &word, 4, CI_ST_BAD_REQUEST, "QUERY with a payload");
   REFUSED(m, CI_CMD_STATS, &word, 4, CI_ST_BAD_REQUEST, "STATS with a payload");
   REFUSED(m, CI_CMD_SAMPLE, &word, 4, CI_ST_BAD_REQUEST, "SAMPLE with a payload");

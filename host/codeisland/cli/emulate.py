@@ -72,6 +72,12 @@ from .options import (
     help=KEEP_COPIES_HELP,
 )  # fmt: skip
 @click.option(
+    "--reclaim-every", default=4, show_default=True, type=click.IntRange(0),
+    help="After a rollback that kept copies, RECLAIM (free the copies a scan of every CPU's "
+    "registers and of the stack regions proves unreachable) at the Nth SMI, then at doubling "
+    "intervals while copies are kept (0 = never: they stay reserved).",
+)  # fmt: skip
+@click.option(
     "--control/--no-control", default=None,
     help="Run the baseline twice under different schedules and report threads whose output "
     "changes as nondeterministic (default: with more than one thread).",
@@ -97,6 +103,7 @@ def command(
     stack_slots: int,
     stage_budget: int,
     keep_copies: bool,
+    reclaim_every: int,
     control: bool | None,
     show_output: bool,
     output_dir: Path | None,
@@ -112,7 +119,7 @@ def command(
         layout=layout, islands=islands, sw_dispatch=sw_smi == "dispatch",
         rollback_after=rollback_after, names=names, random_points=not periodic,
         stack_slots=stack_slots, stage_budget=stage_budget, keep_copies=keep_copies,
-        control=control,
+        reclaim_every=reclaim_every, control=control,
     )  # fmt: skip
     with _Bars() as bars:
         report = run_emulation(cfg, progress=bars.update)

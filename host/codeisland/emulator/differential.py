@@ -32,7 +32,15 @@ from ..plan import layout as L
 from ..plan.document import Plan
 from ..planning.platform import Platform, load_platform
 from ..planning.redirect import redirect
-from ..relocation import RelocationPlan, Relocator, SmiReport, movable, occupied
+from ..relocation import (
+    ReclaimReport,
+    ReclaimSchedule,
+    RelocationPlan,
+    Relocator,
+    SmiReport,
+    movable,
+    occupied,
+)
 from ..relocation.placement import plan_ranked
 from .session import Session, boot
 
@@ -56,6 +64,7 @@ class EmulateConfig:
     random_points: bool = True  # SMI gaps drawn around smi_every by the seed, else periodic
     rollback_after: int | None = None  # boundaries after commit to roll back, then re-commit
     keep_copies: bool = True  # rollback leaves the copies valid (retired); False restores them
+    reclaim_every: int = 4  # after such a rollback, RECLAIM at the Nth idle boundary, then doubling
     control: bool | None = None  # run the baseline twice (None: when threads > 1)
 
 
@@ -86,6 +95,7 @@ class EmulateReport:
     divergent_threads: list[int] = field(default_factory=list)
     nondeterministic_threads: list[int] = field(default_factory=list)  # differ between baselines
     not_moved: dict[str, str] = field(default_factory=dict)  # chosen or named, and why not
+    reclaims: list[ReclaimReport] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     baseline_outputs: list[str] = field(default_factory=list)
     sw_path: str = ""
@@ -117,6 +127,8 @@ class EmulateReport:
             "nondeterministic_threads": self.nondeterministic_threads,
             "not_moved": self.not_moved,
             "keep_copies": c.keep_copies,
+            "reclaim_every": c.reclaim_every,
+            "reclaims": [r.to_dict() for r in self.reclaims],
             "events": self.events,
         }
 
@@ -158,6 +170,10 @@ class EmulateReport:
         if samples:
             worst = max(s.handler_instructions for s in samples)
             lines.append(f"  + {len(samples)} SAMPLE SMIs (up to {worst:,} handler instructions)")
+        if self.reclaims:
+            freed = sum(len(r.freed) for r in self.reclaims)
+            lines += ["", f"RECLAIM SMIs: {len(self.reclaims)}, retired copies freed {freed}:"]
+            lines += [f"  {c}" for c in self.reclaims[-1].to_dict()["copies"]] or ["  (none)"]
         verdict = "IDENTICAL" if self.identical else f"DIFFERENT (threads {self.divergent_threads})"
         if self.nondeterministic_threads:
             verdict += (
@@ -399,6 +415,7 @@ class _Flow:
         self.committed_at = 0
         self.rolled_back = False
         self.replan = False
+        self.reclaims = ReclaimSchedule(cfg.reclaim_every)
 
     def boundary(self) -> None:
         self.b += 1
@@ -419,6 +436,12 @@ class _Flow:
             self.report.events.append(f"SMI boundary {self.b}: rolled the generation back")
             self.rolled_back, self.replan = True, True
             self.phase, self.stage_at = "wait", self.b + 1
+            if cfg.keep_copies:
+                self.reclaims.retired()
+        elif self.reclaims.due():
+            answer = run.relocator.reclaim()
+            self.reclaims.answered(answer)
+            self.report.reclaims.append(answer)
         else:
             run.sample()
 

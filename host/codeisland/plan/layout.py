@@ -96,6 +96,7 @@ CMD_COMMIT = 3
 CMD_ROLLBACK = 4
 CMD_SAMPLE = 5
 CMD_STATS = 6
+CMD_RECLAIM = 7
 NO_INDEX = 0xFFFFFFFF
 STATE_EMPTY = 0
 STATE_VALIDATED = 1
@@ -106,6 +107,12 @@ STATE_ROLLED_BACK = 5
 CONFIG_SIGNATURE = 0x31474643444C5349
 FIRMWARE_BUILD_KNOWN = 0x1
 FIRMWARE_SMM_UNRESTRICTED = 0x2
+# RECLAIM verdicts per retired copy (ci_reclaim_entry.verdict)
+RECLAIM_FREED = 1  # nothing refers to it: filled with int3, range free
+RECLAIM_KEPT_REGISTER = 2  # a saved RIP or GPR points into it
+RECLAIM_KEPT_MEMORY = 3  # a word of a STACK region points into it
+RECLAIM_KEPT_PINNED = 4  # a kept newer copy may branch into it
+RECLAIM_KEPT_SPACE = 5  # virtual address space: its stacks cannot be scanned
 
 # name (CI_ prefix dropped) -> value, for the layout probe
 CONSTANTS: dict[str, int] = {
@@ -173,6 +180,7 @@ CONSTANTS: dict[str, int] = {
     "CMD_ROLLBACK": CMD_ROLLBACK,
     "CMD_SAMPLE": CMD_SAMPLE,
     "CMD_STATS": CMD_STATS,
+    "CMD_RECLAIM": CMD_RECLAIM,
     "NO_INDEX": NO_INDEX,
     "STATE_EMPTY": STATE_EMPTY,
     "STATE_VALIDATED": STATE_VALIDATED,
@@ -181,6 +189,11 @@ CONSTANTS: dict[str, int] = {
     "STATE_COMMITTED": STATE_COMMITTED,
     "STATE_ROLLED_BACK": STATE_ROLLED_BACK,
     "CONFIG_SIGNATURE": CONFIG_SIGNATURE,
+    "RECLAIM_FREED": RECLAIM_FREED,
+    "RECLAIM_KEPT_REGISTER": RECLAIM_KEPT_REGISTER,
+    "RECLAIM_KEPT_MEMORY": RECLAIM_KEPT_MEMORY,
+    "RECLAIM_KEPT_PINNED": RECLAIM_KEPT_PINNED,
+    "RECLAIM_KEPT_SPACE": RECLAIM_KEPT_SPACE,
 }
 
 CONFIG_TABLE_GUID = "453e16e8-a63d-46ee-ad5e-b684c2b746f2"
@@ -194,6 +207,7 @@ class Command(enum.IntEnum):
     ROLLBACK = 4
     SAMPLE = 5
     STATS = 6
+    RECLAIM = 7
 
 
 # One row per status (number, name, text), as CI_STATUS_LIST in plan.h: the numbers are ABI and
@@ -475,6 +489,28 @@ class QueryInfo(_Record):
     ]
 
 
+class ReclaimInfo(_Record):
+    _fields_ = [
+        ("considered", u32),
+        ("reclaimed", u32),
+        ("registers_scanned", u32),
+        ("reserved", u32),
+        ("words_scanned", u64),
+        ("bytes_freed", u64),
+    ]
+
+
+class ReclaimEntry(_Record):
+    _fields_ = [
+        ("cur", u64),
+        ("size", u32),
+        ("island_id", u32),
+        ("generation", u32),
+        ("verdict", u32),
+        ("where", u64),
+    ]
+
+
 class ConfigTable(_Record):
     _fields_ = [
         ("signature", u64),
@@ -504,6 +540,8 @@ RECORDS: dict[str, type[_Record]] = {
     "ci_result": Result,
     "ci_query_info": QueryInfo,
     "ci_config_table": ConfigTable,
+    "ci_reclaim_info": ReclaimInfo,
+    "ci_reclaim_entry": ReclaimEntry,
 }
 
 # Plan tables in their fixed order after the header: (count field, record type)

@@ -7,6 +7,7 @@
     placement   plan_relocation(...): the planner's passes, Place aware of the live map
     protocol    Relocator: STAGE...STAGED -> COMMIT / ROLLBACK, one no-progress guard,
                 one RetryPolicy, SAMPLE / STATS, a SmiReport per SMI
+    reclaim     RECLAIM of retired copies proven unreachable: ReclaimReport, ReclaimSchedule
         |
     MailboxClient over the Transport  ->  the driver
 
@@ -23,11 +24,14 @@ from .placement import (
     plan_relocation,
 )
 from .protocol import CommitOutcome, Relocator, RetryPolicy, SmiReport, StageOutcome
+from .reclaim import ReclaimReport, ReclaimSchedule
 
 __all__ = [
     "CommitOutcome",
     "LivePlace",
     "PlacedCopy",
+    "ReclaimReport",
+    "ReclaimSchedule",
     "RelocationPlan",
     "Relocator",
     "RetryPolicy",

@@ -21,6 +21,7 @@ from typing import Any
 from ..errors import DriverRejected, EmulationError
 from ..plan import layout as L
 from ..transport.mailbox import MailboxClient, Reply
+from .reclaim import ReclaimReport
 
 
 @dataclass
@@ -79,7 +80,8 @@ class RetryPolicy:
 
 @dataclass
 class Relocator:
-    """STAGE / COMMIT / ROLLBACK / SAMPLE / STATS through one mailbox, reported per SMI."""
+    """STAGE / COMMIT / ROLLBACK / SAMPLE / STATS / RECLAIM through one mailbox, reported per
+    SMI."""
 
     client: MailboxClient
     stage_budget: int = 0  # bytes the driver stages per SMI (0: its default)
@@ -162,6 +164,10 @@ class Relocator:
     def rollback(self, generation: int = 0) -> L.Result:
         """Undo `generation` and every later one (0: the latest)."""
         return self._request("ROLLBACK", lambda: self.client.rollback(generation)).result
+
+    def reclaim(self) -> ReclaimReport:
+        """Free the retired copies nothing refers to any more (relocation.reclaim)."""
+        return ReclaimReport.from_reply(self._request("RECLAIM", self.client.reclaim))
 
     # -- observation ---------------------------------------------------------------------
 

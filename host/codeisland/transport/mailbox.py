@@ -32,6 +32,8 @@ class Reply:
     info: L.QueryInfo | None = None
     regions: list[L.RegionInfo] = field(default_factory=list)
     map_entries: list[L.MapEntry] = field(default_factory=list)
+    reclaim: L.ReclaimInfo | None = None  # RECLAIM: totals, then one verdict per retired copy
+    reclaim_entries: list[L.ReclaimEntry] = field(default_factory=list)
 
     @property
     def status(self) -> L.Status | int:
@@ -53,11 +55,14 @@ class Reply:
             out["regions"] = [r.as_dict() for r in self.regions]
         if self.map_entries:
             out["map"] = [m.as_dict() for m in self.map_entries]
+        if self.reclaim is not None:
+            out["reclaim"] = self.reclaim.as_dict()
+            out["reclaim_entries"] = [e.as_dict() for e in self.reclaim_entries]
         return out
 
 
 class MailboxClient:
-    """Requests to the driver: QUERY, STAGE, COMMIT, ROLLBACK, SAMPLE, STATS."""
+    """Requests to the driver: QUERY, STAGE, COMMIT, ROLLBACK, SAMPLE, STATS, RECLAIM."""
 
     def __init__(self, transport: Transport, timeout_s: float = 30.0) -> None:
         self.transport = transport
@@ -128,6 +133,13 @@ class MailboxClient:
             )
         elif reply.result.command == L.Command.STATS:
             reply.map_entries = _records(tail, L.MapEntry, reply.result.map_count)
+        elif reply.result.command == L.Command.RECLAIM and len(tail) >= ctypes.sizeof(
+            L.ReclaimInfo
+        ):
+            reply.reclaim = L.ReclaimInfo.from_bytes(tail)
+            reply.reclaim_entries = _records(
+                tail[ctypes.sizeof(L.ReclaimInfo) :], L.ReclaimEntry, reply.reclaim.considered
+            )
         return reply
 
     # -- commands -------------------------------------------------------------------
@@ -149,6 +161,9 @@ class MailboxClient:
 
     def stats(self) -> Reply:
         return self.request(L.Command.STATS)
+
+    def reclaim(self, *, check: bool = True) -> Reply:
+        return self.request(L.Command.RECLAIM, check=check)
 
     def set_stage_budget(self, budget: int) -> None:
         self._write_u32("stage_budget", budget)

@@ -22,6 +22,8 @@
 /* Save-state register numbers (PI EFI_SMM_SAVE_STATE_REGISTER), passed
  * through unchanged to EFI_SMM_CPU_PROTOCOL by the driver. */
 #define CI_REG_CS  21u /* selector; its RPL (bits 1:0) is the CPL */
+#define CI_REG_R8  30u /* R8..R15 30..37, RAX RBX RCX RDX RSP RBP RSI RDI 38..45 */
+#define CI_REG_RDI 45u /* last GPR (RECLAIM reads all 16) */
 #define CI_REG_RSP 42u
 #define CI_REG_RIP 46u
 #define CI_REG_CR3 53u
@@ -128,6 +130,7 @@ typedef struct ci_map_space {
   uint64_t cur_pa;
   uint64_t cr3;
   uint32_t space;
+  uint32_t retire_seq; /* order of its generation's ROLLBACK among all (0: not rolled back) */
 } ci_map_space;
 
 typedef struct ci_undo {
@@ -173,6 +176,12 @@ typedef struct ci_engine {
   ci_map_space map_space[CI_MAX_MAP_ENTRIES];
   uint32_t map_count;
   uint32_t retired_count; /* entries with CI_MAP_RETIRED */
+  uint32_t retire_seq;    /* generations rolled back so far (ci_map_space.retire_seq) */
+
+  /* the last RECLAIM's verdicts (reclaim.c), answered in its response */
+  ci_reclaim_info reclaim_info;
+  ci_reclaim_entry reclaim[CI_MAX_MAP_ENTRIES];
+  uint16_t reclaim_map[CI_MAX_MAP_ENTRIES]; /* map index of each reclaim[] entry */
 
   ci_undo undo;
 

@@ -86,10 +86,11 @@ typedef struct ci_plan_header {
  * the flag every byte the generation wrote comes back, the destination's
  * fill included.
  * Rule for the kept bytes: at ROLLBACK each copy's map entry becomes
- * CI_MAP_ROLLED_BACK | CI_MAP_RETIRED and stays in the map for the rest of
- * the boot (never dropped to make room); no later plan may use a retired
- * copy's range as destination (DST_OVERLAPS_CODE), as source (ISLAND_ACTIVE)
- * or for a call site (CALLSITE_IN_ISLAND).  Retired entries count against
+ * CI_MAP_ROLLED_BACK | CI_MAP_RETIRED and stays in the map (never dropped to
+ * make room) until a RECLAIM proves the copy unreachable (CI_CMD_RECLAIM
+ * below); while retired, no later plan may use the copy's range as
+ * destination (DST_OVERLAPS_CODE), as source (ISLAND_ACTIVE) or for a call
+ * site (CALLSITE_IN_ISLAND).  Retired entries count against
  * CI_MAX_MAP_ENTRIES.  The destination chunks' undo records are dropped at
  * COMMIT (they would never be replayed), so such a generation holds only its
  * patch and context records in the undo pool.
@@ -257,7 +258,8 @@ typedef struct ci_map_entry {
 
 #define CI_MAP_ACTIVE       0x1u
 #define CI_MAP_ROLLED_BACK  0x2u
-#define CI_MAP_RETIRED      0x4u  /* with ROLLED_BACK: copy kept, range reserved (KEEP_COPIES) */
+#define CI_MAP_RETIRED      0x4u  /* with ROLLED_BACK: copy kept, range reserved (KEEP_COPIES)
+                                     until a RECLAIM frees it */
 
 /* ---- sample ring ------------------------------------------------------- */
 
@@ -346,13 +348,58 @@ typedef struct ci_mailbox {
  * pending one; COMMIT empty (pending plan fully staged), or a plan whose
  * bytes fit the budget (staged and committed in this one SMI); ROLLBACK a
  * uint32_t generation (0 = the newest; all newer ones are undone first);
- * SAMPLE none; STATS none. */
+ * SAMPLE none; STATS none; RECLAIM none. */
 #define CI_CMD_QUERY     1u
 #define CI_CMD_STAGE     2u
 #define CI_CMD_COMMIT    3u
 #define CI_CMD_ROLLBACK  4u
 #define CI_CMD_SAMPLE    5u
 #define CI_CMD_STATS     6u
+#define CI_CMD_RECLAIM   7u
+
+/*
+ * RECLAIM frees retired copies (CI_MAP_RETIRED) that no thread can reach any
+ * more, proved by a conservative scan in this one SMI, with every CPU in SMM:
+ *   - the saved RIP and all 16 GPRs of every CPU (the save state), and
+ *   - every 8-byte aligned word of every CI_REGION_STACK region (the threads'
+ *     stacks, the saved contexts of threads not on a CPU, the data they use:
+ *     a host registers STACK regions that cover all of it),
+ * read once each; a value inside a copy keeps it.  Words inside retired
+ * copies themselves are not evidence (their only absolute self-pointers are
+ * their own ABS64 fix-ups).  A kept copy also keeps every retired copy of an
+ * older generation that was active when its own generation committed (its
+ * code may branch into those by rel32).  Copies of virtual address spaces are
+ * kept (a process's stacks are not STACK regions).  A freed copy is filled
+ * with 0xCC (int3) and its entry loses CI_MAP_RETIRED (plain history: its
+ * range is free for later plans).  CPU_ACCESS, or STACK_ACCESS if a CPU runs
+ * managed code with its stack outside the STACK regions: nothing is freed.
+ * The response appends ci_reclaim_info, then `considered` ci_reclaim_entry.
+ */
+typedef struct ci_reclaim_info {
+  uint32_t considered;        /* retired copies examined */
+  uint32_t reclaimed;         /* freed by this request */
+  uint32_t registers_scanned;
+  uint32_t reserved;          /* 0 */
+  uint64_t words_scanned;     /* STACK-region words read */
+  uint64_t bytes_freed;
+} ci_reclaim_info;
+
+typedef struct ci_reclaim_entry {
+  uint64_t cur;               /* the retired copy */
+  uint32_t size;
+  uint32_t island_id;
+  uint32_t generation;
+  uint32_t verdict;           /* CI_RECLAIM_* */
+  uint64_t where;             /* REGISTER: cpu << 32 | register number;
+                                 MEMORY: address of the word; PINNED: the
+                                 generation of the kept copy; else 0 */
+} ci_reclaim_entry;
+
+#define CI_RECLAIM_FREED          1u /* nothing refers to it: filled with int3, range free */
+#define CI_RECLAIM_KEPT_REGISTER  2u /* a saved RIP or GPR points into it */
+#define CI_RECLAIM_KEPT_MEMORY    3u /* a word of a STACK region points into it */
+#define CI_RECLAIM_KEPT_PINNED    4u /* a kept newer copy may branch into it */
+#define CI_RECLAIM_KEPT_SPACE     5u /* virtual address space: its stacks cannot be scanned */
 
 /* Every response starts with ci_result; QUERY appends ci_query_info then
  * region_count ci_region_info; STATS appends map_count ci_map_entry. */
@@ -528,6 +575,8 @@ _Static_assert(sizeof(ci_sample) == 32, "sample");
 _Static_assert(sizeof(ci_mailbox) <= CI_MAILBOX_HEADER_SIZE, "mailbox header");
 _Static_assert(sizeof(ci_result) == 80, "result");
 _Static_assert(sizeof(ci_config_table) == 48, "config table");
+_Static_assert(sizeof(ci_reclaim_info) == 32, "reclaim info");
+_Static_assert(sizeof(ci_reclaim_entry) == 32, "reclaim entry");
 _Static_assert(CI_MAILBOX_HEADER_SIZE + CI_PLAN_MAX_SIZE + CI_RESPONSE_MAX +
                    CI_SAMPLE_RING_ENTRIES * sizeof(ci_sample) <= CI_MAILBOX_SIZE,
                "mailbox areas fit");
