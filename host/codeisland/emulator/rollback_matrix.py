@@ -1,6 +1,7 @@
 """The rollback matrix of issue 11: differential runs that roll the generation back after
 1/2/3/10 SMIs with 0/16/64 return-address slots, 8 islands, 1-4 CPUs and threads.  A row per run:
-IDENTICAL, DIFFERENT or CRASH (the machine stopped: a guest fault).  scripts/rollback_matrix.py
+IDENTICAL, DIFFERENT or CRASH (the machine stopped: a guest fault), and what RECLAIM did with the
+retired copies (freed, still kept at the end).  scripts/rollback_matrix.py
 runs the whole matrix; tests/test_rollback_matrix.py a CI-sized subset."""
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ class Row:
     moved: int
     seconds: float
     detail: str = ""
+    reclaims: int = 0  # RECLAIM SMIs
+    freed: int = 0  # retired copies they freed
+    kept: int = 0  # retired copies the last one still kept
 
 
 def run_one(cfg: EmulateConfig, baseline: Baseline) -> Row:
@@ -39,6 +43,9 @@ def run_one(cfg: EmulateConfig, baseline: Baseline) -> Row:
         report = run_emulation(cfg, baseline)
         row.verdict = "IDENTICAL" if report.identical else "DIFFERENT"
         row.moved = len({m["name"] for m in report.moved})
+        row.reclaims = len(report.reclaims)
+        row.freed = sum(len(r.freed) for r in report.reclaims)
+        row.kept = len(report.reclaims[-1].kept) if report.reclaims else 0
         row.detail = "; ".join(e for e in report.events if "warning" in e or "hazard" in e)
     except CodeIslandError as exc:
         row.detail = str(exc).splitlines()[0][:160]

@@ -8,9 +8,14 @@ Plans go through the relocation layer (codeisland.relocation): the planner's pas
 loop's recent per-window counts and priorities, so address-adjacent islands that run in the
 same windows are committed as one merged island, and its live Place (first fit in the
 platform's hot region, capped at `hot_capacity`, around the copies the driver's address map
-holds); the layer's Relocator stages and commits them.  `conflicts()` runs the planner's
-Split pass over the merged islands in place: when their members' counts diverge, the loop
-rolls that generation back and commits the members it still wants as separate islands.
+holds); the layer's Relocator stages and commits them.  Rollbacks keep the copies (retired);
+RECLAIM frees those no thread can reach any more (relocation.reclaim): at the start of a window
+by the shared ReclaimSchedule (counted in windows; its SMIs, like SAMPLE's, are not charged to
+the modeled cycles: describe() reports them), and when a plan finds no room beside retired
+copies (then charged to that commit) before the plan is made again.
+`conflicts()` runs the planner's Split pass over the merged islands in place: when their
+members' counts diverge, the loop rolls that generation back and commits the members it still
+wants as separate islands.
 
 The native hook (fetchtrace) counts per-island blocks and runs the front-end cost model on the
 real fetch stream, copies attributed to their islands.  Handler instructions per SMI come
@@ -33,15 +38,23 @@ from ..plan import layout as L
 from ..planning.passes import Candidate, Options, PlanContext, Split
 from ..planning.platform import large_page_ranges, load_platform
 from ..profile.format import ProfiledIsland
-from ..relocation import RelocationPlan, SmiReport, movable, occupied, plan_relocation
+from ..relocation import (
+    ReclaimReport,
+    ReclaimSchedule,
+    RelocationPlan,
+    SmiReport,
+    movable,
+    occupied,
+    plan_relocation,
+)
 from .target import Observation, RelocationResult
 
 HOT = "hot"  # the platform region the loop places into (capped at hot_capacity)
 
 
-# ROLLBACK restores the copy's bytes, so a return address into a copy that a thread still has
-# on its stack would return into undone bytes: every plan asks for return addresses in this
-# many 8-byte slots above each saved RSP to be translated (back) as well (CI_RULE_TRANSLATE_RETURN)
+# ROLLBACK keeps the copies (retired: a return address deeper in a stack stays valid), and
+# translates return addresses back in this many 8-byte slots above each saved RSP
+# (CI_RULE_TRANSLATE_RETURN), so threads leave the copies sooner and RECLAIM can free them
 STACK_SLOTS = 32
 
 
@@ -60,6 +73,7 @@ class EmulatedTarget:
         params: FrontendParams | None = None,
         hot_capacity: int = 32 * 1024,
         keep_copies: bool = True,
+        reclaim_every: int = 2,
     ) -> None:
         from codeisland.analysis import analyze
         from codeisland.emulator.session import boot
@@ -67,10 +81,13 @@ class EmulatedTarget:
         from smmemu.workload import load_workload
 
         self.params = params or FrontendParams()
-        # the planner's default: a ROLLBACK keeps the copies (retired, their room reserved for
-        # the boot: retired_bytes()); False restores them and frees the room (the plans ask
-        # for STACK_SLOTS of return addresses to be translated back)
+        # the planner's default: a ROLLBACK keeps the copies (retired, their room reserved:
+        # retired_bytes(), until a RECLAIM frees them, at the windows `reclaims` says); False
+        # restores them and frees the room (the plans ask for STACK_SLOTS of return addresses
+        # to be translated back)
         self.keep_copies = keep_copies
+        self.reclaims = ReclaimSchedule(reclaim_every)
+        self.reclaim_smis: list[SmiReport] = []
         self.s = boot(cpus=cpus)
         self.rel = self.s.relocator
         image = load_workload(workload)
@@ -142,6 +159,8 @@ class EmulatedTarget:
         if self.guest.done:
             raise EmulationError("the workload ended before the loop's last window")
         self.inputs.new_window(self.t)
+        if self.reclaims.due():
+            self.reclaims.answered(self._reclaim_now())
         self.model.reset_counts()
         self.guest.samples.clear()
         ring: list[L.Sample] = []
@@ -204,7 +223,12 @@ class EmulatedTarget:
         try:
             plan = self._plan(islands, counts, priorities)
         except PlanError as exc:  # nothing moved: said in the result, counted by the loop
-            return RelocationResult(generation=0, refused=str(exc))
+            if not self._reclaim():
+                return RelocationResult(generation=0, refused=str(exc))
+            try:
+                plan = self._plan(islands, counts, priorities)
+            except PlanError as again:
+                return RelocationResult(generation=0, refused=str(again))
         self.plan_id += 1
         out = self.rel.apply(plan.to_bytes())
         staged = out.stage.bytes_written + int(out.result.bytes_written)
@@ -221,6 +245,17 @@ class EmulatedTarget:
         return RelocationResult(
             int(out.result.generation), moved, staged, 0, 0, fix, smis, worst, cycles, merged
         )
+
+    def _reclaim(self) -> bool:
+        """RECLAIM when the driver holds retired copies; True if it freed any."""
+        if not any(e.flags & L.MAP_RETIRED for e in self.address_map()):
+            return False
+        return bool(self._reclaim_now().freed)
+
+    def _reclaim_now(self) -> ReclaimReport:
+        report = self.rel.reclaim()
+        self.reclaim_smis.append(self.rel.smis[-1])
+        return report
 
     def conflicts(self, counts: np.ndarray) -> list[tuple[int, list[int]]]:
         """(generation, members) of every merged island in place that the planner's Split pass
@@ -244,6 +279,8 @@ class EmulatedTarget:
         mark = len(self.rel.smis)
         before = self.generations()
         result = self.rel.rollback(generation)
+        if self.keep_copies:
+            self.reclaims.retired()
         undone = [i for g, m in before if g >= generation for i in m]
         smis, worst, cycles = self._smi_cost(self.rel.since(mark))
         self._set_ranges(self.address_map())
@@ -255,7 +292,8 @@ class EmulatedTarget:
         return self.rel.address_map()
 
     def retired_bytes(self) -> int:
-        """Hot-region bytes that copies kept at rollback hold (reserved for the boot)."""
+        """Hot-region bytes that copies kept at rollback hold (reserved until RECLAIM frees
+        them)."""
         return sum(int(e.size) for e in self.address_map() if e.flags & L.MAP_RETIRED)
 
     def generations(self) -> list[tuple[int, list[int]]]:
@@ -267,4 +305,11 @@ class EmulatedTarget:
         return sorted(gens.items())
 
     def describe(self) -> dict[str, Any]:
-        return {"islands": len(self.islands), "cpus": self.cpus, "warnings": self.warnings}
+        freed = sum(1 for r in self.reclaim_smis if r.bytes_written)
+        return {
+            "islands": len(self.islands), "cpus": self.cpus, "warnings": self.warnings,
+            "reclaim_smis": len(self.reclaim_smis), "reclaims_that_freed": freed,
+            "reclaim_handler_insns_max": max(
+                (r.handler_instructions or 0 for r in self.reclaim_smis), default=0
+            ),
+        }  # fmt: skip
