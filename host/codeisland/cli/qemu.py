@@ -233,12 +233,19 @@ def e2e_cmd(
         if guest == LINUX:
             from ..qemu.linux.e2e import run_linux_e2e
 
-            if firmware is not None:
-                raise UsageError("--firmware is for --guest uefi (the Linux e2e injects)")
             report = run_linux_e2e(
-                workdir, driver, not no_build, cpus=cpus, workload=workload, identity=not virtual
+                workdir,
+                driver,
+                not no_build,
+                cpus=cpus,
+                workload=workload,
+                identity=not virtual,
+                firmware=firmware,
+                vars_template=vars_image,
             )
         else:
+            if virtual:
+                raise UsageError("--virtual is for --guest linux (a process's address space)")
             report = run_e2e(
                 workdir,
                 driver,

@@ -185,6 +185,18 @@ class QemuVm:
         except OSError:
             return ""
 
+    def cpu_seconds(self) -> float:
+        """CPU time QEMU has used so far (user + system, all its threads): what a TCG guest
+        costs, independent of how many other processes share the cores."""
+        if self.proc is None:
+            return 0.0
+        try:
+            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        except OSError:
+            return 0.0
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is field 3
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

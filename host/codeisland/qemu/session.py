@@ -3,11 +3,15 @@ running guest through chipsec."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 
 from ..errors import InputError, ToolMissing
+from ..firmware import inject as inject_module
 from ..firmware.inject import inject
 from ..hw.qemuhelper import QemuHelper
 from ..hw.transport import ChipsecTransport
@@ -16,6 +20,7 @@ from .machine import QemuVm
 
 log = logging.getLogger(__name__)
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+KEEP_INJECTED = 4  # injected images kept (a few drivers in turn)
 DRIVER_BOOT_LINE = r"codeisland: mailbox=(0x[0-9a-fA-F]+)"  # the driver's entry log on debugcon
 
 
@@ -42,18 +47,36 @@ def require(path: Path, how: str) -> Path:
 
 
 def prepare_image(workdir: Path, driver: Path | None = None, base: Path = OVMF_CODE) -> Path:
-    """Inject the driver into a copy of OVMF (redone whenever the driver is newer)."""
+    """Inject the driver into a copy of OVMF, as workdir/codeisland.fd.  Injection recompresses
+    the DXE volume (seconds of CPU), so its result is kept by content (base image, driver,
+    injector) in smm/build/injected and copied from there by every later run."""
     driver = require(driver or driver_binary(), "make -C smm")
     if not base.is_file():
         raise ToolMissing(f"{base} is missing (apt-get install ovmf)")
-    out = workdir / "codeisland.fd"
     workdir.mkdir(parents=True, exist_ok=True)
-    if out.exists() and out.stat().st_mtime >= driver.stat().st_mtime:
-        return out
+    out = workdir / "codeisland.fd"
+    cached = _injected(base, driver)
     tmp = workdir / "codeisland.fd.tmp"
-    report = inject(base, driver, tmp)
+    shutil.copyfile(cached, tmp)
     tmp.replace(out)
+    return out
+
+
+def _injected(base: Path, driver: Path) -> Path:
+    h = hashlib.sha256(base.read_bytes() + b"\0" + driver.read_bytes())
+    for src in sorted(Path(inject_module.__file__).parent.glob("*.py")):  # the injector's code
+        h.update(src.read_bytes())
+    cache = smm_build_dir() / "injected"
+    out = cache / f"{h.hexdigest()[:24]}.fd"
+    if out.is_file():
+        return out
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache / f"{out.name}.{os.getpid()}.tmp"
+    report = inject(base, driver, tmp)
+    tmp.replace(out)  # concurrent runs write whole files under one name
     log.info("injected %s into %s (%.1f s)", driver, out, report.seconds)
+    for old in sorted(cache.glob("*.fd"), key=lambda p: p.stat().st_mtime)[:-KEEP_INJECTED]:
+        old.unlink(missing_ok=True)
     return out
 
 

@@ -50,15 +50,16 @@ from ...planning.passes import Options
 from ...planning.platform import load_platform
 from ...relocation import Relocator, RetryPolicy, movable, occupied, plan_relocation
 from ...relocation.placement import RelocationPlan, region_platform
-from ...transport.mailbox import MailboxClient
+from ...transport.mailbox import MailboxClient, smm_memory_mode
 from .. import session
 from ..e2e import E2eReport, refused_untouched
 from ..machine import QemuVm
 from ..target import PLATFORM, ROUND_MARK
 from . import agent, guest
+from .walks import WALK_REFUSALS, Untouched, refusal_message, walks_unrestricted
 
 log = logging.getLogger(__name__)
-MEMORY_MIB = 256
+MEMORY_MIB = guest.MIN_MEMORY_MIB  # the least that boots: every MiB costs OVMF and Linux CPU time
 MAX_COMMIT_ATTEMPTS = 8
 ROUNDS_AFTER_COMMIT = 4
 SAMPLES = 8
@@ -90,20 +91,37 @@ class LinuxE2eReport(E2eReport):
     discovery: str = ""
     smi_round_trip_ms: list[float] = field(default_factory=list)
     guest_up_seconds: float = 0.0
+    guest_up_cpu_seconds: float = 0.0  # QEMU's CPU time to the agent's ready line (load-free)
+    qemu_cpu_seconds: float = 0.0  # QEMU's CPU time for the whole run
+    walks: str = ""  # the driver's page-walk policy, from its log: restricted / unrestricted
+    virtual_plan_status: str = ""  # identity run, restricted walks: a USER plan's refusal
+    virtual_plan_refused: bool = False  # ... with that status and nothing written
     thread_rounds_after_commit: list[int] = field(default_factory=list)
     ranked_samples: dict[str, int] = field(default_factory=dict)  # island -> samples before
 
     @property
     def ok(self) -> bool:
-        return super().ok and self.samples_attributed > 0 and bool(self.address_space)
+        refusal_held = not self.virtual_plan_status or self.virtual_plan_refused
+        return (
+            super().ok and self.samples_attributed > 0 and bool(self.address_space) and refusal_held
+        )
 
     def __str__(self) -> str:
         rt = ", ".join(f"{v:.1f}" for v in self.smi_round_trip_ms)
         extra = [
-            f"linux guest up after {self.guest_up_seconds:.1f} s; {self.discovery}",
+            f"linux guest up after {self.guest_up_seconds:.1f} s "
+            f"({self.guest_up_cpu_seconds:.1f} s of QEMU CPU, {self.qemu_cpu_seconds:.1f} s in "
+            f"all); {self.discovery}",
             f"arena phys {self.arena_phys:#x} mapped by the agent at {self.arena_va:#x} "
             f"({self.mapping}); address space: {self.address_space}",
             f"QUERY round trips (ms): {rt}",
+            f"page walks {self.walks}"
+            + (
+                f"; a USER plan of the same islands refused with nothing written: "
+                f"{self.virtual_plan_refused} ({self.virtual_plan_status})"
+                if self.virtual_plan_status
+                else ""
+            ),
             f"samples attributed to the workload's islands: {self.samples_attributed} "
             f"(kernel {self.samples_kernel}, other processes {self.samples_other})",
             f"{self.threads} worker threads; {self.parked_threads}",
@@ -130,8 +148,12 @@ class LinuxE2e:
         cpus: int = 1,
         workload: str = guest.OWN_WORKLOAD,
         identity: bool = True,
+        firmware: Path | None = None,
+        vars_template: Path | None = None,
     ) -> None:
         self.workdir = workdir
+        self.firmware = firmware
+        self.vars_template = vars_template
         self.driver = driver
         self.cpus = cpus
         self.workload = workload
@@ -150,9 +172,12 @@ class LinuxE2e:
             build(repo_root(), self.workload)
             self._mark("build")
         guest.check_settings(settings, MEMORY_MIB, None)
-        image = session.prepare_image(self.workdir, self.driver)
+        image = session.boot_image(self.workdir, self.driver, self.firmware)
+        self.report.image = str(image)
         self._mark("inject")
         config = guest.machine_config(image, self.workdir / "vm", settings, MEMORY_MIB, self.cpus)
+        if self.vars_template is not None:
+            config.vars_template = self.vars_template
         with QemuVm(config) as m:
             self._guest(m)
         return self.report
@@ -170,12 +195,15 @@ class LinuxE2e:
         r = self.report
         up = guest.wait_booted(m)
         r.booted, r.guest_up_seconds, r.threads = True, up.seconds, up.threads
+        r.guest_up_cpu_seconds = m.cpu_seconds()
         r.driver_log = [line for line in m.debugcon().splitlines() if line.strip()]
+        r.walks = "unrestricted" if walks_unrestricted(r.driver_log) else "restricted"
         self._mark("boot")
         with session.transport_for(m) as t:
             d = t.discover()
             r.discovery = f"mailbox found by {d.method}"
             client = MailboxClient(t, timeout_s=20)
+            r.firmware_mode = smm_memory_mode(client.header.firmware_flags)
             self._round_trips(client)
             ag = agent.Agent(t, int(d.config.arena_base))
             ctl = ag.control()
@@ -187,12 +215,15 @@ class LinuxE2e:
             names = self._hottest(rel, imap, cr3)
             self._mark("plan")
             self._bad_plan(m, t, rel, imap, names, ctl)
+            if space == L.SPACE_PHYSICAL and r.walks == "restricted":
+                self._user_plan_refused(t, rel, imap, names, ctl, cr3)
             self._mark("bad_plan")
-            plan = self._commit(t, rel, ag, imap, names, ctl, space, cr3)
+            plan = self._commit_walked(t, rel, ag, imap, names, ctl, space, cr3)
             self._mark("commit")
             self._after_commit(t, rel, ag, imap, plan, ctl, cr3)
             ag.command(agent.FINISH)
             done = m.wait_for("serial", guest.DONE_LINE.pattern, 60)
+        r.qemu_cpu_seconds = m.cpu_seconds()
         m.wait_exit(30)
         self._mark("done")
         r.rounds_total = int(done.group(1))
@@ -281,7 +312,60 @@ class LinuxE2e:
             m, t, rel, bad
         )
 
+    def _user_plan_refused(
+        self,
+        t: ChipsecTransport,
+        rel: Relocator,
+        imap: IslandMap,
+        names: tuple[str, ...],
+        ctl: agent.AgentControl,
+        cr3: int,
+    ) -> None:
+        """Restricted walks: the same islands as a USER plan of the process's CR3 (VA == PA
+        here) must be refused, the page tables being ordinary RAM, with nothing written."""
+        read = _virtual_reader(t, ctl)
+        base, size = _hot_region(ctl)
+        plan = _plan(imap, names, base, size, 98, read, occupied(rel.address_map()))
+        plan.plan.place_in_address_space(L.SPACE_USER, cr3)
+        before = Untouched.take(rel, read, _written_ranges(plan))
+        try:
+            rel.commit(plan.to_bytes())
+        except DriverRejected as exc:
+            self.report.virtual_plan_status = L.Status(exc.status).name
+            self.report.virtual_plan_refused = (
+                exc.status == L.Status.WALK_TABLE_OUTSIDE and before.holds(rel, read)
+            )
+            return
+        self.report.virtual_plan_status = "ACCEPTED"
+        rel.rollback(0)  # restricted walks took a USER plan: the check failed; undo it
+
     # -- stage and commit while the threads run ---------------------------------------------
+
+    def _commit_walked(
+        self,
+        t: ChipsecTransport,
+        rel: Relocator,
+        ag: agent.Agent,
+        imap: IslandMap,
+        names: tuple[str, ...],
+        ctl: agent.AgentControl,
+        space: int,
+        cr3: int,
+    ) -> RelocationPlan:
+        """_commit; a page walk the firmware does not allow ends the run with one error that
+        names the firmware needed, once it is checked that the refusal wrote nothing."""
+        read = _virtual_reader(t, ctl)
+        base, size = _hot_region(ctl)
+        sources = [(i.start, i.size) for n in names if (i := imap.get(n)) is not None]
+        before = Untouched.take(rel, read, [*sources, (base, min(size, 0x4000))])
+        try:
+            return self._commit(t, rel, ag, imap, names, ctl, space, cr3)
+        except DriverRejected as exc:
+            if exc.status not in WALK_REFUSALS:
+                raise
+            untouched = before.holds(rel, read)
+            msg = refusal_message(exc.status, self.report.firmware_mode, untouched)
+            raise DriverRejected(exc.status, msg) from exc
 
     def _commit(
         self,
@@ -410,6 +494,18 @@ def _plan(
     )
 
 
+def _hot_region(ctl: agent.AgentControl) -> tuple[int, int]:
+    """The arena's hot region at the agent's addresses: (start, size)."""
+    region = load_platform("emulated").region("hot")  # the driver's arena layout
+    return int(ctl.arena_va) + int(region.arena_offset or 0), int(region.size)
+
+
+def _written_ranges(plan: RelocationPlan) -> list[tuple[int, int]]:
+    """Every range `plan` would write: its copies, entry jumps and call sites."""
+    ranges = [(p.dst, p.size) for p in plan.placed] + [(p.src, 16) for p in plan.placed]
+    return ranges + [(int(cs.insn), 5) for cs in plan.plan.callsites]
+
+
 def _virtual_reader(t: ChipsecTransport, ctl: agent.AgentControl) -> Any:
     """Read the agent's virtual addresses through its one linear arena mapping (the host's
     view, for planning and checking only: the engine walks the page tables itself)."""
@@ -442,5 +538,9 @@ def run_linux_e2e(
     cpus: int = 1,
     workload: str = guest.OWN_WORKLOAD,
     identity: bool = True,
+    firmware: Path | None = None,
+    vars_template: Path | None = None,
 ) -> LinuxE2eReport:
-    return LinuxE2e(workdir, driver, cpus, workload, identity).run(do_build)
+    return LinuxE2e(workdir, driver, cpus, workload, identity, firmware, vars_template).run(
+        do_build
+    )
