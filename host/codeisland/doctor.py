@@ -288,18 +288,7 @@ class Doctor:
         except CodeIslandError:
             ctl = None
         if ctl is not None:
-            where = (
-                "at virtual == physical"
-                if ctl.mapping == linux_agent.MAP_IDENTITY
-                else (f"at {ctl.arena_va:#x} (virtual, chosen by the kernel)")
-            )
-            return Check(
-                "target",
-                OK,
-                f"Linux guest agent pid {ctl.pid} maps the arena {where}; workload "
-                f"{ctl.workload.decode(errors='replace')} at {ctl.blob_va:#x}, {ctl.threads} "
-                f"thread(s), {ctl.rounds} rounds, {ctl.bad_rounds} bad",
-            )
+            return self._linux_target(ctl)
         try:
             app = uefi_app.read_control(self.t, arena)
         except CodeIslandError:
@@ -313,6 +302,32 @@ class Doctor:
             "target",
             OK,
             f"UEFI target app: workload at {app.blob_base:#x}, {app.rounds} rounds",
+        )
+
+    def _linux_target(self, ctl: Any) -> Check:
+        """Our Linux agent; at an address the kernel chose, whether this firmware lets the
+        engine walk the process's page tables (else which firmware does)."""
+        from .qemu.linux import agent as linux_agent
+        from .qemu.linux.walks import firmware_needed
+
+        identity = ctl.mapping == linux_agent.MAP_IDENTITY
+        where = "at virtual == physical" if identity else f"at {ctl.arena_va:#x} (virtual)"
+        detail = (
+            f"Linux guest agent pid {ctl.pid} maps the arena {where}; workload "
+            f"{ctl.workload.decode(errors='replace')} at {ctl.blob_va:#x}, {ctl.threads} "
+            f"thread(s), {ctl.rounds} rounds, {ctl.bad_rounds} bad"
+        )
+        assert self.client is not None
+        mode = smm_memory_mode(self.client.header.firmware_flags)
+        if identity or mode == "unrestricted":
+            how = "physical islands" if identity else "USER islands of its CR3 (page walks)"
+            return Check("target", OK, f"{detail}; relocatable as {how}")
+        return Check(
+            "target",
+            WARN,
+            f"{detail}; SMM memory access {mode}: the engine will refuse USER islands of this "
+            "process (its page tables are ordinary RAM)",
+            firmware_needed(),
         )
 
     def virtualization(self) -> Check:

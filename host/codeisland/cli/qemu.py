@@ -203,8 +203,9 @@ VARS_HELP = "The VARS image to copy for the guest (default: Debian's OVMF_VARS_4
     "--virtual",
     is_flag=True,
     help="With --guest linux: map the arena where the kernel chooses (ASLR) and plan USER "
-    "islands of the process's CR3; needs firmware without SMM restricted memory access (the "
-    "engine must walk the process's page tables).  Default: arena at virtual == physical.",
+    "islands of the process's CR3; the engine walks the process's page tables, which needs "
+    "firmware without SMM restricted memory access (`codeisland firmware build --variant "
+    "unrestricted`, booted with --firmware/--vars).  Default: arena at virtual == physical.",
 )
 @json_option
 def e2e_cmd(
