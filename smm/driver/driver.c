@@ -181,20 +181,8 @@ static void log_firmware_mode(uint32_t flags) {
 static void fill_mailbox(uint64_t mailbox, uint64_t arena) {
   ci_mailbox *m = &g_layout;
   ci_fill(m, 0, sizeof *m);
+  ci_mailbox_layout(m, mailbox, CI_DEFAULT_SW_SMI, arena, (uint64_t)CI_ARENA_PAGES * CI_PAGE);
   m->signature = CI_MAILBOX_SIGNATURE;
-  m->version = CI_MAILBOX_VERSION;
-  m->header_size = sizeof(ci_mailbox);
-  m->mailbox_base = mailbox;
-  m->mailbox_size = CI_MAILBOX_SIZE;
-  m->request_offset = CI_MAILBOX_HEADER_SIZE;
-  m->request_max = CI_PLAN_MAX_SIZE;
-  m->response_offset = m->request_offset + CI_PLAN_MAX_SIZE;
-  m->response_max = CI_RESPONSE_MAX;
-  m->sample_offset = m->response_offset + CI_RESPONSE_MAX;
-  m->sample_capacity = CI_SAMPLE_RING_ENTRIES;
-  m->sw_smi_value = CI_DEFAULT_SW_SMI;
-  m->arena_base = arena;
-  m->arena_size = (uint64_t)CI_ARENA_PAGES * CI_PAGE;
   m->firmware_flags = firmware_flags();
   g_mailbox = (ci_mailbox *)(uintptr_t)mailbox;
   ci_fill(g_mailbox, 0, CI_MAILBOX_SIZE);

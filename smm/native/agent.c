@@ -170,25 +170,6 @@ static ci_mailbox *map_mailbox(void) {
   return p == MAP_FAILED ? 0 : (ci_mailbox *)p;
 }
 
-/* The mailbox header, as the driver fills it; the signature goes in last (by
- * the caller), once the handlers answer. */
-static void fill_mailbox(ci_mailbox *m, uint64_t arena, uint64_t arena_size) {
-  m->version = CI_MAILBOX_VERSION;
-  m->header_size = sizeof(ci_mailbox);
-  m->mailbox_base = (uint64_t)(uintptr_t)m;
-  m->mailbox_size = CI_MAILBOX_SIZE;
-  m->request_offset = CI_MAILBOX_HEADER_SIZE;
-  m->request_max = CI_PLAN_MAX_SIZE;
-  m->response_offset = m->request_offset + CI_PLAN_MAX_SIZE;
-  m->response_max = CI_RESPONSE_MAX;
-  m->sample_offset = m->response_offset + CI_RESPONSE_MAX;
-  m->sample_capacity = CI_SAMPLE_RING_ENTRIES;
-  m->sw_smi_value = (uint32_t)ci_agent_state.sig_smi; /* the "APM_CNT value": a signal */
-  m->arena_base = arena;
-  m->arena_size = arena_size;
-  m->firmware_flags = 0; /* no firmware: nothing to say */
-}
-
 static void at_fork_child(void) {
   /* the child is not the process the host talks to: it keeps the code as it
    * is (valid, copies included) and takes no more SMIs or samples */
@@ -236,7 +217,10 @@ static int setup(void) {
   /* high real-time signals: glibc and most libraries take theirs from SIGRTMIN up */
   a->sig_smi = SIGRTMAX - 7;
   a->sig_rendezvous = SIGRTMAX - 6;
-  fill_mailbox(a->mailbox, (uint64_t)(uintptr_t)arena, arena_size);
+  /* the "APM_CNT value" is the signal; firmware_flags stay 0 (no firmware to describe) and
+   * the signature goes in last, once the handlers answer */
+  ci_mailbox_layout(a->mailbox, (uint64_t)(uintptr_t)a->mailbox, (uint32_t)a->sig_smi,
+                    (uint64_t)(uintptr_t)arena, arena_size);
   a->ring.slots = (ci_sample *)((uint8_t *)a->mailbox + a->mailbox->sample_offset);
   a->ring.capacity = CI_SAMPLE_RING_ENTRIES;
   a->pid = getpid();

@@ -336,6 +336,26 @@ typedef struct ci_mailbox {
   uint32_t reserved[6];      /* must be 0 */
 } ci_mailbox;
 
+/* The layout every host publishes (the picture above), for a mailbox at
+ * `base` that the host has zero-filled: every read-only header field but the
+ * signature (written last, once the host answers) and firmware_flags. */
+static inline void ci_mailbox_layout(ci_mailbox *m, uint64_t base, uint32_t sw_smi_value,
+                                     uint64_t arena_base, uint64_t arena_size) {
+  m->version = CI_MAILBOX_VERSION;
+  m->header_size = sizeof(ci_mailbox);
+  m->mailbox_base = base;
+  m->mailbox_size = CI_MAILBOX_SIZE;
+  m->request_offset = CI_MAILBOX_HEADER_SIZE;
+  m->request_max = CI_PLAN_MAX_SIZE;
+  m->response_offset = m->request_offset + CI_PLAN_MAX_SIZE;
+  m->response_max = CI_RESPONSE_MAX;
+  m->sample_offset = m->response_offset + CI_RESPONSE_MAX;
+  m->sample_capacity = CI_SAMPLE_RING_ENTRIES;
+  m->sw_smi_value = sw_smi_value;
+  m->arena_base = arena_base;
+  m->arena_size = arena_size;
+}
+
 /* firmware_flags.  BUILD_KNOWN: the driver was compiled inside the platform's own EDK2 build
  * and read its SMM protection settings there, so the other bits are evidence, not a guess.
  * SMM_UNRESTRICTED: that build set PcdCpuSmmRestrictedMemoryAccess FALSE (a test board: SMM may
