@@ -39,9 +39,9 @@ def edk2_driver(toolchain: str) -> Path:
 
 
 @cache
-def edk2_firmware(variant: str) -> B.FirmwareBuild:
+def edk2_firmware(variant: str, platform: str = B.DEFAULT_PLATFORM) -> B.FirmwareBuild:
     require_edk2()
-    return B.build_firmware(variant, progress=_quiet)
+    return B.build_firmware(variant, progress=_quiet, platform=platform)
 
 
 # driver builds the emulator's driver tests run on: id -> how to get the PE

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -16,11 +17,12 @@ from edk2_common import edk2_driver, edk2_firmware, require_edk2
 
 from codeisland.errors import InputError
 from codeisland.firmware import build_platform as P
-from codeisland.firmware.build import RESTRICTED_PCD
-from codeisland.firmware.build_source import find_source
-from codeisland.firmware.image import find_compressed_dxe
+from codeisland.firmware.build import PLATFORMS, RESTRICTED_PCD
+from codeisland.firmware.build_source import Edk2Source, find_source, host_python
+from codeisland.firmware.image import MACHINE_X64, find_compressed_dxe, sec_core_machine
 from codeisland.paths import cache_dir, repo_root
 from codeisland.plan import layout as L
+from codeisland.qemu.machine import VmConfig
 
 DSC_SAMPLE = "\r\n".join(
     [
@@ -102,6 +104,40 @@ def test_readme_edits_put_the_driver_in_both_ovmf_platforms(
                 P.check_platform(pb)
 
 
+def test_build_python_parses_x64_before_ia32(tmp_path: Path) -> None:
+    """BaseTools order -a IA32 -a X64 through a set of names and check --pcd against the first
+    arch only; PcdCpuSmmRestrictedMemoryAccess is declared for X64 alone, so an IA32-first run
+    fails with "not found in the DEC file" (it did, in CI, with a random hash seed).  The build
+    environment fixes the seed as edksetup.sh does; this is the order that seed must give."""
+    pb = P.PlatformBuild(
+        find_source(cache_dir()) or Edk2Source(tmp_path, "none"), tmp_path, tmp_path,
+        PLATFORMS["Ia32X64"].dsc, ("IA32", "X64"), "GCC5", "RELEASE", [],
+    )  # fmt: skip
+    order = subprocess.run(
+        [host_python(), "-c", "print(*tuple(set(('IA32', 'X64'))))"],
+        env=pb.environment(), capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert order == ["X64", "IA32"]
+
+
+def test_a_build_holding_the_workspace_keeps_readers_out(tmp_path: Path) -> None:
+    """While a build holds the package workspace, an up-to-date `build-driver` waits instead
+    of copying a PE that may be half rewritten; it copies once the build lets go."""
+    edk2_driver("GCC5")
+    out = tmp_path / "d.efi"
+    with P.workspace_lock(cache_dir() / "edk2" / "ws" / "package"):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from codeisland.cli import main; main()",
+             "firmware", "build-driver", "-o", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(8)  # the up-to-date path takes a few seconds when nobody holds the lock
+        assert proc.poll() is None and not out.exists()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert out.read_bytes() == edk2_driver("GCC5").read_bytes()
+
+
 # -- the package alone: GCC5 and CLANGPDB -------------------------------------------------------
 
 
@@ -127,8 +163,15 @@ def test_package_rebuild_with_nothing_changed_is_a_copy(tmp_path: Path) -> None:
 
 
 def test_build_error_is_one_line_quoting_the_compiler(tmp_path: Path) -> None:
-    """A copy of the repository's package and smm/ with a syntax error: exit 7, one line."""
+    """A copy of the repository's package and smm/ with a syntax error: exit 7, one line.
+    Built in a cache of its own (the same edk2 tree), so the shared package workspace keeps
+    its stamp and objects."""
     require_edk2()
+    source = find_source(cache_dir())
+    assert source is not None
+    cache = tmp_path / "cache"
+    (cache / "edk2" / "src").mkdir(parents=True)
+    (cache / "edk2" / "src" / source.root.name).symlink_to(source.root)
     root = tmp_path / "repo"
     shutil.copytree(repo_root() / "edk2-pkg", root / "edk2-pkg", symlinks=True)
     shutil.copytree(repo_root() / "smm", root / "smm", ignore=shutil.ignore_patterns("build"))
@@ -139,7 +182,7 @@ def test_build_error_is_one_line_quoting_the_compiler(tmp_path: Path) -> None:
         "build-driver",
         "-o",
         str(tmp_path / "x.efi"),
-        env={"CODEISLAND_ROOT": str(root)},
+        env={"CODEISLAND_ROOT": str(root), "CODEISLAND_CACHE": str(cache)},
     )
     assert r.returncode == 7
     last = r.stderr.strip().splitlines()[-1]
@@ -164,9 +207,12 @@ def test_unknown_variant_is_a_usage_error() -> None:
 # -- OVMF with the driver built in --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", ["stock", "unrestricted"])
-def test_firmware_image_carries_the_driver_in_dxefv(variant: str) -> None:
-    fw = edk2_firmware(variant)
+@pytest.mark.parametrize(
+    "variant, platform", [("stock", "Ia32X64"), ("unrestricted", "Ia32X64"), ("stock", "X64")]
+)
+def test_firmware_image_carries_the_driver_in_dxefv(variant: str, platform: str) -> None:
+    fw = edk2_firmware(variant, platform)
+    assert fw.dsc == PLATFORMS[platform].dsc and fw.platform == platform
     assert fw.code.stat().st_size == 0x37C000 and fw.vars.stat().st_size == 0x84000  # = Debian's
     driver = find_compressed_dxe(fw.code.read_bytes()).dxe.find(uuid.UUID(L.DRIVER_FILE_GUID))
     assert driver is not None and driver.type == 0x0A  # EFI_FV_FILETYPE_SMM
@@ -195,3 +241,16 @@ def test_firmware_rebuild_with_nothing_changed_takes_seconds(tmp_path: Path) -> 
     assert (tmp_path / "OVMF_CODE_4M.secboot.codeisland.fd").read_bytes() == (
         edk2_firmware("stock").code.read_bytes()
     )
+
+
+def test_x64_platform_is_x64_pei_and_boots_with_s3_off(tmp_path: Path) -> None:
+    """OvmfPkgX64: an X64 SEC core (its PEI arch), files named apart from Debian's platform,
+    and QEMU runs turn S3 off for it (PlatformPei stops silently otherwise)."""
+    fw = edk2_firmware("stock", "X64")
+    assert Path(fw.outputs["code"]).name == "OVMF_X64_CODE_4M.secboot.codeisland.fd"
+    assert Path(fw.outputs["code"]).parent.name == "x64-stock"
+    assert "S3 off" in str(fw)
+    assert sec_core_machine(fw.code.read_bytes()) == MACHINE_X64
+    assert VmConfig(fw.code, tmp_path).firmware_args() == ["-global", "ICH9-LPC.disable_s3=1"]
+    ia32x64 = edk2_firmware("stock")
+    assert VmConfig(ia32x64.code, tmp_path).firmware_args() == []

@@ -14,10 +14,11 @@ import pytest
 import uefi_firmware
 
 from codeisland.firmware import sections as S
-from codeisland.firmware.image import find_compressed_dxe
+from codeisland.firmware.image import find_compressed_dxe, sec_core_machine
 from codeisland.firmware.listing import list_image
 from codeisland.firmware.volume import checksum16
 from codeisland.plan import layout as L
+from codeisland.qemu.machine import VmConfig
 
 OVMF = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +68,14 @@ def test_list_agrees_with_uefi_firmware_parser() -> None:
         stack.extend(o for o in getattr(obj, "objects", []) if o is not None)
     mine = {f.guid for v in ours.volumes for f in v.files}
     assert mine == theirs
+
+
+def test_debian_image_has_ia32_pei_and_boots_with_s3_on(tmp_path: Path) -> None:
+    """Debian's image is OvmfPkgIa32X64 (IA32 SEC/PEI): QEMU keeps S3; an X64-PEI image
+    (tests/test_edk2_build.py builds one) gets S3 off."""
+    raw = OVMF.read_bytes()
+    assert sec_core_machine(raw) == 0x014C  # IMAGE_FILE_MACHINE_I386
+    assert VmConfig(OVMF, tmp_path).firmware_args() == []
 
 
 def test_list_json_via_cli() -> None:

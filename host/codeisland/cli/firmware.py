@@ -104,20 +104,29 @@ def inject_cmd(
     "PcdCpuSmmRestrictedMemoryAccess=FALSE; its files are named INSECURE-TEST-BOARD.*",
 )
 @click.option(
+    "--platform",
+    type=click.Choice(["Ia32X64", "X64"], case_sensitive=False),
+    default="Ia32X64",
+    show_default=True,
+    help="Ia32X64: OvmfPkgIa32X64.dsc, as Debian builds its image.  X64: OvmfPkgX64.dsc "
+    "(X64 PEI; boots only with S3 off, which codeisland's QEMU runs do for it).",
+)
+@click.option(
     "-o",
     "--output",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Directory for the CODE/VARS images and the driver PE (default: build/firmware/VARIANT).",
+    help="Directory for the CODE/VARS images and the driver PE (default: build/firmware/VARIANT, "
+    "build/firmware/x64-VARIANT for X64).",
 )
 @json_option
-def build_cmd(variant: str, output: Path | None, as_json: bool) -> None:
+def build_cmd(variant: str, platform: str, output: Path | None, as_json: bool) -> None:
     """OVMF from Debian's edk2 source (apt-get source, cached outside the repository) with
-    CodeIslandPkg added to OvmfPkgIa32X64's DSC and FDF as edk2-pkg/README.md says, built by
+    CodeIslandPkg added to the platform's DSC and FDF as edk2-pkg/README.md says, built by
     EDK2 with Debian's own flags.  Progress on stderr; nothing changed = seconds."""
     from ..firmware.build import build_firmware
 
-    emit(build_firmware(variant, output), as_json)
+    emit(build_firmware(variant, output, platform=platform), as_json)
 
 
 @command.command("build-driver")

@@ -10,6 +10,15 @@ Variants:
 - stock: Debian's image with the driver, nothing else changed.
 - unrestricted: PcdCpuSmmRestrictedMemoryAccess FALSE, a test board's firmware: SMM may touch
   any non-SMRAM memory after lock.  Every file it writes starts with INSECURE-TEST-BOARD.
+
+Platforms: Ia32X64 (OvmfPkgIa32X64.dsc, what Debian's OVMF_CODE_4M.secboot.fd is built from)
+and X64 (OvmfPkgX64.dsc, X64 PEI; with SMM its PlatformPei stops while S3 is on, so it boots
+only with S3 off: QEMU's `-global ICH9-LPC.disable_s3=1`, which codeisland's QEMU runs add when
+the image's SEC core is X64).  Each platform and variant has a workspace of its own.
+
+Concurrency: one EDK2 build at a time per machine (they take every core), and a workspace lock:
+a build holds it exclusively, an up-to-date check and the copy of its outputs hold it shared,
+so no run ever copies an image another run is rewriting.
 """
 
 from __future__ import annotations
@@ -31,9 +40,33 @@ from . import build_source as S
 
 RESTRICTED_PCD = "gUefiCpuPkgTokenSpaceGuid.PcdCpuSmmRestrictedMemoryAccess"
 STAMP = ".codeisland-stamp.json"
-DEBIAN_ARCHS = ("IA32", "X64")  # OvmfPkgIa32X64: IA32 PEI, X64 DXE and SMM
-PLATFORM_OUTPUT = "Build/Ovmf3264"  # OvmfPkgIa32X64.dsc's OUTPUT_DIRECTORY (checked when building)
 TARGET = "RELEASE"
+S3_OFF_QEMU = "-global ICH9-LPC.disable_s3=1"
+
+
+@dataclass(frozen=True)
+class Platform:
+    name: str  # as the CLI spells it
+    dsc: str
+    archs: tuple[str, ...]
+    output_directory: str  # the DSC's OUTPUT_DIRECTORY (checked when building)
+    tag: str  # in workspace, output directory and file names ("" for Debian's own)
+    boot_note: str = ""
+
+
+PLATFORMS = {
+    "Ia32X64": Platform("Ia32X64", S.DEBIAN_SECBOOT_DSC, ("IA32", "X64"), "Build/Ovmf3264", ""),
+    "X64": Platform(
+        "X64",
+        "OvmfPkg/OvmfPkgX64.dsc",
+        ("X64",),
+        "Build/OvmfX64",
+        "x64",
+        f"boots only with S3 off ({S3_OFF_QEMU}): X64 PEI + SMM has no S3 resume and "
+        "PlatformPei stops silently while S3 is on",
+    ),
+}
+DEFAULT_PLATFORM = "Ia32X64"
 
 
 @dataclass(frozen=True)
@@ -61,9 +94,17 @@ OUTPUT_NAMES = {  # EDK2's output (relative to Build/<platform>/<target>_<toolch
 }
 
 
+def output_name(variant: Variant, platform: Platform, name: str) -> str:
+    """e.g. INSECURE-TEST-BOARD.OVMF_X64_CODE_4M.secboot.codeisland.fd"""
+    if platform.tag and name.startswith("OVMF_"):
+        name = f"OVMF_{platform.tag.upper()}_{name[len('OVMF_') :]}"
+    return variant.prefix + name
+
+
 @dataclass
 class FirmwareBuild:
     variant: str
+    platform: str
     summary: str
     source: str
     dsc: str
@@ -77,6 +118,7 @@ class FirmwareBuild:
     outputs: dict[str, str] = field(default_factory=dict)  # role -> path
     sizes: dict[str, int] = field(default_factory=dict)
     log: str = ""
+    boot_note: str = ""
 
     @property
     def code(self) -> Path:
@@ -106,14 +148,20 @@ class FirmwareBuild:
             f"PcdCpuSmmRestrictedMemoryAccess = {self.restricted_memory_access} {pcds}".rstrip(),
             f"{how}; total {self.seconds:.1f} s; log {self.log}",
         ]
+        if self.boot_note:
+            lines.append(f"note: this image {self.boot_note}")
         lines += [
             f"  {role:6} {path} ({self.sizes[role]} bytes)" for role, path in self.outputs.items()
         ]
         return "\n".join(lines)
 
 
-def default_output(variant: str) -> Path:
-    return repo_root() / "build" / "firmware" / variant
+def default_output(variant: str, platform: str = DEFAULT_PLATFORM) -> Path:
+    return repo_root() / "build" / "firmware" / _tagged(PLATFORMS[platform], variant)
+
+
+def _tagged(platform: Platform, name: str) -> str:
+    return f"{platform.tag}-{name}" if platform.tag else name
 
 
 def package_dir() -> Path:
@@ -215,65 +263,74 @@ def build_firmware(
     output: Path | None = None,
     progress: P.Progress = P.stderr_progress,
     cache: Path | None = None,
+    platform: str = DEFAULT_PLATFORM,
 ) -> FirmwareBuild:
     if variant not in VARIANTS:
         raise InputError(f"unknown variant {variant!r} (one of {', '.join(VARIANTS)})")
-    v = VARIANTS[variant]
+    if platform not in PLATFORMS:
+        raise InputError(f"unknown platform {platform!r} (one of {', '.join(PLATFORMS)})")
+    v, plat = VARIANTS[variant], PLATFORMS[platform]
     t0 = time.monotonic()
     cache = cache or cache_dir()
     source = prepare_source(progress, cache)
     pb = P.PlatformBuild(
         source=source,
-        workspace=cache / "edk2" / "ws" / variant,
+        workspace=cache / "edk2" / "ws" / _tagged(plat, variant),
         package_dir=package_dir(),
-        dsc=S.DEBIAN_SECBOOT_DSC,
-        archs=DEBIAN_ARCHS,
+        dsc=plat.dsc,
+        archs=plat.archs,
         toolchain=S.debian_toolchain(source),
         target=TARGET,
         flags=S.debian_build_flags(source),
         pcds=dict(v.pcds),
     )
-    out_dir = pb.workspace / PLATFORM_OUTPUT / f"{TARGET}_{pb.toolchain}"
+    out_dir = pb.workspace / plat.output_directory / f"{TARGET}_{pb.toolchain}"
     built = {out_dir / rel: name for rel, name in OUTPUT_NAMES.items()}
     digest = input_digest(pb, {"variant": variant})
-    up_to_date = _stamp_matches(pb.workspace, digest, list(built))
-    build_seconds = 0.0
-    if not up_to_date:  # the lock only to build: an up-to-date check never waits
-        with P.one_build_at_a_time(cache / "edk2", progress):
-            P.prepare_workspace(pb)
-            P.check_platform(pb)
-            if pb.output_dir() != out_dir:
-                raise BuildFailed(f"{pb.dsc} builds into {pb.output_dir()}, not {out_dir}")
-            up_to_date = _stamp_matches(pb.workspace, digest, list(built))
-            if not up_to_date:
-                progress(f"EDK2 build of {pb.dsc} ({variant}); log {pb.log}")
-                (pb.workspace / STAMP).unlink(missing_ok=True)
-                fresh_module(out_dir)
-                build_seconds = P.run_build(pb, progress)
-                _write_stamp(pb.workspace, digest)
-    return _report(pb, v, out_dir, built, output, up_to_date, build_seconds, t0)
+    output = output or default_output(variant, platform)
+
+    def report(up_to_date: bool, build_seconds: float) -> FirmwareBuild:
+        return _report(pb, v, plat, out_dir, built, output, up_to_date, build_seconds, t0)
+
+    with P.workspace_lock(pb.workspace, shared=True):  # never waits for other workspaces
+        if _stamp_matches(pb.workspace, digest, list(built)):
+            return report(True, 0.0)
+    with P.one_build_at_a_time(cache / "edk2", progress), P.workspace_lock(pb.workspace):
+        if _stamp_matches(pb.workspace, digest, list(built)):  # built while we waited
+            return report(True, 0.0)
+        P.prepare_workspace(pb)
+        P.check_platform(pb)
+        if pb.output_dir() != out_dir:
+            raise BuildFailed(f"{pb.dsc} builds into {pb.output_dir()}, not {out_dir}")
+        progress(f"EDK2 build of {pb.dsc} ({variant}); log {pb.log}")
+        (pb.workspace / STAMP).unlink(missing_ok=True)
+        fresh_module(out_dir)
+        build_seconds = P.run_build(pb, progress)
+        _write_stamp(pb.workspace, digest)
+        return report(False, build_seconds)
 
 
 def _report(
     pb: P.PlatformBuild,
     v: Variant,
+    plat: Platform,
     out_dir: Path,
     built: dict[Path, str],
-    output: Path | None,
+    output: Path,
     up_to_date: bool,
     build_seconds: float,
     t0: float,
 ) -> FirmwareBuild:
-    variant, source = v.name, pb.source
+    """Check what the build compiled and copy its outputs (the caller holds the workspace)."""
     restricted = restricted_in_build(out_dir)
     if restricted != (RESTRICTED_PCD not in v.pcds):
         raise BuildFailed(f"PiSmmCpuDxeSmm was built with restricted access {restricted}")
-    output = output or default_output(variant)
     output.mkdir(parents=True, exist_ok=True)
     report = FirmwareBuild(
-        variant=variant,
+        variant=v.name,
+        platform=plat.name,
         summary=v.summary,
-        source=source.version,
+        source=pb.source.version,
         dsc=pb.dsc,
         toolchain=pb.toolchain,
         flags=pb.flags,
@@ -283,9 +340,10 @@ def _report(
         seconds=0.0,
         build_seconds=build_seconds,
         log=str(pb.log),
+        boot_note=plat.boot_note,
     )
     for (src, name), role in zip(built.items(), ("code", "vars", "driver"), strict=True):
-        dst = output / f"{v.prefix}{name}"
+        dst = output / output_name(v, plat, name)
         _copy_if_changed(src, dst)
         report.outputs[role] = str(dst)
         report.sizes[role] = dst.stat().st_size
@@ -346,20 +404,23 @@ def build_driver(
     built = pb.output_dir() / "X64" / "CodeIslandSmm.efi"
     digest = input_digest(pb, {"toolchain": toolchain})
     stamp_dir = pb.workspace / toolchain
-    up_to_date = _stamp_matches(stamp_dir, digest, [built])
-    if not up_to_date:  # the lock only to build: an up-to-date check never waits
-        with P.one_build_at_a_time(cache / "edk2", progress):
-            stamp_dir.mkdir(parents=True, exist_ok=True)
-            P.prepare_workspace(pb)
+    output = output or default_driver_output(toolchain)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with P.workspace_lock(pb.workspace, shared=True):
+        up_to_date = _stamp_matches(stamp_dir, digest, [built])
+        if up_to_date:
+            _copy_if_changed(built, output)
+    if not up_to_date:
+        with P.one_build_at_a_time(cache / "edk2", progress), P.workspace_lock(pb.workspace):
             up_to_date = _stamp_matches(stamp_dir, digest, [built])
             if not up_to_date:
+                stamp_dir.mkdir(parents=True, exist_ok=True)
+                P.prepare_workspace(pb)
                 (stamp_dir / STAMP).unlink(missing_ok=True)
                 fresh_module(pb.output_dir())
                 P.run_build(pb, progress, log=stamp_dir / "build.log")
                 _write_stamp(stamp_dir, digest)
-    output = output or default_driver_output(toolchain)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    _copy_if_changed(built, output)
+            _copy_if_changed(built, output)
     return DriverBuild(
         toolchain=toolchain,
         driver=str(output),

@@ -86,6 +86,11 @@ class PlatformBuild:
                 [str(self.workspace), str(self.source.root), str(self.package_dir)]
             ),
             "PYTHON_COMMAND": host_python(),
+            # as edksetup.sh sets it: BaseTools' arch order comes from a set of names, and the
+            # first arch parsed is the one --pcd is checked against; a random seed made an
+            # IA32-first run fail ("PcdCpuSmmRestrictedMemoryAccess is not found in the DEC
+            # file": UefiCpuPkg.dec declares it for X64 only) about half of the time
+            "PYTHONHASHSEED": "1",
             "PATH": os.pathsep.join([str(tools / "BinWrappers" / "PosixLike"), "/usr/bin", "/bin"]),
         }
 
@@ -265,17 +270,36 @@ class BuildMonitor:
 
 
 @contextlib.contextmanager
-def one_build_at_a_time(cache: Path, progress: Progress) -> Iterator[None]:
-    """EDK2 builds take every core for minutes, and two in one workspace corrupt it: one at a
-    time per machine (a lock file in the cache)."""
-    cache.mkdir(parents=True, exist_ok=True)
-    with (cache / "build.lock").open("w") as lock:
+def _flock(path: Path, mode: int, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as lock:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, mode | fcntl.LOCK_NB)
         except BlockingIOError:
-            progress("waiting for another EDK2 build to finish")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(lock, mode)
+        yield  # the lock goes with the file descriptor, however the block is left
+
+
+def one_build_at_a_time(cache: Path, progress: Progress) -> contextlib.AbstractContextManager[None]:
+    """EDK2 builds take every core for minutes: one at a time per machine (a lock file in the
+    cache).  Take it before workspace_lock (one order everywhere: no deadlock)."""
+    return _flock(
+        cache / "build.lock",
+        fcntl.LOCK_EX,
+        lambda: progress("waiting for another EDK2 build to finish"),
+    )
+
+
+def workspace_lock(
+    workspace: Path, shared: bool = False
+) -> contextlib.AbstractContextManager[None]:
+    """A build holds its workspace exclusively; reading its outputs (the stamp check and the
+    copy) holds it shared, so a copy never sees an image a build is rewriting, and two builds
+    never share a Build tree.  The lock file sits beside the workspace (deleting one is safe)."""
+    path = workspace.with_name(workspace.name + ".lock")
+    return _flock(path, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
 
 
 def run_build(pb: PlatformBuild, progress: Progress, log: Path | None = None) -> float:

@@ -35,6 +35,9 @@ from .volume import (
 
 FILE_TYPE_FV_IMAGE = 0x0B
 FILE_TYPE_DXE_CORE = 0x05
+FILE_TYPE_SECURITY_CORE = 0x03
+SECTION_TE = 0x12
+MACHINE_X64 = 0x8664
 
 
 def top_volumes(raw: bytes) -> list[tuple[int, Volume]]:
@@ -155,3 +158,37 @@ def file_guid(text: str) -> uuid.UUID:
         return uuid.UUID(text)
     except ValueError as exc:
         raise InputError(f"{text!r} is not a GUID") from exc
+
+
+def sec_core_machine(raw: bytes) -> int | None:
+    """The PE machine type of the image's SEC core (IA32 0x14c, X64 0x8664), from its PE32 or
+    TE section in an uncompressed top volume; None when there is none to read."""
+    for _, vol in top_volumes(raw):
+        for f in vol.files:
+            if f.type != FILE_TYPE_SECURITY_CORE:
+                continue
+            body = f.body(vol.data)
+            for sec in S.parse_sections(body, f"SEC core {f.guid}"):
+                machine = _image_machine(sec.type, sec.body(body))
+                if machine is not None:
+                    return machine
+    return None
+
+
+def _image_machine(kind: int, image: bytes) -> int | None:
+    if kind == SECTION_TE and image[:2] == b"VZ" and len(image) >= 4:
+        return int.from_bytes(image[2:4], "little")  # EFI_TE_IMAGE_HEADER.Machine
+    if kind == S.SECTION_PE32 and image[:2] == b"MZ" and len(image) >= 0x40:
+        pe = int.from_bytes(image[0x3C:0x40], "little")  # e_lfanew
+        if image[pe : pe + 4] == b"PE\0\0" and len(image) >= pe + 6:
+            return int.from_bytes(image[pe + 4 : pe + 6], "little")
+    return None
+
+
+def has_x64_pei(raw: bytes) -> bool:
+    """OVMF's SEC core is built for its PEI arch: X64 here means OvmfPkgX64-style X64 PEI,
+    which with SMM has no S3 resume (PlatformPei stops while the machine offers S3)."""
+    try:
+        return sec_core_machine(raw) == MACHINE_X64
+    except InputError:
+        return False

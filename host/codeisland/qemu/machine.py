@@ -62,6 +62,15 @@ class VmConfig:
             if not p.is_file():
                 raise InputError(f"{p} does not exist")
 
+    def firmware_args(self) -> list[str]:
+        """What the image needs from the machine: S3 off for X64-PEI OVMF (OvmfPkgX64 with SMM
+        stops silently in PlatformPei while QEMU offers S3; nothing here suspends a guest)."""
+        from ..firmware.image import has_x64_pei
+
+        if has_x64_pei(self.image.read_bytes()):
+            return ["-global", "ICH9-LPC.disable_s3=1"]
+        return []
+
     def boot_args(self) -> list[str]:
         """-kernel/-initrd/-append for a Linux guest, else nothing (the FAT drive boots)."""
         if self.kernel is None:
@@ -120,6 +129,7 @@ class QemuVm:
             "-nic", "none",
             "-display", "none",
             "-monitor", "none",
+            *c.firmware_args(),
             *c.boot_args(),
             *c.extra_args,
         ]  # fmt: skip
