@@ -78,7 +78,7 @@ class Variant:
 
 
 VARIANTS = {
-    "stock": Variant("stock", {}, "", "Debian's 4M secure-boot SMM image + the driver"),
+    "stock": Variant("stock", {}, "", "Debian's 4M secure-boot SMM flags + the driver"),
     "unrestricted": Variant(
         "unrestricted",
         {RESTRICTED_PCD: "FALSE"},
@@ -143,7 +143,7 @@ class FirmwareBuild:
         )
         pcds = " ".join(f"--pcd {k}={v}" for k, v in self.pcds.items())
         lines = [
-            f"variant {self.variant}: {self.summary}",
+            f"variant {self.variant} ({self.platform}): {self.summary}",
             f"edk2 {self.source}, {self.dsc}, {self.toolchain} {TARGET}, {' '.join(self.flags)}",
             f"PcdCpuSmmRestrictedMemoryAccess = {self.restricted_memory_access} {pcds}".rstrip(),
             f"{how}; total {self.seconds:.1f} s; log {self.log}",
