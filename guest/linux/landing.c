@@ -7,7 +7,12 @@
  *   1. privatises the program's text pages (mprotect RW, rewrite one byte per page, mprotect
  *      back): the SMI handler writes physical pages, and a text page still shared with the page
  *      cache is the file itself and every other process running it; after this each page is the
- *      process's own anonymous copy (shared again only with its own fork children);
+ *      process's own anonymous copy (shared again only with its own fork children).  The engine
+ *      copies an island from one physical range, so the copy is wanted physically contiguous:
+ *      first the text is copied into a transparent huge page and moved over its own addresses
+ *      (text_via remap), else each page is write-faulted, a few times in alternating order
+ *      (text_via fault); the breaks left are reported (text_breaks, from /proc/self/pagemap,
+ *      -1 unknown): an island across a break cannot be moved;
  *   2. maps the landing zone (default 2 MiB, CODEISLAND_LANDING_SIZE a multiple of it) RWX within
  *      rel32 reach below the program's load base: MAP_HUGETLB first, else an aligned anonymous
  *      mapping with MADV_HUGEPAGE (THP); /proc/self/smaps says which took effect, and a zone of
@@ -16,7 +21,8 @@
  *   3. fills the zone with int3 and locks zone and text in memory;
  *   4. writes one line to /dev/console (never to the program's stdout/stderr; to the file
  *      CODEISLAND_LANDING_LOG names instead, if set):
- *      codeisland-landing: pid P exe PATH base B text LO-HI private 0|1 zone Z size S page 2M|4K via hugetlb|thp|none
+ *      codeisland-landing: pid P exe PATH base B text LO-HI private 0|1 zone Z size S page 2M|4K
+ *      via hugetlb|thp|none text_breaks N text_via remap|fault
  * A failure is one "codeisland-landing: pid P error: ..." line; the program runs on unharmed.
  * fork: the child inherits zone and text (copy-on-write, the same physical pages until one of
  * them writes, which neither does), so a copy the parent's plan placed is valid in the child too;
@@ -37,6 +43,7 @@
 #define HUGE_2M (2ul << 20)
 #define PAGE_4K 4096ul
 #define REACH (1ul << 31) /* rel32 */
+#define PRIVATE_ATTEMPTS 8
 
 struct text_range {
     uintptr_t base; /* the mapping of the executable at file offset 0 */
@@ -95,20 +102,99 @@ static int find_text(struct text_range *t) {
     return t->base && t->lo ? 0 : -1;
 }
 
-/* Give the process its own copy of every text page (a write through a writable mapping breaks
- * the page-cache sharing); back to R-X afterwards. */
-static int privatise(const struct text_range *t) {
-    size_t len = t->hi - t->lo;
-    if (mprotect((void *)t->lo, len, PROT_READ | PROT_WRITE | PROT_EXEC) != 0)
+static unsigned long zone_page_kib(uintptr_t va, int *thp_kib);
+
+/* Physical discontinuities between the text's consecutive pages (from /proc/self/pagemap,
+ * whose frame numbers only root sees), or -1 when unknown. */
+static int text_breaks(uintptr_t lo, uintptr_t hi) {
+    int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
         return -1;
-    for (uintptr_t p = t->lo; p < t->hi; p += PAGE_4K) {
+    int breaks = 0;
+    uint64_t prev = 0;
+    for (uintptr_t p = lo; p < hi; p += PAGE_4K) {
+        uint64_t e;
+        if (pread(fd, &e, sizeof e, (off_t)(p / PAGE_4K * sizeof e)) != (ssize_t)sizeof e ||
+            !(e >> 63) || !(e & ((1ull << 55) - 1))) {
+            breaks = -1; /* not present, or frame numbers hidden (not root) */
+            break;
+        }
+        uint64_t pfn = e & ((1ull << 55) - 1);
+        if (p != lo && pfn != prev + 1)
+            breaks++;
+        prev = pfn;
+    }
+    close(fd);
+    return breaks;
+}
+
+/* Write-fault every text page (a write through a writable mapping breaks the page-cache
+ * sharing), in ascending or descending order. */
+static void touch_text(const struct text_range *t, int descending) {
+    size_t pages = (t->hi - t->lo) / PAGE_4K;
+    for (size_t k = 0; k < pages; k++) {
+        uintptr_t p = t->lo + PAGE_4K * (descending ? pages - 1 - k : k);
         volatile unsigned char *b = (volatile unsigned char *)p;
         *b = *b;
     }
-    if (mprotect((void *)t->lo, len, PROT_READ | PROT_EXEC) != 0)
+}
+
+/* The text copied into one transparent huge page and that part of it moved over the text's
+ * addresses (mremap splits the huge mapping into 4 KiB entries; the frames stay adjacent): the
+ * process's own, physically contiguous text.  The mapping is anonymous afterwards (no file name
+ * in /proc/PID/maps).  0 on success; -1 (nothing changed) when no huge page is given. */
+static int remap_text(const struct text_range *t) {
+    size_t len = t->hi - t->lo;
+    if (len > HUGE_2M)
         return -1;
+    uint8_t *raw = mmap(NULL, 2 * HUGE_2M, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                        -1, 0);
+    if (raw == MAP_FAILED)
+        return -1;
+    uint8_t *buf = (uint8_t *)(((uintptr_t)raw + HUGE_2M - 1) & ~(HUGE_2M - 1));
+    int thp = 0;
+    if (madvise(buf, HUGE_2M, MADV_HUGEPAGE) == 0) {
+        buf[0] = 0; /* one fault: a huge page if the kernel gives one */
+        (void)zone_page_kib((uintptr_t)buf, &thp);
+    }
+    if (thp < (int)(HUGE_2M >> 10)) {
+        munmap(raw, 2 * HUGE_2M);
+        return -1;
+    }
+    memcpy(buf, (const void *)t->lo, len);
+    if (mprotect(buf, len, PROT_READ | PROT_EXEC) != 0 ||
+        mremap(buf, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)t->lo) == MAP_FAILED) {
+        munmap(raw, 2 * HUGE_2M);
+        return -1;
+    }
+    munmap(raw, (size_t)(buf - raw)); /* what is left of the scratch mapping */
+    munmap(buf + len, 2 * HUGE_2M - (size_t)(buf - raw) - len);
     (void)mlock((void *)t->lo, len);
     return 0;
+}
+
+/* Give the process its own copy of every text page, R-X again afterwards.  The SMI handler
+ * copies an island from one physical range, so the copies are wanted physically contiguous:
+ * the page allocator hands out runs of adjacent frames, in one order or the other, so a few
+ * attempts in alternating order (dropping the copies in between) usually get one run.
+ * Returns the discontinuities left (-1 unknown), or -2 on failure. */
+static int privatise(const struct text_range *t) {
+    size_t len = t->hi - t->lo;
+    if (mprotect((void *)t->lo, len, PROT_READ | PROT_WRITE | PROT_EXEC) != 0)
+        return -2;
+    int breaks = -1;
+    for (int attempt = 0; attempt < PRIVATE_ATTEMPTS; attempt++) {
+        if (attempt && madvise((void *)t->lo, len, MADV_DONTNEED) != 0)
+            break; /* keep the copies there are */
+        touch_text(t, attempt & 1);
+        breaks = text_breaks(t->lo, t->hi);
+        if (breaks <= 0)
+            break;
+    }
+    if (mprotect((void *)t->lo, len, PROT_READ | PROT_EXEC) != 0)
+        return -2;
+    (void)mlock((void *)t->lo, len);
+    return breaks;
 }
 
 /* The kernel's page size for the mapping at va: 2048 for hugetlb or a mapped THP, else 4. */
@@ -180,7 +266,13 @@ static void __attribute__((constructor)) landing_init(void) {
         say("error: the executable's text mapping is not in /proc/self/maps");
         return;
     }
-    int priv = privatise(&t) == 0;
+    const char *text_via = "remap";
+    int breaks = remap_text(&t) == 0 ? text_breaks(t.lo, t.hi) : -2;
+    if (breaks == -2) {
+        text_via = "fault";
+        breaks = privatise(&t);
+    }
+    int priv = breaks != -2;
     if (!priv)
         say("error: could not privatise the text pages (%s); they stay shared", strerror(errno));
     size_t size = zone_size();
@@ -212,7 +304,8 @@ static void __attribute__((constructor)) landing_init(void) {
             hugetlb_errno ? strerror(hugetlb_errno) : "-", thp_kib, size >> 10);
     if (pthread_atfork(NULL, NULL, on_fork_child) != 0)
         say("error: pthread_atfork failed; forks are not reported");
-    say("exe %s base %#lx text %#lx-%#lx private %d zone %#lx size %#zx page %s via %s", t.exe,
-        (unsigned long)t.base, (unsigned long)t.lo, (unsigned long)t.hi, priv,
-        (unsigned long)(uintptr_t)z, size, huge ? "2M" : "4K", via);
+    say("exe %s base %#lx text %#lx-%#lx private %d zone %#lx size %#zx page %s via %s "
+        "text_breaks %d text_via %s",
+        t.exe, (unsigned long)t.base, (unsigned long)t.lo, (unsigned long)t.hi, priv,
+        (unsigned long)(uintptr_t)z, size, huge ? "2M" : "4K", via, priv ? breaks : -1, text_via);
 }

@@ -21,6 +21,13 @@ Q35_MCH = 0x29C08086
 IA32_SMRR_PHYSBASE, IA32_SMRR_PHYSMASK = 0x1F2, 0x1F3
 SMRR_VALID = 1 << 11
 
+# why a Linux process's own code needs the test-board image (qemu process, WALK_TABLE_OUTSIDE)
+OWN_PAGES_NEED = (
+    "a process's own pages cannot be relocated here: the engine may not walk its page tables "
+    "(ordinary RAM), which needs the test-board firmware (codeisland firmware build --variant "
+    "unrestricted)"
+)
+
 
 @dataclass
 class Check:
@@ -253,7 +260,8 @@ class Doctor:
                 "restricted memory",
                 OK,
                 "restricted (the platform build fixed PcdCpuSmmRestrictedMemoryAccess TRUE, "
-                f"the driver reports): code to relocate must live in {regions}",
+                f"the driver reports): code to relocate must live in {regions}; "
+                f"{OWN_PAGES_NEED}",
             )
         if mode == "unrestricted":
             return Check(
@@ -270,7 +278,7 @@ class Doctor:
             WARN,
             "unknown: the driver was not built inside this platform's EDK2 build (injected, or "
             "built alone), so it cannot say; EDK2's default (and Debian's OVMF) restricts, "
-            f"in which case code to relocate must live in {regions}",
+            f"in which case code to relocate must live in {regions} ({OWN_PAGES_NEED})",
             "for evidence, build the firmware with the driver in its DSC "
             "(codeisland firmware build)",
         )

@@ -69,13 +69,15 @@ class RetryPolicy:
     rollback `quiesce()` parks the guest (nothing runs in the copies, so no return address
     points into them), after it `resume()` lets it run on.  `replan(attempt)` gives the plan
     for attempt 2, 3, ... (e.g. placed around the copies the rollback retired); without it
-    the same plan is staged again."""
+    the same plan is staged again.  `before_commit()` runs between STAGED and COMMIT (e.g. wait
+    for a sample that finds a thread inside the islands, so that the commit has one to move)."""
 
     attempts: int = 1
     accept: Callable[[L.Result], bool] = lambda _r: True
     quiesce: Callable[[], None] = lambda: None
     resume: Callable[[], None] = lambda: None
     replan: Callable[[int], bytes] | None = None
+    before_commit: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -153,6 +155,7 @@ class Relocator:
             if attempt > 1 and policy.replan is not None:
                 plan = policy.replan(attempt)
             staged = self.stage(plan)
+            policy.before_commit()
             result = self.commit()
             if policy.accept(result) or attempt == policy.attempts:
                 return CommitOutcome(result, staged, attempt)

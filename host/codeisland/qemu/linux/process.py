@@ -66,15 +66,18 @@ from . import guest, program
 log = logging.getLogger(__name__)
 MEMORY_MIB = 256
 MAX_CR3_SAMPLES = 200
-RANK_SAMPLES = 24
+RANK_HITS = 24  # samples of the program in its islands before it is ranked
+MAX_RANK_SAMPLES = 200
 HOT_ISLANDS = 12
-COMMIT_ATTEMPTS = 8
+COMMIT_ATTEMPTS = 16
+MAX_WAIT_SAMPLES = 40  # SAMPLEs before a commit waiting for the program inside its islands
 SAMPLES_AFTER = 12
 STAGE_BUDGET = 4096
 CHUNK_SIZE = 512
 LANDING_TIMEOUT_S = 400.0
 RUN_TIMEOUT_S = 900.0
 SMALL_PAGE = 4096
+EXIT_PLAN_ID = 90  # the plan left pending when the program exits
 RESTRICTED_HINT = (
     "this firmware keeps SMM restricted memory access, so the engine may not walk the "
     "process's page tables (ordinary RAM): boot the test-board firmware "
@@ -103,6 +106,7 @@ class ProcessReport:
     islands_analysed: int = 0
     islands_movable: int = 0
     samples_ranked: dict[str, int] = field(default_factory=dict)
+    rank_samples: dict[str, int] = field(default_factory=dict)  # process / kernel / other
     not_contiguous: list[str] = field(default_factory=list)
     planned: list[dict[str, Any]] = field(default_factory=list)  # name, src, dst, size, redirect
     rejected: dict[str, str] = field(default_factory=dict)
@@ -119,6 +123,7 @@ class ProcessReport:
     samples_after: int = 0
     samples_in_copies: int = 0
     rolled_back: str = ""  # "yes" | "skipped: ..." | ""
+    exit_pending: dict[str, Any] = field(default_factory=dict)  # a plan pending at the exit
     output: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, Any] = field(default_factory=dict)
     output_matches: bool = False
@@ -142,7 +147,8 @@ class ProcessReport:
         either way the program's output is the unrelocated run's."""
         if self.refused:
             return self.refused_untouched and self.output_matches
-        return self.relocated
+        exit_ok = self.exit_pending.get("refused_untouched", True)
+        return self.relocated and exit_ok
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -179,6 +185,8 @@ class ProcessReport:
                 f"after commit {self.samples_in_copies}/{self.samples_after} of the program's "
                 f"samples in the copies; rollback: {self.rolled_back}"
             )
+        if self.exit_pending:
+            lines.append(f"plan pending when the program exited: {self.exit_pending}")
         o, r = self.output, self.reference
         lines.append(
             f"output {o.get('size')} bytes sha256 {str(o.get('sha256'))[:16]} vs unrelocated "
@@ -262,10 +270,15 @@ class ProcessRelocation:
             self.names = self._hottest(rel, imap, space)
             plan = self._commit(rel, imap, space, z)
             self._mark("commit")
+            pending = None
             if plan is not None:
                 self._after_commit(m, rel, imap, plan, space)
+                pending = self._stage_pending(m, rel, imap, space, z)
+            out = self._output(m)
+            if pending is not None:
+                self._after_exit(rel, pending)
             r.smis = rel.report()
-        out = self._output(m)
+        m.wait_exit(60)  # /init powers off after its linger
         r.output = out.__dict__
         r.program_seconds = out.seconds
         r.output_matches = out.status == ref.status == 0 and (out.size, out.sha256) == (
@@ -338,15 +351,22 @@ class ProcessRelocation:
         return imap
 
     def _hottest(self, rel: Relocator, imap: IslandMap, space: VirtualSpace) -> tuple[str, ...]:
+        """The movable islands the program's own samples (CR3 + CPL 3) fall in, hottest first;
+        SAMPLEs until RANK_HITS of them landed in islands (at most MAX_RANK_SAMPLES SMIs)."""
         r = self.report
         hits: dict[str, int] = {}
-        for _ in range(RANK_SAMPLES):
+        seen = {"process": 0, "kernel": 0, "other": 0}
+        for _ in range(MAX_RANK_SAMPLES):
             for s in rel.sample():
-                if s.cpl == 3 and int(s.cr3) & L.CR3_ADDR_MASK == r.cr3:
-                    isl = imap.island_at(int(s.rip))
-                    if isl is not None:
-                        hits[isl.name] = hits.get(isl.name, 0) + 1
+                ours = s.cpl == 3 and int(s.cr3) & L.CR3_ADDR_MASK == r.cr3
+                seen["process" if ours else "kernel" if s.cpl == 0 else "other"] += 1
+                isl = imap.island_at(int(s.rip)) if ours else None
+                if isl is not None:
+                    hits[isl.name] = hits.get(isl.name, 0) + 1
+            if sum(hits.values()) >= RANK_HITS:
+                break
             time.sleep(0.02)
+        r.rank_samples = seen
         r.samples_ranked = hits
         # only what the samples saw: a plan moves the program's hot code, nothing it guessed
         order = sorted(
@@ -355,8 +375,8 @@ class ProcessRelocation:
         )
         if not order:
             raise EmulationError(
-                f"none of {RANK_SAMPLES} SAMPLEs found the program in a movable island "
-                f"(samples per island: {hits or 'none'})"
+                f"no SAMPLE found the program in a movable island (samples: {seen}; per "
+                f"island: {hits or 'none'})"
             )
         names: list[str] = []
         for isl in order:
@@ -411,12 +431,23 @@ class ProcessRelocation:
             plans[attempt] = plan
             return plan.to_bytes()
 
+        def inside() -> None:
+            """SAMPLE until the program's CPU is inside an island of the staged plan: the
+            COMMIT right after is then likely to find it there and move its RIP."""
+            spans = [(c.src, c.src + c.size) for c in plans[max(plans)].placed]
+            for _ in range(MAX_WAIT_SAMPLES):
+                for s in rel.sample():
+                    ours = s.cpl == 3 and int(s.cr3) & L.CR3_ADDR_MASK == r.cr3
+                    if ours and any(lo <= s.rip < hi for lo, hi in spans):
+                        return
+
         first = replan(1)
         before = self._snapshot(space, plans[1])
         retry = RetryPolicy(
             attempts=COMMIT_ATTEMPTS,
             accept=lambda res: res.contexts_translated > 0,
             replan=replan,
+            before_commit=inside,
         )
         try:
             out = rel.apply(first, retry)
@@ -481,6 +512,43 @@ class ProcessRelocation:
         spans = [(int(i.src), len(entry_patch(i))) for i in p.islands if entry_patch(i)]
         return spans + [(int(c.insn), 5) for c in p.callsites]
 
+    def _stage_pending(
+        self, m: QemuVm, rel: Relocator, imap: IslandMap, space: VirtualSpace, z: program.Landing
+    ) -> L.Result | None:
+        """A plan staged (not committed) while the program runs, left pending when it exits."""
+        if program.parse_output(m.serial()) is not None:
+            self.report.exit_pending = {"skipped": "the program had exited already"}
+            return None
+        plan = self._plan(imap, space, z, EXIT_PLAN_ID, occupied(rel.address_map()))
+        plan.plan.place_in_address_space(L.SPACE_USER, self.report.cr3)
+        return rel.begin_stage(plan.to_bytes())
+
+    def _after_exit(self, rel: Relocator, staged: L.Result) -> None:
+        """The process has exited (its pages freed) with the plan pending: the next SMIs must
+        be refused with nothing written (the engine re-walks the dead CR3)."""
+        info = rel.query().info
+        assert info is not None
+        written = int(info.total_bytes_written)
+        state = "STAGED" if staged.state == L.STATE_STAGED else "STAGING"
+        statuses = []
+        for name, send in (("STAGE", rel.continue_stage), ("COMMIT", rel.commit)):
+            if name == "STAGE" and state == "STAGED":
+                continue
+            try:
+                send()
+                statuses.append(f"{name} ACCEPTED")
+            except DriverRejected as exc:
+                statuses.append(f"{name} {L.Status(exc.status).name}")
+        after = rel.query().info
+        assert after is not None
+        self.report.exit_pending = {
+            "state_at_exit": state,
+            "refusals": statuses,
+            "bytes_written": int(after.total_bytes_written) - written,
+            "refused_untouched": all("ACCEPTED" not in x for x in statuses)
+            and int(after.total_bytes_written) == written,
+        }
+
     def _output(self, m: QemuVm) -> program.Output:
         deadline = time.monotonic() + RUN_TIMEOUT_S
         while (out := program.parse_output(m.serial())) is None:
@@ -490,8 +558,7 @@ class ProcessRelocation:
                 raise EmulationError("the guest powered off before the program printed its output")
             if time.monotonic() > deadline:
                 raise EmulationError(f"the program did not finish in {RUN_TIMEOUT_S:.0f} s")
-            time.sleep(0.5)
-        m.wait_exit(60)
+            time.sleep(0.2)
         self._mark("done")
         return out
 

@@ -39,10 +39,12 @@ LIB_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/us
 LANDING_PATH = "lib/codeisland-landing.so"
 RUN_APPLETS = (*APPLETS, "seq", "wc", "sha256sum", "cut", "yes", "head")
 HUGE_PAGES = 4  # 2 MiB pages reserved for MAP_HUGETLB landing zones
+LINGER_S = 5
 START_LINE = re.compile(r"codeisland-program: start")
 LANDING_LINE = re.compile(
     r"codeisland-landing: pid (\d+) exe (\S+) base (0x[0-9a-f]+) text (0x[0-9a-f]+)-(0x[0-9a-f]+)"
     r" private (\d) zone (0x[0-9a-f]+) size (0x[0-9a-f]+) page (2M|4K) via (\S+)"
+    r" text_breaks (-?\d+) text_via (remap|fault)"
 )
 LANDING_ERROR = re.compile(r"codeisland-landing: pid \d+ (?:error|warning): (.*)")
 
@@ -52,9 +54,13 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 echo {huge} > /proc/sys/vm/nr_hugepages
+# Linux leaves transparent huge pages off below 512 MiB of RAM; the landing library asks for one
+# (MADV_HUGEPAGE) to give the program's text adjacent frames
+echo madvise > /sys/kernel/mm/transparent_hugepage/enabled
 echo "codeisland-init: userspace up"
 /run
 echo "codeisland-init: program exited with $?"
+sleep {linger}  # the host's SMIs after the program's exit still find the guest up
 poweroff -f
 """
 
@@ -91,12 +97,15 @@ class Landing:
     size: int
     huge: bool  # 2 MiB pages took effect
     via: str  # hugetlb | thp | none
+    text_breaks: int  # physical discontinuities between text pages (-1: unknown)
+    text_via: str  # remap (one huge page's adjacent frames) | fault (page by page)
 
     @classmethod
     def parse(cls, m: re.Match[str]) -> Landing:
         g = m.groups()
         return cls(int(g[0]), g[1], int(g[2], 16), (int(g[3], 16), int(g[4], 16)),
-                   g[5] == "1", int(g[6], 16), int(g[7], 16), g[8] == "2M", g[9])  # fmt: skip
+                   g[5] == "1", int(g[6], 16), int(g[7], 16), g[8] == "2M", g[9],
+                   int(g[10]), g[11])  # fmt: skip
 
 
 def parse_output(serial: str) -> Output | None:
@@ -210,7 +219,7 @@ def build_initramfs(run: ProgramRun, busybox: Path, landing: Path, out_dir: Path
                 ms.append(cpio.directory(d))
     ms += [cpio.file(g, p.read_bytes(), 0o755) for g, p in sorted(files.items())]
     ms.append(cpio.file(LANDING_PATH, landing.read_bytes(), 0o755))
-    ms.append(cpio.file("init", INIT.format(huge=HUGE_PAGES).encode(), 0o755))
+    ms.append(cpio.file("init", INIT.format(huge=HUGE_PAGES, linger=LINGER_S).encode(), 0o755))
     ms.append(cpio.file("run", RUN.format(pipeline=run.pipeline("/" + LANDING_PATH)).encode(),
                         0o755))  # fmt: skip
     return pack(ms, out_dir)
