@@ -14,8 +14,10 @@ Configurations, run interleaved (one of each per repetition, so machine noise sp
 Wall time is from the start of the program to its exit; CPU time (user + system of the
 program, from the kernel's child rusage) is reported beside it, because on a shared machine the
 wall time also holds the time the program waited for a CPU.  codeisland's analysis runs before
-the program starts and is not in either; its host process (sampling reads, planning) is not in
-the CPU time, the agent's handlers are.  Every run's output must equal the base run's.
+the program starts and is not in either; its host process (analysis, sampling reads, policy,
+planning) is not in the CPU time, the agent's handlers are -- the host's own CPU is the last
+column ("host cpu"), since on a 2-core machine it competes with the program for the wall clock.
+Every run's output must equal the base run's.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Measured:
     config: str
     wall: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
+    host_cpu: list[float] = field(default_factory=list)  # codeisland's own CPU, per native run
     relocations: list[int] = field(default_factory=list)  # islands moved, per native run
     samples_in_copies: list[int] = field(default_factory=list)
 
@@ -80,17 +83,19 @@ class BenchReport:
 
     def __str__(self) -> str:
         head = (f"{'config':20} {'wall median':>11} {'min..max':>15} {'spread':>7} {'vs base':>8}"
-                f" {'cpu median':>10} {'vs base':>8} {'moved':>6}")  # fmt: skip
+                f" {'cpu median':>10} {'spread':>7} {'vs base':>8} {'moved':>6}"
+                f" {'host cpu':>8}")  # fmt: skip
         lines = [f"{self.program}: {self.command}  ({self.runs} runs each, interleaved)", head]
         for name, m in self.results.items():
             w, c = m.stats(m.wall), m.stats(m.cpu)
             if not w:
                 continue
             moved = f"{median(m.relocations):.0f}" if m.relocations else "-"
+            host = f"{median(m.host_cpu):7.3f}s" if m.host_cpu else "-"
             lines.append(
                 f"{name:20} {w['median']:10.3f}s {w['min']:7.3f}..{w['max']:<7.3f}"
                 f" {w['spread_pct']:6.1f}% {self._vs(name, 'wall'):>8} {c['median']:9.3f}s"
-                f" {self._vs(name, 'cpu'):>8} {moved:>6}"
+                f" {c['spread_pct']:6.1f}% {self._vs(name, 'cpu'):>8} {moved:>6} {host:>8}"
             )
         return "\n".join([*lines, *self.notes]) + "\n"
 
@@ -116,10 +121,16 @@ def _plain(argv: list[str], out: Path) -> tuple[float, float]:
     return wall, _children_cpu() - cpu0
 
 
+def _self_cpu() -> float:
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+
+
 def _native(argv: list[str], policy: str, out: Path, m: Measured) -> tuple[float, float]:
-    cpu0 = _children_cpu()
+    cpu0, host0 = _children_cpu(), _self_cpu()
     with out.open("wb") as f:
         report = NativeRun(argv, policy=policy, stdout=f).run()
+    m.host_cpu.append(_self_cpu() - host0)  # analysis, sampling reads, policy, planning
     if not report.ok:
         raise CheckFailed(f"native run ({policy}) of {argv[0]} failed:\n{report}")
     m.relocations.append(report.relocations)
