@@ -49,7 +49,7 @@ from ...errors import CodeIslandError, DriverRejected, EmulationError, ToolMissi
 from ...hw.transport import ChipsecTransport
 from ...paths import repo_root
 from ...plan import layout as L
-from ...plan.apply import entry_patch, relocated_bytes
+from ...plan.apply import copies_as_planned
 from ...planning.passes import Options
 from ...planning.platform import load_platform
 from ...relocation import Relocator, RetryPolicy, movable, occupied, plan_relocation
@@ -431,7 +431,7 @@ class LinuxE2e:
         r = self.report
         read = _virtual_reader(t, ctl)
         committed = ag.control()
-        r.dest_bytes_match = _dest_bytes_match(plan, imap, read)
+        r.dest_bytes_match = copies_as_planned(plan.plan, imap.read, read)
         r.islands = [
             {"name": p.name, "src": p.src, "dst": p.dst, "size": p.size} for p in plan.placed
         ]
@@ -503,25 +503,6 @@ def _virtual_reader(t: ChipsecTransport, ctl: agent.AgentControl) -> Any:
     """Read the agent's virtual addresses through its one linear arena mapping (the host's
     view, for planning and checking only: the engine walks the page tables itself)."""
     return lambda va, n: t.read_phys(ctl.va_to_phys(va), n)
-
-
-def _dest_bytes_match(plan: RelocationPlan, imap: IslandMap, read: Any) -> bool:
-    """Every copy holds the island's bytes with its fix-ups applied, every entry its jump,
-    every re-pointed call site a call to the copy."""
-    p = plan.plan
-    for k, isl in enumerate(p.islands):
-        src, dst, size = int(isl.src), int(isl.dst), int(isl.size)
-        fixups = [f for f in p.fixups if f.island == k]
-        if read(dst, size) != relocated_bytes(imap.read(src, size), src, dst, fixups):
-            return False
-        patch = entry_patch(isl)
-        if patch and read(src, len(patch)) != patch:
-            return False
-    for cs in p.callsites:
-        rel = int(p.islands[cs.island].dst) - (int(cs.insn) + 5)
-        if read(int(cs.insn), 5) != bytes([cs.opcode]) + (rel & 0xFFFFFFFF).to_bytes(4, "little"):
-            return False
-    return True
 
 
 def run_linux_e2e(
