@@ -76,6 +76,8 @@ def test_linux_e2e_at_virtual_addresses_on_the_test_board_image(tmp_path: Path) 
     assert all(lo <= i["src"] < hi and lo <= i["dst"] < hi for i in d["islands"])  # VAs
     # a plan larger than one SMI's budget, staged over several SMIs while Linux runs
     assert d["bytes_written"] > STAGE_BUDGET and d["stage_smis"] >= 2
+    assert len(d["stage_smi_bytes"]) == d["stage_smis"]
+    assert sum(d["stage_smi_bytes"]) == d["bytes_written"]
     assert d["samples_in_copies"] + d["samples_at_entries"] > 0  # RIPs at the copies' VAs
 
 

@@ -18,6 +18,7 @@ from .options import CPUS, INPUT_FILE, NAME, THREADS, TIMEOUT, emit, emit_check,
 log = logging.getLogger(__name__)
 UEFI, LINUX = "uefi", "linux"
 DRIVER_HELP = "Inject this SMM driver (default: smm/build/CodeIslandSmm.efi)."
+VARS_HELP = "The VARS image to copy for the guest (default: Debian's OVMF_VARS_4M.fd)."
 WORKDIR_HELP = "Directory for the image, sockets and logs (default: a temporary one)."
 guest_option = click.option(
     "--guest",
@@ -66,6 +67,7 @@ class RunReport:
     "--image", type=INPUT_FILE,
     help="A firmware image with the driver in it (default: --driver injected into Debian's OVMF).",
 )  # fmt: skip
+@click.option("--vars", "vars_image", type=INPUT_FILE, help=VARS_HELP)
 @click.option("--driver", type=INPUT_FILE, help=DRIVER_HELP)
 @click.option(
     "--app",
@@ -103,6 +105,7 @@ class RunReport:
 @json_option
 def run_cmd(
     image: Path | None,
+    vars_image: Path | None,
     driver: Path | None,
     app: Path | None,
     no_app: bool,
@@ -148,6 +151,8 @@ def run_cmd(
             config = VmConfig(
                 image=image, workdir=workdir, app=the_app, memory_mib=memory_mib, cpus=cpus
             )
+        if vars_image is not None:
+            config.vars_template = vars_image
         t0 = time.monotonic()
         with QemuVm(config) as m:
             click.echo(f"guest running; chipsec helper settings in {m.describe_file()}", err=True)
@@ -179,7 +184,6 @@ def run_cmd(
 
 
 FIRMWARE_HELP = "A CODE image with the driver built in (codeisland firmware build); no injection."
-VARS_HELP = "The VARS image to copy for the guest (default: Debian's OVMF_VARS_4M.fd)."
 
 
 @command.command("e2e")

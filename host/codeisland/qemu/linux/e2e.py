@@ -102,6 +102,7 @@ class LinuxE2eReport(E2eReport):
     virtual_plan_refused: bool = False  # ... with that status and nothing written
     thread_rounds_after_commit: list[int] = field(default_factory=list)
     ranked_samples: dict[str, int] = field(default_factory=dict)  # island -> samples before
+    stage_smi_bytes: list[int] = field(default_factory=list)  # each STAGE SMI of the commit
 
     @property
     def ok(self) -> bool:
@@ -118,7 +119,7 @@ class LinuxE2eReport(E2eReport):
             f"all); {self.discovery}",
             f"arena phys {self.arena_phys:#x} mapped by the agent at {self.arena_va:#x} "
             f"({self.mapping}); address space: {self.address_space}",
-            f"QUERY round trips (ms): {rt}",
+            f"QUERY round trips (ms): {rt}; bytes per STAGE SMI: {self.stage_smi_bytes}",
             f"page walks {self.walks}"
             + (
                 f"; a USER plan of the same islands refused with nothing written: "
@@ -386,8 +387,10 @@ class LinuxE2e:
         read = _virtual_reader(t, ctl)
         hot, size = _hot_region(ctl)
         plans: dict[int, RelocationPlan] = {}
+        marks: dict[int, int] = {}  # attempt -> len(rel.smis) before its first STAGE
 
         def replan(attempt: int) -> bytes:
+            marks[attempt] = len(rel.smis)
             # placed around the live and retired copies (a rolled-back attempt's stay valid)
             taken = occupied(rel.address_map())
             plan = _plan(imap, names, hot, size, attempt, read, taken)
@@ -412,6 +415,9 @@ class LinuxE2e:
         r.commit_attempts = out.attempts
         r.stage_smis, r.bytes_written = out.stage.smis, out.stage.bytes_written
         r.fixups_applied = out.stage.fixups_applied
+        r.stage_smi_bytes = [
+            s.bytes_written for s in rel.since(marks[out.attempts]) if s.command == "STAGE"
+        ]
         r.relocations = len(plan.plan.islands)
         r.callsites_patched = int(out.result.callsites_patched)
         r.contexts_translated = int(out.result.contexts_translated)

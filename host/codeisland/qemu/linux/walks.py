@@ -54,7 +54,7 @@ def refusal_message(status: int, firmware_mode: str, untouched: bool) -> str:
     )
     return (
         f"the engine refused the process's page walk with {L.Status(status).name}, {written}: "
-        f"this firmware (SMM memory access {firmware_mode}) keeps SMM restricted memory access, "
+        f"the driver walks restricted here (the firmware's SMM memory access: {firmware_mode}), "
         "so SMM may not read the process's page tables (ordinary RAM); "
         f"{firmware_needed()}; or run without --virtual (arena at virtual == physical)"
     )
