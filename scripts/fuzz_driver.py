@@ -35,6 +35,7 @@ def main() -> int:
     start = time.monotonic()
     fuzzer = PlanFuzzer(args.seed, sw_dispatch=not args.root, cpus=args.cpus, driver=args.driver)
     booted = time.monotonic()
+    cpu0 = time.process_time()  # a shared machine: the rate per CPU second is the steadier one
     last = [booted, 0]
 
     def progress(r: FuzzReport) -> bool:
@@ -42,8 +43,10 @@ def main() -> int:
         done = r.cases == args.cases or (args.seconds is not None and now - booted >= args.seconds)
         if now - last[0] >= args.every or done:
             rate = r.cases / (now - booted)
+            cpu_rate = r.cases / max(time.process_time() - cpu0, 1e-9)
             print(
-                f"{r.cases} cases, {rate:.2f} cases/s, {r.accepted} accepted, "
+                f"{r.cases} cases, {rate:.2f} cases/s ({cpu_rate:.1f} per CPU s), "
+                f"{r.accepted} accepted, "
                 f"{len(r.findings)} findings, {r.reboots} reboots",
                 file=sys.stderr,
                 flush=True,
@@ -55,11 +58,14 @@ def main() -> int:
 
     report = fuzzer.run(args.cases, args.first, progress)
     seconds = time.monotonic() - booted
+    cpu = time.process_time() - cpu0
     summary = {
         "seed": args.seed, "first": args.first, "cases": report.cases,
         "path": "root" if args.root else "swdispatch2", "cpus": args.cpus,
         "seconds": round(seconds, 1), "boot_seconds": round(booted - start, 1),
-        "cases_per_second": round(report.cases / seconds, 3), "accepted": report.accepted,
+        "cases_per_second": round(report.cases / seconds, 3), "cpu_seconds": round(cpu, 1),
+        "cases_per_cpu_second": round(report.cases / max(cpu, 1e-9), 2),
+        "accepted": report.accepted,
         "reboots": report.reboots, "statuses": dict(report.statuses.most_common()),
         "findings": [str(f) for f in report.findings],
     }  # fmt: skip

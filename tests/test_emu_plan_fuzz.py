@@ -2,17 +2,23 @@
 paths (SwDispatch2 child and root handler): mutated plans, re-sealed so they reach the
 validator, sent as STAGE/COMMIT (some while another plan is pending mid-stage); every refused
 one must leave memory (SMRAM included), registers and engine state as they were, every accepted
-one must write only inside its regions and roll back exactly.  The long run is
-scripts/fuzz_driver.py."""
+one must write only inside its regions and roll back exactly.  And the check itself: a byte or
+a register changed behind the driver's back is seen.  The long run is scripts/fuzz_driver.py."""
 
 from __future__ import annotations
+
+import itertools
+import re
 
 import pytest
 from test_emu_common import ensure_built
 
-from codeisland.emulator.plan_fuzz import PlanFuzzer
+from codeisland.emulator.plan_fuzz import PAGE, PlanFuzzer
+from smmemu import smram
+from smmemu.machine import Machine, SmiRecord
+from smmemu.memory import POOL_BASE
 
-CASES = 100  # per path; ~1 min together on an idle 2-core machine
+CASES = 150  # per path; ~10 s each on an idle 2-core machine
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -32,3 +38,39 @@ def test_mutated_plans_change_nothing_when_refused_and_roll_back_exactly(
     # stage (some accepted) and to commit-time refusals (a thread's stack outside the regions)
     refused = {s for s in report.statuses if s != "ok"}
     assert report.accepted > 0 and len(refused) >= 8
+    assert report.reboots == 0  # every case started from the snapshot, none from a new boot
+
+
+# Each SMI, after the driver's handlers: one byte of memory nobody owns, or a saved register,
+# changed (a counter, so every SMI changes it again).
+TAMPER = {
+    "conventional": r"memory (changed|differs) at 0x111000\+0x1|wrote 0x111000\+0x1 outside",
+    "smram": r"SMRAM changed at 0x84ffff8\+0x1",
+    "register": r"CPU 1 registers changed|registers differ",
+}
+
+
+@pytest.mark.parametrize("where", sorted(TAMPER))
+def test_the_fuzzer_sees_a_change_anywhere(where: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    fuzzer = PlanFuzzer(seed=16)
+    counter = itertools.count(1)
+    dispatch = Machine._dispatch
+
+    def tampering(self: Machine, record: SmiRecord) -> None:
+        dispatch(self, record)
+        n = next(counter)
+        if where == "conventional":  # the bottom of the page pool: never allocated
+            self.write(POOL_BASE + PAGE, bytes([n & 0xFF]))
+        elif where == "smram":  # SMM pool above the driver's plan slots and undo pool
+            self.write(smram.POOL_END - 8, bytes([n & 0xFF]))
+        else:
+            self.cpus[1].map.write("rbx", n)
+
+    monkeypatch.setattr(Machine, "_dispatch", tampering)
+    report = fuzzer.run(3)
+    assert report.reboots == 0  # a finding is undone by the snapshot, not a new boot
+    assert report.findings and all(re.search(TAMPER[where], f.kind) for f in report.findings), (
+        "\n".join(str(f) for f in report.findings)
+    )
+    # an accepted plan may write SMRAM (its engine state): only refused ones must not
+    assert len(report.findings) >= (3 if where != "smram" else 3 - report.accepted)

@@ -239,6 +239,7 @@ class Guest:
         uc = self.m.uc
         uc.context_restore(thread.context)
         self.current = thread
+        self.m.memory.close_smram()
         try:
             uc.emu_start(thread.rip, until, count=count)
         except UcError as exc:

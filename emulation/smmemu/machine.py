@@ -9,8 +9,9 @@ is taken between slices, like hardware takes it at an instruction boundary:
   2. SMRAM opens (and after ready-to-lock, memory that was conventional at lock closes);
   3. the dispatcher runs the driver's handlers in Unicorn on the SMM stack of the CPU that
      raised the SMI (SwDispatch2 children whose value matches APM_CNT, then root handlers);
-  4. RSM: every CPU's context is reloaded from its map (so RIP rewrites take effect), SMRAM
-     closes, translated code of the arena is dropped so rewritten bytes are re-fetched.
+  4. RSM: every CPU's context is reloaded from its map (so RIP rewrites take effect); SMRAM
+     closes before code outside SMM runs again (memory.close_smram).  Code bytes the handler
+     rewrote are re-translated: Unicorn drops the translations of pages emulated code stores to.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ ENTRY_ONLY_REGS = {"cr3": UC_X86_REG_CR3, "cs": UC_X86_REG_CS}
 _SMRAM_END = SMRAM_BASE + SMRAM_SIZE - 1
 CALL_TIMEOUT_US = 60_000_000  # a firmware call running longer than this is a hang
 NO_UNTIL = 0xFFFF_FFFF_FFFF_F000
+HOLE_LEAD = 512  # bytes before a locked hole where an access into it may start
 
 _ACCESS = {
     UC_MEM_READ_UNMAPPED: "read of unmapped", UC_MEM_WRITE_UNMAPPED: "write to unmapped",
@@ -134,6 +136,7 @@ class Machine:
         sw_dispatch: bool = True,
         smm_access: bool = True,
         withhold: frozenset[str] = frozenset(),
+        count_smm_instructions: bool = True,
     ) -> None:
         if layout not in LAYOUTS:
             raise EmulationError(f"unknown save-state layout {layout!r} (intel64 or amd64)")
@@ -187,14 +190,19 @@ class Machine:
             self._on_fault,
         )  # fmt: skip
         self._smm_hook_ids: list[int] = []
-        self._dirty: tuple[int, int] | None = None  # guest memory the handler wrote, this SMI
+        self.count_smm_instructions = count_smm_instructions
+        self._smram_code_hooked = False  # every SMRAM translation made under the SMM hooks?
         self.pending_guest_smi: int | None = None
         self._sw_context = self.smram.table_alloc(32)
 
     # -- memory helpers -----------------------------------------------------------------
 
     def read(self, address: int, size: int) -> bytes:
-        return bytes(self.uc.mem_read(address, size))
+        """Bytes of physical memory (protections do not apply, as with uc_mem_read)."""
+        for base, ram in self.memory.ram.items():
+            if base <= address and address + size <= base + ram.size:  # in place: no copy out
+                return ram[address - base : address - base + size].tobytes()
+        return bytes(self.uc.mem_read(address, size))  # unmapped or across mappings
 
     def write(self, address: int, data: bytes) -> None:
         self.uc.mem_write(address, bytes(data))
@@ -266,41 +274,49 @@ class Machine:
     # -- SMM instruction counting -----------------------------------------------------------
 
     def _smm_hooks(self, on: bool) -> None:
-        """Hooks present only while an SMI is handled: the handler's instruction count (a block
-        hook bounded to SMRAM), its accesses to memory outside SMRAM (locked-SMM rules, and
-        which guest bytes it wrote) and code fetches outside SMRAM.  Guest code never runs
-        under them; translations are dropped so blocks are re-made with or without them."""
+        """Hooks present only while an SMI is handled: after lock, accesses to memory SMM may
+        not touch (a read/write hook per hole, so the handler's other accesses cost nothing)
+        and code fetches outside SMRAM; the handler's instruction count (a block hook bounded
+        to SMRAM), optional (`count_smm_instructions`): a Python callback per block is most
+        of an SMI's cost when nobody reads the figure (the plan fuzzer).  Guest code never
+        runs under them.  Guest code the handler rewrites needs nothing here: Unicorn drops
+        the translations of a page that emulated code stores to (self-modifying code)."""
         if on and not self._smm_hook_ids:
             below = SMRAM_BASE - 1
+            rw = UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE
             self._smm_hook_ids = [
-                self.uc.hook_add(UC_HOOK_BLOCK, self._on_smm_block, None, SMRAM_BASE, _SMRAM_END),
-                self.uc.hook_add(UC_HOOK_MEM_WRITE, self._on_smm_access, None, 0, below),
-                self.uc.hook_add(UC_HOOK_BLOCK, self._on_smm_fetch_outside, None, 0, below),
+                self.uc.hook_add(UC_HOOK_BLOCK, self._on_smm_fetch_outside, None, 0, below)
             ]
-            # reads matter only where they are denied: one hook per hole, so the handler's
-            # reads of memory it may touch (a RECLAIM scans megabytes) cost no callback
-            self._smm_hook_ids += [
-                self.uc.hook_add(UC_HOOK_MEM_READ, self._on_smm_access, None, base,
-                                 base + length - 1)
-                for base, length in (self.memory.locked_holes if self.locked else ())
-            ]  # fmt: skip
+            for base, length in self.memory.locked_holes or ():
+                # Unicorn matches a hook on the access's first byte: start early enough for
+                # the widest access (a 512-byte FXSAVE area) that ends inside the hole
+                lead = max(base - HOLE_LEAD, 0)
+                self._smm_hook_ids.append(
+                    self.uc.hook_add(rw, self._on_smm_access, None, lead, base + length - 1)
+                )
+            if self.count_smm_instructions:
+                self._smm_hook_ids.append(self.uc.hook_add(
+                    UC_HOOK_BLOCK, self._on_smm_block, None, SMRAM_BASE, _SMRAM_END
+                ))  # fmt: skip
         elif not on:
             for hook in self._smm_hook_ids:
                 self.uc.hook_del(hook)
             self._smm_hook_ids = []
-        self.uc.ctl_remove_cache(SMRAM_BASE, _SMRAM_END + 1)
+        if on and not self._smram_code_hooked:
+            # Blocks translated while no hook was present (the driver's entry point, the
+            # ready-to-lock notification) never call one: drop them once.  Blocks translated
+            # under the hooks keep calling them (Unicorn checks its hook lists when they run),
+            # so later SMIs need no re-translation -- which cost ~7 ms per SMI.
+            self.uc.ctl_remove_cache(SMRAM_BASE, _SMRAM_END + 1)
+            self._smram_code_hooked = True
 
     def _on_smm_access(
         self, uc: Uc, access: int, address: int, size: int, value: int, _u: object
     ) -> None:
-        if self.locked and self.memory.smm_denied(address, size):
+        if self.memory.smm_denied(address, size):
             what = "write to" if access == UC_MEM_WRITE else "read of"
             where = self.memory.describe(address)
             self.stop_with(f"{what} memory at {address:#x} ({where}) in SMM after lock")
-            return
-        if access == UC_MEM_WRITE:
-            lo, hi = self._dirty or (address, address + size)
-            self._dirty = (min(lo, address), max(hi, address + size))
 
     def _on_smm_fetch_outside(self, uc: Uc, address: int, size: int, _u: object) -> None:
         if self.locked:
@@ -336,6 +352,8 @@ class Machine:
         rsp -= 8  # as right after a call: rsp + 8 is 16-byte aligned
         self.write(rsp, bytes(stack))
         self.uc.reg_write(UC_X86_REG_RSP, rsp)
+        if not self.in_smm:
+            self.memory.close_smram()
         try:
             self.uc.emu_start(function, self.return_stub, timeout=CALL_TIMEOUT_US)
         except UcError as exc:
@@ -370,6 +388,7 @@ class Machine:
         finally:
             self._leave_smm()
         self.entry_status = status
+        self._smram_code_hooked = False
         if status != efi.EFI_SUCCESS:
             raise EmulationError(f"driver entry point returned status {status:#x}")
         return status
@@ -383,6 +402,7 @@ class Machine:
                     self.call(function, [self._guid_ptr(guid), 0, 0], "ready-to-lock notify")
         finally:
             self._leave_smm()
+        self._smram_code_hooked = False
         self.memory.lock()
         self.locked = True
         self.firmware.events.append("SmmReadyToLock")
@@ -399,8 +419,7 @@ class Machine:
         self.in_smm = True
 
     def _leave_smm(self) -> None:
-        self.memory.leave_smm()
-        self.in_smm = False
+        self.in_smm = False  # SMRAM closes before code outside SMM runs (memory.close_smram)
 
     def smi(self, apm: int, data: int = 0, initiator: int = 0) -> SmiRecord:
         """A software SMI on every CPU: save states, dispatch, RSM.  See the module doc."""
@@ -450,8 +469,3 @@ class Machine:
             for name, value in regs.items():
                 cpu.context.reg_write(REGS[name], value)
             record.rips_after.append(regs["rip"])
-        # The handler may have rewritten guest code: drop the translations of what it wrote
-        # (only that: a full flush would make every SAMPLE SMI cost a re-translation).
-        if self._dirty is not None:
-            self.uc.ctl_remove_cache(self._dirty[0], self._dirty[1])
-            self._dirty = None

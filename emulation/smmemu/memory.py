@@ -26,7 +26,8 @@ not align.
 
 Rules:
 - outside SMM, SMRAM has no access at all: a guest touching it faults (a Unicorn page
-  protection, switched at SMI entry and RSM, so guest code runs without any check);
+  protection, opened at SMI entry and closed before code runs outside SMM again, so guest
+  code runs without any check);
 - in SMM after SmmReadyToLock, every page outside SMRAM whose type at lock time was not one of
   efi.SMM_ACCESSIBLE_TYPES (reserved, runtime, ACPI, MMIO) faults on access, as EDK2's
   restricted memory access makes it (FACTS.md), and code outside SMRAM faults on fetch (SMM
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from unicorn import UC_PROT_ALL, UC_PROT_NONE, Uc
 
 from codeisland.errors import EmulationError
@@ -78,18 +80,24 @@ class MemoryMap:
 
     def __init__(self, uc: Uc) -> None:
         self.uc = uc
+        # Host arrays back the board's RAM (Unicorn maps them, it does not copy them), so a
+        # host that must look at all of it -- the plan fuzzer diffs every byte per case --
+        # reads it in place instead of copying 76 MB out through uc_mem_read.
+        self.ram: dict[int, np.ndarray] = {}
         for base, size in (
             (TRAP_BASE, TRAP_SIZE),
             (DXE_BASE, DXE_SIZE),
             (POOL_BASE, POOL_SIZE),
             (SMRAM_BASE, SMRAM_SIZE),
         ):
-            uc.mem_map(base, size, UC_PROT_ALL)
+            self.ram[base] = np.zeros(size, dtype=np.uint8)  # untouched pages stay unallocated
+            uc.mem_map_ptr(base, size, UC_PROT_ALL, self.ram[base].ctypes.data)
         self.allocations: list[Allocation] = []
         self._pool_top = POOL_BASE + POOL_SIZE
         self._dxe_next = DXE_BASE
         self.locked_holes: list[tuple[int, int]] | None = None  # set at ready-to-lock
         uc.mem_protect(SMRAM_BASE, SMRAM_SIZE, UC_PROT_NONE)
+        self.smram_open = False
 
     # -- allocation -----------------------------------------------------------------
 
@@ -140,10 +148,19 @@ class MemoryMap:
         self.locked_holes = holes
 
     def enter_smm(self) -> None:
-        self.uc.mem_protect(SMRAM_BASE, SMRAM_SIZE, UC_PROT_ALL)
+        """SMRAM opens (nothing to do if no code ran outside SMM since the last SMI)."""
+        if not self.smram_open:
+            self.uc.mem_protect(SMRAM_BASE, SMRAM_SIZE, UC_PROT_ALL)
+            self.smram_open = True
 
-    def leave_smm(self) -> None:
-        self.uc.mem_protect(SMRAM_BASE, SMRAM_SIZE, UC_PROT_NONE)
+    def close_smram(self) -> None:
+        """Before code runs outside SMM: SMRAM closes.  Done lazily, not at RSM, because a
+        protection switch costs ~2 ms each way and back-to-back SMIs (a host staging a plan)
+        run no code in between; the host's own accesses go through the transport, which
+        refuses SMRAM whether it is open or not."""
+        if self.smram_open:
+            self.uc.mem_protect(SMRAM_BASE, SMRAM_SIZE, UC_PROT_NONE)
+            self.smram_open = False
 
     def smm_denied(self, address: int, size: int) -> bool:
         """After lock: does [address, address+size) touch memory SMM may not access?"""

@@ -19,7 +19,12 @@ pending mid-stage, under a random stage budget.  Then, per case:
 * accepted: every byte written outside SMRAM lies in the plan's destinations, entry patches,
   call sites, the CPUs' stack windows or the mailbox; the plan is then staged to the end,
   committed and rolled back, after which memory, registers and engine state are back to the
-  case's start (a KEEP_COPIES plan's copies stay, retired: the board is booted again).
+  case's start (a KEEP_COPIES plan's copies stay, retired, until the snapshot is restored).
+
+The board is booted once: each case starts from a snapshot (idle, or the base plan pending
+mid-stage), restored by copying back the pages that differ from it.  A case that crashes the
+emulation (the driver faulted, hung, or touched memory SMM may not after lock) is a finding and
+boots a new board.
 
 Findings are reported with the case number and seed, so `--seed S --first N --cases 1`
 replays one.  Used by tests/test_emu_plan_fuzz.py (a short run) and scripts/fuzz_driver.py.
@@ -36,8 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from unicorn import UC_ERR_OK, UcError
-from unicorn.unicorn_py3.unicorn import uclib
+from unicorn import UcError
 
 from smmemu import smram
 from smmemu.machine import REGS
@@ -54,9 +58,13 @@ from ..relocation.placement import plan_ranked, region_platform
 from .session import Session, boot
 
 PAGE = 0x1000
+_memcmp = ctypes.CDLL(None).memcmp  # the C library's, already in the process
+_memcmp.restype = ctypes.c_int
+_memcmp.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 WORKLOAD = "graphsort"
 ISLANDS = ("merge_sort", "heap_sort", "components", "sift_down", "bfs", "checksum_sorted")
 STACK_WINDOW = 8 * L.MAX_STACK_SLOTS
+READ_MAX = 1 << 24  # the largest island source re-digested (the arena's size)
 _DIGEST = slice(L.PlanHeader.digest.offset, L.PlanHeader.digest.offset + 8)
 # SMRAM the handler rewrites on every SMI whatever it is asked (compared otherwise):
 SMRAM_SCRATCH = (
@@ -87,14 +95,24 @@ class FuzzReport:
 
 
 @dataclass
-class _World:
+class _Snapshot:
+    """A board state cases start from: every mapped byte (copies), every CPU's registers,
+    the engine as QUERY/STATS report it, and the machine's SMI counter."""
+
     memory: dict[int, np.ndarray]
     registers: list[dict[str, int]]
     engine: tuple[object, ...]
+    smi_count: int
+
+
+Runs = list[tuple[int, int]]  # (address, length) of runs of whole pages
 
 
 class PlanFuzzer:
-    """One booted board and its base plan; `run` drives cases against it."""
+    """One booted board and its base plan; `run` drives cases against it.  The board is booted
+    once: every case starts from a snapshot (idle, or the base plan pending mid-stage) that is
+    restored by copying back only the pages that differ from it -- found by comparing every
+    mapped byte, which the per-case checks need anyway."""
 
     def __init__(
         self, seed: int, *, sw_dispatch: bool = True, cpus: int = 2, driver: Path | None = None
@@ -103,17 +121,15 @@ class PlanFuzzer:
         self.driver = driver
         self.sw_dispatch = sw_dispatch
         self.cpus = cpus
-        self._buffers: list[dict[int, np.ndarray]] = [{}, {}]
-        self._turn = 0
-        self._last: _World | None = None
         self._boot()
 
     # -- the board ------------------------------------------------------------------
 
     def _boot(self) -> None:
         self.session: Session = boot(
-            cpus=self.cpus, sw_dispatch=self.sw_dispatch, driver=self.driver
-        )
+            cpus=self.cpus, sw_dispatch=self.sw_dispatch, driver=self.driver,
+            count_smm_instructions=False,
+        )  # fmt: skip
         image = load_workload(WORKLOAD)
         guest = self.session.guest(image, threads=self.cpus)
         guest.step(60_000)  # threads stopped inside the workload's code
@@ -128,6 +144,17 @@ class PlanFuzzer:
         self.mailbox = (self.session.client.base, L.MAILBOX_SIZE)
         self.undo_pool = self._find_undo_pool()
         self.edges = self._edges()
+        self._ram = self.session.machine.memory.ram  # the board's RAM, in place
+        self.idle = self._snapshot()
+        self._pending_base()
+        self.staged = self._snapshot()
+        self._idle_to_staged = self._changed(self.idle)
+        self._since_idle = self._idle_to_staged  # pages where the board differs from idle
+        self._restore(self.idle)
+        if self._engine() != self.idle.engine:  # the snapshot must give the board back
+            raise EmulationError("restoring the fuzzer's snapshot did not restore the engine")
+        self._since_idle = self._changed(self.idle)
+        self._restore(self.idle)
 
     def _find_undo_pool(self) -> int:
         """SMRAM address of the driver's undo pool: its SMM pages hold plan slot 0, slot 1, then
@@ -151,27 +178,66 @@ class PlanFuzzer:
             out += [int(r.base), int(r.base) + int(r.size), int(r.base) + int(r.size) - 1]
         return out
 
-    # -- observation ----------------------------------------------------------------
+    # -- snapshots --------------------------------------------------------------------
 
-    def _memory(self) -> dict[int, np.ndarray]:
-        """Every mapped byte (SMRAM included), one array per Unicorn region, read through
-        uc_mem_read into arrays reused round robin (Uc.mem_read allocates twice per call and
-        fresh arrays page-fault: a snapshot of the board's 76 MB cost 0.7 s that way)."""
-        uc = self.session.machine.uc
-        regions = list(uc.mem_regions())
-        self._turn = (self._turn + 1) % len(self._buffers)
-        bufs = self._buffers[self._turn]
-        out = {}
-        for lo, hi, _ in regions:
-            buf = bufs.get(lo)
-            if buf is None or buf.size != hi - lo + 1:
-                buf = bufs[lo] = np.empty(hi - lo + 1, dtype=np.uint8)
-            ptr = buf.ctypes.data_as(ctypes.POINTER(ctypes.c_char))
-            status = uclib.uc_mem_read(uc._uch, lo, ptr, buf.size)
-            if status != UC_ERR_OK:
-                raise UcError(status)
-            out[lo] = buf
-        return out
+    def _snapshot(self) -> _Snapshot:
+        engine = self._engine()  # its SMIs first: the memory copy is of the board after them
+        memory = {}
+        for base, ram in self._ram.items():
+            # only the pages in use are copied: the rest stays unallocated zero pages, which
+            # makes comparing most of the board's 76 MB against them cheap
+            copy = memory[base] = np.zeros(ram.size, dtype=np.uint8)
+            used = np.flatnonzero(ram.reshape(-1, PAGE).any(axis=1))
+            copy.reshape(-1, PAGE)[used] = ram.reshape(-1, PAGE)[used]
+        return _Snapshot(memory, self._registers(), engine, self.session.machine.smi_count)
+
+    def _changed(self, ref: _Snapshot) -> Runs:
+        """Runs of whole pages where the board's RAM differs from `ref` now: every mapped byte
+        compared, in place (memcmp over blocks, split down to the pages that differ)."""
+        runs: Runs = []
+        for base, ram in self._ram.items():
+            live, old = ram.ctypes.data, ref.memory[base].ctypes.data
+            todo, pages = [(0, ram.size)], []
+            while todo:
+                lo, n = todo.pop()
+                if not _memcmp(live + lo, old + lo, n):
+                    continue
+                if n == PAGE:
+                    pages.append(lo)
+                    continue
+                step = max(PAGE, n // 16 // PAGE * PAGE)
+                todo += [(at, min(step, lo + n - at)) for at in range(lo, lo + n, step)]
+            mine: Runs = []  # runs never span two mappings (the restore slices one array)
+            for lo in sorted(pages):
+                if mine and mine[-1][0] + mine[-1][1] == base + lo:
+                    mine[-1] = (mine[-1][0], mine[-1][1] + PAGE)
+                else:
+                    mine.append((base + lo, PAGE))
+            runs += mine
+        return runs
+
+    def _restore(self, target: _Snapshot) -> None:
+        """Put the board back to `target`: the pages that differ from idle (and, for the
+        staged snapshot, those where it differs from idle) copied back, registers, counters."""
+        runs = self._since_idle
+        if target is self.staged:
+            runs = runs + self._idle_to_staged
+        machine = self.session.machine
+        for address, length in runs:
+            base = max(b for b in self._ram if b <= address)
+            lo = address - base
+            self._ram[base][lo : lo + length] = target.memory[base][lo : lo + length]
+            if not SMRAM_BASE <= address < SMRAM_BASE + SMRAM_SIZE:
+                machine.uc.ctl_remove_cache(address, address + length)  # code may live there
+        self._since_idle = [] if target is self.idle else list(self._idle_to_staged)
+        for cpu, regs in zip(machine.cpus, target.registers, strict=True):
+            for name, value in regs.items():
+                cpu.context.reg_write(REGS[name], value)
+        machine.smi_count = target.smi_count
+        machine.smis.clear()  # a long run would keep millions of records
+        machine.debug_log.clear()
+
+    # -- observation ----------------------------------------------------------------
 
     def _registers(self) -> list[dict[str, int]]:
         return [
@@ -185,35 +251,26 @@ class PlanFuzzer:
         assert q.info is not None
         info = q.info.as_dict()
         del info["stage_budget"]  # the mailbox's budget field, echoed by every request
-        r = q.result
+        r = self._query = q.result  # the QUERY answer behind the tuple
         pending = (int(r.state), int(r.plan_id), int(r.chunks_done), int(r.chunks_total))
         entries = tuple(tuple(m.as_dict().values()) for m in s.map_entries)  # type: ignore[arg-type]
         return (tuple(sorted((k, str(v)) for k, v in info.items())), pending,
                 int(r.generation), entries)  # fmt: skip
 
-    def _world(self, keep: bool = False) -> _World:
-        """The board now; keep=True copies the memory out of the reused buffers."""
-        memory = self._memory()
-        if keep:
-            memory = {base: buf.copy() for base, buf in memory.items()}
-        return _World(memory, self._registers(), self._engine())
-
     # -- diffs ----------------------------------------------------------------------
 
-    @staticmethod
     def _diff_runs(
-        before: dict[int, np.ndarray],
-        after: dict[int, np.ndarray],
-        skip: tuple[tuple[int, int], ...] = (),
+        self, ref: _Snapshot, skip: tuple[tuple[int, int], ...] = (), pages: Runs | None = None
     ) -> Iterator[tuple[int, int]]:
-        """(address, length) of each run of consecutive differing bytes outside `skip`."""
-        for base, old in before.items():
-            new = after[base]
-            if np.array_equal(old, new):
-                continue
-            differs = old != new
-            for lo, n in skip:
-                a, b = max(lo - base, 0), min(lo + n - base, differs.size)
+        """(address, length) of each run of consecutive bytes where the board differs from
+        `ref` now, outside `skip`: bytes compared only in the pages that differ (`pages`, when
+        the caller has just found them)."""
+        for address, length in self._changed(ref) if pages is None else pages:
+            base = max(b for b in self._ram if b <= address)
+            lo = address - base
+            differs = self._ram[base][lo : lo + length] != ref.memory[base][lo : lo + length]
+            for s_lo, n in skip:
+                a, b = max(s_lo - address, 0), min(s_lo + n - address, length)
                 if a < b:
                     differs[a:b] = False
             where = np.flatnonzero(differs)
@@ -222,8 +279,8 @@ class PlanFuzzer:
             breaks = np.flatnonzero(np.diff(where) != 1)
             starts = np.concatenate(([where[0]], where[breaks + 1]))
             ends = np.concatenate((where[breaks], [where[-1]]))
-            for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
-                yield base + lo, hi - lo + 1
+            for first, last in zip(starts.tolist(), ends.tolist(), strict=True):
+                yield address + first, last - first + 1
 
     @staticmethod
     def _inside(address: int, length: int, spans: list[tuple[int, int]]) -> bool:
@@ -238,37 +295,44 @@ class PlanFuzzer:
                 return True
         return end >= address + length and length == 0
 
-    @staticmethod
-    def _request_copy(after: dict[int, np.ndarray], address: int, length: int, req: bytes) -> bool:
+    def _request_copy(self, address: int, length: int, req: bytes, slots: dict[int, bool]) -> bool:
         """Is SMRAM [address, +length) inside a copy of the request at a page-aligned slot
-        of the SMM pool (where the driver's plan slots are)?"""
-        ram = after[SMRAM_BASE]
+        of the SMM pool (where the driver's plan slots are)?  `slots` caches the answer per
+        slot for one request (a refused one leaves many short runs in its copy)."""
+        ram = self._ram[SMRAM_BASE]
         want = np.frombuffer(req, dtype=np.uint8)
         for slot in range(address & ~(PAGE - 1), smram.POOL - 1, -PAGE):
             if slot + len(req) < address + length:
                 return False
-            off = slot - SMRAM_BASE
-            if np.array_equal(ram[off : off + len(req)], want):
+            if slot not in slots:
+                off = slot - SMRAM_BASE
+                slots[slot] = np.array_equal(ram[off : off + len(req)], want)
+            if slots[slot]:
                 return True
         return False
 
-    def _unchanged(self, before: _World, after: _World, req: bytes) -> str | None:
-        top = int(dict(after.engine[0])["undo_bytes_used"])  # type: ignore[arg-type]
+    def _unchanged(
+        self, start: _Snapshot, registers: list[dict[str, int]], req: bytes
+    ) -> tuple[str | None, tuple[object, ...] | None]:
+        """A refused request: memory (SMRAM included), registers and engine as at `start`.
+        (None or a finding, the engine state if it was asked for.)"""
+        top = int(dict(start.engine[0])["undo_bytes_used"])  # type: ignore[arg-type]
         dead = (self.undo_pool + top, L.UNDO_POOL_BYTES - top)  # above the log's top
         skip = (self.mailbox, dead, *((lo, hi - lo) for lo, hi in SMRAM_SCRATCH))
-        for address, length in self._diff_runs(before.memory, after.memory, skip):
+        slots: dict[int, bool] = {}
+        for address, length in self._diff_runs(start, skip):
             if SMRAM_BASE <= address < SMRAM_BASE + SMRAM_SIZE:
-                if self._request_copy(after.memory, address, length, req):
+                if self._request_copy(address, length, req, slots):
                     continue
-                return f"SMRAM changed at {address:#x}+{length:#x}"
-            return f"memory changed at {address:#x}+{length:#x}"
-        for cpu, (old, new) in enumerate(zip(before.registers, after.registers, strict=True)):
+                return f"SMRAM changed at {address:#x}+{length:#x}", None
+            return f"memory changed at {address:#x}+{length:#x}", None
+        for cpu, (old, new) in enumerate(zip(registers, self._registers(), strict=True)):
             if old != new:
-                return f"CPU {cpu} registers changed"
-        if before.engine != after.engine:
-            diff = [(a, b) for a, b in zip(before.engine, after.engine, strict=True) if a != b]
-            return f"engine state changed: {diff[0][0]} -> {diff[0][1]}"
-        return None
+                return f"CPU {cpu} registers changed", None
+        engine = self._engine()  # SMIs: after the memory compare
+        if start.engine != engine:
+            return f"engine state changed: {_engine_diff(start.engine, engine)}", engine
+        return None, engine
 
     def _allowed_writes(self, plan: Plan, pending: bool) -> list[tuple[int, int]]:
         spans = [self.mailbox]
@@ -280,12 +344,10 @@ class PlanFuzzer:
         spans += [(regs["rsp"], STACK_WINDOW) for regs in self._registers()]
         return spans
 
-    def _writes_outside(
-        self, before: _World, after: _World, plan: Plan, pending: bool
-    ) -> str | None:
+    def _writes_outside(self, start: _Snapshot, plan: Plan, pending: bool) -> str | None:
         allowed = self._allowed_writes(plan, pending)
         skip = (self.mailbox, (SMRAM_BASE, SMRAM_SIZE))  # SMRAM: the engine's own state
-        for address, length in self._diff_runs(before.memory, after.memory, skip):
+        for address, length in self._diff_runs(start, skip):
             if not self._inside(address, length, allowed):
                 return f"accepted plan wrote {address:#x}+{length:#x} outside its regions"
         return None
@@ -338,6 +400,8 @@ class PlanFuzzer:
         read = self.session.machine.read
         chunks: list[L.Chunk] = []
         for index, isl in enumerate(plan.islands):
+            if isl.size > READ_MAX:  # a mutated size: no board holds such an island
+                raise ValueError(f"island {index} of {int(isl.size):#x} bytes")
             fixups = [f for f in plan.fixups if f.island == index]
             original = read(int(isl.src), int(isl.size))
             final = relocated_bytes(original, int(isl.src), int(isl.dst), fixups)
@@ -372,28 +436,32 @@ class PlanFuzzer:
 
     # -- a case ---------------------------------------------------------------------
 
-    def _finish(self) -> str | None:
-        """Bring an accepted plan to COMMITTED and roll it back.  A plan STAGE accepted may
-        still be refused by COMMIT (a chunk digest that does not match: STAGED_CHANGED) --
-        then it is replaced by the base plan, committed and rolled back.  None or a finding."""
+    def _finish(self, last: L.Result) -> tuple[str | None, bool]:
+        """Bring an accepted plan to COMMITTED and roll it back, from `last` (the engine's
+        newest answer).  A plan STAGE accepted may still be refused by COMMIT (a chunk digest
+        that does not match: STAGED_CHANGED) -- then it is replaced by the base plan,
+        committed and rolled back.  (None or a finding, whether any request was sent.)"""
         client = self.session.client
         client.set_stage_budget(L.STAGE_BUDGET_MAX)
+        r, sent = last, False
         for _ in range(8):
-            r = client.query().result
             if r.state in (L.STATE_STAGING, L.STATE_VALIDATED):
-                client.stage(check=False)
+                r, sent = client.stage(check=False).result, True
             elif r.state == L.STATE_STAGED:
-                refused = not client.commit(check=False).ok
-                if refused and not client.commit(self.base.to_bytes(), check=False).ok:
-                    return "the base plan could not replace a refused pending plan"
+                reply, sent = client.commit(check=False), True
+                if not reply.ok:
+                    reply = client.commit(self.base.to_bytes(), check=False)
+                    if not reply.ok:
+                        return "the base plan could not replace a refused pending plan", sent
+                r = reply.result
                 break
             else:
                 break
-        if client.query().result.generation:
-            back = client.rollback(0, check=False)
+        if r.generation:
+            back, sent = client.rollback(0, check=False), True
             if not back.ok:
-                return f"rollback refused: {L.status_text(back.result.status)}"
-        return None
+                return f"rollback refused: {L.status_text(back.result.status)}", sent
+        return None, sent
 
     def _move_stack(self, rng: random.Random) -> tuple[int, int]:
         """A thread's stack pointer outside every STACK region (where an OS thread running
@@ -419,58 +487,69 @@ class PlanFuzzer:
         client = self.session.client
         raw, what = self.mutate(rng)
         with_pending = rng.random() < 0.3
-        if with_pending:
-            self._pending_base()
+        start = self.staged if with_pending else self.idle
+        self._restore(start)
         command = rng.choice((L.CMD_STAGE, L.CMD_COMMIT, L.CMD_COMMIT))
         budget = rng.choice((0, 0, L.MAX_CHUNK_SIZE, L.STAGE_BUDGET_MAX, rng.randrange(1 << 19)))
         client.set_stage_budget(budget)
         moved_stack = self._move_stack(rng) if rng.random() < 0.2 else None
-        reuse = self._last is not None and not with_pending and moved_stack is None
-        before = self._last if reuse else self._world()
-        self._last = None
-        reply = client.request(command, raw, check=False)
-        status = L.status_text(reply.result.status)
-        report.statuses[status] += 1
-        keep_copies = False
-        if reply.ok:
-            report.accepted += 1
-            plan = Plan.from_bytes(raw)
-            keep_copies = plan.keep_copies
-            problem = self._writes_outside(before, self._world(), plan, with_pending)
+        registers = self._registers()  # the start's, with a stack moved
+        status, keep_copies, problem = "-", False, None
+        try:
+            reply = client.request(command, raw, check=False)
+            status = L.status_text(reply.result.status)
+            report.statuses[status] += 1
+            last, engine = reply.result, None
+            if reply.ok:
+                report.accepted += 1
+                plan = Plan.from_bytes(raw)
+                keep_copies = plan.keep_copies
+                problem = self._writes_outside(start, plan, with_pending)
+            else:
+                problem, engine = self._unchanged(start, registers, raw)
+                last = self._query
+            if moved_stack is not None:
+                self._restore_stack(*moved_stack)
+            if problem is None:
+                problem, sent = self._finish(last)
+                if sent:
+                    engine = None
+            if problem is None and not keep_copies:
+                problem = self._back_to_idle(engine)
+        except EmulationError as exc:  # the driver faulted, hung or broke a locked-SMM rule
+            problem, crashed = f"emulation: {exc}", True
         else:
-            problem = self._unchanged(before, self._world(), raw)
-        if moved_stack is not None:
-            self._restore_stack(*moved_stack)
-        if problem is None:
-            problem = self._finish()
-        if problem is None and not keep_copies:
-            end = self._world()
-            problem = self._back_to_start(self._start, end)
-            self._last = end if problem is None else None  # the next case's "before"
+            crashed = False
         if problem is not None:
             report.findings.append(
                 Finding(number, problem, f"{L.Command(command).name} (budget {budget}, "
                         f"pending {with_pending}) -> {status}; mutation: {what}")
             )  # fmt: skip
-        if problem is not None or keep_copies:
-            self._reboot(report)  # retired copies stay for the boot: start afresh
+        if crashed:
+            self._reboot(report)  # Unicorn stopped mid-handler: a new board
+        elif problem is not None or keep_copies:
+            # retired copies or a finding's damage: all of it goes with the idle snapshot
+            self._since_idle = self._changed(self.idle)
 
-    def _back_to_start(self, start: _World, now: _World) -> str | None:
-        """After a case: outside SMRAM and the registers exactly as at the start."""
+    def _back_to_idle(self, engine: tuple[object, ...] | None) -> str | None:
+        """After a case: outside SMRAM and the registers exactly as idle, no generation,
+        undo byte or plan left (`engine`: the engine now, if known without asking again).
+        Records which pages differ from idle (for the restore)."""
+        live = _live(self._engine() if engine is None else engine)
         skip = (self.mailbox, (SMRAM_BASE, SMRAM_SIZE))
-        for address, length in self._diff_runs(start.memory, now.memory, skip):
+        self._since_idle = self._changed(self.idle)
+        for address, length in self._diff_runs(self.idle, skip, self._since_idle):
             return f"after the case, memory differs at {address:#x}+{length:#x}"
-        if start.registers != now.registers:
+        if self.idle.registers != self._registers():
             return "after the case, registers differ"
-        if _live(start) != _live(now):
-            return f"after the case, generations/undo bytes/state {_live(start)} -> {_live(now)}"
+        was = _live(self.idle.engine)
+        if was != live:
+            return f"after the case, generations/undo bytes/state {was} -> {live}"
         return None
 
     def _reboot(self, report: FuzzReport) -> None:
         report.reboots += 1
         self._boot()
-        self._last = None
-        self._start = self._world(keep=True)
 
     def run(
         self,
@@ -480,7 +559,6 @@ class PlanFuzzer:
     ) -> FuzzReport:
         """Run cases first..first+cases-1; progress(report) after each, False stops early."""
         report = FuzzReport(self.seed)
-        self._start = self._world(keep=True)
         for n in range(first, first + cases):
             self.case(n, report)
             report.cases += 1
@@ -489,9 +567,19 @@ class PlanFuzzer:
         return report
 
 
-def _live(world: _World) -> tuple[object, ...]:
+def _live(engine: tuple[object, ...]) -> tuple[object, ...]:
     """What a finished case must give back: generations, undo bytes, no plan pending."""
-    info = dict(world.engine[0])  # type: ignore[arg-type]
-    state = world.engine[1][0]  # type: ignore[index]
+    info = dict(engine[0])  # type: ignore[arg-type]
+    state = engine[1][0]  # type: ignore[index]
     pending = state in (L.STATE_VALIDATED, L.STATE_STAGING, L.STATE_STAGED)
     return info["generations"], info["undo_bytes_used"], pending
+
+
+def _engine_diff(old: tuple[object, ...], new: tuple[object, ...]) -> str:
+    """The first part of the engine's state that differs (QUERY info fields by name)."""
+    if old[0] != new[0]:
+        was, now = dict(old[0]), dict(new[0])  # type: ignore[call-overload]
+        return ", ".join(f"{k} {was[k]} -> {now[k]}" for k in was if was[k] != now.get(k))
+    part = next(i for i in range(1, len(old)) if old[i] != new[i])
+    name = ("info", "pending (state, plan, chunks done, chunks)", "generation", "map")[part]
+    return f"{name} {old[part]} -> {new[part]}"

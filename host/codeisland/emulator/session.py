@@ -65,11 +65,14 @@ def boot(
     driver: Path | None = None,
     smm_access: bool = True,
     withhold: frozenset[str] = frozenset(),
+    count_smm_instructions: bool = True,
 ) -> Session:
-    """Build the machine, run the driver's entry point, signal ready-to-lock, find the mailbox."""
+    """Build the machine, run the driver's entry point, signal ready-to-lock, find the mailbox.
+    count_smm_instructions=False: SmiRecord.handler_instructions stays 0 (faster SMIs)."""
     machine = Machine(
-        cpus, layout, sw_dispatch=sw_dispatch, smm_access=smm_access, withhold=withhold
-    )
+        cpus, layout, sw_dispatch=sw_dispatch, smm_access=smm_access, withhold=withhold,
+        count_smm_instructions=count_smm_instructions,
+    )  # fmt: skip
     machine.boot(driver or driver_binary())
     machine.ready_to_lock()
     transport = EmulatorTransport(machine)
