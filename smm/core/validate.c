@@ -465,21 +465,17 @@ static ci_status check_rule(const ci_plan_view *v, uint32_t k) {
 
 /* Worst-case undo bytes: every chunk, entry and call site saved, and every
  * CPU's RIP (and stack window if a rule asks) rewritten at commit. */
+/* The undo records a COMMIT of this plan writes: the destinations' old bytes (one per
+   chunk), the entry patches and the call sites' rel32s.  CPU contexts have none: their RIPs
+   and stack windows are kept in SMRAM as read and restored from there (context.c). */
 static uint32_t undo_need(const ci_plan_view *v) {
   const ci_plan_header *h = v->header;
   uint64_t need = 0;
-  uint32_t slots = 0;
   for (uint32_t k = 0; k < h->chunk_count; k++)
     need += CI_UNDO_COPY_COST(v->chunks[k].length);
   for (uint32_t i = 0; i < h->island_count; i++)
     need += ci_undo_cost(entry_len(v->islands[i].flags));
   need += (uint64_t)h->callsite_count * ci_undo_cost(4);
-  need += (uint64_t)CI_MAX_CPUS * ci_undo_cost(8);
-  for (uint32_t k = 0; k < h->rule_count; k++)
-    if (v->rules[k].stack_slots > slots)
-      slots = v->rules[k].stack_slots;
-  if (slots)
-    need += (uint64_t)CI_MAX_CPUS * ci_undo_cost(8u * slots);
   return need > UINT32_MAX ? UINT32_MAX : (uint32_t)need;
 }
 

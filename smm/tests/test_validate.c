@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "internal.h" /* CI_UNDO_HDR: the undo pool's accounting */
 
 static plan_builder *pb;
 
@@ -632,6 +633,36 @@ static void test_capacity(void) {
     CHECK_ST(machine_smi(m, CI_CMD_STAGE, 0, 0), CI_ST_OK);
   CHECK_ST(machine_smi(m, CI_CMD_COMMIT, 0, 0), CI_ST_OK);
   uint32_t gen = 0;
+  CHECK_ST(machine_smi(m, CI_CMD_ROLLBACK, &gen, 4), CI_ST_OK);
+  machine_free(m);
+
+  /* The room reserved is the room logged: 4 islands whose chunk copies and entry patches
+     need 1,048,384 of the 1,048,576 pool bytes fit, with every CPU's context to move and a
+     stack window rule (contexts are restored from SMRAM, not from undo records), and the
+     COMMIT logs exactly that many bytes (destinations without uniform runs, so no chunk is
+     logged as a fill).  Before: 64 CPUs' RIP and window records were
+     reserved on top, and this plan was refused with UNDO_FULL. */
+  m = machine_new();
+  pb_init(pb, 2);
+  const uint32_t size = 63u * CI_MAX_CHUNK_SIZE + 3000u;
+  for (uint32_t i = 0; i < 4; i++)
+    pb_island(pb, T_ARENA + i * CI_MAX_ISLAND_SIZE, T_ARENA + (4 + i) * CI_MAX_ISLAND_SIZE, size,
+              CI_ISLAND_ENTRY_REL32);
+  pb_rule(pb, 0, CI_RULE_TRANSLATE_RIP | CI_RULE_TRANSLATE_RETURN, CI_MAX_STACK_SLOTS);
+  pb_chunks(pb, CI_MAX_CHUNK_SIZE);
+  const uint32_t logged = 4u * (63u * (CI_UNDO_HDR + CI_MAX_CHUNK_SIZE) + CI_UNDO_HDR + 3000u) +
+                          4u * (CI_UNDO_HDR + 8u);
+  CHECK(logged == 1048384u && logged <= CI_UNDO_POOL_BYTES);
+  uint8_t *old = fake_ptr(T_ARENA + 4u * CI_MAX_ISLAND_SIZE, 4u * CI_MAX_ISLAND_SIZE);
+  for (uint32_t i = 0; i < 4u * CI_MAX_ISLAND_SIZE; i++)
+    old[i] = (uint8_t)(i * 7u + 1u); /* no uniform run: every destination byte is logged */
+  m->budget = CI_STAGE_BUDGET_MAX;
+  CHECK_ST(machine_smi(m, CI_CMD_STAGE, g_plan, encode()), CI_ST_OK);
+  while (machine_result(m)->state == CI_STATE_STAGING)
+    CHECK_ST(machine_smi(m, CI_CMD_STAGE, 0, 0), CI_ST_OK);
+  CHECK_ST(machine_smi(m, CI_CMD_COMMIT, 0, 0), CI_ST_OK);
+  CHECK(m->engine.undo.top == logged);
+  gen = 0;
   CHECK_ST(machine_smi(m, CI_CMD_ROLLBACK, &gen, 4), CI_ST_OK);
   machine_free(m);
 
