@@ -370,3 +370,60 @@ def test_a_missing_build_says_what_to_build(args: list[str], tmp_path: Path) -> 
     assert proc.stderr.count("codeisland: error:") == 1 and "internal error" not in line
     assert "libcifetch.so is not built" in line and "make build" in line
     assert not out.exists()
+
+
+def test_emulate_without_the_built_driver_says_what_to_build(tmp_path: Path) -> None:
+    # the default driver (CODEISLAND_DRIVER or smm/build) missing: exit 6 and the make target
+    # (a --driver that does not exist is a bad input, exit 2: the table above)
+    missing = tmp_path / "CodeIslandSmm.efi"
+    env = {**os.environ, "CODEISLAND_DRIVER": str(missing)}
+    proc = subprocess.run(
+        [*CLI, "emulate", "--workload", "graphsort", "--island", "bfs"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 6, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert proc.stderr.count("codeisland: error:") == 1 and "internal error" not in line
+    assert f"the SMM driver {missing} is not built" in line and "make build" in line
+
+
+@pytest.mark.parametrize("interrupted", [False, True], ids=["drawn", "ctrl-c-while-drawing"])
+def test_bench_plots_replace_the_old_ones_only_once_complete(
+    interrupted: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from codeisland.bench import plots, runner
+
+    old = tmp_path / "heat_w.png"
+    old.write_bytes(b"the previous plot")
+
+    class Result:
+        name = "w"
+
+    def draw(r: object, path: Path, **_: object) -> Path:
+        path.write_bytes(b"half a plot")
+        if interrupted:
+            raise KeyboardInterrupt
+        path.write_bytes(b"the new plot")
+        return path
+
+    monkeypatch.setattr(runner, "run", lambda cfg, params: [Result()])
+    monkeypatch.setattr(plots, "heat_plot", draw)
+    monkeypatch.setattr(plots, "comparison_plot", lambda results, path: path.write_bytes(b"c"))
+
+    class Report:
+        def __init__(self, *args: object) -> None:
+            self.plots = args[3]
+
+        def to_dict(self) -> dict[str, object]:
+            return {"plots": [str(p) for p in self.plots]}  # type: ignore[attr-defined]
+
+    monkeypatch.setattr("codeisland.bench.report.BenchReport", Report)
+    result = invoke(["bench", "--quick", "--out", str(tmp_path), "--json"])
+    if interrupted:
+        assert result.exit_code == 130 and old.read_bytes() == b"the previous plot"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["heat_w.png"]  # no temp left
+    else:
+        assert result.exit_code == 0, result.output
+        assert old.read_bytes() == b"the new plot"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["heat_w.png", "policies.png"]
+        assert json.loads(result.stdout)["plots"][0] == str(old)  # the plot's name, not the temp

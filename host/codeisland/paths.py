@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import BuildMissing
+
 
 def repo_root() -> Path:
     env = os.environ.get("CODEISLAND_ROOT")
@@ -26,6 +28,15 @@ def smm_build_dir() -> Path:
 def driver_binary() -> Path:
     env = os.environ.get("CODEISLAND_DRIVER")
     return Path(env) if env else smm_build_dir() / "CodeIslandSmm.efi"
+
+
+def built_driver() -> Path:
+    """The driver a command uses when none is given: BuildMissing (exit 6, naming the make
+    target) when this checkout has not built it."""
+    driver = driver_binary()
+    if not driver.is_file():
+        raise BuildMissing(f"the SMM driver {driver}")
+    return driver
 
 
 def emulation_build_dir() -> Path:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..errors import UsageError
 from .options import INPUT_FILE, NAME, WINDOWS, emit, json_option, seed_option
+from .outputs import OutputFile
 
 
 @click.command(name="bench")
@@ -111,7 +114,7 @@ def command(
         from ..bench.sensitivity import SensitivityReport, run_grid
 
         grid = run_grid(cfg, params)
-        plot = None if no_plots else sensitivity_plot(grid, out / "sensitivity.png")
+        plot = None if no_plots else _plot(out / "sensitivity.png", sensitivity_plot, grid)
         emit(SensitivityReport(cfg, grid, plot, time.perf_counter() - start), as_json)
         return
     if emulated:
@@ -139,7 +142,16 @@ def command(
     plots: list[Path] = []
     if not no_plots:
         for r in results:
-            plots.append(heat_plot(r, out / f"heat_{r.name}.png", cfg.warmup, note=note))
+            heat = out / f"heat_{r.name}.png"
+            plots.append(_plot(heat, heat_plot, r, warmup=cfg.warmup, note=note))
         if not emulated:
-            plots.append(comparison_plot(results, out / "policies.png"))
+            plots.append(_plot(out / "policies.png", comparison_plot, results))
     emit(BenchReport(cfg, params, results, plots, time.perf_counter() - start, note), as_json)
+
+
+def _plot(path: Path, draw: Callable[..., object], *args: Any, **kwargs: Any) -> Path:
+    """draw(*args, path=..., **kwargs) into a temporary file beside `path`, renamed over it once
+    complete: an error or Ctrl-C while drawing leaves the previous plot as it was."""
+    with OutputFile(path, what="plot") as tmp:
+        draw(*args, path=tmp, **kwargs)
+    return path

@@ -8,11 +8,11 @@ from typing import Any
 
 import click
 
-from ..errors import BuildMissing, InputError
+from ..errors import InputError
 from ..firmware.image import file_guid
 from ..firmware.inject import inject, read_input
 from ..firmware.listing import list_image
-from ..paths import driver_binary
+from ..paths import built_driver
 from .options import INPUT_FILE, OUTPUT_FILE, emit, json_option
 from .outputs import OutputFile
 
@@ -85,9 +85,7 @@ def inject_cmd(
 ) -> None:
     """Add the driver to the DXE volume (depex, PE32, UI sections), recompress, write OUTPUT."""
     if driver is None:
-        driver = driver_binary()
-        if not driver.is_file():
-            raise BuildMissing(f"the SMM driver {driver}")
+        driver = built_driver()
     with OutputFile(output, inputs=(image, driver, depex), what="image") as tmp:
         report = inject(image, driver, tmp, depex=depex, guid=guid)
     report.output = str(output)

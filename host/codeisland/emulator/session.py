@@ -13,7 +13,7 @@ from smmemu.transport import EmulatorTransport
 from smmemu.workload import WorkloadImage
 
 from ..errors import EmulationError
-from ..paths import driver_binary
+from ..paths import built_driver
 from ..planning.platform import Platform, load_platform
 from ..relocation import Relocator
 from ..transport.mailbox import MailboxClient
@@ -73,7 +73,7 @@ def boot(
         cpus, layout, sw_dispatch=sw_dispatch, smm_access=smm_access, withhold=withhold,
         count_smm_instructions=count_smm_instructions,
     )  # fmt: skip
-    machine.boot(driver or driver_binary())
+    machine.boot(driver or built_driver())
     machine.ready_to_lock()
     transport = EmulatorTransport(machine)
     return Session(machine, transport, MailboxClient(transport))
