@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -38,9 +39,17 @@ def main() -> int:
     cpu0 = time.process_time()  # a shared machine: the rate per CPU second is the steadier one
     last = [booted, 0]
 
+    stop: list[int] = []  # SIGTERM/SIGINT: finish the case, then print the summary
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stop.append(signum))
+
     def progress(r: FuzzReport) -> bool:
         now = time.monotonic()
-        done = r.cases == args.cases or (args.seconds is not None and now - booted >= args.seconds)
+        done = (
+            r.cases == args.cases
+            or bool(stop)
+            or (args.seconds is not None and now - booted >= args.seconds)
+        )
         if now - last[0] >= args.every or done:
             rate = r.cases / (now - booted)
             cpu_rate = r.cases / max(time.process_time() - cpu0, 1e-9)
@@ -54,7 +63,7 @@ def main() -> int:
             for f in r.findings[last[1] :]:
                 print(f"FINDING {f}", file=sys.stderr, flush=True)
             last[0], last[1] = now, len(r.findings)
-        return args.seconds is None or now - booted < args.seconds
+        return not done
 
     report = fuzzer.run(args.cases, args.first, progress)
     seconds = time.monotonic() - booted
@@ -68,6 +77,7 @@ def main() -> int:
         "accepted": report.accepted,
         "reboots": report.reboots, "statuses": dict(report.statuses.most_common()),
         "findings": [str(f) for f in report.findings],
+        "stopped_by_signal": bool(stop),
     }  # fmt: skip
     print(json.dumps(summary, indent=2))
     if args.json:
