@@ -45,6 +45,7 @@ class VmConfig:
     cpus: int = 1
     vars_template: Path = VARS_TEMPLATE
     extra_args: list[str] = field(default_factory=list)
+    accel: str = "tcg"  # multi-threaded TCG: one host thread per vCPU
     # a Linux guest: OVMF's fw_cfg loader boots this kernel (EFI stub) with this initrd
     kernel: Path | None = None
     initrd: Path | None = None
@@ -110,7 +111,7 @@ class QemuVm:
         return [
             QEMU,
             "-machine", "q35,smm=on,memory-backend=ram",
-            "-accel", "tcg",
+            "-accel", c.accel,
             "-m", f"{c.memory_mib}M",
             "-smp", str(c.cpus),
             "-object",
