@@ -78,3 +78,21 @@ def test_recorded_bench_stays_under_its_bound() -> None:
     for p, c in r.cells.items():
         assert c.gain <= r.bound.gain * (1 + 1e-9), p
     assert r.cells["static"].gain > 0  # it moved (in warm-up) and its moves pay
+
+
+@pytest.mark.parametrize(("program", "jobs"), [("zlib", 5), ("bzip2", 1)])
+def test_job_ports_run_their_round_trips(program: str, jobs: int) -> None:
+    """The programs behind the stored profiles, built from Debian's sources as the recorder
+    builds them (fewer jobs), run to the end with every round trip checked."""
+    from test_emu_common import ensure_built
+
+    from codeisland.emulator.differential import EmulateConfig, run_baseline
+    from codeisland.emulator.ports import PORTS
+
+    ensure_built()
+    elf = PORTS[program].build(jobs)
+    base = run_baseline(EmulateConfig(workload=str(elf), threads=2, cpus=2))
+    assert base.exit_codes == [0, 0]
+    for thread, out in enumerate(base.outputs):
+        text = out.decode()
+        assert f"thread {thread}/2: {jobs} jobs" in text and "FAILED" not in text

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..frontend.params import FrontendParams
+from ..loop.recorded import RECORDED
 from .report import BenchReport
 from .runner import BenchConfig, WorkloadResult, run
 
@@ -84,7 +85,8 @@ def run_grid(cfg: BenchConfig, base: FrontendParams) -> list[Point]:
         results = run(cfg, params)
         report = BenchReport(cfg, params, results, [], 0.0)
         headline, violations = report.headline(), report.bound_violations()
-        out.append(Point(name, factor, params, headline, _bound_share(results), violations))
+        share = _bound_share(report.headline_results())  # over what the headline is over
+        out.append(Point(name, factor, params, headline, share, violations))
     return out
 
 
@@ -132,7 +134,12 @@ class SensitivityReport:
             if p.violations:
                 lines.append(f"  above the bound: {', '.join(p.violations)}")
         lines.append("")
-        lines.append(f"workloads {', '.join(self.config.workloads)}; took {self.seconds:.0f} s")
+        recorded = [w for w in self.config.workloads if w in RECORDED]
+        over = f"recorded ({', '.join(recorded)})" if recorded else "designed"
+        lines.append(
+            f"workloads {', '.join(self.config.workloads)}; ratios and bound over the {over} "
+            f"workloads; took {self.seconds:.0f} s"
+        )
         if self.plot:
             lines.append(f"plot: {self.plot}")
         return "\n".join(lines)

@@ -61,12 +61,16 @@ class Port:
         stamp = self.sources() / "SOURCE-PACKAGE"
         return stamp.read_text().strip() if stamp.is_file() else self.program
 
-    def build(self) -> Path:
+    def build(self, jobs: int | None = None) -> Path:
+        """The port's ELF; `jobs` per thread instead of the entry's default (a short run)."""
         from smmemu.workload import build_port
 
         tree = self.sources()
         files = [self.entry] + [tree / f for f in self.files]
-        return build_port(self.workload, files, [*self.cflags, f"-I{tree}"])
+        name, flags = self.workload, [*self.cflags, f"-I{tree}"]
+        if jobs is not None:
+            name, flags = f"{name}_{jobs}", [*flags, f"-DJOBS={jobs}"]
+        return build_port(name, files, flags)
 
 
 PORTS = {

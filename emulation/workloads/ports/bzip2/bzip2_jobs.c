@@ -16,6 +16,7 @@
 
 #include "bzlib.h"
 #include "ci_runtime.h"
+#include "../job_inputs.h"
 
 #ifndef JOBS
 #define JOBS 2000 /* per thread: far more than a recording's windows need */
@@ -61,49 +62,6 @@ static void new_stream(bz_stream *z, slot *s) {
   z->bzalloc = slot_alloc;
   z->bzfree = slot_free;
   z->opaque = s;
-}
-
-static const char *const words[] = {"the", "of", "and", "to", "in", "a", "is", "that", "for",
-                                    "it", "as", "was", "with", "be", "by", "on", "not", "he",
-                                    "this", "are", "or", "his", "from", "at", "which", "but"};
-
-/* Prose, log lines, fixed-size records, runs of bytes, noise. */
-CI_FUNC static size_t make_input(unsigned char *out, size_t n, unsigned kind, u64 *seed) {
-  size_t at = 0;
-  if (kind == 0) {
-    while (at + 12 < n) {
-      const char *w = words[ci_rand(seed) % (sizeof words / sizeof words[0])];
-      size_t len = strlen(w);
-      memcpy(out + at, w, len);
-      at += len;
-      out[at++] = (ci_rand(seed) % 11) ? ' ' : '\n';
-    }
-  } else if (kind == 1) {
-    while (at + 64 < n)
-      at += (size_t)snprintf((char *)out + at, n - at, "%08x host%u req=%u status=%u\n",
-                             (unsigned)ci_rand(seed), (unsigned)(ci_rand(seed) % 8),
-                             (unsigned)(ci_rand(seed) % 5000), 200 + (unsigned)(ci_rand(seed) % 4));
-  } else if (kind == 2) {
-    while (at + 32 <= n) {
-      memset(out + at, 0, 32);
-      u64 v = ci_rand(seed);
-      memcpy(out + at, &v, 2);
-      out[at + 8] = (unsigned char)(at / 32);
-      at += 32;
-    }
-  } else if (kind == 3) {
-    while (at < n) {
-      size_t run = 1 + ci_rand(seed) % 200;
-      if (run > n - at)
-        run = n - at;
-      memset(out + at, (int)(ci_rand(seed) & 0xFF), run);
-      at += run;
-    }
-  } else {
-    for (; at < n; at++)
-      out[at] = (unsigned char)ci_rand(seed);
-  }
-  return at;
 }
 
 CI_FUNC static int compress(slot *s, size_t in, int work_factor, size_t *out) {
@@ -152,7 +110,7 @@ void workload_thread(unsigned thread, unsigned nthreads) {
   unsigned long in_total = 0, out_total = 0;
   slot *s = &slots[thread % SLOTS];
   for (unsigned k = 0; k < JOBS; k++) {
-    unsigned kind = (unsigned)(ci_rand(&seed) % 5);
+    unsigned kind = (unsigned)(ci_rand(&seed) % JOB_INPUT_KINDS);
     size_t size = 256 + ci_rand(&seed) % (MAX_INPUT - 256);
     int work_factor = (int)(ci_rand(&seed) % 4) * 10; /* 0 = the library's default (30) */
     int small = (ci_rand(&seed) % 4) == 0;
@@ -171,7 +129,7 @@ void workload_thread(unsigned thread, unsigned nthreads) {
     }
     in_total += n;
     out_total += packed_size;
-    if ((k + 1) % 50 == 0)
+    if ((k + 1) % 50 == 0 || k + 1 == JOBS)
       printf("bzip2 %s thread %u/%u: %u jobs, %lu -> %lu bytes, check %016llx\n",
              BZ2_bzlibVersion(), thread, nthreads, k + 1, in_total, out_total,
              (unsigned long long)check);

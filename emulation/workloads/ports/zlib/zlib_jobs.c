@@ -1,6 +1,6 @@
 /*
  * zlib (Debian source package `zlib`, taken at test time, never vendored) as a long-running
- * guest workload for the benchmark's recorded profiles (host/codeisland/bench/recorded.py): each
+ * guest workload for the benchmark's recorded profiles (host/codeisland/loop/recorded.py): each
  * thread serves a stream of compression jobs.  A job is drawn at random (seeded per thread):
  * the kind of input, its size, the level, the strategy and the window size; the job deflates
  * the input, inflates it back, checks the round trip and folds CRC-32 and Adler-32 of the
@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "ci_runtime.h"
+#include "../job_inputs.h"
 #include "zlib.h"
 
 #ifndef JOBS
@@ -55,56 +56,6 @@ static void new_stream(z_stream *s, unsigned thread) {
   s->opaque = &arenas[thread];
 }
 
-static const char *const words[] = {"the", "of", "and", "to", "in", "a", "is", "that", "for",
-                                    "it", "as", "was", "with", "be", "by", "on", "not", "he",
-                                    "this", "are", "or", "his", "from", "at", "which", "but"};
-
-/* Inputs of the kinds a compression service sees: prose, log lines, a table of fixed-size
- * records, runs of bytes, and noise. */
-CI_FUNC static size_t make_input(unsigned char *out, size_t n, unsigned kind, u64 *seed) {
-  size_t at = 0;
-  switch (kind) {
-  case 0: /* prose */
-    while (at + 12 < n) {
-      const char *w = words[ci_rand(seed) % (sizeof words / sizeof words[0])];
-      size_t len = strlen(w);
-      memcpy(out + at, w, len);
-      at += len;
-      out[at++] = (ci_rand(seed) % 11) ? ' ' : '\n';
-    }
-    break;
-  case 1: /* log lines */
-    while (at + 64 < n)
-      at += (size_t)snprintf((char *)out + at, n - at, "%08x host%u req=%u status=%u\n",
-                             (unsigned)ci_rand(seed), (unsigned)(ci_rand(seed) % 8),
-                             (unsigned)(ci_rand(seed) % 5000), 200 + (unsigned)(ci_rand(seed) % 4));
-    break;
-  case 2: /* fixed-size records with a few changing fields */
-    while (at + 32 <= n) {
-      memset(out + at, 0, 32);
-      u64 v = ci_rand(seed);
-      memcpy(out + at, &v, 2);
-      out[at + 8] = (unsigned char)(at / 32);
-      at += 32;
-    }
-    break;
-  case 3: /* runs */
-    while (at < n) {
-      size_t run = 1 + ci_rand(seed) % 200;
-      if (run > n - at)
-        run = n - at;
-      memset(out + at, (int)(ci_rand(seed) & 0xFF), run);
-      at += run;
-    }
-    break;
-  default: /* noise */
-    for (; at < n; at++)
-      out[at] = (unsigned char)ci_rand(seed);
-    break;
-  }
-  return at;
-}
-
 typedef struct {
   int level, strategy, window_bits, mem_level;
   unsigned kind;
@@ -119,7 +70,7 @@ CI_FUNC static job draw_job(u64 *seed) {
   j.strategy = strategies[ci_rand(seed) % (sizeof strategies / sizeof strategies[0])];
   j.window_bits = 9 + (int)(ci_rand(seed) % 4); /* 9..12: the state fits the arena */
   j.mem_level = 1 + (int)(ci_rand(seed) % 3);
-  j.kind = (unsigned)(ci_rand(seed) % 5);
+  j.kind = (unsigned)(ci_rand(seed) % JOB_INPUT_KINDS);
   j.size = 512 + ci_rand(seed) % (MAX_INPUT - 512);
   return j;
 }
@@ -176,7 +127,7 @@ void workload_thread(unsigned thread, unsigned nthreads) {
     check ^= crc32(0L, unpacked[thread], (uInt)back);
     in_total += n;
     out_total += packed_size;
-    if ((k + 1) % 100 == 0)
+    if ((k + 1) % 100 == 0 || k + 1 == JOBS)
       printf("zlib %s thread %u/%u: %u jobs, %lu -> %lu bytes, check %08lx\n", zlibVersion(),
              thread, nthreads, k + 1, in_total, out_total, check);
   }
