@@ -186,6 +186,7 @@ static void each_refusal(uint32_t state, int with_gen) {
   REFUSED(m, CI_CMD_QUERY, &word, 4, CI_ST_BAD_REQUEST, "QUERY with a payload");
   REFUSED(m, CI_CMD_STATS, &word, 4, CI_ST_BAD_REQUEST, "STATS with a payload");
   REFUSED(m, CI_CMD_SAMPLE, &word, 4, CI_ST_BAD_REQUEST, "SAMPLE with a payload");
+  REFUSED(m, CI_CMD_RECLAIM, &word, 4, CI_ST_BAD_REQUEST, "RECLAIM with a payload");
   REFUSED(m, CI_CMD_STAGE, g_req, CI_PLAN_MAX_SIZE + 1, CI_ST_BAD_REQUEST, "STAGE too large");
   /* SAMPLE: CPU 2 cannot be read (CPUs 0 and 1 can) */
   m->cpus.fail_read = 2;
@@ -193,6 +194,7 @@ static void each_refusal(uint32_t state, int with_gen) {
   m->cpus.fail_read = -1;
   m->cpus.count = CI_MAX_CPUS + 1;
   REFUSED(m, CI_CMD_SAMPLE, 0, 0, CI_ST_TOO_MANY_CPUS, "SAMPLE, 65 CPUs");
+  REFUSED(m, CI_CMD_RECLAIM, 0, 0, CI_ST_TOO_MANY_CPUS, "RECLAIM, 65 CPUs");
   m->cpus.count = 4;
   /* STAGE and COMMIT of a plan that does not validate */
   size = plan_b(0x2000);

@@ -34,17 +34,21 @@ static uint32_t all_int3(uint64_t addr, uint32_t len) {
 }
 
 /* Commit one KEEP_COPIES island src -> dst (with a rel32 fix-up, so the copy
- * is not the source's bytes) and roll it back: a retired copy. */
-static void retire(machine *m, plan_builder *pb, uint32_t id, uint64_t src, uint64_t dst) {
+ * is not the source's bytes). */
+static void commit_keep(machine *m, plan_builder *pb, uint32_t id, uint64_t src, uint64_t dst) {
   memset(fake_ptr(dst, SIZE), 0xCC, SIZE);
   pb_init(pb, id);
   uint32_t i = pb_island(pb, src, dst, SIZE, CI_ISLAND_ENTRY_REL32);
   pb_rel32(pb, i, 0x10, T_SRC + 0x8000);
   pb_chunks(pb, 0x400);
   pb->h.flags = CI_PLAN_KEEP_COPIES;
-  uint32_t size = pb_encode(pb, g_plan);
+  CHECK_ST(machine_smi(m, CI_CMD_COMMIT, g_plan, pb_encode(pb, g_plan)), CI_ST_OK);
+}
+
+/* ... and roll it back: a retired copy. */
+static void retire(machine *m, plan_builder *pb, uint32_t id, uint64_t src, uint64_t dst) {
   uint32_t gen = 0;
-  CHECK_ST(machine_smi(m, CI_CMD_COMMIT, g_plan, size), CI_ST_OK);
+  commit_keep(m, pb, id, src, dst);
   CHECK_ST(machine_smi(m, CI_CMD_ROLLBACK, &gen, 4), CI_ST_OK);
 }
 
@@ -149,21 +153,10 @@ static void test_registers_keep(void) {
 static void test_pinning(void) {
   machine *m = machine_new();
   plan_builder *pb = malloc(sizeof *pb);
-  uint32_t gen = 0;
+  uint32_t gen = 1;
   /* gen 1 then gen 2 on top of it, both rolled back (2 first, then 1) */
-  memset(fake_ptr(DST_A, SIZE), 0xCC, SIZE);
-  pb_init(pb, 1);
-  pb_island(pb, SRC_A, DST_A, SIZE, CI_ISLAND_ENTRY_REL32);
-  pb_chunks(pb, 0x400);
-  pb->h.flags = CI_PLAN_KEEP_COPIES;
-  CHECK_ST(machine_smi(m, CI_CMD_COMMIT, g_plan, pb_encode(pb, g_plan)), CI_ST_OK);
-  memset(fake_ptr(DST_B, SIZE), 0xCC, SIZE);
-  pb_init(pb, 2);
-  pb_island(pb, SRC_B, DST_B, SIZE, CI_ISLAND_ENTRY_REL32);
-  pb_chunks(pb, 0x400);
-  pb->h.flags = CI_PLAN_KEEP_COPIES;
-  CHECK_ST(machine_smi(m, CI_CMD_COMMIT, g_plan, pb_encode(pb, g_plan)), CI_ST_OK);
-  gen = 1;
+  commit_keep(m, pb, 1, SRC_A, DST_A);
+  commit_keep(m, pb, 2, SRC_B, DST_B);
   CHECK_ST(machine_smi(m, CI_CMD_ROLLBACK, &gen, 4), CI_ST_OK); /* undoes 2, then 1 */
   put64(m->cpus.rsp[1] + 0x300, DST_B + 0x10);
   CHECK_ST(machine_smi(m, CI_CMD_RECLAIM, 0, 0), CI_ST_OK);
