@@ -25,6 +25,7 @@ class LoadedImage:
     entry: int
     relocations: int
     image: bytes  # the mapped, relocated bytes
+    writable: tuple[tuple[int, int], ...] = ()  # (address, size) of its writable sections
 
 
 def load_pe(path: Path, base: int, limit: int) -> LoadedImage:
@@ -60,7 +61,13 @@ def load_pe(path: Path, base: int, limit: int) -> LoadedImage:
     entry = pe.optional_header.addressof_entrypoint
     if not 0 < entry < size:
         raise InputError(f"{path}: entry point RVA {entry:#x} is outside the image")
-    return LoadedImage(path, base, size, base + entry, count, bytes(image))
+    align = max(pe.optional_header.section_alignment, 1)
+    writable = tuple(
+        (base + sec.virtual_address, -(-sec.virtual_size // align) * align)
+        for sec in pe.sections
+        if sec.has_characteristic(lief.PE.Section.CHARACTERISTICS.MEM_WRITE)
+    )
+    return LoadedImage(path, base, size, base + entry, count, bytes(image), writable)
 
 
 def _relocate(image: bytearray, pe: lief.PE.Binary, delta: int, path: Path) -> int:

@@ -11,11 +11,10 @@ through the mailbox client (the host's public entry point), sometimes while anot
 pending mid-stage, under a random stage budget.  Then, per case:
 
 * refused: every mapped byte outside SMRAM except the mailbox, SMRAM except the handler's own
-  scratch (SMM tables, driver globals, handler stack, save-state tiles -- registers are compared
-  instead), the undo pool above the log's top (dead bytes) and the copy of the request in a
-  plan slot, every register of every CPU, and the
-  engine's reported state (QUERY info, STATS map, pending plan's state, id and progress) are as
-  before;
+  scratch (SMM tables, the driver's writable sections, handler stack, save-state tiles --
+  registers are compared instead), the undo pool above the log's top (dead bytes) and the copy
+  of the request in a plan slot, every register of every CPU, and the engine's reported state
+  (QUERY info, STATS map, pending plan's state, id and progress) are as before;
 * accepted: every byte written outside SMRAM lies in the plan's destinations, entry patches,
   call sites, the CPUs' stack windows or the mailbox; the plan is then staged to the end,
   committed and rolled back, after which memory, registers and engine state are back to the
@@ -66,11 +65,12 @@ ISLANDS = ("merge_sort", "heap_sort", "components", "sift_down", "bfs", "checksu
 STACK_WINDOW = 8 * L.MAX_STACK_SLOTS
 READ_MAX = 1 << 24  # the largest island source re-digested (the arena's size)
 _DIGEST = slice(L.PlanHeader.digest.offset, L.PlanHeader.digest.offset + 8)
-# SMRAM the handler rewrites on every SMI whatever it is asked (compared otherwise):
+# SMRAM the handler rewrites on every SMI whatever it is asked (compared otherwise), besides
+# the driver's writable sections (its globals: the engine state is compared by QUERY/STATS);
+# its code, read-only data and the rest of the image area are compared like any byte
 SMRAM_SCRATCH = (
-    (smram.TABLES, smram.TABLES_END),  # dispatch contexts
-    (smram.IMAGE, smram.IMAGE_END),  # driver globals: the engine state is compared by QUERY/STATS
-    (smram.POOL_END, SMRAM_BASE + SMRAM_SIZE),  # handler stack, save-state tiles (registers)
+    (smram.TABLES, smram.TABLES_END - smram.TABLES),  # dispatch contexts
+    (smram.POOL_END, SMRAM_BASE + SMRAM_SIZE - smram.POOL_END),  # handler stack, save states
 )
 
 
@@ -142,6 +142,9 @@ class PlanFuzzer:
         ).plan  # fmt: skip
         self.base.keep_copies = False  # its cases roll back to the start exactly
         self.mailbox = (self.session.client.base, L.MAILBOX_SIZE)
+        driver = self.session.machine.driver
+        assert driver is not None and driver.writable  # booted: its .data holds the engine
+        self._driver_globals = driver.writable
         self.undo_pool = self._find_undo_pool()
         self.edges = self._edges()
         self._ram = self.session.machine.memory.ram  # the board's RAM, in place
@@ -318,7 +321,7 @@ class PlanFuzzer:
         (None or a finding, the engine state if it was asked for.)"""
         top = int(dict(start.engine[0])["undo_bytes_used"])  # type: ignore[arg-type]
         dead = (self.undo_pool + top, L.UNDO_POOL_BYTES - top)  # above the log's top
-        skip = (self.mailbox, dead, *((lo, hi - lo) for lo, hi in SMRAM_SCRATCH))
+        skip = (self.mailbox, dead, *SMRAM_SCRATCH, *self._driver_globals)
         slots: dict[int, bool] = {}
         for address, length in self._diff_runs(start, skip):
             if SMRAM_BASE <= address < SMRAM_BASE + SMRAM_SIZE:
