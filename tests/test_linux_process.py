@@ -109,3 +109,15 @@ def test_gzip_plan_refused_untouched_on_restricted_firmware(tmp_path: Path) -> N
     assert d["bytes_written"] == 0 and d["contexts_translated"] == 0
     assert d["output_matches"] is True  # the program ran on unharmed
     assert d["ok"] is True and d["relocated"] is False
+
+
+def test_a_program_that_ends_before_it_is_found_is_one_line(tmp_path: Path) -> None:
+    """Bad input: the program is gone before the host sees it run (a PID that exits)."""
+    d = subprocess.run(
+        [sys.executable, "-c", "from codeisland.cli import main; main()", "qemu", "process",
+         "--workdir", str(tmp_path), "--exec", "/usr/bin/gzip", "--input", "seq 1 10"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    lines = d.stderr.strip().splitlines()
+    assert d.returncode == 5 and len(lines) == 1, d.stderr
+    assert "the program ended (status 0) before a SAMPLE found it running" in lines[0]

@@ -239,20 +239,26 @@ class ProcessRelocation:
         with QemuVm(config) as m:
             try:
                 self._drive(m, ref)
-            except CodeIslandError:
-                self._check_guest(m)
+            except CodeIslandError as exc:
+                self._check_guest(m, exc)
                 raise
         return self.report
 
-    def _check_guest(self, m: QemuVm) -> None:
+    def _check_guest(self, m: QemuVm, exc: CodeIslandError) -> None:
+        """A guest that stopped, or a program that ended, is the cause of what failed next."""
         serial = m.serial()
         if cause := guest.linux_boot_failure(serial, MEMORY_MIB):
-            raise EmulationError(cause)
-        if (out := program.parse_output(serial)) is not None and self.report.cr3 == 0:
+            raise EmulationError(cause) from exc
+        if (out := program.parse_output(serial)) is None:
+            return
+        if self.report.cr3 == 0:
             raise EmulationError(
                 f"the program ended (status {out.status}) before a SAMPLE found it running: "
                 "give it more work"
-            )
+            ) from exc
+        raise EmulationError(
+            f"the program exited mid-run (status {out.status}, its address space is gone): {exc}"
+        ) from exc
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -530,15 +536,13 @@ class ProcessRelocation:
         assert info is not None
         written = int(info.total_bytes_written)
         state = "STAGED" if staged.state == L.STATE_STAGED else "STAGING"
-        statuses = []
-        for name, send in (("STAGE", rel.continue_stage), ("COMMIT", rel.commit)):
-            if name == "STAGE" and state == "STAGED":
-                continue
-            try:
-                send()
-                statuses.append(f"{name} ACCEPTED")
-            except DriverRejected as exc:
-                statuses.append(f"{name} {L.Status(exc.status).name}")
+        # the one request that would write into its pages: the next chunks, or the commit
+        name, send = ("COMMIT", rel.commit) if state == "STAGED" else ("STAGE", rel.continue_stage)
+        try:
+            send()
+            statuses = [f"{name} ACCEPTED"]
+        except DriverRejected as exc:
+            statuses = [f"{name} {L.Status(exc.status).name}"]
         after = rel.query().info
         assert after is not None
         self.report.exit_pending = {
