@@ -145,6 +145,19 @@ def test_guest_touching_smram_faults_outside_smm() -> None:
         guest.run()
 
 
+def test_guest_touching_smram_faults_after_an_smi() -> None:
+    # SMRAM is opened at SMI entry and closed only before code outside SMM runs again
+    s = boot()
+    s.client.query()
+    assert s.machine.memory.smram_open
+    code = b"\x48\xa1" + (SMRAM_BASE + 0x100).to_bytes(8, "little") + b"\xf4"
+    guest = _raw_guest(s.machine, code)
+    with pytest.raises(
+        EmulationError, match=r"read of protected memory at 0x8000100 \(SMRAM\) outside SMM"
+    ):
+        guest.run()
+
+
 def test_smm_code_touching_conventional_memory_faults_after_lock() -> None:
     s = boot()
     m = s.machine
