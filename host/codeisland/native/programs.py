@@ -87,7 +87,7 @@ def _stamped(out: Path, inputs: list[Path], flags: list[str]) -> bool:
     h = hashlib.sha256(" ".join(flags).encode())
     for p in sorted(inputs):
         h.update(p.read_bytes())
-    stamp = out.with_suffix(".stamp")
+    stamp = out.parent / f"{out.name}.stamp"  # one per output (foo and foo.bolt-input)
     if out.is_file() and stamp.is_file() and stamp.read_text() == h.hexdigest():
         return True
     stamp.write_text(h.hexdigest())
