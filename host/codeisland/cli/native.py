@@ -3,7 +3,9 @@ SMIs, ucontexts as save states)."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import IO
 
 import click
 
@@ -53,24 +55,15 @@ def run(
     from ..errors import UsageError
     from ..native.run import NativeRun
 
+    out: IO[bytes] | contextlib.nullcontext[None] = contextlib.nullcontext()  # inherit stdout
     if program_output is not None:
         try:
             out = program_output.open("wb")
         except OSError as exc:
             raise UsageError(f"{program_output}: {exc.strerror}") from None
-    with out if program_output is not None else _Inherit() as stdout:
+    with out as stdout:
         report = NativeRun(
             list(program), policy=policy, window_s=window_ms / 1000, warmup=warmup,
             sample_hz=sample_hz, stdout=stdout,
         ).run()  # fmt: skip
     emit_check(report, as_json, report.ok, f"native run of {program[0]} failed its checks")
-
-
-class _Inherit:
-    """The program's stdout stays this process's."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
