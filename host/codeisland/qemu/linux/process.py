@@ -2,8 +2,9 @@
 
 The program is the host's binary as its Debian package installed it (PIE, dynamically linked,
 built without patchable entries), run once in the guest under our LD_PRELOAD landing library
-(guest/linux/landing.c), which privatises its text pages and maps a 2 MiB landing zone within
-rel32 reach (program.py packs program, libraries, landing library and /init).  Then
+(guest/linux/landing.c), which makes its text pages its own and physically contiguous and maps a
+2 MiB landing zone within rel32 reach (program.py packs program, libraries, landing library and
+/init).  Then
 
   boot  -> the landing line names the load base, the text range and the zone (and its page size)
   find  -> the host finds the mailbox by a memory scan, SAMPLEs until a CPU runs the program's
@@ -12,16 +13,19 @@ rel32 reach (program.py packs program, libraries, landing library and /init).  T
            memory holds the ELF the analysis read (the analysis of the host's file, rebased to
            the load base), and which islands and call sites are physically contiguous (the
            engine needs one physical range per island and per call site)
-  rank  -> SAMPLEs attribute RIPs to the analysis' islands by CR3 + CPL 3
+  rank  -> SAMPLEs attribute RIPs to the analysis' islands by CR3 + CPL 3 (until RANK_HITS)
   plan  -> the planner places the hottest movable islands in the landing zone, redirecting
            through re-pointed `call rel32` sites or entry jumps only where the analysis proves
            them safe for parked threads (planning.redirect), keep-copies on rollback; the plan's
            islands are USER islands of that CR3 at their virtual addresses
-  move  -> STAGE/COMMIT through the relocation layer while the program runs; an attempt whose
-           SMI found the program's CPU outside the islands is rolled back (copies retired) and
-           placed again, at most COMMIT_ATTEMPTS times
+  move  -> STAGE/COMMIT through the relocation layer while the program runs, the COMMIT sent
+           right after a SAMPLE found the program inside a planned island; an attempt whose SMI
+           still found its CPU outside is rolled back (copies retired) and placed again, at
+           most COMMIT_ATTEMPTS times
   check -> copies, entry jumps and call sites read back through the page walk; samples in the
            copies; ROLLBACK while the program still runs (never after it exited: see below)
+  exit  -> a new plan is staged and left pending; once the program has exited, the SMI that
+           would write it (STAGE continuation or COMMIT) must be refused with 0 bytes written
   end   -> the program's output (size + sha256 on the serial console) against the same
            pipeline run on the host, unrelocated.
 
@@ -30,7 +34,8 @@ the default here) the engine may not walk a process's page tables, so the same p
 (WALK_TABLE_OUTSIDE) with nothing written; the program runs on and its output is still checked.
 
 Exit: a process that exits while a generation of its code is committed is not rolled back from
-here: the engine's undo log holds physical addresses of pages the kernel has freed.
+here: the engine's undo log holds physical addresses of pages the kernel has freed (the engine
+refuses such a ROLLBACK itself; smm/README.md, "Address spaces").
 """
 
 from __future__ import annotations
