@@ -111,6 +111,7 @@ class ClosedLoop:
         warmup: int = 0,
         params: FrontendParams | None = None,
         min_share: float = 0.001,
+        commit_smis: int = 2,
     ) -> None:
         self.m = machine
         params = params or FrontendParams()
@@ -122,6 +123,10 @@ class ClosedLoop:
         # a move must be predicted to save this share of a window's front-end cycles: islands
         # that barely run would only churn the hot region (and each cut undoes newer moves)
         self.min_share = min_share
+        # a commit takes at least its staging SMI and the commit SMI whole; the per-island
+        # move cost charges SMI time pro rata by bytes, which a small batch does not cover:
+        # new islands are committed only if their priorities pay this many SMI entries
+        self.commit_smis = commit_smis
         self.last_window_cycles = 0.0
         n = len(machine.islands)
         self.index = IslandIndex(machine.islands)
@@ -221,6 +226,8 @@ class ClosedLoop:
         benefit = np.zeros(len(self.size))
         for c in chosen:
             benefit[c.island] = c.priority
+        if add.any() and benefit[add].sum() <= self.commit_smis * self.cost.smi_entry_cycles:
+            add[:] = False  # the batch does not pay for the SMIs of its commit
         recent = np.array(self.heat_log[-PLAN_HISTORY:])
         if self.policy.keeps_moves:  # never undo a move: add only what fits beside them
             self._commit(self._fitting(add, chosen, gens), [], recent, benefit, counted)
