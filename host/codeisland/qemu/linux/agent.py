@@ -120,6 +120,18 @@ class Agent:
         self.command(RUN)
         return self.wait("resume", lambda c: c.parked == 0, timeout_s)
 
+    def wait_every_thread(
+        self, since: AgentControl, more: int, timeout_s: float = 60.0
+    ) -> AgentControl:
+        """`more` rounds in all since `since`, and at least one by every thread (rounds of a
+        port-output workload take turns under a mutex, so one thread may wait a while)."""
+
+        def done(c: AgentControl) -> bool:
+            each = all(c.thread_rounds[k] > since.thread_rounds[k] for k in range(c.threads))
+            return c.rounds >= since.rounds + more and each
+
+        return self.wait("make progress in every thread", done, timeout_s)
+
     def wait_rounds(self, more: int, timeout_s: float = 60.0) -> AgentControl:
         start = self.control().rounds
         return self.wait("make progress", lambda c: c.rounds >= start + more, timeout_s)

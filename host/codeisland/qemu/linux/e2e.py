@@ -67,6 +67,7 @@ MEMORY_MIB = guest.MIN_MEMORY_MIB  # the least that boots: every MiB costs OVMF 
 MAX_COMMIT_ATTEMPTS = 8
 ROUNDS_AFTER_COMMIT = 4
 SAMPLES = 8
+MAX_SAMPLES = 40
 MAX_CR3_SAMPLES = 40
 RANK_SAMPLES = 24  # SAMPLE SMIs that rank the islands before planning
 HOT_ISLANDS = 16  # so that retries (keep-copies: each retires its copies) fit the address map
@@ -441,12 +442,16 @@ class LinuxE2e:
         r.islands = [
             {"name": p.name, "src": p.src, "dst": p.dst, "size": p.size} for p in plan.placed
         ]
-        samples = []
-        for _ in range(SAMPLES):
+        # at least SAMPLES SMIs, more (up to MAX_SAMPLES) until one lands in the moved islands:
+        # a vCPU is often in the kernel or another process when the SMI comes
+        samples: list[L.Sample] = []
+        for k in range(MAX_SAMPLES):
             samples += rel.sample()
+            self._attribute(samples, plan, cr3)
+            if k + 1 >= SAMPLES and r.samples_attributed > 0:
+                break
             time.sleep(0.05)
-        self._attribute(samples, plan, cr3)
-        done = ag.wait_rounds(ROUNDS_AFTER_COMMIT)
+        done = ag.wait_every_thread(committed, ROUNDS_AFTER_COMMIT)
         r.rounds_after_commit = int(done.rounds - committed.rounds)
         r.thread_rounds_after_commit = [
             int(done.thread_rounds[k] - committed.thread_rounds[k]) for k in range(done.threads)
