@@ -69,9 +69,11 @@ class NativeReport(E2eReport):
     def ok(self) -> bool:
         """The run was correct: the agent answered, the program exited 0, the SMRAM plan was
         refused and every copy holds what was planned.  Moving nothing is a result, not a
-        failure (`relocations` and `not_moved` say what and why)."""
+        failure (`relocations` and `not_moved` say what and why); a program that ended before
+        the host's checks were through leaves them unmade (`ended_in_request`), not failed."""
         copies_ok = self.relocations == 0 or self.dest_bytes_match
-        return self.booted and self.checksums_ok and self.bad_plan_rejected and copies_ok
+        refused = self.bad_plan_rejected or self.ended_in_request
+        return self.booted and self.checksums_ok and refused and copies_ok
 
     def __str__(self) -> str:
         rt = ", ".join(f"{v:.2f}" for v in self.smi_round_trip_ms)
@@ -84,6 +86,10 @@ class NativeReport(E2eReport):
             f"{self.windows} windows, {self.samples_total} samples "
             f"({self.samples_attributed} in islands); commits {self.commits}",
         ]
+        if self.ended_in_request:
+            lines.append(
+                "the program ended while the host was asking the agent: later checks unmade"
+            )
         if self.not_moved:
             shown = list(self.not_moved.items())[:5]
             lines.append(
