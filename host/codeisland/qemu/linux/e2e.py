@@ -224,7 +224,7 @@ class LinuxE2e:
             if space == L.SPACE_PHYSICAL and r.walks == "restricted":
                 self._user_plan_refused(t, rel, imap, names, ctl, cr3)
             self._mark("bad_plan")
-            plan = self._commit_walked(t, rel, ag, imap, names, ctl, space, cr3)
+            plan = self._commit(t, rel, ag, imap, names, ctl, space, cr3)
             self._mark("commit")
             self._after_commit(t, rel, ag, imap, plan, ctl, cr3)
             ag.command(agent.FINISH)
@@ -347,32 +347,6 @@ class LinuxE2e:
 
     # -- stage and commit while the threads run ---------------------------------------------
 
-    def _commit_walked(
-        self,
-        t: ChipsecTransport,
-        rel: Relocator,
-        ag: agent.Agent,
-        imap: IslandMap,
-        names: tuple[str, ...],
-        ctl: agent.AgentControl,
-        space: int,
-        cr3: int,
-    ) -> RelocationPlan:
-        """_commit; a page walk the firmware does not allow ends the run with one error that
-        names the firmware needed, once it is checked that the refusal wrote nothing."""
-        read = _virtual_reader(t, ctl)
-        base, size = _hot_region(ctl)
-        sources = [(i.start, i.size) for n in names if (i := imap.get(n)) is not None]
-        before = Untouched.take(rel, read, [*sources, (base, min(size, 0x4000))])
-        try:
-            return self._commit(t, rel, ag, imap, names, ctl, space, cr3)
-        except DriverRejected as exc:
-            if exc.status not in WALK_REFUSALS:
-                raise
-            untouched = before.holds(rel, read)
-            msg = refusal_message(exc.status, self.report.firmware_mode, untouched)
-            raise DriverRejected(exc.status, msg) from exc
-
     def _commit(
         self,
         t: ChipsecTransport,
@@ -411,7 +385,20 @@ class LinuxE2e:
             resume=resume,
             replan=replan,
         )
-        out = rel.apply(replan(1), retry)  # a walk refused: _commit_walked says why
+        first = replan(1)
+        sources = [(i.start, i.size) for n in names if (i := imap.get(n)) is not None]
+        before = Untouched.take(rel, read, [*sources, (hot, min(size, 0x4000))])
+        try:
+            out = rel.apply(first, retry)
+        except DriverRejected as exc:
+            if exc.status not in WALK_REFUSALS:
+                raise
+            # a page walk the firmware does not allow: one error naming the firmware needed,
+            # once it is checked that the refusal wrote nothing
+            untouched = before.holds(rel, read)
+            raise DriverRejected(
+                exc.status, refusal_message(exc.status, r.firmware_mode, untouched)
+            ) from exc
         plan = plans[out.attempts]
         r.commit_attempts = out.attempts
         r.stage_smis, r.bytes_written = out.stage.smis, out.stage.bytes_written
