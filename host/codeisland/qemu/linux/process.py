@@ -67,6 +67,7 @@ from ...transport.mailbox import MailboxClient
 from .. import session
 from ..machine import QemuVm, VmConfig
 from . import guest, program
+from .walks import firmware_needed
 
 log = logging.getLogger(__name__)
 MEMORY_MIB = 256
@@ -85,8 +86,8 @@ SMALL_PAGE = 4096
 EXIT_PLAN_ID = 90  # the plan left pending when the program exits
 RESTRICTED_HINT = (
     "this firmware keeps SMM restricted memory access, so the engine may not walk the "
-    "process's page tables (ordinary RAM): boot the test-board firmware "
-    "(`codeisland firmware build --variant unrestricted`, then --firmware/--vars)"
+    "process's page tables (ordinary RAM); "
+    + firmware_needed("codeisland qemu process --exec PROGRAM")
 )
 
 

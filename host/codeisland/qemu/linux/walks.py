@@ -36,13 +36,14 @@ def unrestricted_images() -> tuple[str, str]:
     return str(out / code), str(out / vars_)
 
 
-def firmware_needed() -> str:
-    """How to get and boot firmware the engine may walk a process's page tables on."""
+def firmware_needed(command: str = "codeisland qemu e2e --guest linux --virtual") -> str:
+    """How to get firmware the engine may walk a process's page tables on, and boot it with
+    `command`."""
     code, vars_ = unrestricted_images()
     return (
         "relocating a process at its own virtual addresses needs test-board firmware without "
         "SMM restricted memory access: `codeisland firmware build --variant unrestricted`, then "
-        f"`codeisland qemu e2e --guest linux --virtual --firmware {code} --vars {vars_}`"
+        f"`{command} --firmware {code} --vars {vars_}`"
     )
 
 
