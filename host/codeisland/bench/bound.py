@@ -72,8 +72,10 @@ def upper_bound(
     move_cost: np.ndarray,
     capacity: int,
     window_bytes: int,
+    time_limit: float = EXACT_TIME_LIMIT_S,
 ) -> UpperBound:
-    """The bound for `saving` (windows x islands, cycles an island saves while hot)."""
+    """The bound for `saving` (windows x islands, cycles an island saves while hot); the
+    integer program gets `time_limit` seconds before its dual bound or the LP is taken."""
     start = time.perf_counter()
     saving = np.maximum(np.asarray(saving, dtype=np.float64), 0.0)
     windows = saving.shape[0]
@@ -83,7 +85,7 @@ def upper_bound(
         return UpperBound(0.0, "exact", 0, windows, time.perf_counter() - start, total)
     problem = _Schedule(saving[:, keep], np.asarray(size)[keep], np.asarray(move_cost)[keep],
                         capacity, window_bytes)  # fmt: skip
-    gain, method = problem.solve()
+    gain, method = problem.solve(time_limit)
     return UpperBound(gain, method, int(keep.size), windows, time.perf_counter() - start, total)
 
 
@@ -118,7 +120,7 @@ class _Schedule:
         m_ub = np.tile((size <= window).astype(np.float64), T - 1)
         self.upper = np.concatenate([np.ones(nx), m_ub])
 
-    def solve(self) -> tuple[float, str]:
+    def solve(self, time_limit: float = EXACT_TIME_LIMIT_S) -> tuple[float, str]:
         bounds = list(zip(np.zeros(len(self.c)), self.upper, strict=True))
         lp = linprog(self.c, A_ub=self.A, b_ub=self.ub, bounds=bounds, method="highs")
         if lp.status != 0:
@@ -130,7 +132,7 @@ class _Schedule:
                 constraints=LinearConstraint(self.A, -np.inf, self.ub),
                 integrality=np.ones(len(self.c)),
                 bounds=Bounds(np.zeros(len(self.c)), self.upper),
-                options={"time_limit": EXACT_TIME_LIMIT_S, "disp": False},
+                options={"time_limit": time_limit, "disp": False},
             )
             if ip.status == 0:
                 return -float(ip.fun), "exact"
