@@ -58,7 +58,8 @@ def test_built_as_debian_builds(program: Path) -> None:
 
 
 def test_native_run_relocates_and_output_is_unchanged(program: Path, tmp_path: Path) -> None:
-    argv = [str(program), "2", "600"]
+    # seconds of work on an idle core (600 rounds ended before the copies ran on a quiet one)
+    argv = [str(program), "2", "5000"]
     want = _baseline(argv)
     out = tmp_path / "out"
     with out.open("wb") as f:
@@ -210,11 +211,22 @@ def test_agent_inactive_without_the_host(program: Path) -> None:
     """Preloaded without CODEISLAND_NATIVE=1 the agent does nothing (no mailbox)."""
     agent = repo_root() / "smm/build/native/libcodeisland-agent.so"
     env = dict(os.environ, LD_PRELOAD=str(agent))
-    p = subprocess.Popen([str(program), "1", "200"], env=env, stdout=subprocess.DEVNULL)
-    time.sleep(0.2)
-    maps = Path(f"/proc/{p.pid}/maps").read_text() if p.poll() is None else ""
-    assert p.wait() == 0
-    assert maps and "codeisland-mailbox" not in maps
+    # "read": the worker waits on stdin, so the process is alive, agent loaded, however fast
+    # the machine (a timed sleep read the maps of a process that had already ended)
+    p = subprocess.Popen(
+        [str(program), "1", "1", "read"], env=env, stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    maps = ""
+    deadline = time.monotonic() + 30
+    while agent.name not in maps and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.05)
+        maps = Path(f"/proc/{p.pid}/maps").read_text()
+    assert p.stdin is not None
+    p.stdin.write(b"\n")
+    p.stdin.close()
+    assert p.wait(timeout=60) == 0
+    assert agent.name in maps and "codeisland-mailbox" not in maps
 
 
 def test_no_call_site_re_pointed_inside_a_live_original(program: Path) -> None:
