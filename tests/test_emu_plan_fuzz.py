@@ -13,7 +13,7 @@ import re
 import pytest
 from test_emu_common import ensure_built
 
-from codeisland.emulator.plan_fuzz import PAGE, PlanFuzzer
+from codeisland.emulator.plan_fuzz import AUDIT_EVERY, PAGE, PlanFuzzer
 from smmemu import smram
 from smmemu.machine import Machine, SmiRecord
 from smmemu.memory import POOL_BASE
@@ -78,3 +78,24 @@ def test_the_fuzzer_sees_a_change_anywhere(where: str, monkeypatch: pytest.Monke
     # an accepted plan may write SMRAM (its engine state): only refused ones must not
     assert len(report.findings) >= (3 if where == "conventional" or where == "register"
                                     else 3 - report.accepted)  # fmt: skip
+
+
+def test_a_write_the_tracker_cannot_see_is_found_by_the_audit_case(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Outside SMRAM only the pages the write tracker saw are compared; a write behind its back
+    (straight into the board's RAM, like DMA) is seen by the next case that compares every
+    mapped byte (every AUDIT_EVERY-th)."""
+    fuzzer = PlanFuzzer(seed=16)
+    counter = itertools.count(1)
+    dispatch = Machine._dispatch
+
+    def dma(self: Machine, record: SmiRecord) -> None:
+        dispatch(self, record)
+        self.memory.ram[POOL_BASE][PAGE] = next(counter) & 0xFF
+
+    monkeypatch.setattr(Machine, "_dispatch", dma)
+    report = fuzzer.run(3, first=AUDIT_EVERY - 1)
+    assert [f.case for f in report.findings] == [AUDIT_EVERY], "\n".join(map(str, report.findings))
+    found = report.findings[0].kind
+    assert re.search(r"memory (changed|differs) at 0x111000\+0x1|wrote 0x111000", found)

@@ -76,6 +76,7 @@ from .pe import LoadedImage, load_pe
 from .ports import PORT_APM_CNT, PORT_APM_STS, PORT_DEBUGCON, PORT_TRAP, PortBus
 from .savestate import LAYOUTS, SaveStateMap
 from .traps import TrapTable
+from .writes import WriteTracker
 
 REGS = {
     "rax": UC_X86_REG_RAX, "rbx": UC_X86_REG_RBX, "rcx": UC_X86_REG_RCX,
@@ -143,6 +144,7 @@ class Machine:
         if not 1 <= cpus <= 64:
             raise EmulationError(f"{cpus} CPUs: the machine has 1..64")
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        self.write_tracker: WriteTracker | None = None  # pages stored to, for a host that diffs
         self.layout = LAYOUTS[layout]
         self._stop_reasons: list[str] = []
         self._fault: str | None = None
@@ -206,6 +208,8 @@ class Machine:
 
     def write(self, address: int, data: bytes) -> None:
         self.uc.mem_write(address, bytes(data))
+        if self.write_tracker is not None:  # host writes bypass Unicorn's hooks
+            self.write_tracker.note(address, len(data))
 
     def _make_cpu(self, index: int) -> Cpu:
         ssm = SaveStateMap(self.layout, self.smram.smbase(index), self.read, self.write)

@@ -9,13 +9,12 @@ instructions; use instruction-count slices (Guest.step) where SMIs must land at 
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
 
 from unicorn import UC_HOOK_BLOCK, Uc
 
-from codeisland.errors import BuildMissing, EmulationError, ToolMissing
-from codeisland.paths import emulation_build_dir, repo_root
+from codeisland.errors import EmulationError
+
+from . import nativelib
 
 
 class _State(ctypes.Structure):
@@ -29,24 +28,13 @@ class _State(ctypes.Structure):
     ]
 
 
-def _library() -> ctypes.CDLL:
-    path = emulation_build_dir() / "slicer" / "libsmmslicer.so"
-    if not path.is_file():
-        if shutil.which("make") is None:
-            raise ToolMissing("building the native slicer needs make and a C compiler")
-        subprocess.run(["make", "-s", "-C", str(repo_root() / "emulation")], check=False)
-    if not path.is_file():
-        raise BuildMissing(f"the native slicer {path}")
-    return ctypes.CDLL(str(path))
-
-
 class NativeSlicer:
     """Attach to a machine's Unicorn for guest code in [begin, end]."""
 
     def __init__(self, uc: Uc, begin: int, end: int) -> None:
         from unicorn.unicorn_py3.unicorn import uclib
 
-        self._lib = _library()
+        self._lib = nativelib.load("slicer", "native slicer")
         self._uclib = uclib
         self._uc = uc
         self.state = _State()
