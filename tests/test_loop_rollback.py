@@ -86,10 +86,35 @@ class DoubleMachine:
         return [(g, list(m)) for g, m in self.gens]
 
 
+class KeepCopiesMachine(DoubleMachine):
+    """The double with keep-copies rollbacks: a rolled-back copy keeps its room (retired)
+    until a RECLAIM, which costs `price` cycles, frees it; the hot region holds one copy."""
+
+    def __init__(self, hot_cpb: float, price: float) -> None:
+        super().__init__(hot_cpb)
+        self.hot_capacity, self.retired, self.price = 512, 0, price
+
+    def rollback(self, generation: int) -> RelocationResult:
+        r = super().rollback(generation)
+        self.retired += 512 * len(r.islands)
+        return r
+
+    def retired_bytes(self) -> int:
+        return self.retired
+
+    def reclaim_price(self) -> float:
+        return self.price
+
+    def reclaim(self) -> RelocationResult:
+        freed, self.retired = self.retired, 0
+        self.log.append("reclaim")
+        return RelocationResult(0, smis=1, cycles=int(self.price), reclaims=1, bytes_freed=freed)
+
+
 def run(
-    hot_cpb: float, windows: int, policy: str = "next_window"
+    hot_cpb: float, windows: int, policy: str = "next_window", m: DoubleMachine | None = None
 ) -> tuple[DoubleMachine, ClosedLoop]:
-    m = DoubleMachine(hot_cpb)
+    m = m or DoubleMachine(hot_cpb)
     cost = CostModel(2, 40, 20000, stage_budget=16384, smis_per_window=4)
     profile = np.array([50.0, 0.0])  # the whole run's mean samples, for the static layout
     loop = ClosedLoop(m, make_policy(policy, 2, profile), cost, cooldown=3, keep_ratio=0.5)
@@ -124,6 +149,23 @@ def test_move_that_pays_is_kept() -> None:
     assert loop.stats.shortfall_rollbacks == 0
     # samples in the copy were attributed to the original island every window
     assert [h[0] for h in loop.heat_log] == [50.0] * 6
+
+
+def test_reclaim_only_when_the_room_pays_for_it_and_charged() -> None:
+    # after the rollback the retired copy fills the hot region; the move it blocks is worth
+    # about 600k cycles of priority (6 cycles x 100k blocks, less the staging)
+    cheap = KeepCopiesMachine(hot_cpb=9.5, price=100_000)
+    m, loop = run(hot_cpb=9.5, windows=7, m=cheap)
+    assert m.log == ["commit 1 [0]", "rollback 1 [0]", "reclaim", "commit 2 [0]", "rollback 2 [0]"]
+    assert loop.stats.reclaims == 1 and loop.stats.reclaim_bytes_freed == 512
+    moves = 2 * 2 + 1 + 1  # the double's commits and rollbacks charge no cycles
+    assert loop.stats.relocation_cycles == 100_000 and loop.stats.smis == moves + 1
+
+    dear = KeepCopiesMachine(hot_cpb=9.5, price=10_000_000)
+    m, loop = run(hot_cpb=9.5, windows=7, m=dear)
+    assert m.log == ["commit 1 [0]", "rollback 1 [0]"]  # the room stays retired: no move pays
+    assert loop.stats.reclaims == 0 and loop.stats.reclaims_declined >= 1
+    assert loop.stats.reclaim_price == 10_000_000
 
 
 @pytest.mark.skipif(not library_path().is_file(), reason="native library not built")

@@ -212,8 +212,20 @@ def _workload_lines(r: WorkloadResult) -> list[str]:
             f"{b.seconds:.1f} s): gain {100 * b.gain / base if base else 0:.2f}%; every "
             f"miss removed for free: {100 * b.all_misses_cycles / base if base else 0:.2f}%"
         )
+    lines += _reclaim_lines(r)
     lines += _regroup_lines(r)
     return lines
+
+
+def _reclaim_lines(r: WorkloadResult) -> list[str]:
+    """RECLAIMs of the retired copies' room, per policy that had any to consider."""
+    said = [
+        f"{p} {s['reclaims']} (freed {s['reclaim_bytes_freed']} bytes), declined "
+        f"{s['reclaims_declined']} at {s['reclaim_price_cycles']:.3g} cycles each"
+        for p, c in r.cells.items()
+        if (s := c.stats).get("reclaims") or s.get("reclaims_declined")
+    ]
+    return ["  RECLAIM: " + "; ".join(said)] if said else []
 
 
 def _percent(share: float | None) -> str:

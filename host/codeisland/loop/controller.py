@@ -18,6 +18,9 @@ Every window:
                driver undoes it and every newer one), if the new islands' benefit pays for
                staging the undone wanted ones again; those are committed again ("move again")
                with the new ones.  A full generation stack forces the cheapest cut.
+               Copies a rollback kept (retired) hold their room until a RECLAIM frees it; the
+               loop asks for one only when the selection with that room gains more priority
+               than the RECLAIM's price (machine.reclaim_price: its scan is no small SMI).
 
                A merged island in place whose members' counts diverged (the planner's Split
                pass takes it apart: machine.conflicts) is split: its generation is rolled back
@@ -59,6 +62,10 @@ class LoopStats:
     splits: int = 0  # merged islands taken apart again (members' needs diverged)
     refused_plans: int = 0  # commits the planner refused (nothing moved), e.g. no room left
     refusal: str | None = None  # the last refusal's reason
+    reclaims: int = 0  # RECLAIM SMIs (retired copies' room freed when a plan needed it)
+    reclaim_bytes_freed: int = 0
+    reclaims_declined: int = 0  # the room retired copies hold would gain, but not the price
+    reclaim_price: float = 0.0  # the last price looked at (modeled cycles)
     bytes_staged: int = 0
     bytes_restored: int = 0
     smis: int = 0
@@ -93,9 +100,11 @@ class LoopStats:
         self.bytes_restored += r.bytes_restored
         self.smis += r.smis
         self.handler_insns_max = max(self.handler_insns_max, r.handler_insns_max)
+        self.reclaims += r.reclaims
+        self.reclaim_bytes_freed += r.bytes_freed
         if kind == "commit":
             self.relocations += len(r.islands)
-        else:
+        elif kind == "rollback":
             self.rollbacks += 1
 
 
@@ -207,20 +216,42 @@ class ClosedLoop:
             return gen
         return None
 
+    def _select(
+        self, heat: np.ndarray, resident: np.ndarray, capacity: int, cost: CostModel
+    ) -> tuple[np.ndarray, list[Any]]:
+        saved = self.benefit.saved_per_sample()
+        return select_moves(heat, saved, self.size, self.m.fixups, resident, capacity, cost)
+
+    def _reclaim_if_it_pays(
+        self,
+        heat: np.ndarray,
+        resident: np.ndarray,
+        cost: CostModel,
+        chosen: list[Any],
+        counted: bool,
+    ) -> bool:
+        """RECLAIM when retired copies hold room whose best use (the selection with the whole
+        hot region) gains more priority than the RECLAIM costs; True if it ran."""
+        if not self.m.retired_bytes():
+            return False
+        _, roomy = self._select(heat, resident, self.m.hot_capacity, cost)
+        gain = sum(c.priority for c in roomy) - sum(c.priority for c in chosen)
+        self.stats.reclaim_price = price = self.m.reclaim_price()
+        if gain <= price:
+            self.stats.reclaims_declined += int(gain > 0 and counted)
+            return False
+        self.stats.add(self.m.reclaim(), "reclaim", self.window, counted)
+        return True
+
     def _apply(self, heat: np.ndarray, resident: np.ndarray, counted: bool) -> None:
         allowed = self.blocked_until <= self.window
         cost = replace(
             self.cost, threshold=max(self.cost.threshold, self.min_share * self.last_window_cycles)
         )
-        want, chosen = select_moves(
-            np.where(allowed, heat, 0.0),
-            self.benefit.saved_per_sample(),
-            self.size,
-            self.m.fixups,
-            resident,
-            self.capacity(),
-            cost,
-        )
+        heat = np.where(allowed, heat, 0.0)
+        want, chosen = self._select(heat, resident, self.capacity(), cost)
+        if self._reclaim_if_it_pays(heat, resident, cost, chosen, counted):
+            want, chosen = self._select(heat, resident, self.capacity(), cost)
         add = want & ~resident
         gens = self.m.generations()
         benefit = np.zeros(len(self.size))

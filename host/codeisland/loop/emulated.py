@@ -9,10 +9,13 @@ loop's recent per-window counts and priorities, so address-adjacent islands that
 same windows are committed as one merged island, and its live Place (first fit in the
 platform's hot region, capped at `hot_capacity`, around the copies the driver's address map
 holds); the layer's Relocator stages and commits them.  Rollbacks keep the copies (retired);
-RECLAIM frees those no thread can reach any more (relocation.reclaim): at the start of a window
-by the shared ReclaimSchedule (counted in windows; its SMIs, like SAMPLE's, are not charged to
-the modeled cycles: describe() reports them), and when a plan finds no room beside retired
-copies (then charged to that commit) before the plan is made again.
+RECLAIM frees those no thread can reach any more (relocation.reclaim), only when a plan needs
+their room and the gain pays for the scan: when the loop asks (`reclaim()`, after comparing
+`reclaim_price()` with what the room would let it move), or when a plan finds no room beside
+retired copies and its priorities pay the price.  Every RECLAIM SMI is charged like a move's.
+The scan reads every word of the STACK regions -- the driver registers its whole 16 MiB arena
+(the guest's stacks live there), about 16M handler instructions -- so on short windows it
+seldom pays; a RECLAIM every few windows used to cost 20-28 times the baseline's cycles.
 `conflicts()` runs the planner's Split pass over the merged islands in place: when their
 members' counts diverge, the loop rolls that generation back and commits the members it still
 wants as separate islands.
@@ -40,7 +43,6 @@ from ..planning.platform import large_page_ranges, load_platform
 from ..profile.format import ProfiledIsland
 from ..relocation import (
     ReclaimReport,
-    ReclaimSchedule,
     RelocationPlan,
     SmiReport,
     movable,
@@ -56,6 +58,11 @@ HOT = "hot"  # the platform region the loop places into (capped at hot_capacity)
 # translates return addresses back in this many 8-byte slots above each saved RSP
 # (CI_RULE_TRANSLATE_RETURN), so threads leave the copies sooner and RECLAIM can free them
 STACK_SLOTS = 32
+
+# RECLAIM's scan costs about this many handler instructions per STACK-region word (measured on
+# the driver: 16,022,543 for the 2,097,152 words of its arena); the price of a RECLAIM before
+# one has been measured in this run
+SCAN_INSNS_PER_WORD = 8
 
 
 class EmulatedTarget:
@@ -73,7 +80,6 @@ class EmulatedTarget:
         params: FrontendParams | None = None,
         hot_capacity: int = 32 * 1024,
         keep_copies: bool = True,
-        reclaim_every: int = 2,
     ) -> None:
         from codeisland.analysis import analyze
         from codeisland.emulator.session import boot
@@ -82,11 +88,9 @@ class EmulatedTarget:
 
         self.params = params or FrontendParams()
         # the planner's default: a ROLLBACK keeps the copies (retired, their room reserved:
-        # retired_bytes(), until a RECLAIM frees them, at the windows `reclaims` says); False
-        # restores them and frees the room (the plans ask for STACK_SLOTS of return addresses
-        # to be translated back)
+        # retired_bytes(), until a RECLAIM frees them); False restores them and frees the room
+        # (the plans ask for STACK_SLOTS of return addresses to be translated back)
         self.keep_copies = keep_copies
-        self.reclaims = ReclaimSchedule(reclaim_every)
         self.reclaim_smis: list[SmiReport] = []
         self.s = boot(cpus=cpus)
         self.rel = self.s.relocator
@@ -159,8 +163,6 @@ class EmulatedTarget:
         if self.guest.done:
             raise EmulationError("the workload ended before the loop's last window")
         self.inputs.new_window(self.t)
-        if self.reclaims.due():
-            self.reclaims.answered(self._reclaim_now())
         self.model.reset_counts()
         self.guest.samples.clear()
         ring: list[L.Sample] = []
@@ -219,11 +221,11 @@ class EmulatedTarget:
     ) -> RelocationResult:
         """Commit `islands` as one generation, planned with `counts` (recent windows x islands)
         and `priorities` (per island) by the planner's passes; merged islands are reported."""
-        mark = len(self.rel.smis)
+        mark, reclaims = len(self.rel.smis), len(self.reclaim_smis)
         try:
             plan = self._plan(islands, counts, priorities)
         except PlanError as exc:  # nothing moved: said in the result, counted by the loop
-            if not self._reclaim():
+            if not self._reclaim_pays(islands, priorities) or not self._reclaim():
                 return RelocationResult(generation=0, refused=str(exc))
             try:
                 plan = self._plan(islands, counts, priorities)
@@ -243,8 +245,13 @@ class EmulatedTarget:
         moved = [pos[m] for p in plan.placed for m in p.members]
         merged = [[pos[m] for m in members] for members in plan.merged]
         return RelocationResult(
-            int(out.result.generation), moved, staged, 0, 0, fix, smis, worst, cycles, merged
-        )
+            int(out.result.generation), moved, staged, 0, 0, fix, smis, worst, cycles, merged,
+            reclaims=len(self.reclaim_smis) - reclaims,
+        )  # fmt: skip
+
+    def _reclaim_pays(self, islands: list[int], priorities: np.ndarray | None) -> bool:
+        """Would the plan's islands pay for a RECLAIM?  (No priorities: the caller asked.)"""
+        return priorities is None or float(priorities[islands].sum()) > self.reclaim_price()
 
     def _reclaim(self) -> bool:
         """RECLAIM when the driver holds retired copies; True if it freed any."""
@@ -256,6 +263,25 @@ class EmulatedTarget:
         report = self.rel.reclaim()
         self.reclaim_smis.append(self.rel.smis[-1])
         return report
+
+    def reclaim_price(self) -> float:
+        """Modeled cycles of one RECLAIM SMI: the dearest measured in this run (a scan stops
+        early once every copy is kept), else the scan of the whole arena, which the driver
+        registers as a STACK region, at SCAN_INSNS_PER_WORD."""
+        insns = max((r.handler_instructions or 0 for r in self.reclaim_smis), default=0)
+        if not insns:
+            insns = self.s.arena[1] // 8 * SCAN_INSNS_PER_WORD
+        return (self.params.smi_entry_cycles + insns) * self.params.cycles_per_handler_insn
+
+    def reclaim(self) -> RelocationResult:
+        """RECLAIM now (the loop found that the room pays for it); its SMI is charged."""
+        mark = len(self.rel.smis)
+        report = self._reclaim_now()
+        smis, worst, cycles = self._smi_cost(self.rel.since(mark))
+        return RelocationResult(
+            0, [], smis=smis, handler_insns_max=worst, cycles=cycles, reclaims=1,
+            bytes_freed=report.bytes_freed,
+        )  # fmt: skip
 
     def conflicts(self, counts: np.ndarray) -> list[tuple[int, list[int]]]:
         """(generation, members) of every merged island in place that the planner's Split pass
@@ -279,8 +305,6 @@ class EmulatedTarget:
         mark = len(self.rel.smis)
         before = self.generations()
         result = self.rel.rollback(generation)
-        if self.keep_copies:
-            self.reclaims.retired()
         undone = [i for g, m in before if g >= generation for i in m]
         smis, worst, cycles = self._smi_cost(self.rel.since(mark))
         self._set_ranges(self.address_map())

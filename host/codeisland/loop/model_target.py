@@ -189,6 +189,12 @@ class ModelTarget:
     def retired_bytes(self) -> int:
         return 0  # this machine's rollback restores the destination (no copies are kept)
 
+    def reclaim_price(self) -> float:
+        return 0.0  # nothing is ever retired here, so the loop never asks
+
+    def reclaim(self) -> RelocationResult:
+        return RelocationResult(generation=0)  # nothing retired: nothing to free, no SMI
+
     def generations(self) -> list[tuple[int, list[int]]]:
         return [(g, list(m)) for g, m in self._gens]
 

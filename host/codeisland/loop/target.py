@@ -44,6 +44,8 @@ class RelocationResult:
     cycles: int = 0  # modeled cycles the SMIs took from the guest
     merged: list[list[int]] = field(default_factory=list)  # members committed as one island
     refused: str | None = None  # why nothing was committed (the planner's reason), if so
+    reclaims: int = 0  # RECLAIM SMIs among `smis` (their cost is in `cycles`)
+    bytes_freed: int = 0  # room of retired copies they freed
 
 
 class LoopTarget(Protocol):
@@ -75,7 +77,13 @@ class LoopTarget(Protocol):
 
     def retired_bytes(self) -> int:
         """Hot-region bytes held by copies a rollback kept (retired, reserved for the boot):
-        room of hot_capacity that no later plan can use."""
+        room of hot_capacity that no later plan can use until a RECLAIM frees it."""
+
+    def reclaim_price(self) -> float:
+        """Modeled cycles one RECLAIM would take from the guest."""
+
+    def reclaim(self) -> RelocationResult:
+        """RECLAIM: free the retired copies no thread can reach (its cost in the result)."""
 
     def generations(self) -> list[tuple[int, list[int]]]:
         """Active generations, oldest first: (generation, island positions)."""
