@@ -84,7 +84,16 @@ def test_sensitivity_report_table_json_and_plot(tmp_path: Path) -> None:
     from codeisland.frontend.params import FrontendParams
 
     grid = [
-        Point(name, f, p, dict.fromkeys(HEADLINE, 0.5 + k / 10), 0.2, ["mixed/ewma"] if k else [])
+        Point(
+            name,
+            f,
+            p,
+            dict.fromkeys(HEADLINE, 0.5 + k / 10),
+            0.2,
+            ["mixed/ewma"] if k else [],
+            {"predictive": 0.3, "static": 0.25 + k / 100, "hot_once": 0.1},
+            ["mixed/static"] if k == 2 else [],
+        )
         for k, (name, f, p) in enumerate(points(FrontendParams()))
     ]
     grid[0].headline[HEADLINE[1]] = None  # a ratio without a static gain prints as n/a
@@ -92,7 +101,10 @@ def test_sensitivity_report_table_json_and_plot(tmp_path: Path) -> None:
     report = SensitivityReport(BenchConfig(workloads=("mixed",)), grid, plot, 3.0)
     text = str(report)
     assert "smi_entry_cycles" in text and "n/a" in text and "above the bound: mixed/ewma" in text
+    assert "predictive does NOT beat: mixed/static" in text and "0.270" in text  # static/bnd
     d = report.to_dict()
     assert [p["parameter"] for p in d["points"]][:2] == ["baseline", "l1i_size"]
     assert d["points"][1]["predictive_share_of_upper_bound"] == 0.6
+    assert d["points"][1]["share_of_upper_bound"]["static"] == 0.26
+    assert d["points"][2]["predictive_not_above"] == ["mixed/static"]
     assert plot.read_bytes()[:4] == b"\x89PNG"

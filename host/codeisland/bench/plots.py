@@ -115,12 +115,13 @@ def sensitivity_plot(points: list[Any], path: Path) -> Path:
               for p in points]  # fmt: skip
     x = np.arange(len(points))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.6), dpi=110)
-    share = [100 * (p.headline["predictive_share_of_upper_bound"] or 0) for p in points]
     bound = [100 * p.upper_bound_gain_share for p in points]
-    ax1.bar(x - 0.2, bound, 0.4, label="upper bound: gain over none (%)", color="#9e9e9e")
-    ax1.bar(x + 0.2, share, 0.4, label="predictive: share of the bound (%)",
-            color=POLICY_COLORS["predictive"])  # fmt: skip
-    ax1.set_title("the bound and predictive's share of it", fontsize=10)
+    ax1.bar(x - 0.3, bound, 0.2, label="upper bound: gain over none (%)", color="#9e9e9e")
+    for k, policy in enumerate(("predictive", "static", "hot_once")):
+        share = [100 * (p.shares.get(policy) or 0) for p in points]
+        ax1.bar(x - 0.1 + 0.2 * k, share, 0.2, label=f"{policy}: share of the bound (%)",
+                color=POLICY_COLORS[policy])  # fmt: skip
+    ax1.set_title("the bound and each policy's share of it", fontsize=10)
     for key, color, off in (
         ("predictive_over_static_gain", POLICY_COLORS["static"], -0.2),
         ("predictive_over_reactive_gain", POLICY_COLORS["reactive"], 0.2),

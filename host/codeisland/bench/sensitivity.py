@@ -2,7 +2,9 @@
 the platform's value (L1i size, 4 KiB iTLB entries, miss penalties, SMI entry cost).
 
 Each point runs the whole benchmark (same workloads, seeds and windows) with one [frontend]
-value changed, and keeps the headline ratios; so no figure hangs on one tuned setting.
+value changed, and keeps the headline ratios, the bound and each policy's share of it (the
+baselines static and hot_once too) and where predictive does not beat a baseline; so no figure
+hangs on one tuned setting.  By default the grid runs the recorded workloads, the headline's.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ class Point:
     headline: dict[str, float | None]
     upper_bound_gain_share: float  # bound / cycles of `none`, summed over workloads
     violations: list[str]
+    shares: dict[str, float | None]  # policy -> its total gain / the total bound
+    not_above: list[str]  # workload/baseline where predictive's gain is not above
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +67,8 @@ class Point:
             "frontend": self.params.to_dict(),
             **self.headline,
             "upper_bound_gain_share": self.upper_bound_gain_share,
+            "share_of_upper_bound": self.shares,
+            "predictive_not_above": self.not_above,
             "bound_violations": self.violations,
         }
 
@@ -74,8 +80,10 @@ def points(base: FrontendParams) -> list[tuple[str, float, FrontendParams]]:
     return out
 
 
-# the policies the headline ratios need (the grid runs the whole benchmark nine times)
-GRID_POLICIES = ("none", "reactive", "predictive", "next_window", "static")
+# the policies the headline ratios and the baselines need (the grid runs the benchmark 9 times)
+GRID_POLICIES = ("none", "reactive", "predictive", "next_window", "static", "hot_once")
+# whose share of the bound each point keeps
+SHARES = ("predictive", "static", "hot_once", "next_window", "reactive")
 
 
 def run_grid(cfg: BenchConfig, base: FrontendParams) -> list[Point]:
@@ -84,9 +92,12 @@ def run_grid(cfg: BenchConfig, base: FrontendParams) -> list[Point]:
     for name, factor, params in points(base):
         results = run(cfg, params)
         report = BenchReport(cfg, params, results, [], 0.0)
+        chosen = report.headline_results()  # the ratios are over what the headline is over
         headline, violations = report.headline(), report.bound_violations()
-        share = _bound_share(report.headline_results())  # over what the headline is over
-        out.append(Point(name, factor, params, headline, share, violations))
+        gains, bound = report.totals(chosen), report.bound_total(chosen)
+        shares = {p: gains[p] / bound if bound > 0 else None for p in SHARES if p in gains}
+        out.append(Point(name, factor, params, headline, _bound_share(chosen), violations,
+                         shares, report.not_beaten(chosen)))  # fmt: skip
     return out
 
 
@@ -113,24 +124,29 @@ class SensitivityReport:
 
     def __str__(self) -> str:
         head = (
-            f"{'parameter':<18}{'x':>6}{'bound':>8}{'pred/bound':>12}{'pred/static':>13}"
-            f"{'pred/reactive':>15}{'pred/next-win':>15}"
+            f"{'parameter':<18}{'x':>6}{'bound':>8}{'pred/bnd':>10}{'static/bnd':>12}"
+            f"{'hot1/bnd':>10}{'pred/static':>13}{'pred/react':>12}{'pred/next-win':>15}"
+            f"{'not beaten':>12}"
         )
         lines = [
             "codeisland bench --sensitivity -- modeled cycles (a model); one parameter changed "
-            "at a time; 'bound' is the upper bound's gain over none",
+            "at a time; 'bound' is the upper bound's gain over none, 'x/bnd' a policy's share "
+            "of it, 'not beaten' how many workload/baseline pairs predictive does not beat",
             "",
             head,
             "-" * len(head),
         ]
         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
         for p in self.points:
-            h = p.headline
+            h, sh = p.headline, p.shares
             lines.append(
                 f"{p.parameter:<18}{p.factor:>6g}{100 * p.upper_bound_gain_share:>7.1f}%"
-                f"{fmt(h[HEADLINE[0]]):>12}{fmt(h[HEADLINE[1]]):>13}{fmt(h[HEADLINE[2]]):>15}"
-                f"{fmt(h[HEADLINE[3]]):>15}"
+                f"{fmt(sh.get('predictive')):>10}{fmt(sh.get('static')):>12}"
+                f"{fmt(sh.get('hot_once')):>10}{fmt(h[HEADLINE[1]]):>13}"
+                f"{fmt(h[HEADLINE[2]]):>12}{fmt(h[HEADLINE[3]]):>15}{len(p.not_above):>12}"
             )
+            if p.not_above:
+                lines.append(f"  predictive does NOT beat: {', '.join(p.not_above)}")
             if p.violations:
                 lines.append(f"  above the bound: {', '.join(p.violations)}")
         lines.append("")
