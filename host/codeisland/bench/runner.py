@@ -288,8 +288,11 @@ def _timed_star(args: tuple[str, BenchConfig, FrontendParams]) -> WorkloadResult
 
 
 def _worker_init() -> None:
-    # Ctrl-C reaches the whole process group: the parent reports it once and ends the pool
+    # Ctrl-C reaches the whole process group: the parent reports it once and ends the pool;
+    # the pool ends its workers with SIGTERM, which must not go through the CLI's handler
+    # (inherited by fork: a KeyboardInterrupt traceback from an idle worker)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def run_emulated(
