@@ -10,7 +10,8 @@ from codeisland.emulator.session import arena_layout, boot
 from codeisland.errors import EmulationError, TransportError
 from codeisland.plan import layout as L
 from codeisland.planning.platform import load_platform
-from smmemu import efi
+from smmemu import efi, smram
+from smmemu import machine as machine_module
 from smmemu.guest import Guest
 from smmemu.machine import Machine
 from smmemu.memory import SMRAM_BASE
@@ -119,6 +120,22 @@ def test_sample_reads_every_cpu_through_the_cpu_protocol() -> None:
 def test_unimplemented_service_stops_the_run_naming_it() -> None:
     with pytest.raises(EmulationError, match=r"gBS->InstallConfigurationTable.*not implement"):
         boot(withhold=frozenset({"gBS->InstallConfigurationTable"}))
+
+
+def test_a_firmware_call_that_never_returns_is_a_hang_not_a_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A call is bounded by the SMRAM code bytes it executes (a native block hook), so a
+    handler stuck in a loop ends the call with an error instead of hanging the host."""
+    monkeypatch.setattr(machine_module, "CALL_BUDGET_BYTES", 1 << 20)
+    m = Machine()
+    loop = smram.IMAGE_END - 0x10  # the unused end of the driver image area
+    m.memory.enter_smm()
+    m.write(loop, b"\x48\xff\xc0\xeb\xfb")  # inc rax; jmp back: a loop of 5-byte blocks
+    with pytest.raises(EmulationError, match=r"stuck did not return: 10485\d\d bytes of SMRAM"):
+        m.smm_call(loop, [], "stuck")
+    m.write(loop, b"\xc3")  # ret: the same guard lets a call that returns finish
+    m.smm_call(loop, [], "returns")
 
 
 # -- memory rules ----------------------------------------------------------------------------

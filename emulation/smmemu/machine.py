@@ -75,6 +75,7 @@ from .memory import SMRAM_BASE, SMRAM_SIZE, TRAP_BASE, TRAP_SIZE, MemoryMap
 from .pe import LoadedImage, load_pe
 from .ports import PORT_APM_CNT, PORT_APM_STS, PORT_DEBUGCON, PORT_TRAP, PortBus
 from .savestate import LAYOUTS, SaveStateMap
+from .slicer import NativeSlicer
 from .traps import TrapTable
 from .writes import WriteTracker
 
@@ -90,7 +91,11 @@ REGS = {
 ENTRY_ONLY_REGS = {"cr3": UC_X86_REG_CR3, "cs": UC_X86_REG_CS}
 
 _SMRAM_END = SMRAM_BASE + SMRAM_SIZE - 1
-CALL_TIMEOUT_US = 60_000_000  # a firmware call running longer than this is a hang
+# A firmware call that executes more code bytes than this in SMRAM is a hang (~10^9
+# instructions; RECLAIM's scan of a 16 MiB arena, the longest legitimate run, is ~10^7).
+# Counted by a native block hook (slicer.py), not emu_start's timeout: that starts a timer
+# thread per call, which costs an SMI milliseconds of waiting on a loaded machine.
+CALL_BUDGET_BYTES = 1 << 32
 NO_UNTIL = 0xFFFF_FFFF_FFFF_F000
 HOLE_LEAD = 512  # bytes before a locked hole where an access into it may start
 
@@ -145,6 +150,7 @@ class Machine:
             raise EmulationError(f"{cpus} CPUs: the machine has 1..64")
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
         self.write_tracker: WriteTracker | None = None  # pages stored to, for a host that diffs
+        self._guard: NativeSlicer | None = None
         self.layout = LAYOUTS[layout]
         self._stop_reasons: list[str] = []
         self._fault: str | None = None
@@ -358,15 +364,25 @@ class Machine:
         self.uc.reg_write(UC_X86_REG_RSP, rsp)
         if not self.in_smm:
             self.memory.close_smram()
+        guard = self._hang_guard()
+        guard.arm(CALL_BUDGET_BYTES)
         try:
-            self.uc.emu_start(function, self.return_stub, timeout=CALL_TIMEOUT_US)
+            self.uc.emu_start(function, self.return_stub)
         except UcError as exc:
             self._raise_stop(what, exc)
         self._raise_stop(what)
         rip = int(self.uc.reg_read(UC_X86_REG_RIP))
         if rip != self.return_stub:
-            raise EmulationError(f"{what} did not return within {CALL_TIMEOUT_US // 10**6} s")
+            raise EmulationError(
+                f"{what} did not return: {guard.used} bytes of SMRAM code executed (a hang)"
+            )
         return int(self.uc.reg_read(UC_X86_REG_RAX))
+
+    def _hang_guard(self) -> NativeSlicer:
+        """The budget of SMRAM code a call may execute (guest code never runs there)."""
+        if self._guard is None:
+            self._guard = NativeSlicer(self.uc, SMRAM_BASE, _SMRAM_END)
+        return self._guard
 
     def smm_call(self, function: int, args: list[int], what: str) -> int:
         """Call SMRAM code in SMM under the same rules and counters as an SMI handler."""
