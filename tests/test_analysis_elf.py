@@ -153,3 +153,52 @@ def test_stripped_without_unwind_falls_back_to_descent(workload_elf: Path, tmp_p
     # the entry and every direct callee are found at the symbol addresses
     assert {i.start for i in imap} == {i.start for i in full}
     assert imap.island_at(full["chooser"].start).reason == M.INDIRECT_JUMP  # type: ignore[union-attr]
+
+
+def test_jump_table_copy_runs_like_the_original(workload_elf: Path) -> None:
+    """A function with a jump table, moved with its fix-ups, returns what the original returns
+    for every case: its table sends the copy's indirect jump into the original (kept intact)."""
+    from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_MODE_64, Uc
+    from unicorn.x86_const import UC_X86_REG_EDI, UC_X86_REG_RAX, UC_X86_REG_RSP
+
+    from codeisland.plan.apply import relocated_bytes
+
+    imap = analyze(workload_elf)
+    assert imap["chooser"].reason == M.INDIRECT_JUMP
+    allowed = imap.allowing_indirect_jumps()
+    chooser = allowed["chooser"]
+    assert chooser.relocatable and chooser.indirect_jumps == 1
+    assert allowed["middle"] == imap["middle"]  # nothing else changes
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    top = max(s.end for s in imap.image.sections)
+    uc.mem_map(0, (top + 0xFFF) & ~0xFFF)
+    for sec in imap.image.sections:
+        if sec.size and not sec.nobits:
+            uc.mem_write(sec.addr, imap.read(sec.addr, sec.size))
+    dst, stack, done = 0x4000_0000, 0x5000_0000, 0x6000_0000
+    for base in (dst, stack, done):
+        uc.mem_map(base, 0x10000)
+    original = imap.read(chooser.start, chooser.size)
+    uc.mem_write(dst, relocated_bytes(original, chooser.start, dst, chooser.fixup_records(0)))
+    uc.mem_write(done, b"\xf4")
+    in_original: list[int] = []
+    uc.hook_add(
+        UC_HOOK_CODE,
+        lambda _uc, addr, _size, _data: in_original.append(addr),
+        begin=chooser.start,
+        end=chooser.end - 1,
+    )
+
+    def call(entry: int, x: int) -> int:
+        uc.reg_write(UC_X86_REG_RSP, stack + 0x8000)
+        uc.mem_write(stack + 0x8000, done.to_bytes(8, "little"))
+        uc.reg_write(UC_X86_REG_EDI, x)
+        uc.emu_start(entry, done)
+        return int(uc.reg_read(UC_X86_REG_RAX)) & 0xFFFF_FFFF
+
+    for x in range(-1, 9):
+        want = call(chooser.start, x)
+        in_original.clear()
+        assert call(dst, x) == want, x
+        if 0 <= x <= 6:  # a table case: the copy's jump went on in the original
+            assert in_original, x

@@ -153,22 +153,46 @@ def test_serial_output_line_parses() -> None:
     assert program.parse_output("codeisland-program: start\n") is None
 
 
+PROCESS = ("qemu", "process", "--exec")
+LOOP = ("loop", "--guest", "linux", "--no-plots", "--exec")
+
+
 @pytest.mark.parametrize(
-    "exe, message",
+    "command, exe, message",
     [
-        ("/nonexistent", "is not an ELF program"),
-        ("/etc/hostname", "is not an ELF program"),
-        ("usr/bin/gzip", "absolute path"),
-        ("/var/cache/codeisland/linux/busybox", "statically linked"),
+        (PROCESS, "/nonexistent", "is not an ELF program"),
+        (PROCESS, "/etc/hostname", "is not an ELF program"),
+        (PROCESS, "usr/bin/gzip", "absolute path"),
+        (PROCESS, "/var/cache/codeisland/linux/busybox", "statically linked"),
+        # the loop checks the program the same way (ProgramRun.check) before it boots
+        (LOOP, "/etc/hostname", "is not an ELF program"),
+        (LOOP, "/var/cache/codeisland/linux/busybox", "statically linked"),
     ],
 )
-def test_cli_refuses_programs_it_cannot_run(exe: str, message: str) -> None:
+def test_cli_refuses_programs_it_cannot_run(
+    command: tuple[str, ...], exe: str, message: str
+) -> None:
     if "busybox" in exe and not Path(exe).is_file():
         pytest.skip("busybox-static not fetched")
-    r = subprocess.run([*CLI, "qemu", "process", "--exec", exe], capture_output=True, text=True)
+    r = subprocess.run([*CLI, *command, exe], capture_output=True, text=True)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (("--cpus", "9"), "--cpus must be 1..8"),
+        (("--platform", "/nonexistent.toml"), "does not exist"),
+        (("--window-samples", "0"), "--window-samples"),
+        (("--policy", "oracle"), "--policy"),
+    ],
+)
+def test_loop_refuses_bad_options(extra: tuple[str, ...], message: str) -> None:
+    r = subprocess.run([*CLI, *LOOP, str(GZIP), *extra], capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cpio_members_are_regular_files(tmp_path: Path) -> None:

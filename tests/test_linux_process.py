@@ -29,15 +29,20 @@ ZPIPE = ROOT / "guest" / "build" / "linux" / "zpipe"
 WALK_REFUSALS = ("PAGE_NOT_PRESENT", "MAPPING_CHANGED", "SUPERVISOR_PAGE", "PAGES_DISCONTIGUOUS")
 
 
-def process(work: Path, *extra: str, program: tuple[str, ...] = tuple(GZIP)) -> dict[str, Any]:
+def process(
+    work: Path,
+    *extra: str,
+    program: tuple[str, ...] = tuple(GZIP),
+    command: tuple[str, ...] = ("qemu", "process"),
+) -> dict[str, Any]:
     try:
         guest.kernel_image()
         guest.busybox()
     except ToolMissing as exc:  # its message names the bootstrap step
         pytest.skip(str(exc))
     r = subprocess.run(
-        [sys.executable, "-c", "from codeisland.cli import main; main()", "qemu", "process",
-         "--json", "--workdir", str(work), *program, *extra],
+        [sys.executable, "-c", "from codeisland.cli import main; main()", *command,
+         "--json", "--workdir", str(work), *extra, *program],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert r.stdout, r.stderr
@@ -121,3 +126,44 @@ def test_a_program_that_ends_before_it_is_found_is_one_line(tmp_path: Path) -> N
     lines = d.stderr.strip().splitlines()
     assert d.returncode == 5 and len(lines) == 1, d.stderr
     assert "the program ended (status 0) before a SAMPLE found it running" in lines[0]
+
+
+# `codeisland loop --guest linux`: the closed loop on Debian's mawk (an interpreter whose
+# dispatch is a jump table) on 2 vCPUs; the small front-end model makes its hot code miss in
+# the model (the default model predicts no gain for mawk and moves nothing: see the note)
+MAWK_PROGRAM = (
+    '{ s += $1 * 3; c[$1 % 97]++; w = sprintf("%x", $1); h[substr(w, 1, 2)]++; '
+    "if (w ~ /a.c/) m++ } END { n = 0; for (k in h) n++; print s, n, m, c[5] }"
+)
+MAWK = ("--exec", "/usr/bin/mawk", "--input", "seq 1 600000", "--", MAWK_PROGRAM)
+SMALL_FRONTEND = ROOT / "tests" / "data" / "small-frontend.toml"
+
+
+def loop(work: Path, *extra: str, program: tuple[str, ...]) -> dict[str, Any]:
+    return process(work, *extra, "--platform", str(SMALL_FRONTEND), "--out", str(work / "plots"),
+                   program=program, command=("loop", "--guest", "linux"))  # fmt: skip
+
+
+def test_loop_on_mawk_on_two_vcpus(tmp_path: Path) -> None:
+    fw = edk2_firmware("unrestricted")
+    d = loop(tmp_path, "--cpus", "2", "--firmware", str(fw.code), "--vars", str(fw.vars),
+             program=MAWK)  # fmt: skip
+    assert d["_exit"] == 0 and d["ok"] is True, d["_stderr"]
+    assert d["ended_by"] == "program exit" and d["windows"] >= 5
+    assert d["samples"]["process"] > 0 and d["samples"]["in_islands"] > 0
+    assert d["commits"] and d["loop"]["relocations"] >= 1 and d["smi_counts"]["COMMIT"] >= 1
+    assert any(c["jump_tables"] for c in d["commits"])  # a function with a jump table moved
+    assert all(c["bytes_written"] > 0 for c in d["commits"])
+    assert d["output_matches"] is True and d["output"]["sha256"] == d["reference"]["sha256"]
+    assert d["handler_instructions"] == "not measurable under QEMU"
+    assert all(Path(p).is_file() for p in d["plots"]) and d["plots"]
+
+
+def test_loop_refused_untouched_on_restricted_firmware(tmp_path: Path) -> None:
+    d = loop(tmp_path, program=MAWK)  # Debian's OVMF + injected driver
+    assert d["_exit"] == 4, (d["_stderr"], d["loop"], d["ended_by"])
+    lines = d["_stderr"].strip().splitlines()
+    assert len(lines) == 1 and "WALK_TABLE_OUTSIDE" in lines[0]
+    assert d["refused"] == "WALK_TABLE_OUTSIDE" and d["refused_untouched"] is True
+    assert d["ended_by"] == "refused plan" and d["commits"] == []
+    assert d["output_matches"] is True  # the program ran on unharmed

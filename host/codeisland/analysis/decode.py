@@ -139,6 +139,7 @@ class Scanner:
         calls: set[int] = set()
         jumps: set[int] = set()
         reason, detail, count = None, "", 0
+        indirect: list[int] = []  # offsets of indirect jumps (weighed after every other reason)
         for ins in dec:
             count += 1
             if ins.is_ip_rel_memory_operand:
@@ -177,8 +178,7 @@ class Scanner:
                 if not ins.is_ip_rel_memory_operand and (
                     ins.op0_kind == _OP_REGISTER or ins.memory_index != _REG_NONE
                 ):
-                    reason = reason or M.INDIRECT_JUMP
-                    detail = detail or f"at +{ip - start:#x}"
+                    indirect.append(ip - start)
             elif fc == _EXCEPTION and ins.code == _INVALID:
                 ip = ins.ip
                 past = dec.last_error == _NO_MORE_BYTES
@@ -189,6 +189,8 @@ class Scanner:
             stray = next((f for f in fixups if not self._lo <= f.target < self._hi), None)
             if stray is not None:
                 reason, detail = M.OUTSIDE_IMAGE, f"field at +{stray.offset:#x}"
+        if reason is None and indirect:
+            reason, detail = M.INDIRECT_JUMP, f"at +{indirect[0]:#x}"
         absolute = self._abs_fixups(start, end)
         if absolute:  # the decoded fix-ups are already in offset order
             fixups.extend(absolute)
@@ -206,6 +208,7 @@ class Scanner:
             reason=reason,
             detail=detail,
             members=(name,),
+            indirect_jumps=len(indirect),
             entry_insn_len=_first_insn_len(data, start - sec.addr, end - start, start),
             entry_nops=_leading_nops(data, start - sec.addr, end - start),
         )

@@ -67,6 +67,7 @@ class Island:
     entry_insn_len: int = 0  # length of the first instruction (0: not decoded)
     entry_nops: int = 0  # one-byte NOPs the island starts with (gcc's patchable entry)
     endbr: bool = False  # an endbr64 precedes `start` and stays in place (see decode.scan)
+    indirect_jumps: int = 0  # jumps through a register or an indexed table (jump tables)
 
     @property
     def end(self) -> int:
@@ -153,6 +154,7 @@ class Island:
             "entry_preemption_safe": self.entry_preemption_safe,
             "entry_hazard": self.entry_hazard,
             "endbr": self.endbr,
+            "indirect_jumps": self.indirect_jumps,
         }
 
 
@@ -242,6 +244,25 @@ class IslandMap:
             code_bytes=self.code_bytes,
             bias=bias,
         )
+
+    def allowing_indirect_jumps(self) -> IslandMap:
+        """The same map with islands whose only obstacle is an indirect jump made relocatable.
+
+        A jump table's entries (or a computed goto's label table) hold addresses of the original
+        function, so the copy's indirect jump lands in the original, which stays intact (only
+        its first instruction may become an entry jump): the flow goes on there, correct if not
+        fast.  An indirect target cannot be checked against the entry patch, so the planner
+        patches such an entry only where the patch replaces exactly one instruction
+        (planning.redirect): the target is then the patch's start, and the jump reaches the copy.
+        For hosts whose relocations keep the original code intact (every host here)."""
+        note = "indirect jumps reach the original, which stays intact"
+        islands = [
+            replace(i, reason=None, detail=f"{note} ({i.indirect_jumps})")
+            if i.reason == INDIRECT_JUMP
+            else i
+            for i in self.islands
+        ]
+        return IslandMap(self.image, islands, self.callsites, self.code_bytes, self.bias)
 
     def island_called_at(self, addr: int) -> Island | None:
         """The island a call to `addr` enters: the one starting there, or the one whose endbr64

@@ -25,7 +25,12 @@ POLICY_COLORS = {
 
 
 def heat_plot(
-    r: WorkloadResult, path: Path, warmup: int, policy: str = "predictive", note: str = MODEL_NOTE
+    r: WorkloadResult,
+    path: Path,
+    warmup: int,
+    policy: str = "predictive",
+    note: str = MODEL_NOTE,
+    window: str = "1 emulated hour each",
 ) -> Path:
     """Phase islands' sampled heat per window, with the policy's commits and rollbacks."""
     phase = [i for i, g in enumerate(r.group_of) if g != "background"]
@@ -57,7 +62,7 @@ def heat_plot(
             ticks.append(k)
             labels.append(g)
     ax.set_yticks(ticks, labels, fontsize=7)
-    ax.set_xlabel("window (1 emulated hour each)")
+    ax.set_xlabel(f"window ({window})")
     ax.set_title(
         f"{r.name}: island heat (log samples) and {policy} relocations\n{r.description}", fontsize=9
     )

@@ -183,7 +183,7 @@ def run_workload(
             loop.step()
         if progress is not None:
             progress.update(1)
-    cells = {p: Cell(name, p, _stats(loop)) for p, loop in loops.items()}
+    cells = {p: Cell(name, p, loop_stats(loop)) for p, loop in loops.items()}
     size = np.array([i.size for i in w.islands])
     bound = upper_bound(
         np.array(recorder.saving[cfg.warmup :]),
@@ -216,7 +216,7 @@ def run_workload(
     return result
 
 
-def _stats(loop: ClosedLoop) -> dict[str, Any]:
+def loop_stats(loop: ClosedLoop) -> dict[str, Any]:
     s = loop.stats
     return {
         "windows": s.windows,
@@ -349,7 +349,7 @@ def run_emulated(
             bound = upper_bound(np.array(recorder.saving[warmup:]), size,
                                 cost.move_cost(size, m.fixups), m.hot_capacity,
                                 cost.window_bytes)  # fmt: skip
-        cells[p] = Cell(workload, p, _stats(loop))
+        cells[p] = Cell(workload, p, loop_stats(loop))
         events[p] = loop.stats.events
         warnings = m.describe()["warnings"] + refusals
         if loop.stats.refused_plans:

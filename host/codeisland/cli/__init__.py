@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "qemu": ("qemu", "Run the injected firmware under QEMU; the end-to-end scenario."),
     "doctor": ("doctor", "Check through chipsec what a relocation needs, with verdicts."),
     "emulate": ("emulate", "Run the real SMM driver on the emulated board; differential run."),
+    "loop": ("loop", "The closed loop on an unmodified program in a Linux guest (real SMIs)."),
     "native": ("native", "Relocate a live Linux program's code with the same engine (LD_PRELOAD)."),
 }
 

@@ -12,7 +12,9 @@ resume in the middle of the jump.  So, at plan time (never as a post-mortem):
     not moved    when there is neither
 
 `parked_threads=False` is for targets where every thread of the moved code is on a CPU during
-the SMI (a single-threaded firmware application): the entry jump is then always safe.
+the SMI (a single-threaded firmware application): the entry jump is then always safe, except
+in an island with indirect jumps (IslandMap.allowing_indirect_jumps), whose targets could lie
+inside a patch of several instructions.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ def redirect(
 ) -> Redirect:
     """The safe way to redirect callers of `isl` for an entry patch of `patch` bytes."""
     sites = len(outside_callsites(imap, isl))
+    # an indirect jump may target any instruction the patch replaces: one instruction only
+    parked_threads = parked_threads or isl.indirect_jumps > 0
     if not parked_threads or isl.entry_patch_safe(patch):
         return Redirect(ENTRY_JUMP, callsites=sites)
     why = isl.entry_hazard or f"an {patch}-byte entry patch would replace several instructions"

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from ..analysis import Island, IslandMap
 from ..errors import PlanError
 from ..plan import layout as L
+from ..plan.apply import entry_patch
 from ..plan.document import Plan
 from ..planning.passes import (
     Build,
@@ -139,6 +140,16 @@ class RelocationPlan:
     @property
     def merged(self) -> list[tuple[str, ...]]:
         return [p.members for p in self.placed if len(p.members) > 1]
+
+    def patched_spans(self) -> list[tuple[int, int]]:
+        """Where a commit writes outside the copies: entry jumps and re-pointed call sites."""
+        p = self.plan
+        spans = [(int(i.src), len(entry_patch(i))) for i in p.islands if entry_patch(i)]
+        return spans + [(int(c.insn), L.ENTRY_REL32_LEN) for c in p.callsites]
+
+    def written_spans(self) -> list[tuple[int, int]]:
+        """Every span the plan may write: destinations, entry jumps, call sites."""
+        return [(int(i.dst), int(i.size)) for i in self.plan.islands] + self.patched_spans()
 
 
 def plan_relocation(

@@ -59,7 +59,7 @@ from ...errors import (
 from ...hw.vaspace import PageFault, VirtualSpace
 from ...paths import repo_root
 from ...plan import layout as L
-from ...plan.apply import copies_as_planned, entry_patch
+from ...plan.apply import copies_as_planned
 from ...planning.passes import Options
 from ...relocation import Relocator, RetryPolicy, movable, occupied, plan_relocation
 from ...relocation.placement import RelocationPlan, region_platform
@@ -338,7 +338,8 @@ class ProcessRelocation:
     def _analysis(self, space: VirtualSpace, z: program.Landing) -> IslandMap:
         """The host's ELF, rebased to the load base; its text must be what the process runs."""
         r = self.report
-        imap = analyze(self.run.exe, load_base=z.base)
+        # jump tables send the copies' indirect jumps into the originals, which stay intact
+        imap = analyze(self.run.exe, load_base=z.base).allowing_indirect_jumps()
         r.islands_analysed = len(imap)
         r.islands_movable = len(movable(imap))
         lo, hi = z.text
@@ -404,27 +405,9 @@ class ProcessRelocation:
         self, imap: IslandMap, space: VirtualSpace, z: program.Landing, plan_id: int,
         taken: list[tuple[int, int]],
     ) -> RelocationPlan:  # fmt: skip
-        """The planner's plan for the ranked islands, without islands whose call sites cross a
-        physical page boundary (the engine would refuse them: PAGES_DISCONTIGUOUS)."""
-        size = z.size if z.huge else SMALL_PAGE  # 4 KiB pages: one page is all that is contiguous
         names = list(self.names)
-        while names:
-            opts = Options(
-                names=tuple(names), plan_id=plan_id, chunk_size=CHUNK_SIZE, callsites=True,
-                keep_copies=True, keep_order=True, arena_base=z.zone,
-                priorities={n: float(len(names) - k) for k, n in enumerate(names)},
-            )  # fmt: skip
-            plan = plan_relocation(
-                imap, region_platform(z.zone, size), opts, taken=taken, read_bytes=space.read
-            )
-            p = plan.plan
-            bad = {
-                p.islands[cs.island].src for cs in p.callsites if not space.contiguous(cs.insn, 5)
-            }
-            if not bad:
-                return plan
-            names = [n for n in names if imap[n].start not in bad]
-        raise PlanError("no ranked island has call sites the engine can reach")
+        priorities = {n: float(len(names) - k) for k, n in enumerate(names)}
+        return plan_in_zone(imap, space, z, names, plan_id, taken, priorities)
 
     def _commit(
         self, rel: Relocator, imap: IslandMap, space: VirtualSpace, z: program.Landing
@@ -454,7 +437,7 @@ class ProcessRelocation:
                         return
 
         first = replan(1)
-        before = self._snapshot(space, plans[1])
+        before = snapshot(space, plans[1])
         retry = RetryPolicy(
             attempts=COMMIT_ATTEMPTS,
             accept=lambda res: res.contexts_translated > 0,
@@ -467,7 +450,7 @@ class ProcessRelocation:
             if len(plans) > 1:
                 raise
             r.refused = L.Status(exc.status).name
-            r.refused_untouched = self._snapshot(space, plans[1]) == before
+            r.refused_untouched = snapshot(space, plans[1]) == before
             self._describe(plans[1])
             return None
         plan = plans[out.attempts]
@@ -490,11 +473,6 @@ class ProcessRelocation:
         ]  # fmt: skip
         self.report.rejected = dict(plan.rejected)
 
-    def _snapshot(self, space: VirtualSpace, plan: RelocationPlan) -> list[bytes]:
-        """The bytes a plan may write: destinations, entry jumps, call sites."""
-        spans = [(int(i.dst), int(i.size)) for i in plan.plan.islands]
-        return [space.read(a, n) for a, n in spans + self._patched_spans(plan)]
-
     def _after_commit(
         self, m: QemuVm, rel: Relocator, imap: IslandMap, plan: RelocationPlan, space: VirtualSpace
     ) -> None:
@@ -512,17 +490,11 @@ class ProcessRelocation:
         if program.parse_output(m.serial()) is not None:
             r.rolled_back = "skipped: the program had exited (its pages are freed)"
             return
-        originals = self._patched_spans(plan)
+        originals = plan.patched_spans()
         before = {span: imap.read(*span) for span in originals}
         rel.rollback(0)  # while the program runs: entries and call sites restored, copies kept
         restored = all(space.read(*span) == want for span, want in before.items())
         r.rolled_back = "yes" if restored else "NO: originals not restored"
-
-    def _patched_spans(self, plan: RelocationPlan) -> list[tuple[int, int]]:
-        """Where a commit writes outside the copies: entry jumps and re-pointed call sites."""
-        p = plan.plan
-        spans = [(int(i.src), len(entry_patch(i))) for i in p.islands if entry_patch(i)]
-        return spans + [(int(c.insn), 5) for c in p.callsites]
 
     def _stage_pending(
         self, m: QemuVm, rel: Relocator, imap: IslandMap, space: VirtualSpace, z: program.Landing
@@ -571,6 +543,39 @@ class ProcessRelocation:
             time.sleep(0.2)
         self._mark("done")
         return out
+
+
+def plan_in_zone(
+    imap: IslandMap, space: VirtualSpace, z: program.Landing, names: list[str], plan_id: int,
+    taken: list[tuple[int, int]], priorities: dict[str, float],
+    counts: dict[str, list[float]] | None = None,
+) -> RelocationPlan:  # fmt: skip
+    """The planner's plan for `names` (best first) in the landing zone, without islands whose
+    call sites cross a physical page boundary (the engine would refuse them:
+    PAGES_DISCONTIGUOUS)."""
+    size = z.size if z.huge else SMALL_PAGE  # 4 KiB pages: one page is all that is contiguous
+    names = list(names)
+    while names:
+        opts = Options(
+            names=tuple(names), plan_id=plan_id, chunk_size=CHUNK_SIZE, callsites=True,
+            keep_copies=True, keep_order=True, arena_base=z.zone,
+            priorities={n: priorities.get(n, 0.0) for n in names},
+        )  # fmt: skip
+        plan = plan_relocation(
+            imap, region_platform(z.zone, size), opts, counts=counts or {}, taken=taken,
+            read_bytes=space.read,
+        )  # fmt: skip
+        p = plan.plan
+        bad = {p.islands[cs.island].src for cs in p.callsites if not space.contiguous(cs.insn, 5)}
+        if not bad:
+            return plan
+        names = [n for n in names if imap[n].start not in bad]
+    raise PlanError("no ranked island has call sites the engine can reach")
+
+
+def snapshot(space: VirtualSpace, plan: RelocationPlan) -> list[bytes]:
+    """The bytes a plan may write (destinations, entry jumps, call sites), read now."""
+    return [space.read(a, n) for a, n in plan.written_spans()]
 
 
 def build(inject: bool) -> None:

@@ -1,0 +1,243 @@
+"""`codeisland loop --guest linux`: the closed loop on an unmodified program in a Linux guest.
+
+The same start as `qemu process` (process.py: the program under our landing library, its CR3
+found by SAMPLE, the host's ELF analysed at its load base and checked against memory; jump-table
+functions included, IslandMap.allowing_indirect_jumps), then the closed loop of `bench`
+(loop/controller.py) with the chosen policy, on loop/linux.py's target: windows of SAMPLE SMIs
+attributed to the process's islands, the policy's heat, plans into the landing zone through the
+planner, stage/commit/rollback through the relocation layer, until the program exits (what is
+committed then stays: the engine refuses to write into an exited process's pages) or the
+window limit.  Then the program's output against the same pipeline on the host, unrelocated.
+
+Measured: the output (byte for byte, by size + sha256), the program's run time in the guest
+(TCG: not a front-end figure), the SMIs by command, bytes written, contexts translated and
+call sites re-pointed as the driver answered.  Modeled and labelled so: the front-end cycles.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import DriverRejected
+from ..frontend.params import FrontendParams
+from ..hw.vaspace import VirtualSpace
+from ..loop.controller import ClosedLoop
+from ..loop.linux import LinuxTarget, ProgramEnded
+from ..plan import layout as L
+from ..predict.policies import PredictivePolicy, make_policy
+from ..predict.priority import CostModel
+from ..qemu import session
+from ..qemu.linux import program
+from ..qemu.linux.process import (
+    STAGE_BUDGET,
+    Firmware,
+    ProcessRelocation,
+    ProcessReport,
+    plan_in_zone,
+)
+from ..qemu.machine import QemuVm
+from ..relocation import Relocator
+from ..transport.mailbox import MailboxClient
+from .runner import Cell, WorkloadResult, loop_stats
+
+MODELED_NOTE = (
+    "modeled: front-end cycles (cost model fed with the fetch stream the SAMPLEs stand for); "
+    "measured: output, run time (TCG), SMIs, bytes written; handler instructions: not measured"
+)
+
+
+@dataclass
+class LoopReport(ProcessReport):
+    policy: str = ""
+    windows: int = 0
+    ended_by: str = ""  # "program exit" | "window limit"
+    islands_in_loop: int = 0
+    loop: dict[str, Any] = field(default_factory=dict)  # the bench's per-policy stats
+    commits: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    samples: dict[str, int] = field(default_factory=dict)
+    smi_counts: dict[str, int] = field(default_factory=dict)
+    predictive: dict[str, Any] = field(default_factory=dict)
+    heat: list[list[float]] = field(default_factory=list)  # windows x islands
+    island_names: list[str] = field(default_factory=list)
+    plots: list[str] = field(default_factory=list)
+    note: str = MODELED_NOTE
+
+    @property
+    def ok(self) -> bool:
+        """The loop ran on the program and it finished with its unrelocated output; on
+        restricted firmware: the first plan refused with nothing written."""
+        if self.refused:
+            return self.refused_untouched and self.output_matches
+        return self.windows > 0 and self.output_matches
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["ok"] = self.ok
+        d["handler_instructions"] = "not measurable under QEMU"
+        return d
+
+    def __str__(self) -> str:
+        z, s = self.landing, self.loop
+        lines = [
+            f"loop ({self.policy}) on {self.program} {' '.join(self.args)} in a Linux guest "
+            f"({self.firmware})",
+            f"pid {z.get('pid')} cr3 {self.cr3:#x}; landing zone {z.get('zone', 0):#x} "
+            f"({z.get('size', 0) >> 10} KiB, {'2 MiB pages' if z.get('huge') else '4 KiB pages'})"
+            f"; {self.islands_in_loop} islands in the loop of {self.islands_analysed} analysed",
+            f"{self.windows} windows, ended by {self.ended_by}; samples {self.samples}",
+        ]
+        lines += [f"  warning: {w}" for w in self.landing_warnings]
+        if self.refused:
+            lines.append(f"plan refused: {self.refused}; nothing written: {self.refused_untouched}")
+        for c in self.commits:
+            lines.append(
+                f"  commit gen {c['generation']}: {', '.join(c['islands'])}; "
+                f"{c['bytes_written']} B, {c['callsites_patched']} call sites, "
+                f"{c['contexts_translated']} contexts translated, {c['smis']} SMIs"
+            )
+        if s:
+            lines.append(
+                f"relocations {s['relocations']}, rollbacks {s['rollbacks']} "
+                f"({s['shortfall_rollbacks']} for a shortfall), refused plans "
+                f"{s['refused_plans']}; modeled front-end cycles {s['frontend_cycles']:.4g} "
+                f"+ modeled relocation cycles {s['relocation_cycles']:.4g}"
+            )
+        lines.append(
+            "SMIs: " + ", ".join(f"{k} {v}" for k, v in sorted(self.smi_counts.items()))
+            + "; handler instructions: not measurable under QEMU"
+        )  # fmt: skip
+        o, r = self.output, self.reference
+        lines.append(
+            f"output {o.get('size')} bytes sha256 {str(o.get('sha256'))[:16]} vs unrelocated "
+            f"{r.get('size')} bytes {str(r.get('sha256'))[:16]}: "
+            f"{'identical' if self.output_matches else 'DIFFERENT'}"
+            + (f"; program ran {self.program_seconds:.1f} s (TCG)" if self.program_seconds else "")
+        )
+        lines.append(f"note: {self.note}")
+        lines += [f"plot: {p}" for p in self.plots]
+        lines.append("OK" if self.ok else "FAILED")
+        return "\n".join(lines)
+
+
+class LinuxLoop(ProcessRelocation):
+    def __init__(
+        self,
+        run: program.ProgramRun,
+        workdir: Path,
+        firmware: Firmware,
+        *,
+        cpus: int = 1,
+        policy: str = "predictive",
+        windows: int = 200,
+        warmup: int = 2,
+        window_samples: int = 40,
+        params: FrontendParams | None = None,
+    ) -> None:
+        super().__init__(run, workdir, firmware, cpus)
+        self.report = LoopReport(str(run.exe), list(run.args), policy=policy)
+        self.policy, self.max_windows, self.warmup = policy, windows, warmup
+        self.window_samples = window_samples
+        self.params = params or FrontendParams()
+        self.heat: np.ndarray = np.zeros((0, 0))
+
+    def _drive(self, m: QemuVm, ref: program.Output) -> None:
+        r = self.report
+        assert isinstance(r, LoopReport)
+        z = self._landing(m)
+        with session.transport_for(m) as t:
+            t.discover()
+            rel = Relocator(MailboxClient(t, timeout_s=20), stage_budget=STAGE_BUDGET)
+            r.cr3 = self._address_space(rel, z)
+            space = VirtualSpace(t.read_phys, r.cr3)
+            imap = self._analysis(space, z)
+            self._mark("analysis")
+            size = z.size if z.huge else 4096
+
+            def plan(names, plan_id, taken, prio, counts):  # type: ignore[no-untyped-def]
+                p = plan_in_zone(imap, space, z, names, plan_id, taken, prio, counts)
+                p.plan.place_in_address_space(L.SPACE_USER, r.cr3)
+                return p
+
+            target = LinuxTarget(
+                rel, imap, r.cr3, (z.zone, size, z.huge), plan,
+                alive=lambda: program.parse_output(m.serial()) is None,
+                contiguous=space.contiguous, read=space.read, params=self.params, cpus=self.cpus,
+                window_samples=self.window_samples,
+            )  # fmt: skip
+            r.islands_in_loop = len(target.islands)
+            self._loop(target)
+            out = self._output(m)
+            r.smis = rel.report()
+        m.wait_exit(60)
+        r.output, r.program_seconds = out.__dict__, out.seconds
+        r.output_matches = out.status == ref.status == 0 and (out.size, out.sha256) == (
+            ref.size,
+            ref.sha256,
+        )
+        r.smi_counts = dict(Counter(s["command"] for s in r.smis))
+
+    def _loop(self, target: LinuxTarget) -> None:
+        r = self.report
+        assert isinstance(r, LoopReport)
+        cost = CostModel.from_params(self.params, STAGE_BUDGET, 4)
+        policy = make_policy(self.policy, len(target.islands))
+        loop = ClosedLoop(target, policy, cost, warmup=self.warmup, params=self.params)
+        r.ended_by = "window limit"
+        bar = tqdm(
+            range(self.max_windows), desc="linux loop", unit="win", leave=False, disable=None
+        )
+        try:
+            for _ in bar:
+                loop.step()
+        except ProgramEnded:
+            r.ended_by = "program exit"
+        except DriverRejected as exc:
+            if target.first_refusal is not exc:
+                raise
+            r.refused = L.Status(exc.status).name
+            r.refused_untouched = target.first_refusal_untouched
+            r.ended_by = "refused plan"
+        finally:
+            bar.close()
+        self._mark("loop")
+        r.windows = loop.window
+        r.loop = loop_stats(loop)
+        r.commits = target.commits
+        r.events = loop.stats.events
+        r.samples = target.tally.to_dict()
+        r.island_names = [i.name for i in target.islands]
+        self.heat = np.array(loop.heat_log) if loop.heat_log else np.zeros((0, len(target.islands)))
+        r.heat = self.heat.tolist()
+        if isinstance(policy, PredictivePolicy):
+            ms = [x * 1000 for x in policy.decision_seconds]
+            r.predictive = {"retrains": policy.retrains,
+                            "decision_ms_max": round(max(ms), 2) if ms else None}  # fmt: skip
+
+
+def run_loop(
+    run: program.ProgramRun, workdir: Path, firmware: Firmware, **kw: Any
+) -> tuple[LoopReport, np.ndarray]:
+    driver = LinuxLoop(run, workdir, firmware, **kw)
+    report = driver.execute()
+    assert isinstance(report, LoopReport)
+    return report, driver.heat
+
+
+def as_bench_result(report: LoopReport, heat: np.ndarray) -> WorkloadResult:
+    """This run as one bench workload (for bench/plots.heat_plot): the islands the samples saw
+    as its rows, the loop's commits and rollbacks as its events."""
+    name = Path(report.program).name
+    seen = heat.sum(axis=0) > 0 if heat.size else np.zeros(len(report.island_names), bool)
+    group_of = [n if seen[k] else "background" for k, n in enumerate(report.island_names)]
+    return WorkloadResult(
+        name, f"{report.program} in a Linux guest, {report.policy} policy, real SMIs",
+        {report.policy: Cell(name, report.policy, report.loop)}, heat,
+        {report.policy: report.events}, group_of, island_names=list(report.island_names),
+    )  # fmt: skip

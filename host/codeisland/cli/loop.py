@@ -1,0 +1,138 @@
+"""`codeisland loop --guest linux`: the closed loop on an unmodified program in a Linux guest."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import click
+
+from ..errors import DriverRejected, UsageError
+from .options import CPUS, INPUT_FILE, WINDOWS, emit, emit_check, json_option
+from .outputs import OutputFile
+from .qemu import VARS_HELP, WORKDIR_HELP
+from .qemu_process import FIRMWARE_HELP
+
+GUESTS = ("linux",)
+
+
+@click.command(name="loop")
+@click.option(
+    "--guest",
+    type=click.Choice(GUESTS),
+    required=True,
+    help="Where the program runs: linux (a QEMU guest, real SMIs; the emulated board's loop is "
+    "`bench --emulated`).",
+)
+@click.option(
+    "--exec",
+    "exe",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Absolute path of a dynamically linked x86-64 program of this host (copied into the "
+    "guest with its libraries, unmodified).",
+)
+@click.argument("args", nargs=-1)
+@click.option(
+    "--input",
+    "input_cmd",
+    help="A busybox shell pipeline whose output is the program's stdin (default: /dev/null).",
+)
+@click.option("--policy", default="predictive", show_default=True,
+              type=click.Choice(["none", "reactive", "ewma", "predictive", "hot_once"]),
+              help="The loop's policy.")  # fmt: skip
+@click.option("--windows", default=200, show_default=True, type=WINDOWS,
+              help="At most this many windows (fewer when the program exits first).")  # fmt: skip
+@click.option("--window-samples", default=40, show_default=True, type=click.IntRange(1, 10_000),
+              help="SAMPLE SMIs per window.")  # fmt: skip
+@click.option("--warmup", default=2, show_default=True, type=click.IntRange(0, 10_000),
+              help="Windows run before the loop's figures count.")  # fmt: skip
+@click.option(
+    "--platform",
+    type=INPUT_FILE,
+    help="Platform profile (TOML) whose [frontend] table sets the cost model (default: the "
+    "shipped emulated.toml).",
+)
+@click.option("--firmware", type=INPUT_FILE, help=FIRMWARE_HELP)
+@click.option("--vars", "vars_image", type=INPUT_FILE, help=VARS_HELP)
+@click.option("--cpus", default=1, show_default=True, type=CPUS, help="Guest vCPUs.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), help=WORKDIR_HELP)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("out/loop"),
+    show_default=True,
+    help="Directory for the PNG plot.",
+)
+@click.option("--no-plots", is_flag=True, help="Skip the PNG plot.")
+@json_option
+def command(
+    guest: str,
+    exe: Path,
+    args: tuple[str, ...],
+    input_cmd: str | None,
+    policy: str,
+    windows: int,
+    window_samples: int,
+    warmup: int,
+    platform: Path | None,
+    firmware: Path | None,
+    vars_image: Path | None,
+    cpus: int,
+    workdir: Path | None,
+    out: Path,
+    no_plots: bool,
+    as_json: bool,
+) -> None:
+    """Run PROGRAM [ARGS]... in the guest under our landing zone and drive the closed loop of
+    `bench` on it: SAMPLE SMIs attributed to its islands by CR3, the policy's heat, plans into
+    the zone through the planner, stage/commit/rollback through the relocation layer, until the
+    program exits; then its output against the unrelocated run.  Front-end cycles are modeled;
+    output, run time, SMIs and bytes written are measured.  Exit 4 when the firmware refuses
+    the plans (stock firmware keeps SMM restricted memory access)."""
+    from ..frontend.params import load_frontend_params
+    from ..qemu.linux.process import RESTRICTED_HINT, Firmware
+    from ..qemu.linux.program import ProgramRun
+
+    if cpus > 8:
+        raise UsageError(f"--cpus must be 1..8 for a Linux guest (got {cpus})")
+    params = load_frontend_params(platform)
+    if not no_plots:  # before the run: an unwritable --out must not cost a boot
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create {out}: {exc.strerror}") from None
+    from ..bench.linux import run_loop
+
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="codeisland-loop-")
+        workdir = Path(tmp.name)
+    try:
+        report, heat = run_loop(
+            ProgramRun(exe, args, input_cmd), workdir, Firmware(firmware, vars_image),
+            cpus=cpus, policy=policy, windows=windows, warmup=warmup,
+            window_samples=window_samples, params=params,
+        )  # fmt: skip
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    if not no_plots and report.windows:
+        from ..bench.linux import MODELED_NOTE, as_bench_result
+        from ..bench.plots import heat_plot
+
+        path = out / f"loop_linux_{exe.name}.png"
+        with OutputFile(path, what="plot") as tmp_png:
+            heat_plot(as_bench_result(report, heat), tmp_png, warmup=warmup, policy=policy,
+                      note=MODELED_NOTE, window=f"{window_samples} SAMPLE SMIs each")  # fmt: skip
+        report.plots.append(str(path))
+    if report.refused:
+        emit(report, as_json)
+        raise DriverRejected(
+            0,
+            f"driver refused the loop's first plan ({report.refused}; nothing written: "
+            f"{report.refused_untouched}; the program ran on"
+            f"{' unharmed' if report.output_matches else ' but its output DIFFERS'}): "
+            + (RESTRICTED_HINT if report.refused == "WALK_TABLE_OUTSIDE" else "see the report"),
+        )
+    emit_check(report, as_json, report.ok, "the loop on the Linux program failed (see the report)")

@@ -1,0 +1,204 @@
+"""The Linux loop's target (loop/linux.py) without a VM: a scripted relocator stands for the
+driver behind QEMU's mailbox, the islands are a compiled workload's.  What is checked: only the
+process's samples (its CR3, CPL 3) are observations, a sample in a copy counts for its island,
+commits and rollbacks go through the relocator and show in the generations, the first refused
+plan is raised with its spans checked, a refusal later is a refused result, a program that
+ended ends the windows; and the closed loop runs on it (the QEMU run: test_linux_process.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+from test_analysis_support import build_elf
+
+from codeisland.analysis import IslandMap, analyze
+from codeisland.errors import DriverRejected
+from codeisland.frontend.params import FrontendParams
+from codeisland.loop.controller import ClosedLoop
+from codeisland.loop.linux import LinuxTarget, ProgramEnded
+from codeisland.plan import layout as L
+from codeisland.predict.policies import make_policy
+from codeisland.predict.priority import CostModel
+from codeisland.relocation import CommitOutcome, RetryPolicy, SmiReport, StageOutcome, movable
+
+CR3 = 0x1234000
+ZONE = 0x7000_0000
+SMALL = FrontendParams(l1i_size=1024, l1i_ways=2, itlb4k_entries=2, itlb4k_ways=2)
+
+
+@pytest.fixture(scope="module")
+def imap(tmp_path_factory: pytest.TempPathFactory) -> IslandMap:
+    return analyze(build_elf(tmp_path_factory.mktemp("elf"))).allowing_indirect_jumps()
+
+
+def sample(rip: int, cr3: int = CR3, cpl: int = 3) -> L.Sample:
+    s = L.Sample()
+    s.rip, s.cr3, s.cpl, s.cpu = rip, cr3, cpl, 0
+    return s
+
+
+@dataclass
+class FakePlan:
+    placed: list[Any]
+    rejected: dict[str, str] = field(default_factory=dict)
+    merged: list[tuple[str, ...]] = field(default_factory=list)
+
+    def to_bytes(self) -> bytes:
+        return b"plan"
+
+    def written_spans(self) -> list[tuple[int, int]]:
+        return [(p.dst, p.size) for p in self.placed]
+
+
+@dataclass
+class Placed:
+    name: str
+    src: int
+    dst: int
+    size: int
+    members: tuple[str, ...]
+    redirect: str = "call sites (1)"
+    island: Any = None
+
+
+class FakeRelocator:
+    """The driver's answers: samples from a script, commits into an address map."""
+
+    def __init__(self, rips: list[int], refuse: int | None = None) -> None:
+        self.rips = rips
+        self.refuse = refuse  # status of every commit, when set
+        self.smis: list[SmiReport] = []
+        self.map: list[L.MapEntry] = []
+        self.generation = 0
+        self.memory: dict[int, bytes] = {}
+
+    def _smi(self, command: str) -> None:
+        self.smis.append(SmiReport(len(self.smis), command, "OK", None, 0, 0))
+
+    def sample(self) -> list[L.Sample]:
+        self._smi("SAMPLE")
+        return [sample(r) for r in self.rips] + [sample(0xFFFF_FFFF_8100_0000, cpl=0)]
+
+    def since(self, mark: int) -> list[SmiReport]:
+        return self.smis[mark:]
+
+    def apply(self, plan: bytes, retry: RetryPolicy | None = None) -> CommitOutcome:
+        if retry is not None:
+            retry.before_commit()
+        self._smi("STAGE")
+        if self.refuse is not None:
+            raise DriverRejected(self.refuse, "refused")
+        self._smi("COMMIT")
+        self.generation += 1
+        for p in self.pending.placed:
+            e = L.MapEntry()
+            e.orig, e.cur, e.size, e.generation, e.flags = (
+                p.src, p.dst, p.size, self.generation, L.MAP_ACTIVE,
+            )  # fmt: skip
+            self.map.append(e)
+        r = L.Result()
+        r.generation, r.bytes_written, r.callsites_patched = self.generation, 100, 1
+        return CommitOutcome(r, StageOutcome(1, 0, 0, 1))
+
+    def rollback(self, generation: int = 0) -> L.Result:
+        self._smi("ROLLBACK")
+        for e in self.map:
+            if e.generation >= generation and e.flags & L.MAP_ACTIVE:
+                e.flags = L.MAP_RETIRED
+        r = L.Result()
+        r.bytes_restored = 5
+        return r
+
+    def address_map(self) -> list[L.MapEntry]:
+        self._smi("STATS")
+        return list(self.map)
+
+
+def target(imap: IslandMap, rel: FakeRelocator, alive: list[bool] | None = None) -> LinuxTarget:
+    def plan(names: list[str], plan_id: int, taken: Any, prio: Any, counts: Any) -> FakePlan:
+        at = ZONE + sum(int(e.size) + 64 for e in rel.map)
+        placed = []
+        for n in names:
+            isl = imap[n]
+            placed.append(Placed(n, isl.start, at, isl.size, (n,)))
+            at += (isl.size + 63) // 64 * 64
+        rel.pending = FakePlan(placed)  # type: ignore[attr-defined]
+        return rel.pending  # type: ignore[attr-defined]
+
+    flag = alive if alive is not None else [True]
+    return LinuxTarget(
+        rel, imap, CR3, (ZONE, 2 << 20, True), plan, lambda: flag[0],  # type: ignore[arg-type]
+        read=lambda a, n: rel.memory.get(a, bytes(n)), params=SMALL, window_samples=4,
+        pause_s=0,
+    )  # fmt: skip
+
+
+def test_window_counts_the_process_samples_and_models_their_islands(imap: IslandMap) -> None:
+    middle = imap["middle"]
+    rel = FakeRelocator([middle.start + 4, 0x7FFF_0000_1000])  # an island; libc
+    t = target(imap, rel)
+    obs = t.run_window()
+    k = next(i for i, isl in enumerate(t.islands) if isl.name == "middle")
+    assert len(obs.rips) == 8  # 4 SAMPLEs x 2 of the process; the kernel's are not its
+    assert t.tally.to_dict() == {"process": 8, "in_islands": 4, "kernel": 4, "other": 0}
+    assert obs.exact[k] > 0 and obs.exact.sum() == obs.exact[k]  # modeled blocks of middle
+    assert obs.frontend["cycles"] > 0
+
+
+def test_commit_rollback_and_a_sample_in_the_copy(imap: IslandMap) -> None:
+    rel = FakeRelocator([imap["middle"].start])
+    t = target(imap, rel)
+    k = next(i for i, isl in enumerate(t.islands) if isl.name == "middle")
+    r = t.commit([k])
+    assert r.refused is None and r.islands == [k] and r.bytes_staged == 100
+    assert t.generations() == [(1, [k])]
+    copy = int(t.address_map()[0].cur)
+    assert t._range_of(copy + 3) == (copy, copy + t.islands[k].size, k)
+    assert t.commits[0]["islands"] == ["middle"]
+    back = t.rollback(1)
+    assert back.islands == [k] and back.bytes_restored == 5 and t.generations() == []
+    assert t.retired_bytes() == t.islands[k].size  # keep-copies: the copy's room stays taken
+
+
+def test_first_refusal_is_raised_with_its_spans_checked_later_ones_are_results(
+    imap: IslandMap,
+) -> None:
+    rel = FakeRelocator([], refuse=int(L.Status.WALK_TABLE_OUTSIDE))
+    t = target(imap, rel)
+    with pytest.raises(DriverRejected):
+        t.commit([0])
+    assert t.first_refusal is not None and t.first_refusal_untouched
+    assert t.commit([1]).refused == "WALK_TABLE_OUTSIDE"
+
+
+def test_a_program_that_ended_ends_the_windows(imap: IslandMap) -> None:
+    alive = [True]
+    t = target(imap, FakeRelocator([imap["leaf"].start]), alive)
+    t.run_window()
+    alive[0] = False
+    with pytest.raises(ProgramEnded):
+        t.run_window()
+
+
+def test_the_closed_loop_commits_on_it() -> None:
+    # Debian's gzip: islands over 15 text pages, so a 2-entry iTLB misses in the model
+    gzip = analyze("/usr/bin/gzip", load_base=0x5555_0000_0000).allowing_indirect_jumps()
+    spread = [i for i in movable(gzip) if i.size >= 256][::4][:8]
+    rel = FakeRelocator([i.start + 8 for i in spread] * 2)
+    t = target(gzip, rel)
+    loop = ClosedLoop(t, make_policy("reactive", len(t.islands)),
+                      CostModel.from_params(SMALL, 4096, 4), params=SMALL)  # fmt: skip
+    loop.run(4)
+    assert loop.stats.relocations > 0 and t.commits
+    assert {"SAMPLE", "STAGE", "COMMIT", "STATS"} <= {s.command for s in rel.smis}
+    assert np.array(loop.heat_log).sum() > 0
+
+    assert len({gzip[n].start >> 12 for c in t.commits for n in c["islands"]}) > 1
+
+
+def test_jump_table_functions_are_in_the_loop(imap: IslandMap) -> None:
+    t = target(imap, FakeRelocator([]))
+    assert "chooser" in {i.name for i in t.islands}  # its switch is a jump table
