@@ -161,6 +161,7 @@ def test_commit_rollback_and_a_sample_in_the_copy(imap: IslandMap) -> None:
     back = t.rollback(1)
     assert back.islands == [k] and back.bytes_restored == 5 and t.generations() == []
     assert t.retired_bytes() == t.islands[k].size  # keep-copies: the copy's room stays taken
+    assert t.reclaim_price() == float("inf")  # the engine keeps virtual copies: never pays
 
 
 def test_first_refusal_is_raised_with_its_spans_checked_later_ones_are_results(
@@ -179,6 +180,24 @@ def test_a_program_that_ended_ends_the_windows(imap: IslandMap) -> None:
     t = target(imap, FakeRelocator([imap["leaf"].start]), alive)
     t.run_window()
     alive[0] = False
+    with pytest.raises(ProgramEnded):
+        t.run_window()
+
+
+def test_a_program_that_ends_mid_window_ends_it_early(imap: IslandMap) -> None:
+    alive = [True]
+    rel = FakeRelocator([imap["leaf"].start])
+    t = target(imap, rel, alive)
+    t.window_samples = 40
+    calls = {"n": 0}
+
+    def still() -> bool:
+        calls["n"] += 1
+        return calls["n"] < 3  # alive at the window's start and at its first check
+
+    t.alive = still
+    obs = t.run_window()
+    assert len(obs.rips) == 16  # two checks passed: 16 SAMPLEs, not 40
     with pytest.raises(ProgramEnded):
         t.run_window()
 

@@ -16,6 +16,7 @@ call sites re-pointed as the driver answered.  Modeled and labelled so: the fron
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,14 +202,19 @@ class LinuxLoop(ProcessRelocation):
         except DriverRejected as exc:
             if target.first_refusal is not exc:
                 raise
-            r.refused = L.Status(exc.status).name
-            r.refused_untouched = target.first_refusal_untouched
-            r.ended_by = "refused plan"
+            if not target.alive():  # refused because the process is gone, not the firmware
+                r.ended_by = f"program exit (its first plan refused: {L.Status(exc.status).name})"
+            else:
+                r.refused = L.Status(exc.status).name
+                r.refused_untouched = target.first_refusal_untouched
+                r.ended_by = "refused plan"
         finally:
             bar.close()
         self._mark("loop")
         r.windows = loop.window
         r.loop = loop_stats(loop)
+        if r.loop.get("reclaim_price_cycles") == math.inf:  # never pays here (LinuxTarget)
+            r.loop["reclaim_price_cycles"] = None
         r.commits = target.commits
         r.events = loop.stats.events
         r.samples = target.tally.to_dict()

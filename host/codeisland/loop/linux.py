@@ -25,6 +25,7 @@ instructions are not measured here.
 
 from __future__ import annotations
 
+import math
 import time
 from bisect import bisect_right
 from collections import Counter
@@ -44,6 +45,8 @@ from .target import Observation, RelocationResult
 BLOCK_BYTES = 32  # a basic block of the modeled stream, on average (as loop/workloads.py)
 MIN_ISLAND = 16  # bytes: smaller functions are not worth a move
 REPEAT = 100  # back-to-back runs of a window's modeled stream (model_target.py)
+ALIVE_EVERY = 8  # SAMPLEs between checks that the program still runs (the guest powers off
+# a few seconds after it exited: a window must not run into that)
 WAIT_SAMPLES = 40  # SAMPLEs before a commit waiting for the process inside the plan's islands
 
 # plan(names, plan_id, taken, priorities, counts) -> a plan of USER islands in the zone
@@ -168,7 +171,9 @@ class LinuxTarget:
             raise ProgramEnded
         tally = SampleTally()
         rips: list[int] = []
-        for _ in range(self.window_samples):
+        for n in range(self.window_samples):
+            if n and n % ALIVE_EVERY == 0 and not self.alive():
+                break  # the window ends with what it saw; the next one says the program ended
             for s in self.rel.sample():
                 if s.cpl == 3 and int(s.cr3) & L.CR3_ADDR_MASK == self.cr3:
                     tally.process += 1
@@ -318,6 +323,21 @@ class LinuxTarget:
 
     def retired_bytes(self) -> int:
         return sum(int(e.size) for e in self._map if e.flags & L.MAP_RETIRED)
+
+    def reclaim_price(self) -> float:
+        """No RECLAIM pays here: the engine keeps every retired copy in a process's address
+        space (RECLAIM_KEPT_SPACE: it cannot scan that process's stacks), so it frees nothing;
+        the retired copies' room stays taken (the zone is 2 MiB)."""
+        return math.inf
+
+    def reclaim(self) -> RelocationResult:
+        """RECLAIM now (the loop never asks: reclaim_price); its SMIs are charged."""
+        mark = len(self.rel.smis)
+        report = self.rel.reclaim()
+        self._refresh()
+        smis = len(self.rel.since(mark))
+        return RelocationResult(0, [], smis=smis, cycles=self._cost(smis, 0, 0), reclaims=1,
+                                bytes_freed=report.bytes_freed)  # fmt: skip
 
     def generations(self) -> list[tuple[int, list[int]]]:
         gens: dict[int, list[int]] = {}
