@@ -183,8 +183,10 @@ EDK2_BUILD_DEPS=(build-essential nasm acpica-tools uuid-dev python3-distutils dp
 
 # The native host's tests and benchmark (codeisland native, scripts/native_bench.py): gcc and a
 # static libc (the test programs, the static-binary refusal), dpkg-dev (dpkg-buildflags: Debian's
-# compiler flags; dpkg-source for lua5.4's source), and bolt-15, BOLT as the comparison.
-NATIVE_HOST_DEPS=(gcc libc6-dev dpkg-dev bolt-15)
+# compiler flags; dpkg-source for lua5.4's source), bolt-15, BOLT as the comparison, and
+# qemu-user, whose plugin-enabled qemu-x86_64 replays the runs for the front-end model
+# (codeisland.native.calibrate).
+NATIVE_HOST_DEPS=(gcc libc6-dev dpkg-dev bolt-15 qemu-user)
 
 install_native_host_deps() {
   DEBIAN_PACKAGES=("${NATIVE_HOST_DEPS[@]}") && install_debian_packages

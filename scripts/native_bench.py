@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Measured wall time of real programs: unmodified, under codeisland's native host (agent only,
 predictive, reactive) and BOLT's offline layouts (codeisland.native.bench); prints a table per
-program and writes a PNG (and JSON).  A benchmark, not a test: figures, no pass/fail on them.
+program and writes a PNG (and JSON), with the front-end model's predicted saving for the same
+runs beside the measured one (codeisland.native.calibrate: the runs' layouts replayed under
+qemu-x86_64).  A benchmark, not a test: figures, no pass/fail on them.
 
     .venv/bin/python scripts/native_bench.py [--program lua --program islands] [--runs 5]
-        [--quick] [--out DIR] [--configs base,predictive,...]
+        [--quick] [--out DIR] [--configs base,predictive,...] [--model-sample K | --no-model]
 """
 
 from __future__ import annotations
@@ -25,16 +27,22 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="small inputs, for a check that it runs")
     ap.add_argument("--out", type=Path, default=Path("native-bench"), help="PNG/JSON directory")
     ap.add_argument("--configs", default=",".join(bench.CONFIGS), help="comma-separated subset")
+    ap.add_argument("--model-sample", type=int, default=8,
+                    help="model 1 in K windows of 2^20 executed blocks (1: all)")  # fmt: skip
+    ap.add_argument("--no-model", action="store_true", help="measure only, no model prediction")
     args = ap.parse_args()
     configs = tuple(c for c in args.configs.split(",") if c)
     unknown = [c for c in configs if c not in bench.CONFIGS]
+    if args.model_sample < 1:
+        ap.error("--model-sample must be >= 1")
     if args.runs < 1 or unknown or "base" not in configs:
         ap.error(f"--runs >= 1, configs from {', '.join(bench.CONFIGS)} including base")
     args.out.mkdir(parents=True, exist_ok=True)
     everything = []
     try:
         for name in args.program or ["lua"]:
-            report = bench.measure(programs.build(name, args.quick), args.runs, configs)
+            sample = 0 if args.no_model else args.model_sample
+            report = bench.measure(programs.build(name, args.quick), args.runs, configs, sample)
             print(report, flush=True)
             png = bench.plot(report, args.out / f"native-{name}.png")
             print(f"plot: {png}")

@@ -131,6 +131,38 @@ def test_threads_blocked_in_read_take_smis(program: Path) -> None:
     assert got == want
 
 
+def test_waits_that_never_restart_are_not_cut_short(tmp_path: Path) -> None:
+    """nanosleep, poll, select, epoll_wait, sigtimedwait... return EINTR after any handler,
+    SA_RESTART or not: under a stream of SMIs and samples each must still wait its full time
+    and return what it returns without the agent, and the program's own signal must still
+    interrupt its select (tests/native/waits.c)."""
+    out = tmp_path / "waits"
+    cmd = ["gcc", *debian_flags.cflags(), str(SOURCE.parent / "waits.c"), "-o", str(out)]
+    subprocess.run([*cmd, *debian_flags.ldflags(), "-lpthread"], check=True)
+    argv = [str(out), "600"]
+    want = _baseline(argv)
+    assert want.count(b"waited its time") == 8 and b"Interrupted system call" in want
+    p = NativeProcess(argv, sample_hz=1000, stdout=subprocess.PIPE)
+    try:
+        rel = Relocator(MailboxClient(p.wait_ready()))
+        answered = 0
+        while p.alive():
+            try:
+                assert rel.query().ok
+                answered += 1
+            except TransportError:  # it exited while the host was asking
+                if not p.exited.wait(2.0):
+                    raise
+                break
+        assert p.popen.stdout is not None
+        got = p.popen.stdout.read()
+        assert p.wait() == 0
+    finally:
+        p.kill()
+    assert got == want, got.decode()
+    assert answered >= 5  # SMIs arrived all through the waits
+
+
 def test_threads_created_and_exiting_during_rendezvous(program: Path) -> None:
     argv = [str(program), "2", "40", "churn"]
     want = _baseline(argv)

@@ -56,5 +56,8 @@ int ci_agent_signals_install(unsigned hz);
 /* smi.c: make the executable's text writable (1) or not (0) around the
  * requests that write it.  Returns 0 or -1. */
 int ci_agent_text_writable(int writable);
+/* waits.c: 1 while thread `tid` is inside a wait the agent's signals must not
+ * interrupt (they are blocked there; the rendezvous counts it as stopped). */
+int ci_agent_waiting(int tid);
 
 #endif /* CI_NATIVE_AGENT_H */

@@ -18,8 +18,8 @@
  * Everything here runs in signal handlers: only system calls (raw), atomics
  * and the freestanding engine; errno is saved and restored.  Handlers run
  * with SA_RESTART, so a read() or futex wait the signal interrupted restarts
- * where the kernel allows it (syscalls that never restart, e.g. epoll_wait,
- * return EINTR as they would for any signal).
+ * where the kernel allows it; the waits that never restart (nanosleep, poll,
+ * select, epoll_wait, ...) run with the agent's signals blocked (waits.c).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -171,6 +171,11 @@ static int wait_arrivals(int64_t deadline) {
     int missing = 0;
     for (uint32_t k = 1; k < rv.count; k++) {
       if (rv.gone[k] || __atomic_load_n(&rv.ctx[k], __ATOMIC_ACQUIRE))
+        continue;
+      /* in a wait with our signals blocked (waits.c): it runs no program code until it takes
+       * the rendezvous signal on its way out, so it is stopped as far as the engine cares;
+       * its RIP is in libc or the kernel, nothing to translate */
+      if (ci_agent_waiting(rv.tids[k]))
         continue;
       if (tgkill_raw(rv.tids[k], 0) != 0) /* ESRCH: it exited with the signal pending */
         rv.gone[k] = 1;

@@ -31,6 +31,7 @@ from ..analysis import IslandMap, analyze
 from ..errors import CodeIslandError, DriverRejected, PlanError, TransportError
 from ..plan import layout as L
 from ..plan.apply import copies_as_planned
+from ..plan.document import Plan
 from ..planning.passes import Options
 from ..planning.platform import load_platform
 from ..predict.policies import Policy, make_policy
@@ -56,6 +57,7 @@ class NativeReport(E2eReport):
     wall_seconds: float = 0.0
     arena: str = ""
     arena_base: int = 0
+    arena_huge_kib: int = 0  # of the arena, backed by 2 MiB pages
     load_base: int = 0
     windows: int = 0
     samples_attributed: int = 0  # samples inside an island (original or copy)
@@ -64,6 +66,9 @@ class NativeReport(E2eReport):
     smi_round_trip_ms: list[float] = field(default_factory=list)
     threads_seen: int = 0  # most threads stopped in one SMI
     ended_in_request: bool = False  # the program exited while the host was asking the agent
+    # each commit as the front-end model replays it (calibrate.py): the samples taken before it,
+    # its copies [src, size, dst, entry kind] and re-pointed call sites [island src, insn end]
+    generations: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -193,7 +198,8 @@ class NativeRun:
         imap = imap0.rebased(r.load_base)
         client = MailboxClient(t, timeout_s=10)
         r.arena_base = int(client.header.arena_base)
-        r.arena = str(arena_pages(proc.pid, r.arena_base))
+        pages = arena_pages(proc.pid, r.arena_base)
+        r.arena, r.arena_huge_kib = str(pages), pages.huge_kib
         rel = Relocator(client)
         regions = self._round_trips(rel)
         r.timings["ready"] = time.monotonic() - t0
@@ -358,8 +364,20 @@ class NativeRun:
         )
         r.islands += [{"name": p.name, "src": p.src, "dst": p.dst, "size": p.size}
                       for p in plan.placed]  # fmt: skip
+        r.generations.append(_generation(plan.plan, r.samples_total))
         pos = {isl.name: k for k, isl in enumerate(islands)}
         return {pos[m] for p in plan.placed for m in (p.members or (p.name,)) if m in pos}
+
+
+def _generation(plan: Plan, samples_before: int) -> dict[str, Any]:
+    isl = plan.islands
+    return {
+        "samples_before": samples_before,
+        "islands": [[int(i.src), int(i.size), int(i.dst), int(i.flags) & L.ISLAND_ENTRY_MASK]
+                    for i in isl],
+        "calls": [[int(isl[c.island].src), int(c.insn) + L.ENTRY_REL32_LEN]  # E8/E9 rel32
+                  for c in plan.callsites],
+    }  # fmt: skip
 
 
 def _context(pid: int) -> dict[str, float]:

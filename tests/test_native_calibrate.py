@@ -1,0 +1,89 @@
+"""The front-end model's replay of a native layout (codeisland.native.calibrate, qtrace.c) follows
+the relocation's rules for which executions reach a copy: a program calls `hot` a known number
+of times from one direct call site, and the model, fed under qemu-x86_64 with every block,
+counts the blocks and fetches of each layout."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from codeisland.analysis import analyze
+from codeisland.native import calibrate
+from codeisland.native.run import NativeReport
+
+CALLS = 20000
+PROGRAM = r"""
+#include <stdlib.h>
+__attribute__((noinline)) int hot(int x) {
+  int s = 0;
+  for (int k = 0; k < (x & 7); k++) s += k * x;
+  return s;
+}
+int main(int argc, char **argv) {
+  int n = atoi(argv[1]);
+  volatile int sink = 0;
+  for (int i = 0; i < n; i++) sink += hot(i);
+  return sink == 42;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which(calibrate.QEMU) is None:
+        pytest.fail("qemu-x86_64 is missing: scripts/bootstrap.sh --tests installs qemu-user")
+    out = tmp_path_factory.mktemp("calibrate") / "calls"
+    src = out.with_suffix(".c")
+    src.write_text(PROGRAM)
+    cmd = ["gcc", "-O2", "-fcf-protection=none", "-fPIE", "-pie", str(src), "-o", str(out)]
+    subprocess.run(cmd, check=True)
+    return out
+
+
+def _layout(program: Path, *, entry: bool, call_site: bool) -> calibrate.NativeLayout:
+    imap = analyze(program)
+    hot = imap["hot"]
+    sites = [a for a, op in imap.callsites.get(hot.start, ()) if op == 0xE8]
+    assert len(sites) == 1, sites  # main's one call
+    calls = [[hot.start, sites[0] + 5]] if call_site else []
+    return calibrate.NativeLayout(
+        huge=True, at=[0.0], islands=[[[hot.start, hot.size, 0x1000, int(entry)]]], calls=[calls]
+    )
+
+
+def test_replay_follows_entry_jumps_and_call_sites(program: Path, tmp_path: Path) -> None:
+    layouts = [
+        _layout(program, entry=False, call_site=False),  # no way in: the copy never runs
+        _layout(program, entry=False, call_site=True),  # main's call re-pointed
+        _layout(program, entry=True, call_site=False),  # every call through the entry jump
+    ]
+    ref, unused, repointed, jumped = calibrate.model_binary(
+        [str(program), str(CALLS)], layouts, tmp_path, sample=1
+    )
+    assert ref.totals["blocks"] > CALLS
+    # a copy nothing reaches changes nothing
+    assert unused.totals == ref.totals
+    # re-pointed: the same blocks, now fetched in the 2 MiB page of the arena
+    assert repointed.totals["blocks"] == ref.totals["blocks"]
+    assert ref.totals["itlb2m_misses"] == 0 < repointed.totals["itlb2m_misses"]
+    # through the entry jump: one more block (the jump) per call
+    assert jumped.totals["blocks"] == ref.totals["blocks"] + CALLS
+    assert jumped.totals["itlb2m_misses"] > 0
+
+
+def test_layout_of_a_native_report_is_relative_to_its_bases() -> None:
+    report = NativeReport(load_base=0x5000_0000, arena_base=0x4F00_0000, arena_huge_kib=8192)
+    report.samples_total = 200
+    report.generations = [
+        {"samples_before": 50, "islands": [[0x5000_1000, 64, 0x4F00_0040, 1]],
+         "calls": [[0x5000_1000, 0x5000_2005]]},
+    ]  # fmt: skip
+    lay = calibrate.NativeLayout.of_report(report)
+    assert lay.huge and lay.at == [0.25]
+    assert lay.islands == [[[0x1000, 64, 0x40, 1]]] and lay.calls == [[[0x1000, 0x2005]]]
+    text = calibrate.spec(Path("/bin/true"), [lay], 1000, calibrate.load_frontend_params())
+    assert "gen 1 250\n" in text and "island 4096 64 64 1\n" in text and "call 4096 8197" in text
