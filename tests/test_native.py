@@ -261,6 +261,51 @@ def test_agent_inactive_without_the_host(program: Path) -> None:
     assert agent.name in maps and "codeisland-mailbox" not in maps
 
 
+def test_jump_table_function_moves_and_escapes_to_its_original(program: Path) -> None:
+    """`mix` switches through a jump table: the analysis refuses it for hosts that may reclaim
+    originals, the native host allows it (IslandMap.allowing_indirect_jumps).  Its copy runs
+    up to the table's indirect jump, which lands in the original (intact): the samples show
+    both, and the output does not change."""
+    argv = [str(program), "2", "6000"]
+    want = _baseline(argv)
+    assert analyze(program)["mix"].reason == "indirect jump (jump table or computed goto)"
+    p = NativeProcess(argv, sample_hz=1000, stdout=subprocess.PIPE)
+    try:
+        t = p.wait_ready()
+        imap = analyze(p.program).allowing_indirect_jumps().rebased(p.load_base())
+        mix = imap["mix"]
+        assert mix.relocatable and mix.indirect_jumps > 0
+        rel = Relocator(MailboxClient(t))
+        arena = int(rel.client.header.arena_base)
+        opts = Options(names=("mix",), plan_id=1, callsites=True, keep_copies=True,
+                       parked_threads=True, arena_base=arena)  # fmt: skip
+        plan = plan_relocation(
+            imap, load_platform("native"), opts, read_bytes=t.read_phys, all_or_nothing=True,
+            only=("hot",),
+        )  # fmt: skip
+        assert len(plan.plan.callsites) > 0  # fold's and fill's calls re-pointed
+        rel.apply(plan.to_bytes())
+        head = rel.client.sample_head()  # samples from here on: every call of mix is re-pointed
+        dst = int(plan.plan.islands[0].dst)
+        in_copy = in_original = 0
+        while p.alive() and (in_copy == 0 or in_original == 0):
+            time.sleep(0.2)
+            try:
+                samples, head = rel.client.samples_since(head)
+            except TransportError:
+                break
+            rips = [int(x.rip) for x in samples]
+            in_copy += sum(dst <= r < dst + mix.size for r in rips)
+            in_original += sum(mix.start <= r < mix.end for r in rips)
+        assert p.popen.stdout is not None
+        got = p.popen.stdout.read()
+        assert p.wait() == 0
+    finally:
+        p.kill()
+    assert got == want
+    assert in_copy > 0 and in_original > 0, (in_copy, in_original)
+
+
 def test_no_call_site_re_pointed_inside_a_live_original(program: Path) -> None:
     """A later generation's plan leaves call sites in islands an earlier one moved alone (the
     engine refuses them, CALLSITE_IN_ISLAND): Options.frozen from the live map's originals."""

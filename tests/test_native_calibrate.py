@@ -32,20 +32,39 @@ int main(int argc, char **argv) {
 """
 
 
-@pytest.fixture(scope="module")
-def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+# `hot` dispatches through a jump table: its copy runs up to the indirect jump, the cases run
+# in the original (the table holds the original's addresses)
+SWITCHING = PROGRAM.replace(
+    "  for (int k = 0; k < (x & 7); k++) s += k * x;",
+    "  switch (x & 7) { case 0: s = x * 3; break; case 1: s = x ^ 5; break;"
+    " case 2: s = x + 7; break; case 3: s = x * x; break; case 4: s = x - 9; break;"
+    " case 5: s = x << 2; break; case 6: s = x >> 1; break; default: s = ~x; }",
+)
+
+
+def _build(tmp_path_factory: pytest.TempPathFactory, name: str, text: str) -> Path:
     if shutil.which(calibrate.QEMU) is None:
         pytest.fail("qemu-x86_64 is missing: scripts/bootstrap.sh --tests installs qemu-user")
-    out = tmp_path_factory.mktemp("calibrate") / "calls"
+    out = tmp_path_factory.mktemp("calibrate") / name
     src = out.with_suffix(".c")
-    src.write_text(PROGRAM)
+    src.write_text(text)
     cmd = ["gcc", "-O2", "-fcf-protection=none", "-fPIE", "-pie", str(src), "-o", str(out)]
     subprocess.run(cmd, check=True)
     return out
 
 
+@pytest.fixture(scope="module")
+def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build(tmp_path_factory, "calls", PROGRAM)
+
+
+@pytest.fixture(scope="module")
+def switching(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build(tmp_path_factory, "switching", SWITCHING)
+
+
 def _layout(program: Path, *, entry: bool, call_site: bool) -> calibrate.NativeLayout:
-    imap = analyze(program)
+    imap = analyze(program).allowing_indirect_jumps()
     hot = imap["hot"]
     sites = [a for a, op in imap.callsites.get(hot.start, ()) if op == 0xE8]
     assert len(sites) == 1, sites  # main's one call
@@ -66,13 +85,27 @@ def test_replay_follows_entry_jumps_and_call_sites(program: Path, tmp_path: Path
     )
     assert ref.totals["blocks"] > CALLS
     # a copy nothing reaches changes nothing
-    assert unused.totals == ref.totals
+    assert unused.totals == ref.totals and unused.totals["in_copies"] == 0
     # re-pointed: the same blocks, now fetched in the 2 MiB page of the arena
     assert repointed.totals["blocks"] == ref.totals["blocks"]
     assert ref.totals["itlb2m_misses"] == 0 < repointed.totals["itlb2m_misses"]
     # through the entry jump: one more block (the jump) per call
     assert jumped.totals["blocks"] == ref.totals["blocks"] + CALLS
     assert jumped.totals["itlb2m_misses"] > 0
+    assert repointed.totals["in_copies"] >= 2 * CALLS  # hot's blocks, every call
+
+
+def test_replay_leaves_a_copy_at_its_jump_table(switching: Path, tmp_path: Path) -> None:
+    imap = analyze(switching)
+    assert imap["hot"].reason is not None and imap["hot"].indirect_jumps > 0
+    ref, repointed = calibrate.model_binary(
+        [str(switching), str(CALLS)], [_layout(switching, entry=False, call_site=True)],
+        tmp_path, sample=1,
+    )  # fmt: skip
+    assert repointed.totals["blocks"] == ref.totals["blocks"]
+    # per call: the range check and the dispatch (two blocks) in the copy, then the case and
+    # the return in the original -- without the escape they would count as well
+    assert CALLS <= repointed.totals["in_copies"] <= 2 * CALLS
 
 
 def test_layout_of_a_native_report_is_relative_to_its_bases() -> None:

@@ -16,7 +16,8 @@
  * guess: the island is entered in its copy when the call or jump that entered it is one the plan
  * re-pointed (a call site in original code), or at its entry when the entry was patched with a
  * jump (the jump is fetched first).  A copy's own calls resolve to the callee's original, as
- * the engine's fix-ups write them, and so do indirect calls.  Control that comes back into the
+ * the engine's fix-ups write them, and so do indirect calls; a copy's indirect jump (a jump
+ * table, a computed goto) lands in the original, whose addresses the table holds.  Control that comes back into the
  * island from outside (a return) stays where that thread last entered it.
  *
  * SPEC (text, one record a line; offsets are from the executable's load base in the native
@@ -31,7 +32,8 @@
  *   params L1I_SIZE L1I_WAYS L1I_LINE TLB4K TLB4K_WAYS TLB2M TLB2M_WAYS FETCH L1I_MISS
  *          TLB4K_MISS TLB2M_MISS     the model's parameters (the platform profile's [frontend])
  * OUT: "blocks N" then, per layout, "layout K counted blocks bytes lines l1i_misses itlb4k_misses
- * itlb2m_misses cycles" summed over the program's threads (one modeled front end per thread).
+ * itlb2m_misses cycles in_copies" (in_copies: counted blocks that ran in a copy) summed over
+ * the program's threads (one modeled front end per thread).
  *
  * The plugin API is declared here, not included: Debian ships the plugin-enabled qemu-user but
  * not its header; these are the QEMU 7.2 (plugin API version 1) entry points it exports.
@@ -61,6 +63,7 @@ size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
 uint64_t qemu_plugin_tb_vaddr(const struct qemu_plugin_tb *tb);
 struct qemu_plugin_insn *qemu_plugin_tb_get_insn(const struct qemu_plugin_tb *tb, size_t idx);
 size_t qemu_plugin_insn_size(const struct qemu_plugin_insn *insn);
+const void *qemu_plugin_insn_data(const struct qemu_plugin_insn *insn);
 
 __attribute__((visibility("default"))) int qemu_plugin_version = 1;
 
@@ -114,11 +117,13 @@ typedef struct {
   size_t n;
   int32_t prev_island;
   int prev_in_copy;
+  int prev_indirect;
   uint64_t prev_end;
   uint8_t *in_copy; /* per island: where this thread last entered it */
   int phase;        /* the phase its counters were last taken in */
   ci_fm_totals snap, sum;
   uint64_t counted; /* translation blocks executed while counting */
+  uint64_t in_copies; /* of those, run in a copy */
 } vcpu_t;
 
 enum { SKIP, WARM, COUNT };
@@ -153,7 +158,15 @@ typedef struct {
   uint64_t vaddr, end;
   uint32_t size;
   int32_t island;
+  int indirect_jmp; /* the block ends with jmp through a register or memory (FF /4) */
 } tb_t;
+
+/* FF /4 after any legacy or REX prefixes: a jump table's or computed goto's dispatch. */
+static int is_indirect_jmp(const uint8_t *b, size_t n) {
+  size_t k = 0;
+  while (k < n && (b[k] == 0x3E || b[k] == 0x2E || b[k] == 0xF2 || (b[k] & 0xF0) == 0x40)) k++;
+  return k + 1 < n && b[k] == 0xFF && ((b[k + 1] >> 3) & 7) == 4;
+}
 
 static void die(const char *what) {
   fprintf(stderr, "ciqtrace: %s\n", what);
@@ -367,12 +380,16 @@ static void run_layout(layout_t *L, vcpu_t *c, const tb_t *tb, int phase) {
         c->in_copy[i] = L->entry[i]; /* a call not re-pointed: through the entry jump, if any */
         if (L->entry[i]) emit(c, tb->vaddr, ENTRY_JMP_LEN);
       } /* else a return into it (or a jump into its middle): where this thread entered it */
+    } else if (c->prev_in_copy && c->prev_indirect) {
+      c->in_copy[i] = 0; /* a jump table's targets are the original's: the copy escaped */
     }
     in = c->in_copy[i];
   }
+  c->in_copies += in && phase == COUNT;
   emit(c, in ? (uint64_t)((int64_t)tb->vaddr + L->delta[i]) : tb->vaddr, tb->size);
   c->prev_island = i;
   c->prev_in_copy = in;
+  c->prev_indirect = tb->indirect_jmp;
   c->prev_end = tb->end;
 }
 
@@ -420,8 +437,13 @@ static void on_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *qtb) {
   }
   tb_t *tb = calloc(1, sizeof *tb); /* lives as long as QEMU may run the block */
   tb->vaddr = qemu_plugin_tb_vaddr(qtb);
-  for (size_t n = qemu_plugin_tb_n_insns(qtb), k = 0; k < n; k++)
+  size_t n = qemu_plugin_tb_n_insns(qtb);
+  for (size_t k = 0; k < n; k++)
     tb->size += (uint32_t)qemu_plugin_insn_size(qemu_plugin_tb_get_insn(qtb, k));
+  if (n) {
+    const struct qemu_plugin_insn *last = qemu_plugin_tb_get_insn(qtb, n - 1);
+    tb->indirect_jmp = is_indirect_jmp(qemu_plugin_insn_data(last), qemu_plugin_insn_size(last));
+  }
   tb->end = tb->vaddr + tb->size;
   tb->island = tb->vaddr >= G.base ? island_of(tb->vaddr - G.base) : -1;
   qemu_plugin_register_vcpu_tb_exec_cb(qtb, on_exec, QEMU_PLUGIN_CB_NO_REGS, tb);
@@ -435,12 +457,13 @@ static void write_result(qemu_plugin_id_t id, void *udata) {
   fprintf(f, "blocks %" PRIu64 "\nbase 0x%" PRIx64 "\n", blocks_so_far(), G.base);
   for (uint32_t k = 0; k < G.layouts; k++) {
     ci_fm_totals sum = {0};
-    uint64_t counted = 0;
+    uint64_t counted = 0, in_copies = 0;
     for (unsigned v = 0; v < MAX_VCPUS; v++) {
       vcpu_t *c = G.layout[k].vcpu[v];
       if (!c) continue;
       set_phase(c, SKIP);
       counted += c->counted;
+      in_copies += c->in_copies;
       const ci_fm_totals t = c->sum;
       sum.blocks += t.blocks, sum.bytes += t.bytes, sum.lines += t.lines;
       sum.l1i_misses += t.l1i_misses, sum.itlb4k_misses += t.itlb4k_misses;
@@ -448,9 +471,9 @@ static void write_result(qemu_plugin_id_t id, void *udata) {
     }
     fprintf(f,
             "layout %u %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
-            " %" PRIu64 "\n",
+            " %" PRIu64 " %" PRIu64 "\n",
             k, counted, sum.blocks, sum.bytes, sum.lines, sum.l1i_misses, sum.itlb4k_misses,
-            sum.itlb2m_misses, sum.cycles);
+            sum.itlb2m_misses, sum.cycles, in_copies);
   }
   fclose(f);
 }

@@ -63,6 +63,7 @@ class Measured:
     samples_in_copies: list[int] = field(default_factory=list)
     layouts: list[calibrate.NativeLayout] = field(default_factory=list)  # per native run
     predicted_s: list[float] = field(default_factory=list)  # the model's saving, per layout
+    in_copies_pct: list[float] = field(default_factory=list)  # executed blocks run in copies
 
     def stats(self, values: list[float]) -> dict[str, float]:
         if not values:
@@ -128,7 +129,7 @@ class BenchReport:
             return []
         lines = ["front-end model vs measured (saving in CPU time over the reference's median)",
                  f"{'config':20} {'reference':10} {'model':>8} {'model range':>17}"
-                 f" {'measured':>9} {'noise':>7}  reading"]  # fmt: skip
+                 f" {'measured':>9} {'noise':>7} {'in copies':>9}  reading"]  # fmt: skip
         for name, m in self.results.items():
             got = self.saving(name)
             if got is None:
@@ -136,11 +137,14 @@ class BenchReport:
             pred, meas, noise = got
             rc = median(self.results[REFERENCE[name]].cpu)
             lo, hi = (100.0 * min(m.predicted_s) / rc, 100.0 * max(m.predicted_s) / rc)
+            ran = f"{median(m.in_copies_pct):8.2f}%" if m.in_copies_pct else "-"
             lines.append(
                 f"{name:20} {REFERENCE[name]:10} {pred:+7.2f}% {lo:+7.2f}..{hi:+7.2f}%"
-                f" {meas:+8.1f}% {noise:6.1f}%  {_reading(pred, meas, noise)}"
+                f" {meas:+8.1f}% {noise:6.1f}% {ran:>9}  {_reading(pred, meas, noise)}"
             )
         share = self.model.get("miss_share_pct")
+        lines.append("in copies: the share of the program's executed blocks the replay ran in a "
+                     "copy (median over the runs)")  # fmt: skip
         if share is not None:
             lines.append(f"the model puts {share:.1f}% of base's CPU time in L1i/iTLB misses "
                          f"(at {self.model['clock_mhz']:.0f} MHz; 1 in "

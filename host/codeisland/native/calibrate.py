@@ -41,12 +41,13 @@ PARAM_ORDER = (
     "itlb2m_ways", "fetch_cycles", "l1i_miss_cycles", "itlb4k_miss_cycles", "itlb2m_miss_cycles",
 )  # fmt: skip
 TOTALS = ("counted", "blocks", "bytes", "lines", "l1i_misses", "itlb4k_misses", "itlb2m_misses",
-          "cycles")  # fmt: skip
+          "cycles", "in_copies")  # fmt: skip
 ARENA_BYTES = 8 << 20
 
 
 def plugin_path() -> Path:
-    return emulation_build_dir() / "native" / "libciqtrace.so"
+    env = os.environ.get("CODEISLAND_QTRACE")
+    return Path(env) if env else emulation_build_dir() / "native" / "libciqtrace.so"
 
 
 @dataclass
