@@ -132,6 +132,9 @@ def sensitivity_plot(points: list[Any], path: Path) -> Path:
         ("predictive_over_reactive_gain", POLICY_COLORS["reactive"], 0.2),
     ):
         ax2.bar(x + off, [p.headline[key] or 0 for p in points], 0.4, label=key, color=color)
+        for k, p in enumerate(points):  # no baseline gain to divide by: said, not drawn as 0
+            if p.headline[key] is None:
+                ax2.text(k + off, 0.02, "n/a", ha="center", fontsize=6, rotation=90)
     ax2.axhline(1.0, color="black", linestyle=":", linewidth=1)
     ax2.set_title("predictive's gain over the baselines' (dotted: equal)", fontsize=10)
     for ax in (ax1, ax2):
