@@ -83,7 +83,11 @@ def command(
     a static offline layout, move-hot-once), each as a share of the trace's upper bound, on
     workloads with designed phase behaviour and on profiles recorded from third-party programs
     (zlib, bzip2) in the emulator; the headline is over the recorded ones.  Every figure is
-    from the front-end cost model: a model."""
+    from the front-end cost model: a model.
+
+    Reading the headline: predictive_share_of_upper_bound is how much of the provable best
+    (a loose bound) predictive gets; predictive_over_static_gain below 1 means the run-time
+    moves do worse than one offline layout (the report lists where predictive does not win)."""
     from ..bench.plots import comparison_plot, heat_plot
     from ..bench.report import BenchReport
     from ..bench.runner import BenchConfig, run, run_emulated
