@@ -135,7 +135,7 @@ MAWK_PROGRAM = (
     '{ s += $1 * 3; c[$1 % 97]++; w = sprintf("%x", $1); h[substr(w, 1, 2)]++; '
     "if (w ~ /a.c/) m++ } END { n = 0; for (k in h) n++; print s, n, m, c[5] }"
 )
-MAWK = ("--exec", "/usr/bin/mawk", "--input", "seq 1 600000", "--", MAWK_PROGRAM)
+MAWK = ("--exec", "/usr/bin/mawk", "--input", "seq 1 400000", "--", MAWK_PROGRAM)
 SMALL_FRONTEND = ROOT / "tests" / "data" / "small-frontend.toml"
 
 

@@ -22,7 +22,7 @@ from codeisland.loop.linux import LinuxTarget, ProgramEnded
 from codeisland.plan import layout as L
 from codeisland.predict.policies import make_policy
 from codeisland.predict.priority import CostModel
-from codeisland.relocation import CommitOutcome, RetryPolicy, SmiReport, StageOutcome, movable
+from codeisland.relocation import Relocator, SmiReport, StageOutcome, movable
 
 CR3 = 0x1234000
 ZONE = 0x7000_0000
@@ -74,9 +74,10 @@ class FakeRelocator:
         self.map: list[L.MapEntry] = []
         self.generation = 0
         self.memory: dict[int, bytes] = {}
+        self.contexts: list[int] = []  # contexts_translated of the next commits (then 1)
 
-    def _smi(self, command: str) -> None:
-        self.smis.append(SmiReport(len(self.smis), command, "OK", None, 0, 0))
+    def _smi(self, command: str, written: int = 0) -> None:
+        self.smis.append(SmiReport(len(self.smis), command, "OK", None, written, 0))
 
     def sample(self) -> list[L.Sample]:
         self._smi("SAMPLE")
@@ -85,13 +86,16 @@ class FakeRelocator:
     def since(self, mark: int) -> list[SmiReport]:
         return self.smis[mark:]
 
-    def apply(self, plan: bytes, retry: RetryPolicy | None = None) -> CommitOutcome:
-        if retry is not None:
-            retry.before_commit()
+    apply = Relocator.apply  # the layer's own retry logic over this fake's stage/commit
+
+    def stage(self, plan: bytes) -> StageOutcome:
         self._smi("STAGE")
         if self.refuse is not None:
             raise DriverRejected(self.refuse, "refused")
-        self._smi("COMMIT")
+        return StageOutcome(1, 0, 0, 1)
+
+    def commit(self, plan: bytes = b"") -> L.Result:
+        self._smi("COMMIT", 100)
         self.generation += 1
         for p in self.pending.placed:
             e = L.MapEntry()
@@ -100,8 +104,9 @@ class FakeRelocator:
             )  # fmt: skip
             self.map.append(e)
         r = L.Result()
-        r.generation, r.bytes_written, r.callsites_patched = self.generation, 100, 1
-        return CommitOutcome(r, StageOutcome(1, 0, 0, 1))
+        r.generation, r.callsites_patched = self.generation, 1
+        r.contexts_translated = self.contexts.pop(0) if self.contexts else 1
+        return r
 
     def rollback(self, generation: int = 0) -> L.Result:
         self._smi("ROLLBACK")
@@ -162,6 +167,20 @@ def test_commit_rollback_and_a_sample_in_the_copy(imap: IslandMap) -> None:
     assert back.islands == [k] and back.bytes_restored == 5 and t.generations() == []
     assert t.retired_bytes() == t.islands[k].size  # keep-copies: the copy's room stays taken
     assert t.reclaim_price() == float("inf")  # the engine keeps virtual copies: never pays
+
+
+def test_a_commit_that_found_no_thread_inside_is_placed_again(imap: IslandMap) -> None:
+    rel = FakeRelocator([imap["middle"].start])
+    rel.contexts = [0, 0]  # the first two commits find the CPU elsewhere
+    t = target(imap, rel)
+    k = next(i for i, isl in enumerate(t.islands) if isl.name == "middle")
+    r = t.commit([k])
+    assert t.commits[0]["attempts"] == 3 and t.commits[0]["contexts_translated"] == 1
+    assert [s.command for s in rel.smis].count("ROLLBACK") == 2
+    assert r.islands == [k] and t.generations() == [(3, [k])]
+    copies = [int(e.cur) for e in t.address_map()]
+    assert len(set(copies)) == 3  # each attempt placed beside the retired copies
+    assert t.retired_bytes() == 2 * t.islands[k].size
 
 
 def test_first_refusal_is_raised_with_its_spans_checked_later_ones_are_results(

@@ -213,6 +213,7 @@ class LinuxLoop(ProcessRelocation):
         self._mark("loop")
         r.windows = loop.window
         r.loop = loop_stats(loop)
+        r.loop["last_refusal"] = loop.stats.refusal  # the planner's or driver's reason, if any
         if r.loop.get("reclaim_price_cycles") == math.inf:  # never pays here (LinuxTarget)
             r.loop["reclaim_price_cycles"] = None
         r.commits = target.commits

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from ..errors import DriverRejected, UsageError
+from ..errors import UsageError
 from .options import CPUS, INPUT_FILE, WINDOWS, emit, emit_check, json_option
 from .outputs import OutputFile
 from .qemu import VARS_HELP, WORKDIR_HELP
-from .qemu_process import FIRMWARE_HELP
+from .qemu_process import FIRMWARE_HELP, exec_option, refusal
 
 GUESTS = ("linux",)
 
@@ -24,14 +24,7 @@ GUESTS = ("linux",)
     help="Where the program runs: linux (a QEMU guest, real SMIs; the emulated board's loop is "
     "`bench --emulated`).",
 )
-@click.option(
-    "--exec",
-    "exe",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Absolute path of a dynamically linked x86-64 program of this host (copied into the "
-    "guest with its libraries, unmodified).",
-)
+@exec_option
 @click.argument("args", nargs=-1)
 @click.option(
     "--input",
@@ -91,7 +84,7 @@ def command(
     output, run time, SMIs and bytes written are measured.  Exit 4 when the firmware refuses
     the plans (stock firmware keeps SMM restricted memory access)."""
     from ..frontend.params import load_frontend_params
-    from ..qemu.linux.process import RESTRICTED_HINT, Firmware
+    from ..qemu.linux.process import Firmware
     from ..qemu.linux.program import ProgramRun
 
     if cpus > 8:
@@ -128,11 +121,5 @@ def command(
         report.plots.append(str(path))
     if report.refused:
         emit(report, as_json)
-        raise DriverRejected(
-            0,
-            f"driver refused the loop's first plan ({report.refused}; nothing written: "
-            f"{report.refused_untouched}; the program ran on"
-            f"{' unharmed' if report.output_matches else ' but its output DIFFERS'}): "
-            + (RESTRICTED_HINT if report.refused == "WALK_TABLE_OUTSIDE" else "see the report"),
-        )
+        raise refusal(report, "the loop's first plan")
     emit_check(report, as_json, report.ok, "the loop on the Linux program failed (see the report)")

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import DriverRejected
+
+if TYPE_CHECKING:
+    from ..qemu.linux.process import ProcessReport
 from .options import CPUS, INPUT_FILE, emit, emit_check, json_option
 from .qemu import DRIVER_HELP, VARS_HELP, WORKDIR_HELP
 
@@ -18,8 +22,7 @@ FIRMWARE_HELP = (
 )
 
 
-@click.command("process")
-@click.option(
+exec_option = click.option(
     "--exec",
     "exe",
     required=True,
@@ -27,6 +30,10 @@ FIRMWARE_HELP = (
     help="Absolute path of a dynamically linked x86-64 program of this host (copied into the "
     "guest with its libraries, unmodified).",
 )
+
+
+@click.command("process")
+@exec_option
 @click.option(
     "--arg", "args", multiple=True, help="An argument of the program (repeatable; default none)."
 )
@@ -59,7 +66,7 @@ def process_cmd(
     as USER islands of that CR3, stage and commit while it runs, check the copies through a page
     walk, roll back while it still runs, and compare its output with the same run on the host.
     On restricted firmware the plan is refused with nothing written (exit 4)."""
-    from ..qemu.linux.process import RESTRICTED_HINT, Firmware, run_process
+    from ..qemu.linux.process import Firmware, run_process
     from ..qemu.linux.program import ProgramRun
 
     tmp = None
@@ -75,11 +82,19 @@ def process_cmd(
             tmp.cleanup()
     if report.refused:
         emit(report, as_json)
-        raise DriverRejected(
-            0,
-            f"driver refused the plan ({report.refused}; nothing written: "
-            f"{report.refused_untouched}; the program ran on"
-            f"{' unharmed' if report.output_matches else ' but its output DIFFERS'}): "
-            + (RESTRICTED_HINT if report.refused == "WALK_TABLE_OUTSIDE" else "see the report"),
-        )
+        raise refusal(report, "the plan")
     emit_check(report, as_json, report.ok, "process relocation failed (see the report)")
+
+
+def refusal(report: ProcessReport, what: str) -> DriverRejected:
+    """The one line (exit 4) for a plan the driver refused: its status, whether anything was
+    written, the program's fate, and for a refused page walk which firmware to use."""
+    from ..qemu.linux.process import RESTRICTED_HINT
+
+    return DriverRejected(
+        0,
+        f"driver refused {what} ({report.refused}; nothing written: "
+        f"{report.refused_untouched}; the program ran on"
+        f"{' unharmed' if report.output_matches else ' but its output DIFFERS'}): "
+        + (RESTRICTED_HINT if report.refused == "WALK_TABLE_OUTSIDE" else "see the report"),
+    )

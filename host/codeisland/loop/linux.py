@@ -40,6 +40,7 @@ from ..frontend.params import FrontendParams
 from ..plan import layout as L
 from ..profile.format import ProfiledIsland
 from ..relocation import RelocationPlan, Relocator, RetryPolicy, movable, occupied
+from .model_target import repeated_window
 from .target import Observation, RelocationResult
 
 BLOCK_BYTES = 32  # a basic block of the modeled stream, on average (as loop/workloads.py)
@@ -48,6 +49,9 @@ REPEAT = 100  # back-to-back runs of a window's modeled stream (model_target.py)
 ALIVE_EVERY = 8  # SAMPLEs between checks that the program still runs (the guest powers off
 # a few seconds after it exited: a window must not run into that)
 WAIT_SAMPLES = 40  # SAMPLEs before a commit waiting for the process inside the plan's islands
+# commits whose SMI found no CPU of the process inside (so none had its RIP moved) are rolled
+# back (copies retired) and placed again, at most this many times in all; the last one stays
+COMMIT_ATTEMPTS = 4
 
 # plan(names, plan_id, taken, priorities, counts) -> a plan of USER islands in the zone
 Planner = Callable[
@@ -94,6 +98,7 @@ class LinuxTarget:
         cpus: int = 1,
         window_samples: int = 40,
         pause_s: float = 0.01,
+        commit_attempts: int = COMMIT_ATTEMPTS,
     ) -> None:
         from ..frontend.fetchtrace import FetchModel
 
@@ -101,6 +106,7 @@ class LinuxTarget:
         self.plan, self.alive, self.read = plan, alive, read
         self.params = params or FrontendParams()
         self.cpus, self.window_samples, self.pause_s = cpus, window_samples, pause_s
+        self.commit_attempts = commit_attempts
         chosen = [i for i in movable(imap) if i.size >= MIN_ISLAND and contiguous(i.start, i.size)]
         self.islands = [
             ProfiledIsland(k + 1, i.name, i.start, i.size) for k, i in enumerate(chosen)
@@ -190,22 +196,14 @@ class LinuxTarget:
         self.window_tallies.append(tally.to_dict())
         addrs, sizes = self._stream(rips)
         n = len(self.islands)
-        self.model.reset_counts()
-        self.model.feed(addrs, sizes)
-        first, first_tot = self.model.island_counts(n), self.model.totals()
-        self.model.reset_counts()
-        self.model.feed(addrs, sizes)
-        steady, steady_tot = self.model.island_counts(n), self.model.totals()
-        rest = REPEAT - 1
-        c = {k: first[k].astype(np.float64) + rest * steady[k].astype(np.float64)
-             for k in ("blocks", "cycles", "l1i_misses", "itlb_misses")}  # fmt: skip
+        c, frontend = repeated_window(self.model, addrs, sizes, n, REPEAT)
         obs = Observation(
             index=self.t, time_of_day=int(time.time()) % 86400, input_events=0,
             runnable_threads=len(tally.per_cpu), busy_cpus=len(tally.per_cpu), cpus=self.cpus,
             rips=np.array(rips, dtype=np.uint64), exact=c["blocks"], mem=np.zeros(n),
             island_cycles=c["cycles"], island_l1i_misses=c["l1i_misses"],
             island_itlb_misses=c["itlb_misses"],
-            frontend={k: first_tot[k] + rest * steady_tot[k] for k in first_tot},
+            frontend=frontend,
         )  # fmt: skip
         self.t += 1
         return obs
@@ -244,20 +242,37 @@ class LinuxTarget:
         mark = len(self.rel.smis)
         first = not self.commits and self.first_refusal is None
         before = self._spans(plan) if first else None
+        plans = {1: plan}
+
+        def replan(attempt: int) -> bytes:
+            """The last attempt's copies are retired now: place around them."""
+            self._refresh()
+            plans[attempt] = self.plan(names, self.plan_id, occupied(self._map), prio, series)
+            self.plan_id += 1
+            return plans[attempt].to_bytes()
+
+        retry = RetryPolicy(
+            attempts=self.commit_attempts, accept=lambda r: r.contexts_translated > 0,
+            replan=replan, before_commit=lambda: self._wait_inside(plans[max(plans)]),
+        )  # fmt: skip
         try:
-            out = self.rel.apply(
-                plan.to_bytes(), RetryPolicy(before_commit=self._wait_inside(plan))
-            )
+            out = self.rel.apply(plan.to_bytes(), retry)
         except DriverRejected as exc:
             if first:  # the firmware's answer to any plan (e.g. stock): the caller decides
                 self.first_refusal = exc
                 self.first_refusal_untouched = before is not None and self._spans(plan) == before
                 raise
+            self._refresh()
             return RelocationResult(generation=0, refused=L.Status(exc.status).name)
+        except PlanError as exc:  # a retry found no room beside the retired copies
+            self._refresh()
+            return RelocationResult(generation=0, refused=str(exc))
+        plan = plans[out.attempts]
         res = out.result
         self._refresh()
         smis = len(self.rel.since(mark))
-        written = out.stage.bytes_written + int(res.bytes_written)
+        # every attempt's bytes (a rejected attempt is rolled back, its copies retired)
+        written = sum(r.bytes_written for r in self.rel.since(mark))
         fixups = out.stage.fixups_applied + int(res.fixups_applied)
         moved = [self._pos[m] for p in plan.placed for m in p.members if m in self._pos]
         self.commits.append({
@@ -265,6 +280,7 @@ class LinuxTarget:
             "redirect": {p.name: p.redirect for p in plan.placed}, "bytes_written": written,
             "fixups": fixups, "callsites_patched": int(res.callsites_patched),
             "contexts_translated": int(res.contexts_translated), "smis": smis,
+            "attempts": out.attempts,
             "rejected": dict(plan.rejected), "jump_tables": [
                 p.name for p in plan.placed if p.island is not None and p.island.indirect_jumps
             ],
@@ -275,20 +291,16 @@ class LinuxTarget:
             self._cost(smis, written, fixups), merged,
         )  # fmt: skip
 
-    def _wait_inside(self, plan: RelocationPlan) -> Callable[[], None]:
+    def _wait_inside(self, plan: RelocationPlan) -> None:
         """Between STAGED and COMMIT: SAMPLE (at most WAIT_SAMPLES SMIs) until the process's
         CPU is inside an island of the plan, so that the COMMIT is likely to find it there and
         move its RIP (the commit is sent either way; contexts_translated says what it found)."""
         spans = [(p.src, p.src + p.size) for p in plan.placed]
-
-        def wait() -> None:
-            for _ in range(WAIT_SAMPLES):
-                for s in self.rel.sample():
-                    ours = s.cpl == 3 and int(s.cr3) & L.CR3_ADDR_MASK == self.cr3
-                    if ours and any(lo <= s.rip < hi for lo, hi in spans):
-                        return
-
-        return wait
+        for _ in range(WAIT_SAMPLES):
+            for s in self.rel.sample():
+                ours = s.cpl == 3 and int(s.cr3) & L.CR3_ADDR_MASK == self.cr3
+                if ours and any(lo <= s.rip < hi for lo, hi in spans):
+                    return
 
     def _spans(self, plan: RelocationPlan) -> list[bytes] | None:
         """What the plan may write, as it reads now (None without a reader)."""

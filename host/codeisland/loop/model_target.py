@@ -29,6 +29,7 @@ planner's passes, merges and splits included.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,10 +40,33 @@ from ..profile.format import Profile, ProfiledIsland, Window
 from .target import Observation, RelocationResult
 from .workloads import BLOCK_BYTES, Workload
 
+if TYPE_CHECKING:
+    from ..frontend.fetchtrace import FetchModel
+
 HOT_BASE = 0x7FE0_0000  # 2 MiB aligned
 HANDLER_BASE_INSNS = 1500
 INSNS_PER_BYTE = 0.75  # copy loop + chunk digest, per byte
 INSNS_PER_FIXUP = 24
+
+
+def repeated_window(
+    model: FetchModel, addrs: np.ndarray, sizes: np.ndarray, n: int, repeat: int
+) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Per-island counts and totals of `repeat` back-to-back runs of a window's fetch stream:
+    pass 1 runs from the caches the last window left (cold copies miss here, once), pass 2 is
+    the steady state that the other repeat - 1 runs see."""
+    model.reset_counts()
+    model.feed(addrs, sizes)
+    first, first_tot = model.island_counts(n), model.totals()
+    model.reset_counts()
+    model.feed(addrs, sizes)
+    steady, steady_tot = model.island_counts(n), model.totals()
+    rest = repeat - 1
+    counts = {
+        k: first[k].astype(np.float64) + rest * steady[k].astype(np.float64)
+        for k in ("blocks", "cycles", "l1i_misses", "itlb_misses")
+    }
+    return counts, {k: first_tot[k] + rest * steady_tot[k] for k in first_tot}
 
 
 class StreamSource:
@@ -156,21 +180,7 @@ class ModelTarget:
         t = self.t
         island, offset, size, samples = self.source.stream(t)
         addrs = self.cur[island] + offset
-        # pass 1 runs from the caches the last window left (cold copies miss here, once);
-        # pass 2 is the steady state that the other repeat - 1 runs of the window see
-        n = len(self.islands)
-        self.model.reset_counts()
-        self.model.feed(addrs, size)
-        first, first_tot = self.model.island_counts(n), self.model.totals()
-        self.model.reset_counts()
-        self.model.feed(addrs, size)
-        steady, steady_tot = self.model.island_counts(n), self.model.totals()
-        rest = self.repeat - 1
-        counts = {
-            k: first[k].astype(np.float64) + rest * steady[k].astype(np.float64)
-            for k in ("blocks", "cycles", "l1i_misses", "itlb_misses")
-        }
-        frontend = {k: first_tot[k] + rest * steady_tot[k] for k in first_tot}
+        counts, frontend = repeated_window(self.model, addrs, size, len(self.islands), self.repeat)
         rng = np.random.default_rng([self.w.seed, t, 10])
         rips = addrs[samples] + rng.integers(0, BLOCK_BYTES, len(samples)).astype(np.uint64)
         exact = counts["blocks"]
