@@ -240,3 +240,17 @@ def test_the_closed_loop_commits_on_it() -> None:
 def test_jump_table_functions_are_in_the_loop(imap: IslandMap) -> None:
     t = target(imap, FakeRelocator([]))
     assert "chooser" in {i.name for i in t.islands}  # its switch is a jump table
+
+
+def test_report_says_what_is_modeled_and_what_is_measured() -> None:
+    from codeisland.bench.linux import LoopReport
+
+    r = LoopReport("/usr/bin/mawk", [], policy="predictive", windows=3, output_matches=True,
+                   ended_by="program exit", smi_counts={"SAMPLE": 120, "COMMIT": 1})  # fmt: skip
+    text = str(r)
+    assert "modeled: front-end cycles" in text and "not measurable under QEMU" in text
+    assert text.endswith("OK") and r.to_dict()["handler_instructions"].startswith("not")
+    refused = LoopReport("/usr/bin/mawk", [], refused="WALK_TABLE_OUTSIDE", output_matches=True)
+    assert not refused.ok  # refused is OK only with nothing written
+    refused.refused_untouched = True
+    assert refused.ok and "nothing written: True" in str(refused)

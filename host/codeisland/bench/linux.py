@@ -101,12 +101,13 @@ class LoopReport(ProcessReport):
             lines.append(
                 f"  commit gen {c['generation']}: {', '.join(c['islands'])}; "
                 f"{c['bytes_written']} B, {c['callsites_patched']} call sites, "
-                f"{c['contexts_translated']} contexts translated, {c['smis']} SMIs"
+                f"{c['contexts_translated']} contexts translated (attempt {c['attempts']}), "
+                f"{c['smis']} SMIs"
             )
         if s:
             lines.append(
                 f"relocations {s['relocations']}, rollbacks {s['rollbacks']} "
-                f"({s['shortfall_rollbacks']} for a shortfall), refused plans "
+                f"({s['shortfall_rollbacks']} for a modeled shortfall), refused plans "
                 f"{s['refused_plans']}; modeled front-end cycles {s['frontend_cycles']:.4g} "
                 f"+ modeled relocation cycles {s['relocation_cycles']:.4g}"
             )
