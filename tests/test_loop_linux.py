@@ -254,3 +254,33 @@ def test_report_says_what_is_modeled_and_what_is_measured() -> None:
     assert not refused.ok  # refused is OK only with nothing written
     refused.refused_untouched = True
     assert refused.ok and "nothing written: True" in str(refused)
+
+
+def test_a_zone_too_small_rejects_the_island_with_the_reason() -> None:
+    """A zone of 4 KiB pages is planned within one page: mawk's 12 KiB interpreter loop does not
+    fit and is rejected with the planner's reason, the small island beside it still moves; a
+    plan of only islands that do not fit is one PlanError (the loop counts it as refused)."""
+    from codeisland.errors import PlanError
+    from codeisland.qemu.linux.process import plan_in_zone
+    from codeisland.qemu.linux.program import Landing
+
+    base = 0x5555_0000_0000
+    mawk = analyze("/usr/bin/mawk", load_base=base).allowing_indirect_jumps()
+    big = max(movable(mawk), key=lambda i: i.size)
+    small = next(i for i in movable(mawk) if 64 <= i.size <= 512 and mawk.callsites.get(i.start))
+    zone = Landing(1, "/usr/bin/mawk", base, (base, base + 0x20000), True, base - (4 << 20),
+                   2 << 20, False, "none", 0, "remap")  # fmt: skip
+
+    class Space:
+        read = staticmethod(mawk.read)
+
+        @staticmethod
+        def contiguous(_a: int, _n: int) -> bool:
+            return True
+
+    plan = plan_in_zone(mawk, Space(), zone, [big.name, small.name], 1, [],  # type: ignore[arg-type]
+                        {big.name: 2.0, small.name: 1.0})  # fmt: skip
+    assert [p.name for p in plan.placed] == [small.name]
+    assert "room" in plan.rejected[big.name]
+    with pytest.raises(PlanError, match="room"):
+        plan_in_zone(mawk, Space(), zone, [big.name], 2, [], {big.name: 1.0})  # type: ignore[arg-type]

@@ -5,8 +5,10 @@ guest memory) and its sample source is the driver's SAMPLE, every CPU's saved RI
 and CPL; the samples of this process (its CR3, CPL 3) are its observations.  Plans are the
 planner's (the caller's `plan` builds them in the process's landing zone as USER islands of its
 CR3) and go through the relocation layer's Relocator: STAGE over as many SMIs as the budget
-needs, COMMIT, ROLLBACK of a generation (keep-copies: its copies are retired, their room stays
-reserved), STATS for the address map.
+needs, SAMPLEs until the process is seen inside the plan's islands, COMMIT (one that moved no
+RIP is rolled back and placed again beside the retired copies, COMMIT_ATTEMPTS in all),
+ROLLBACK of a generation (keep-copies: its copies are retired, their room stays reserved: the
+engine never RECLAIMs copies in a process's address space), STATS for the address map.
 
 Measured: the samples, and per relocation SMI what the driver answered (bytes written,
 contexts translated, status).  Handler instructions cannot be counted under QEMU (None: the
@@ -18,7 +20,8 @@ sample was taken: the copy if it lies in one) or, outside every island (libc, th
 block where it lies.  That stream is fed to the front-end model (emulation/native) `repeat`
 times per window, first from the caches the last window left, then as the steady state of the
 other repeat - 1, as on the model bench (loop/model_target.py).  `exact` (blocks per island) is
-that same estimate, not a count.  Relocation SMIs are charged as the model bench charges them
+that same estimate, not a count, so the loop's keep-or-roll-back test (measured saving against
+the predicted one) is a model here too.  Relocation SMIs are charged as the model bench charges them
 (smi_entry_cycles per SMI + stage_cycles_per_byte + fixup_cycles), since their handler
 instructions are not measured here.
 """
