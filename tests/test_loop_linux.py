@@ -18,7 +18,7 @@ from codeisland.analysis import IslandMap, analyze
 from codeisland.errors import DriverRejected
 from codeisland.frontend.params import FrontendParams
 from codeisland.loop.controller import ClosedLoop
-from codeisland.loop.linux import LinuxTarget, ProgramEnded
+from codeisland.loop.linux import EXITED, LinuxTarget, ProgramEnded
 from codeisland.plan import layout as L
 from codeisland.predict.policies import make_policy
 from codeisland.predict.priority import CostModel
@@ -201,6 +201,9 @@ def test_a_program_that_ended_ends_the_windows(imap: IslandMap) -> None:
     alive[0] = False
     with pytest.raises(ProgramEnded):
         t.run_window()
+    sent = len(t.rel.smis)
+    assert t.rollback(1).refused == t.commit([0]).refused == EXITED
+    assert len(t.rel.smis) == sent  # nothing sent after the exit
 
 
 def test_a_program_that_ends_mid_window_ends_it_early(imap: IslandMap) -> None:
@@ -284,3 +287,26 @@ def test_a_zone_too_small_rejects_the_island_with_the_reason() -> None:
     assert "room" in plan.rejected[big.name]
     with pytest.raises(PlanError, match="room"):
         plan_in_zone(mawk, Space(), zone, [big.name], 2, [], {big.name: 1.0})  # type: ignore[arg-type]
+
+
+def test_timed_relocator_keeps_the_longest_round_trip_per_command() -> None:
+    import time
+    from types import SimpleNamespace
+
+    from codeisland.bench.linux import TimedRelocator
+
+    class Client:
+        transport = SimpleNamespace(last_smi_measure=lambda: None)
+
+        def sample_head(self) -> int:
+            return 0
+
+        def query(self) -> Any:
+            time.sleep(0.02)
+            return SimpleNamespace(result=L.Result())
+
+    rel = TimedRelocator(Client())  # type: ignore[arg-type]
+    rel.query()
+    rel.query()
+    assert [n for n, _ in rel.round_trips] == ["QUERY", "QUERY"]
+    assert 15 <= rel.longest_ms()["QUERY"] < 1000 and rel.smis[0].command == "QUERY"

@@ -17,7 +17,9 @@ call sites re-pointed as the driver answered.  Modeled and labelled so: the fron
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,7 @@ from ..qemu.linux.process import (
 )
 from ..qemu.machine import QemuVm
 from ..relocation import Relocator
-from ..transport.mailbox import MailboxClient
+from ..transport.mailbox import MailboxClient, Reply
 from .runner import Cell, WorkloadResult, loop_stats
 
 MODELED_NOTE = (
@@ -64,6 +66,7 @@ class LoopReport(ProcessReport):
     events: list[dict[str, Any]] = field(default_factory=list)
     samples: dict[str, int] = field(default_factory=dict)
     smi_counts: dict[str, int] = field(default_factory=dict)
+    smi_round_trip_ms: dict[str, float] = field(default_factory=dict)  # longest, per command
     predictive: dict[str, Any] = field(default_factory=dict)
     heat: list[list[float]] = field(default_factory=list)  # windows x islands
     island_names: list[str] = field(default_factory=list)
@@ -106,15 +109,22 @@ class LoopReport(ProcessReport):
             )
         if s:
             lines.append(
-                f"relocations {s['relocations']}, rollbacks {s['rollbacks']} "
-                f"({s['shortfall_rollbacks']} for a modeled shortfall), refused plans "
-                f"{s['refused_plans']}; modeled front-end cycles {s['frontend_cycles']:.4g} "
+                f"relocations {s['relocations']}, rollbacks {s['rollbacks']} (asked for a modeled "
+                f"shortfall: {s['shortfall_rollbacks']}), refused plans "
+                f"{s['refused_plans']}"
+                + (f" (last: {s['last_refusal']})" if s.get("last_refusal") else "")
+                + f"; modeled front-end cycles {s['frontend_cycles']:.4g} "
                 f"+ modeled relocation cycles {s['relocation_cycles']:.4g}"
             )
         lines.append(
             "SMIs: " + ", ".join(f"{k} {v}" for k, v in sorted(self.smi_counts.items()))
             + "; handler instructions: not measurable under QEMU"
         )  # fmt: skip
+        if self.smi_round_trip_ms:
+            lines.append(
+                "longest SMI round trip (host wall time under TCG): "
+                + ", ".join(f"{k} {v:.1f} ms" for k, v in sorted(self.smi_round_trip_ms.items()))
+            )
         o, r = self.output, self.reference
         lines.append(
             f"output {o.get('size')} bytes sha256 {str(o.get('sha256'))[:16]} vs unrelocated "
@@ -126,6 +136,29 @@ class LoopReport(ProcessReport):
         lines += [f"plot: {p}" for p in self.plots]
         lines.append("OK" if self.ok else "FAILED")
         return "\n".join(lines)
+
+
+@dataclass
+class TimedRelocator(Relocator):
+    """The layer's Relocator, each request's round trip timed on the host (raise the SMI ->
+    the driver's answer read back): under TCG the nearest measurable thing to "the longest
+    handler run", which QEMU cannot count in instructions."""
+
+    round_trips: list[tuple[str, float]] = field(default_factory=list)
+
+    def _request(self, name: str, send: Callable[[], Reply]) -> Reply:
+        start = time.perf_counter()
+        try:
+            return super()._request(name, send)
+        finally:
+            self.round_trips.append((name, time.perf_counter() - start))
+
+    def longest_ms(self) -> dict[str, float]:
+        """The longest round trip per command, in ms."""
+        out: dict[str, float] = {}
+        for name, seconds in self.round_trips:
+            out[name] = max(out.get(name, 0.0), round(seconds * 1000, 1))
+        return out
 
 
 class LinuxLoop(ProcessRelocation):
@@ -155,7 +188,7 @@ class LinuxLoop(ProcessRelocation):
         z = self._landing(m)
         with session.transport_for(m) as t:
             t.discover()
-            rel = Relocator(MailboxClient(t, timeout_s=20), stage_budget=STAGE_BUDGET)
+            rel = TimedRelocator(MailboxClient(t, timeout_s=20), stage_budget=STAGE_BUDGET)
             r.cr3 = self._address_space(rel, z)
             space = VirtualSpace(t.read_phys, r.cr3)
             imap = self._analysis(space, z)
@@ -177,6 +210,7 @@ class LinuxLoop(ProcessRelocation):
             self._loop(target)
             out = self._output(m)
             r.smis = rel.report()
+            r.smi_round_trip_ms = rel.longest_ms()
         m.wait_exit(60)
         r.output, r.program_seconds = out.__dict__, out.seconds
         r.output_matches = out.status == ref.status == 0 and (out.size, out.sha256) == (

@@ -56,6 +56,8 @@ WAIT_SAMPLES = 40  # SAMPLEs before a commit waiting for the process inside the 
 # back (copies retired) and placed again, at most this many times in all; the last one stays
 COMMIT_ATTEMPTS = 4
 
+EXITED = "the program exited: nothing sent (its pages are freed)"
+
 # plan(names, plan_id, taken, priorities, counts) -> a plan of USER islands in the zone
 Planner = Callable[
     [list[str], int, list[tuple[int, int]], dict[str, float], dict[str, list[float]]],
@@ -226,6 +228,8 @@ class LinuxTarget:
         counts: np.ndarray | None = None,
         priorities: np.ndarray | None = None,
     ) -> RelocationResult:
+        if not self.alive():
+            return RelocationResult(generation=0, refused=EXITED)
         names = [self.islands[i].name for i in islands]
         prio = (
             {}
@@ -312,6 +316,8 @@ class LinuxTarget:
         return [self.read(a, n) for a, n in plan.written_spans()]
 
     def rollback(self, generation: int) -> RelocationResult:
+        if not self.alive():  # never written after the exit: its pages may be someone else's
+            return RelocationResult(generation, refused=EXITED)
         before = self.generations()
         mark = len(self.rel.smis)
         try:
