@@ -58,6 +58,22 @@ def test_recorded_workload_replays_the_profile(name: str) -> None:
         w.executions(len(p.windows))
 
 
+@pytest.mark.skipif(not library_path().is_file(), reason="native library not built")
+def test_the_oracle_decides_after_the_last_recorded_window() -> None:
+    # the full bench runs every recorded window; the loop decides after the last one too, and
+    # the next-window oracle then sees an empty window (it asked for one past the end: the
+    # whole `codeisland bench` failed on the recorded workloads)
+    from codeisland.frontend.params import FrontendParams
+    from codeisland.loop.model_target import ModelTarget, StreamSource
+
+    w = load_recorded("bzip2-linked", 1)
+    m = ModelTarget(StreamSource(w), FrontendParams(), 32 * 1024)
+    m.t = len(w.windows) - 1
+    assert m.peek_next().sum() > 0  # the last window is there
+    m.run_window()
+    assert not m.peek_next().any()
+
+
 def test_profile_without_fixups_is_refused(tmp_path: Path) -> None:
     doc = json.loads(gzip.decompress(profile_path("zlib").read_bytes()))
     for island in doc["islands"]:

@@ -194,6 +194,10 @@ class ModelTarget:
         )  # fmt: skip
 
     def peek_next(self) -> np.ndarray | None:
+        if not self.source.w.has_window(self.t):
+            # past a recording's end: the decision after its last window, for a window that
+            # never runs (as the emulated replay has it)
+            return np.zeros(len(self.islands))
         return self.source.samples_per_island(self.t)
 
     def retired_bytes(self) -> int:

@@ -69,8 +69,11 @@ class RecordedWorkload(Workload):
         whole = np.floor(runs)
         return (whole + (rng.random(len(runs)) < runs - whole)).astype(np.int64)
 
+    def has_window(self, t: int) -> bool:
+        return 0 <= t < len(self.windows)
+
     def _window(self, t: int) -> int:
-        if t >= len(self.windows):
+        if not self.has_window(t):
             raise InputError(
                 f"{self.name}: the recorded profile has {len(self.windows)} windows, "
                 f"the benchmark asked for window {t}"

@@ -55,6 +55,10 @@ class Workload:
             self._cache[t] = _ACTIVITY[self.name](self, t)
         return self._cache[t]
 
+    def has_window(self, t: int) -> bool:
+        """Is there a window t?  A designed workload never ends."""
+        return t >= 0
+
     def executions(self, t: int) -> np.ndarray:
         """Executions per island in window t (Poisson draws, deterministic per seed and t)."""
         rates = self.activity(t).rates
