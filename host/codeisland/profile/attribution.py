@@ -47,7 +47,10 @@ def translate(rips: Iterable[int], map_entries: Sequence[L.MapEntry]) -> np.ndar
     Active copies, and retired ones (rolled back with PLAN_KEEP_COPIES): threads still
     returning through a retired copy run the island's code, so they count for the island.
     """
-    a = np.fromiter((int(r) for r in rips), dtype=np.uint64)
+    if isinstance(rips, np.ndarray):  # the loops' samples: no Python int per sample
+        a = rips.astype(np.uint64, copy=True)
+    else:
+        a = np.fromiter((int(r) for r in rips), dtype=np.uint64)
     for e in map_entries:
         if not e.flags & _LIVE_COPY or e.cur == e.orig:
             continue
