@@ -49,6 +49,14 @@ def _baseline(argv: list[str], stdin: bytes | None = None) -> bytes:
     return subprocess.run(argv, input=stdin, capture_output=True, check=True).stdout
 
 
+def _output(p: NativeProcess) -> bytes:
+    """The rest of what the program printed, once it exited 0."""
+    assert p.popen.stdout is not None
+    got = p.popen.stdout.read()
+    assert p.wait() == 0
+    return got
+
+
 def test_built_as_debian_builds(program: Path) -> None:
     imap = analyze(program)
     assert imap.image.format.startswith("elf")
@@ -154,9 +162,7 @@ def test_waits_that_never_restart_are_not_cut_short(tmp_path: Path) -> None:
                 if not p.exited.wait(2.0):
                     raise
                 break
-        assert p.popen.stdout is not None
-        got = p.popen.stdout.read()
-        assert p.wait() == 0
+        got = _output(p)
     finally:
         p.kill()
     assert got == want, got.decode()
@@ -180,9 +186,7 @@ def test_threads_created_and_exiting_during_rendezvous(program: Path) -> None:
                 raise
             answered += 1
             seen.add(int(reply.result.cpus))
-        assert p.popen.stdout is not None
-        got = p.popen.stdout.read()
-        assert p.wait() == 0
+        got = _output(p)
     finally:
         p.kill()
     assert got == want
@@ -297,9 +301,7 @@ def test_jump_table_function_moves_and_escapes_to_its_original(program: Path) ->
             rips = [int(x.rip) for x in samples]
             in_copy += sum(dst <= r < dst + mix.size for r in rips)
             in_original += sum(mix.start <= r < mix.end for r in rips)
-        assert p.popen.stdout is not None
-        got = p.popen.stdout.read()
-        assert p.wait() == 0
+        got = _output(p)
     finally:
         p.kill()
     assert got == want
