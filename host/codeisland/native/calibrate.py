@@ -131,6 +131,8 @@ def _qemu(argv: list[str], spec_text: str, sample: int, work: Path) -> tuple[int
         if words[0] == "blocks":
             blocks = int(words[1])
         elif words[0] == "layout":
+            if len(words) != 2 + len(TOTALS):
+                raise BuildMissing(f"{plugin_path()} is older than this host (rebuild it)")
             layouts.append(dict(zip(TOTALS, map(int, words[2:]), strict=True)))
     return blocks, layouts
 
