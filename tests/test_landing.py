@@ -146,6 +146,15 @@ def test_reference_is_the_same_pipeline_unrelocated(landing: Path) -> None:
     assert (ref.status, ref.size, ref.sha256) == (0, len(want), hashlib.sha256(want).hexdigest())
 
 
+def test_exit_is_seen_from_the_landing_line_before_the_output_line() -> None:
+    start = "codeisland-landing: pid 93 exe /usr/bin/mawk base 0x1000 ...\n"
+    assert not program.exited(start, 93)
+    assert program.exited(start + "codeisland-landing: pid 93 exit\n", 93)
+    assert not program.exited(start + "codeisland-landing: pid 930 exit\n", 93)
+    line = "codeisland-program: status 0 bytes 1 sha256 " + "ab" * 32 + " seconds 1.0 2.0\n"
+    assert program.exited(line, 93)
+
+
 def test_serial_output_line_parses() -> None:
     line = "codeisland-program: status 0 bytes 12 sha256 " + "ab" * 32 + " seconds 10.50 44.75\n"
     out = program.parse_output("noise\n" + line)

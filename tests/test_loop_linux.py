@@ -224,6 +224,26 @@ def test_a_program_that_ends_mid_window_ends_it_early(imap: IslandMap) -> None:
         t.run_window()
 
 
+def test_a_page_fault_while_planning_is_the_exit_only_when_the_program_is_gone(
+    imap: IslandMap,
+) -> None:
+    from codeisland.hw.vaspace import PageFault
+
+    alive = [False]
+    t = target(imap, FakeRelocator([]), alive)
+
+    def faulting(*_args: Any) -> Any:
+        raise PageFault("0x1000 is not mapped")
+
+    t.plan = faulting
+    t.alive = lambda: alive.pop(0) if len(alive) > 1 else alive[0]
+    alive[:] = [True, False]  # alive at the commit's start, gone when the fault is examined
+    assert t.commit([0]).refused == EXITED
+    alive[:] = [True]
+    with pytest.raises(PageFault):
+        t.commit([0])
+
+
 def test_the_closed_loop_commits_on_it() -> None:
     # Debian's gzip: islands over 15 text pages, so a 2-entry iTLB misses in the model
     gzip = analyze("/usr/bin/gzip", load_base=0x5555_0000_0000).allowing_indirect_jumps()

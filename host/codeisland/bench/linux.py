@@ -202,7 +202,7 @@ class LinuxLoop(ProcessRelocation):
 
             target = LinuxTarget(
                 rel, imap, r.cr3, (z.zone, size, z.huge), plan,
-                alive=lambda: program.parse_output(m.serial()) is None,
+                alive=lambda: not program.exited(m.serial(), z.pid),
                 contiguous=space.contiguous, read=space.read, params=self.params, cpus=self.cpus,
                 window_samples=self.window_samples,
             )  # fmt: skip

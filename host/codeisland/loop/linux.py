@@ -40,6 +40,7 @@ import numpy as np
 from ..analysis import IslandMap
 from ..errors import DriverRejected, PlanError
 from ..frontend.params import FrontendParams
+from ..hw.vaspace import PageFault
 from ..plan import layout as L
 from ..profile.format import ProfiledIsland
 from ..relocation import RelocationPlan, Relocator, RetryPolicy, movable, occupied
@@ -243,6 +244,10 @@ class LinuxTarget:
             plan = self.plan(names, self.plan_id, occupied(self._map), prio, series)
         except PlanError as exc:
             return RelocationResult(generation=0, refused=str(exc))
+        except PageFault:  # the planner read its bytes after the process exited
+            if self.alive():
+                raise
+            return RelocationResult(generation=0, refused=EXITED)
         if not plan.placed:
             return RelocationResult(generation=0, refused=f"nothing placed: {plan.rejected}")
         self.plan_id += 1
@@ -274,6 +279,10 @@ class LinuxTarget:
         except PlanError as exc:  # a retry found no room beside the retired copies
             self._refresh()
             return RelocationResult(generation=0, refused=str(exc))
+        except PageFault:  # a retry's planner read after the process exited
+            if self.alive():
+                raise
+            return RelocationResult(generation=0, refused=EXITED)
         plan = plans[out.attempts]
         res = out.result
         self._refresh()
@@ -313,7 +322,10 @@ class LinuxTarget:
         """What the plan may write, as it reads now (None without a reader)."""
         if self.read is None:
             return None
-        return [self.read(a, n) for a, n in plan.written_spans()]
+        try:
+            return [self.read(a, n) for a, n in plan.written_spans()]
+        except PageFault:  # not mapped (any more): nothing to compare
+            return None
 
     def rollback(self, generation: int) -> RelocationResult:
         if not self.alive():  # never written after the exit: its pages may be someone else's

@@ -255,7 +255,16 @@ class ProcessRelocation:
         serial = m.serial()
         if cause := guest.linux_boot_failure(serial, MEMORY_MIB):
             raise EmulationError(cause) from exc
-        if (out := program.parse_output(serial)) is None:
+        out = program.parse_output(serial)
+        if (
+            out is None
+            and self.report.landing
+            and program.exited(serial, self.report.landing["pid"])
+        ):
+            raise EmulationError(
+                f"the program exited mid-run (its address space is gone): {exc}"
+            ) from exc
+        if out is None:
             return
         if self.report.cr3 == 0:
             raise EmulationError(

@@ -108,6 +108,12 @@ class Landing:
                    int(g[10]), g[11])  # fmt: skip
 
 
+def exited(serial: str, pid: int) -> bool:
+    """The program's process is gone: its landing library's destructor said so, or the run's
+    output line is there (which /run prints only after the pipeline ended, a little later)."""
+    return f"codeisland-landing: pid {pid} exit" in serial or parse_output(serial) is not None
+
+
 def parse_output(serial: str) -> Output | None:
     m = re.search(
         r"codeisland-program: status (\d+) bytes (\d+) sha256 ([0-9a-f]{64}) "
