@@ -49,7 +49,9 @@ def test_quick_benchmark_with_the_model(tmp_path: Path) -> None:
     base = model["binaries"]["base"]
     assert base["counted"] == base["blocks_total"] > 1_000_000  # every block modeled
     assert len(model["native_layouts"]) == 2  # one per native run
-    assert all(data["results"][c]["predicted_s"] for c in ("predictive", "reactive"))
+    for c in ("predictive", "reactive"):
+        assert len(data["results"][c]["predicted_s"]) == len(data["results"][c]["in_copies_pct"])
+        assert data["results"][c]["predicted_s"]
 
 
 def test_bad_configuration_is_one_line() -> None:

@@ -61,6 +61,7 @@ class Measured:
     host_cpu: list[float] = field(default_factory=list)  # codeisland's own CPU, per native run
     relocations: list[int] = field(default_factory=list)  # islands moved, per native run
     samples_in_copies: list[int] = field(default_factory=list)
+    samples_total: list[int] = field(default_factory=list)
     layouts: list[calibrate.NativeLayout] = field(default_factory=list)  # per native run
     predicted_s: list[float] = field(default_factory=list)  # the model's saving, per layout
     in_copies_pct: list[float] = field(default_factory=list)  # executed blocks run in copies
@@ -129,7 +130,8 @@ class BenchReport:
             return []
         lines = ["front-end model vs measured (saving in CPU time over the reference's median)",
                  f"{'config':20} {'reference':10} {'model':>8} {'model range':>17}"
-                 f" {'measured':>9} {'noise':>7} {'in copies':>9}  reading"]  # fmt: skip
+                 f" {'measured':>9} {'noise':>7} {'in copies':>9} {'sampled':>8}"
+                 "  reading"]  # fmt: skip
         for name, m in self.results.items():
             got = self.saving(name)
             if got is None:
@@ -138,13 +140,20 @@ class BenchReport:
             rc = median(self.results[REFERENCE[name]].cpu)
             lo, hi = (100.0 * min(m.predicted_s) / rc, 100.0 * max(m.predicted_s) / rc)
             ran = f"{median(m.in_copies_pct):8.2f}%" if m.in_copies_pct else "-"
+            shares = [
+                100.0 * a / b
+                for a, b in zip(m.samples_in_copies, m.samples_total, strict=True)
+                if b
+            ]
+            sampled = f"{median(shares):7.2f}%" if shares else "-"
             lines.append(
                 f"{name:20} {REFERENCE[name]:10} {pred:+7.2f}% {lo:+7.2f}..{hi:+7.2f}%"
-                f" {meas:+8.1f}% {noise:6.1f}% {ran:>9}  {_reading(pred, meas, noise)}"
+                f" {meas:+8.1f}% {noise:6.1f}% {ran:>9} {sampled:>8}  {_reading(pred, meas, noise)}"
             )
         share = self.model.get("miss_share_pct")
         lines.append("in copies: the share of the program's executed blocks the replay ran in a "
-                     "copy (median over the runs)")  # fmt: skip
+                     "copy; sampled: the share of the native run's SIGPROF samples taken in a "
+                     "copy (medians over the runs)")  # fmt: skip
         if share is not None:
             lines.append(f"the model puts {share:.1f}% of base's CPU time in L1i/iTLB misses "
                          f"(at {self.model['clock_mhz']:.0f} MHz; 1 in "
@@ -196,6 +205,7 @@ def _native(argv: list[str], policy: str, out: Path, m: Measured) -> tuple[float
         raise CheckFailed(f"native run ({policy}) of {argv[0]} failed:\n{report}")
     m.relocations.append(report.relocations)
     m.samples_in_copies.append(report.samples_in_copies)
+    m.samples_total.append(report.samples_total)
     m.layouts.append(calibrate.NativeLayout.of_report(report))
     return report.wall_seconds, _children_cpu() - cpu0
 
@@ -251,9 +261,10 @@ def predict(
     ref = modeled[0]
     k = 1
     for c in native:
-        res[c].predicted_s = [
-            (ref.cycles - m.cycles) / hz for m in modeled[k : k + runs_of(res[c])]
-        ]
+        mine = modeled[k : k + runs_of(res[c])]
+        res[c].predicted_s = [(ref.cycles - m.cycles) / hz for m in mine]
+        res[c].in_copies_pct = [100.0 * m.totals["in_copies"] / max(m.totals["counted"], 1)
+                                for m in mine]  # fmt: skip
         k += runs_of(res[c])
     by_binary = {"base": ref}
     for c in (c for c in binaries if c != "base" and c in res):
