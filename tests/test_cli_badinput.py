@@ -398,6 +398,7 @@ def test_bench_plots_replace_the_old_ones_only_once_complete(
 
     class Result:
         name = "w"
+        plot = None  # not drawn by a worker: the CLI draws it
 
     def draw(r: object, path: Path, **_: object) -> Path:
         path.write_bytes(b"half a plot")
@@ -406,7 +407,7 @@ def test_bench_plots_replace_the_old_ones_only_once_complete(
         path.write_bytes(b"the new plot")
         return path
 
-    monkeypatch.setattr(runner, "run", lambda cfg, params: [Result()])
+    monkeypatch.setattr(runner, "run", lambda cfg, params, draw=None: [Result()])
     monkeypatch.setattr(plots, "heat_plot", draw)
     monkeypatch.setattr(plots, "comparison_plot", lambda results, path: path.write_bytes(b"c"))
 

@@ -15,7 +15,9 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,6 +85,7 @@ class WorkloadResult:
     island_names: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # e.g. large pages the arena cannot have
     bound: UpperBound | None = None
+    plot: Path | None = None  # its heat plot, when run() was asked to draw it
 
     @property
     def recorded(self) -> bool:
@@ -256,43 +259,61 @@ def _gains(cells: dict[str, Cell], bound: UpperBound | None = None) -> None:
             c.share_of_upper_bound = c.gain / bound.gain
 
 
-def run(cfg: BenchConfig, params: FrontendParams, jobs: int | None = None) -> list[WorkloadResult]:
+Draw = Callable[[WorkloadResult], Path]
+
+
+def run(
+    cfg: BenchConfig, params: FrontendParams, jobs: int | None = None, draw: Draw | None = None
+) -> list[WorkloadResult]:
     """Every workload of `cfg`, in order.  Workloads are independent (each runs its policies in
     lock-step over its own streams), so they run in `jobs` worker processes (default: one per
-    CPU, at most 2): same results, about half the wall time on two cores."""
+    CPU, at most 2): same results, about half the wall time on two cores.  `draw` (picklable:
+    a module-level function or a partial of one) draws a result's plot in its worker, beside
+    the other workloads' runs, and the path is kept in `plot`."""
     jobs = min(len(cfg.workloads), jobs or min(2, os.cpu_count() or 1))
     total = cfg.windows * len(cfg.workloads)
     with tqdm(total=total, desc="bench windows", unit="win", leave=False, disable=None) as bar:
         if jobs <= 1:
-            return [_timed(name, cfg, params, bar) for name in cfg.workloads]
+            return [_timed(name, cfg, params, draw, bar) for name in cfg.workloads]
         out = []
         ctx = multiprocessing.get_context("fork")  # the parent's imports and native library
         with ctx.Pool(jobs, initializer=_worker_init) as pool:  # leaving it terminates workers
-            for r in pool.imap(_timed_star, [(n, cfg, params) for n in cfg.workloads]):
+            for r in pool.imap(_timed_star, [(n, cfg, params, draw) for n in cfg.workloads]):
                 out.append(r)
                 bar.update(cfg.windows)
         return out
 
 
 def _timed(
-    name: str, cfg: BenchConfig, params: FrontendParams, bar: tqdm | None = None
+    name: str,
+    cfg: BenchConfig,
+    params: FrontendParams,
+    draw: Draw | None = None,
+    bar: tqdm | None = None,
 ) -> WorkloadResult:
     start = time.perf_counter()
     r = run_workload(name, cfg, params, bar)
     r.cells[next(iter(r.cells))].stats["seconds"] = round(time.perf_counter() - start, 2)
+    if draw is not None:
+        r.plot = draw(r)
     return r
 
 
-def _timed_star(args: tuple[str, BenchConfig, FrontendParams]) -> WorkloadResult:
+def _timed_star(args: tuple[str, BenchConfig, FrontendParams, Draw | None]) -> WorkloadResult:
     return _timed(*args)
 
 
 def _worker_init() -> None:
     # Ctrl-C reaches the whole process group: the parent reports it once and ends the pool;
     # the pool ends its workers with SIGTERM, which must not go through the CLI's handler
-    # (inherited by fork: a KeyboardInterrupt traceback from an idle worker)
+    # (inherited by fork: a KeyboardInterrupt traceback from an idle worker), but still
+    # unwind a plot being drawn (its temporary file removed, the old plot left as it was)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, _quiet_exit)
+
+
+def _quiet_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def run_emulated(

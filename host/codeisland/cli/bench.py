@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import UsageError
 from .options import INPUT_FILE, NAME, WINDOWS, emit, json_option, seed_option
 from .outputs import OutputFile
+
+if TYPE_CHECKING:
+    from ..bench.runner import WorkloadResult
 
 
 @click.command(name="bench")
@@ -88,7 +92,7 @@ def command(
     Reading the headline: predictive_share_of_upper_bound is how much of the provable best
     (a loose bound) predictive gets; predictive_over_static_gain below 1 means the run-time
     moves do worse than one offline layout (the report lists where predictive does not win)."""
-    from ..bench.plots import comparison_plot, heat_plot
+    from ..bench.plots import comparison_plot  # before the workers fork: they draw too
     from ..bench.report import BenchReport
     from ..bench.runner import BenchConfig, run, run_emulated
     from ..frontend.params import load_frontend_params
@@ -123,6 +127,9 @@ def command(
         plot = None if no_plots else _plot(out / "sensitivity.png", sensitivity_plot, grid)
         emit(SensitivityReport(cfg, grid, plot, time.perf_counter() - start), as_json)
         return
+    from ..bench.runner import EMULATED_NOTE, MODEL_NOTE
+
+    note = EMULATED_NOTE if emulated else MODEL_NOTE
     if emulated:
         n = windows if windows is not None else (24 if quick else 36)
         warm = min(36, n // 2)
@@ -140,19 +147,21 @@ def command(
                 keep_copies=not restore_copies,
             )
         ]
-    else:
-        results = run(cfg, params)
-    from ..bench.runner import EMULATED_NOTE, MODEL_NOTE
-
-    note = EMULATED_NOTE if emulated else MODEL_NOTE
+    else:  # each worker draws its workload's heat plot beside the others' runs
+        results = run(cfg, params, draw=None if no_plots else partial(_heat, out, cfg.warmup, note))
     plots: list[Path] = []
     if not no_plots:
-        for r in results:
-            heat = out / f"heat_{r.name}.png"
-            plots.append(_plot(heat, heat_plot, r, warmup=cfg.warmup, note=note))
+        plots = [r.plot or _heat(out, cfg.warmup, note, r) for r in results]
         if not emulated:
             plots.append(_plot(out / "policies.png", comparison_plot, results))
     emit(BenchReport(cfg, params, results, plots, time.perf_counter() - start, note), as_json)
+
+
+def _heat(out: Path, warmup: int, note: str, r: WorkloadResult) -> Path:
+    """A workload's heat plot in `out` (module level: a bench worker process draws it)."""
+    from ..bench.plots import heat_plot
+
+    return _plot(out / f"heat_{r.name}.png", heat_plot, r, warmup=warmup, note=note)
 
 
 def _plot(path: Path, draw: Callable[..., object], *args: Any, **kwargs: Any) -> Path:
