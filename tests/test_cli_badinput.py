@@ -398,7 +398,7 @@ def test_bench_plots_replace_the_old_ones_only_once_complete(
 
     class Result:
         name = "w"
-        plot = None  # not drawn by a worker: the CLI draws it
+        plot_png = None  # not rendered by a worker: the CLI draws it
 
     def draw(r: object, path: Path, **_: object) -> Path:
         path.write_bytes(b"half a plot")

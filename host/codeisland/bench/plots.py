@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import matplotlib
 
@@ -26,7 +26,7 @@ POLICY_COLORS = {
 
 def heat_plot(
     r: WorkloadResult,
-    path: Path,
+    path: Path | IO[bytes],  # a file, or a buffer the PNG goes into
     warmup: int,
     policy: str = "predictive",
     note: str = MODEL_NOTE,

@@ -17,7 +17,6 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,7 +84,7 @@ class WorkloadResult:
     island_names: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # e.g. large pages the arena cannot have
     bound: UpperBound | None = None
-    plot: Path | None = None  # its heat plot, when run() was asked to draw it
+    plot_png: bytes | None = None  # its heat plot, when run() was asked to draw it
 
     @property
     def recorded(self) -> bool:
@@ -259,7 +258,7 @@ def _gains(cells: dict[str, Cell], bound: UpperBound | None = None) -> None:
             c.share_of_upper_bound = c.gain / bound.gain
 
 
-Draw = Callable[[WorkloadResult], Path]
+Draw = Callable[[WorkloadResult], bytes]
 
 
 def run(
@@ -268,8 +267,9 @@ def run(
     """Every workload of `cfg`, in order.  Workloads are independent (each runs its policies in
     lock-step over its own streams), so they run in `jobs` worker processes (default: one per
     CPU, at most 2): same results, about half the wall time on two cores.  `draw` (picklable:
-    a module-level function or a partial of one) draws a result's plot in its worker, beside
-    the other workloads' runs, and the path is kept in `plot`."""
+    a module-level function or a partial of one) renders a result's plot in its worker, beside
+    the other workloads' runs, into `plot_png`; the caller writes it (a worker ended by the
+    pool never leaves a half-written file)."""
     jobs = min(len(cfg.workloads), jobs or min(2, os.cpu_count() or 1))
     total = cfg.windows * len(cfg.workloads)
     with tqdm(total=total, desc="bench windows", unit="win", leave=False, disable=None) as bar:
@@ -295,7 +295,7 @@ def _timed(
     r = run_workload(name, cfg, params, bar)
     r.cells[next(iter(r.cells))].stats["seconds"] = round(time.perf_counter() - start, 2)
     if draw is not None:
-        r.plot = draw(r)
+        r.plot_png = draw(r)
     return r
 
 
@@ -306,14 +306,10 @@ def _timed_star(args: tuple[str, BenchConfig, FrontendParams, Draw | None]) -> W
 def _worker_init() -> None:
     # Ctrl-C reaches the whole process group: the parent reports it once and ends the pool;
     # the pool ends its workers with SIGTERM, which must not go through the CLI's handler
-    # (inherited by fork: a KeyboardInterrupt traceback from an idle worker), but still
-    # unwind a plot being drawn (its temporary file removed, the old plot left as it was)
+    # (inherited by fork: a KeyboardInterrupt traceback from an idle worker) nor unwind the
+    # worker (a SystemExit there could hang in the interpreter's shutdown: seen once)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _quiet_exit)
-
-
-def _quiet_exit(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def run_emulated(

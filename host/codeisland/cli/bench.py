@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable
 from functools import partial
@@ -147,21 +148,37 @@ def command(
                 keep_copies=not restore_copies,
             )
         ]
-    else:  # each worker draws its workload's heat plot beside the others' runs
-        results = run(cfg, params, draw=None if no_plots else partial(_heat, out, cfg.warmup, note))
+    else:  # each worker renders its workload's heat plot beside the others' runs
+        results = run(cfg, params, draw=None if no_plots else partial(_heat_png, cfg.warmup, note))
     plots: list[Path] = []
     if not no_plots:
-        plots = [r.plot or _heat(out, cfg.warmup, note, r) for r in results]
+        plots = [_heat(out, cfg.warmup, note, r) for r in results]
         if not emulated:
             plots.append(_plot(out / "policies.png", comparison_plot, results))
     emit(BenchReport(cfg, params, results, plots, time.perf_counter() - start, note), as_json)
 
 
-def _heat(out: Path, warmup: int, note: str, r: WorkloadResult) -> Path:
-    """A workload's heat plot in `out` (module level: a bench worker process draws it)."""
+def _heat_png(warmup: int, note: str, r: WorkloadResult) -> bytes:
+    """A workload's heat plot as PNG bytes (module level: a bench worker renders it)."""
     from ..bench.plots import heat_plot
 
-    return _plot(out / f"heat_{r.name}.png", heat_plot, r, warmup=warmup, note=note)
+    buf = io.BytesIO()
+    heat_plot(r, path=buf, warmup=warmup, note=note)
+    return buf.getvalue()
+
+
+def _heat(out: Path, warmup: int, note: str, r: WorkloadResult) -> Path:
+    """A workload's heat plot written to `out`: the worker's rendering, or drawn here."""
+    from ..bench.plots import heat_plot
+
+    path = out / f"heat_{r.name}.png"
+    if r.plot_png is None:
+        return _plot(path, heat_plot, r, warmup=warmup, note=note)
+    return _plot(path, _write, r.plot_png)
+
+
+def _write(data: bytes, path: Path) -> None:
+    path.write_bytes(data)
 
 
 def _plot(path: Path, draw: Callable[..., object], *args: Any, **kwargs: Any) -> Path:
