@@ -108,3 +108,19 @@ def test_sensitivity_report_table_json_and_plot(tmp_path: Path) -> None:
     assert d["points"][1]["share_of_upper_bound"]["static"] == 0.26
     assert d["points"][2]["predictive_not_above"] == ["mixed/static"]
     assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_says_how_often_reclaim_ran_and_was_declined() -> None:
+    from types import SimpleNamespace
+
+    from codeisland.bench.report import _reclaim_lines
+
+    quiet = {"reclaims": 0, "reclaim_bytes_freed": 0, "reclaims_declined": 0}
+    busy = {"reclaims": 1, "reclaim_bytes_freed": 512, "reclaims_declined": 24,
+            "reclaim_price_cycles": 16_777_216.0}  # fmt: skip
+    cells = {p: SimpleNamespace(stats=s) for p, s in (("none", quiet), ("predictive", busy))}
+    assert _reclaim_lines(SimpleNamespace(cells=cells)) == [  # type: ignore[arg-type]
+        "  RECLAIM: predictive 1 (freed 512 bytes), declined 24 at 1.68e+07 cycles each"
+    ]
+    cells = {"none": SimpleNamespace(stats=quiet)}
+    assert _reclaim_lines(SimpleNamespace(cells=cells)) == []  # type: ignore[arg-type]
