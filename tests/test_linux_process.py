@@ -167,7 +167,9 @@ def test_loop_on_mawk_on_two_vcpus(tmp_path: Path) -> None:
     assert d["_exit"] == 0 and d["ok"] is True, d["_stderr"]
     assert d["ended_by"] == "program exit" and d["windows"] >= 5
     assert d["samples"]["process"] > 0 and d["samples"]["in_islands"] > 0
-    assert d["commits"] and d["loop"]["relocations"] >= 1 and d["smi_counts"]["COMMIT"] >= 1
+    # (the loop's own counters start after the warm-up windows; the commits list has them all)
+    assert d["commits"] and d["smi_counts"]["COMMIT"] >= len(d["commits"])
+    assert [e for e in d["events"] if e["kind"] == "commit"]
     assert any(c["jump_tables"] for c in d["commits"])  # a function with a jump table moved
     assert all(c["bytes_written"] > 0 for c in d["commits"])
     assert d["output_matches"] is True and d["output"]["sha256"] == d["reference"]["sha256"]

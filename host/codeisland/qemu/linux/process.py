@@ -496,7 +496,7 @@ class ProcessRelocation:
         r.samples_in_copies = sum(
             any(p.dst <= s.rip < p.dst + p.size for p in plan.placed) for s in ours
         )
-        if program.parse_output(m.serial()) is not None:
+        if program.exited(m.serial(), self.report.landing["pid"]):
             r.rolled_back = "skipped: the program had exited (its pages are freed)"
             return
         originals = plan.patched_spans()
@@ -509,7 +509,7 @@ class ProcessRelocation:
         self, m: QemuVm, rel: Relocator, imap: IslandMap, space: VirtualSpace, z: program.Landing
     ) -> L.Result | None:
         """A plan staged (not committed) while the program runs, left pending when it exits."""
-        if program.parse_output(m.serial()) is not None:
+        if program.exited(m.serial(), self.report.landing["pid"]):
             self.report.exit_pending = {"skipped": "the program had exited already"}
             return None
         plan = self._plan(imap, space, z, EXIT_PLAN_ID, occupied(rel.address_map()))
