@@ -42,20 +42,24 @@ SWITCHING = PROGRAM.replace(
 )
 
 
-def _build(tmp_path_factory: pytest.TempPathFactory, name: str, text: str) -> Path:
+def _build(
+    tmp_path_factory: pytest.TempPathFactory, name: str, text: str, cet: str = "none"
+) -> Path:
     if shutil.which(calibrate.QEMU) is None:
         pytest.fail("qemu-x86_64 is missing: scripts/bootstrap.sh --tests installs qemu-user")
     out = tmp_path_factory.mktemp("calibrate") / name
     src = out.with_suffix(".c")
     src.write_text(text)
-    cmd = ["gcc", "-O2", "-fcf-protection=none", "-fPIE", "-pie", str(src), "-o", str(out)]
+    cmd = ["gcc", "-O2", f"-fcf-protection={cet}", "-fPIE", "-pie", str(src), "-o", str(out)]
     subprocess.run(cmd, check=True)
     return out
 
 
-@pytest.fixture(scope="module")
-def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(tmp_path_factory, "calls", PROGRAM)
+@pytest.fixture(scope="module", params=["none", "full"])
+def program(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """Without and with endbr64 (-fcf-protection): calls then target the marker before the
+    island, and a re-pointed call enters the copy after it."""
+    return _build(tmp_path_factory, f"calls-{request.param}", PROGRAM, request.param)
 
 
 @pytest.fixture(scope="module")

@@ -159,7 +159,12 @@ typedef struct {
   uint32_t size;
   int32_t island;
   int indirect_jmp; /* the block ends with jmp through a register or memory (FF /4) */
+  int endbr;        /* it starts with the endbr64 just before island's start (the marker stays
+                       outside the island: a copy starts after it, re-pointed calls skip it) */
 } tb_t;
+
+#define ENDBR64_LEN 4
+static const uint8_t ENDBR64[ENDBR64_LEN] = {0xF3, 0x0F, 0x1E, 0xFA};
 
 /* FF /4 after any legacy or REX prefixes: a jump table's or computed goto's dispatch. */
 static int is_indirect_jmp(const uint8_t *b, size_t n) {
@@ -371,14 +376,15 @@ static void run_layout(layout_t *L, vcpu_t *c, const tb_t *tb, int phase) {
   set_phase(c, phase);
   c->counted += phase == COUNT;
   int in = 0;
+  uint64_t at = tb->vaddr + (tb->endbr ? ENDBR64_LEN : 0); /* where the island's code starts */
   if (i >= 0 && L->delta[i] != 0) {
     if (c->prev_island != i) { /* control came in from outside the island */
       int via = !c->prev_in_copy && hash_get(L->call, c->prev_end - G.base) == i;
       if (via) {
         c->in_copy[i] = 1;
-      } else if (tb->vaddr == G.base + G.island[i].orig_off) {
+      } else if (at == G.base + G.island[i].orig_off) {
         c->in_copy[i] = L->entry[i]; /* a call not re-pointed: through the entry jump, if any */
-        if (L->entry[i]) emit(c, tb->vaddr, ENTRY_JMP_LEN);
+        if (L->entry[i]) emit(c, tb->vaddr, (uint32_t)(at - tb->vaddr) + ENTRY_JMP_LEN);
       } /* else a return into it (or a jump into its middle): where this thread entered it */
     } else if (c->prev_in_copy && c->prev_indirect) {
       c->in_copy[i] = 0; /* a jump table's targets are the original's: the copy escaped */
@@ -386,7 +392,10 @@ static void run_layout(layout_t *L, vcpu_t *c, const tb_t *tb, int phase) {
     in = c->in_copy[i];
   }
   c->in_copies += in && phase == COUNT;
-  emit(c, in ? (uint64_t)((int64_t)tb->vaddr + L->delta[i]) : tb->vaddr, tb->size);
+  if (in)
+    emit(c, (uint64_t)((int64_t)at + L->delta[i]), tb->size - (uint32_t)(at - tb->vaddr));
+  else
+    emit(c, tb->vaddr, tb->size);
   c->prev_island = i;
   c->prev_in_copy = in;
   c->prev_indirect = tb->indirect_jmp;
@@ -446,6 +455,15 @@ static void on_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *qtb) {
   }
   tb->end = tb->vaddr + tb->size;
   tb->island = tb->vaddr >= G.base ? island_of(tb->vaddr - G.base) : -1;
+  if (tb->island < 0 && n && tb->vaddr >= G.base && tb->size > ENDBR64_LEN &&
+      qemu_plugin_insn_size(qemu_plugin_tb_get_insn(qtb, 0)) == ENDBR64_LEN &&
+      memcmp(qemu_plugin_insn_data(qemu_plugin_tb_get_insn(qtb, 0)), ENDBR64, ENDBR64_LEN) == 0) {
+    int32_t i = island_of(tb->vaddr + ENDBR64_LEN - G.base);
+    if (i >= 0 && G.base + G.island[i].orig_off == tb->vaddr + ENDBR64_LEN) {
+      tb->island = i; /* a call to the function's marker enters the island */
+      tb->endbr = 1;
+    }
+  }
   qemu_plugin_register_vcpu_tb_exec_cb(qtb, on_exec, QEMU_PLUGIN_CB_NO_REGS, tb);
 }
 
