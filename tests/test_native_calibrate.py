@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from codeisland.analysis import analyze
 from codeisland.native import calibrate
 from codeisland.native.run import NativeReport
+from codeisland.paths import repo_root
 
 CALLS = 20000
 PROGRAM = r"""
@@ -124,3 +126,25 @@ def test_layout_of_a_native_report_is_relative_to_its_bases() -> None:
     assert lay.islands == [[[0x1000, 64, 0x40, 1]]] and lay.calls == [[[0x1000, 0x2005]]]
     text = calibrate.spec(Path("/bin/true"), [lay], 1000, calibrate.load_frontend_params())
     assert "gen 1 250\n" in text and "island 4096 64 64 1\n" in text and "call 4096 8197" in text
+
+
+def test_miss_ranking_counts_each_island(program: Path, tmp_path: Path) -> None:
+    imap = analyze(program)
+    islands = [(i.start, i.size) for i in imap]
+    rows = calibrate.miss_ranking([str(program), str(CALLS)], islands, tmp_path, sample=1)
+    by_offset = {r["offset"]: r for r in rows}
+    assert by_offset[imap["hot"].start]["blocks"] >= CALLS  # every call ran its blocks
+    assert (
+        all(r["blocks"] > 0 for r in rows) and {r["offset"] for r in rows} <= dict(islands).keys()
+    )
+
+
+def test_native_misses_script(program: Path) -> None:
+    script = repo_root() / "scripts" / "native_misses.py"
+    r = subprocess.run([sys.executable, str(script), "--sample", "1", "--", str(program), "100"],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "\nmain " in r.stdout and "how callers would reach a copy" in r.stdout
+    bad = subprocess.run([sys.executable, str(script), "--", "/nonexistent"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr

@@ -29,11 +29,14 @@
  *   gen LAYOUT BLOCK                 the layout's next generation, from executed block BLOCK on
  *   island ORIG_OFF SIZE COPY_OFF ENTRY_PATCHED      a copy of that generation
  *   call ISLAND_ORIG_OFF END_OFF     a re-pointed call site in original code (end of the insn)
+ *   range OFF SIZE                   an island whose own costs layout 0 reports ("range" lines)
  *   params L1I_SIZE L1I_WAYS L1I_LINE TLB4K TLB4K_WAYS TLB2M TLB2M_WAYS FETCH L1I_MISS
  *          TLB4K_MISS TLB2M_MISS     the model's parameters (the platform profile's [frontend])
  * OUT: "blocks N" then, per layout, "layout K counted blocks bytes lines l1i_misses itlb4k_misses
  * itlb2m_misses cycles in_copies" (in_copies: counted blocks that ran in a copy) summed over
- * the program's threads (one modeled front end per thread).
+ * the program's threads (one modeled front end per thread); then "range OFF blocks l1i_misses
+ * itlb_misses cycles" for each spec range that ran (layout 0, over the modeled windows, their
+ * warm-up included: where the binary as built misses).
  *
  * The plugin API is declared here, not included: Debian ships the plugin-enabled qemu-user but
  * not its header; these are the QEMU 7.2 (plugin API version 1) entry points it exports.
@@ -142,7 +145,8 @@ typedef struct {
 static struct {
   char exe[4096], out[4096];
   ci_fm_params params;
-  uint32_t layouts, islands, nmoves, nsites;
+  uint32_t layouts, islands, nmoves, nsites, nranges;
+  uint64_t *range_off, *range_size; /* islands whose costs layout 0 reports one by one */
   island_t island[MAX_ISLANDS];
   move_t *move;
   site_t *site;
@@ -255,7 +259,11 @@ static void load_spec(const char *path) {
         continue;
       }
       if (pass == 0) continue;
-      if (sscanf(line, "huge %" SCNu32 " %" SCNu64 " %" SCNu64, &k, &a, &b) == 3) {
+      if (sscanf(line, "range %" SCNu64 " %" SCNu64, &a, &b) == 2) {
+        if (G.nranges == CI_FM_MAX_RANGES) die("too many ranges");
+        G.range_off[G.nranges] = a;
+        G.range_size[G.nranges++] = b;
+      } else if (sscanf(line, "huge %" SCNu32 " %" SCNu64 " %" SCNu64, &k, &a, &b) == 3) {
         if (k >= G.layouts || G.layout[k].huges == 4) die("bad huge record");
         layout_t *L = &G.layout[k];
         L->huge_off[L->huges] = a;
@@ -277,6 +285,8 @@ static void load_spec(const char *path) {
       qsort(G.island, G.islands, sizeof G.island[0], island_cmp);
       G.move = calloc(65536, sizeof *G.move);
       G.site = calloc(262144, sizeof *G.site);
+      G.range_off = calloc(CI_FM_MAX_RANGES, sizeof *G.range_off);
+      G.range_size = calloc(CI_FM_MAX_RANGES, sizeof *G.range_size);
     }
   }
   if (!G.exe[0] || !G.layout) die("the spec names no exe or no layouts");
@@ -309,6 +319,19 @@ static void find_base(void) {
   G.based = 1;
 }
 
+/* Layout 0's per-island counters over the spec's ranges (the binary as built). */
+static void set_ranges(ci_fm *fm) {
+  uint64_t *start = calloc(G.nranges, 8), *end = calloc(G.nranges, 8);
+  uint32_t *index = calloc(G.nranges, 4);
+  for (uint32_t k = 0; k < G.nranges; k++) {
+    start[k] = G.base + G.range_off[k];
+    end[k] = start[k] + G.range_size[k];
+    index[k] = k;
+  }
+  if (ci_fm_set_ranges(fm, start, end, index, G.nranges) != 0) die("bad or overlapping ranges");
+  free(start), free(end), free(index);
+}
+
 static vcpu_t *vcpu_of(layout_t *L, unsigned v) {
   if (v >= MAX_VCPUS) die("more than 32 threads");
   vcpu_t *c = __atomic_load_n(&L->vcpu[v], __ATOMIC_ACQUIRE);
@@ -319,6 +342,7 @@ static vcpu_t *vcpu_of(layout_t *L, unsigned v) {
   if (!c->fm || !c->in_copy || ci_fm_init(c->fm, &G.params)) die("model parameters rejected");
   for (uint32_t h = 0; h < L->huges; h++)
     ci_fm_add_huge(c->fm, G.arena + L->huge_off[h], L->huge_size[h]);
+  if (L == &G.layout[0] && G.nranges) set_ranges(c->fm);
   c->prev_island = -1;
   __atomic_store_n(&L->vcpu[v], c, __ATOMIC_RELEASE);
   return c;
@@ -493,6 +517,20 @@ static void write_result(qemu_plugin_id_t id, void *udata) {
             k, counted, sum.blocks, sum.bytes, sum.lines, sum.l1i_misses, sum.itlb4k_misses,
             sum.itlb2m_misses, sum.cycles, in_copies);
   }
+  static ci_fm_island_counts one[CI_FM_MAX_ISLANDS], sum[CI_FM_MAX_ISLANDS];
+  for (unsigned v = 0; G.nranges && v < MAX_VCPUS; v++) {
+    vcpu_t *c = G.layout[0].vcpu[v];
+    if (!c) continue;
+    uint32_t n = ci_fm_island_counts_get(c->fm, one, G.nranges);
+    for (uint32_t k = 0; k < n; k++) {
+      sum[k].blocks += one[k].blocks, sum[k].l1i_misses += one[k].l1i_misses;
+      sum[k].itlb_misses += one[k].itlb_misses, sum[k].cycles += one[k].cycles;
+    }
+  }
+  for (uint32_t k = 0; k < G.nranges; k++)
+    if (sum[k].blocks)
+      fprintf(f, "range %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n",
+              G.range_off[k], sum[k].blocks, sum[k].l1i_misses, sum[k].itlb_misses, sum[k].cycles);
   fclose(f);
 }
 

@@ -110,7 +110,9 @@ def spec(exe: Path, layouts: list[NativeLayout], blocks: int, p: FrontendParams)
     return "\n".join(lines) + "\n"
 
 
-def _qemu(argv: list[str], spec_text: str, sample: int, work: Path) -> tuple[int, list[dict]]:
+def _qemu(
+    argv: list[str], spec_text: str, sample: int, work: Path, ranges: list[dict] | None = None
+) -> tuple[int, list[dict]]:
     if shutil.which(QEMU) is None:
         raise ToolMissing(f"{QEMU} is not installed (Debian package qemu-user)")
     if not plugin_path().is_file():
@@ -130,6 +132,10 @@ def _qemu(argv: list[str], spec_text: str, sample: int, work: Path) -> tuple[int
         words = line.split()
         if words[0] == "blocks":
             blocks = int(words[1])
+        elif words[0] == "range" and ranges is not None:
+            off, blocks, l1i, itlb, cycles = map(int, words[1:6])
+            ranges.append({"offset": off, "blocks": blocks, "l1i_misses": l1i,
+                           "itlb_misses": itlb, "cycles": cycles})  # fmt: skip
         elif words[0] == "layout":
             if len(words) != 2 + len(TOTALS):
                 raise BuildMissing(f"{plugin_path()} is older than this host (rebuild it)")
@@ -150,6 +156,21 @@ def model_binary(
         return [Modeled(blocks, first[0])]
     blocks2, rest = _qemu(argv, spec(exe, layouts, blocks, p), sample, work)
     return [Modeled(blocks2, t) for t in rest]
+
+
+def miss_ranking(
+    argv: list[str], islands: list[tuple[int, int]], work: Path, sample: int,
+    params: FrontendParams | None = None,
+) -> list[dict[str, int]]:  # fmt: skip
+    """Where the binary as built misses: per island [offset, size) from its load base, the
+    modeled blocks, L1i and iTLB misses and cycles over the modeled windows (warm-up
+    included), islands that ran only, most miss cycles first."""
+    p = params or load_frontend_params()
+    text = spec(Path(argv[0]).resolve(), [], 0, p) + "".join(f"range {o} {n}\n" for o, n in islands)
+    got: list[dict[str, int]] = []
+    _qemu(argv, text, sample, work, got)
+    cost = {"l1i_misses": p.l1i_miss_cycles, "itlb_misses": p.itlb4k_miss_cycles}
+    return sorted(got, key=lambda r: -sum(r[k] * c for k, c in cost.items()))
 
 
 def clock_hz() -> float:
