@@ -42,6 +42,7 @@ from ..qemu.linux.process import (
     Firmware,
     ProcessRelocation,
     ProcessReport,
+    output_line,
     plan_in_zone,
 )
 from ..qemu.machine import QemuVm
@@ -125,13 +126,9 @@ class LoopReport(ProcessReport):
                 "longest SMI round trip (host wall time under TCG): "
                 + ", ".join(f"{k} {v:.1f} ms" for k, v in sorted(self.smi_round_trip_ms.items()))
             )
-        o, r = self.output, self.reference
-        lines.append(
-            f"output {o.get('size')} bytes sha256 {str(o.get('sha256'))[:16]} vs unrelocated "
-            f"{r.get('size')} bytes {str(r.get('sha256'))[:16]}: "
-            f"{'identical' if self.output_matches else 'DIFFERENT'}"
-            + (f"; program ran {self.program_seconds:.1f} s (TCG)" if self.program_seconds else "")
-        )
+        lines.append(output_line(
+            self.output, self.reference, self.output_matches, self.program_seconds, " (TCG)"
+        ))  # fmt: skip
         lines.append(f"note: {self.note}")
         lines += [f"plot: {p}" for p in self.plots]
         lines.append("OK" if self.ok else "FAILED")

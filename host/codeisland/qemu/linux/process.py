@@ -193,12 +193,8 @@ class ProcessReport:
             )
         if self.exit_pending:
             lines.append(f"plan pending when the program exited: {self.exit_pending}")
-        o, r = self.output, self.reference
         lines.append(
-            f"output {o.get('size')} bytes sha256 {str(o.get('sha256'))[:16]} vs unrelocated "
-            f"{r.get('size')} bytes {str(r.get('sha256'))[:16]}: "
-            f"{'identical' if self.output_matches else 'DIFFERENT'}"
-            + (f"; program ran {self.program_seconds:.1f} s" if self.program_seconds else "")
+            output_line(self.output, self.reference, self.output_matches, self.program_seconds)
         )
         lines.append("OK" if self.ok else "FAILED")
         return "\n".join(lines)
@@ -552,6 +548,23 @@ class ProcessRelocation:
             time.sleep(0.2)
         self._mark("done")
         return out
+
+
+def output_line(
+    output: dict[str, Any],
+    reference: dict[str, Any],
+    matches: bool,
+    seconds: float | None,
+    clock: str = "",
+) -> str:
+    """The report line comparing the relocated run's output with the unrelocated run's
+    (`matches`: same exit status, size and digest, as the run decided)."""
+    return (
+        f"output {output.get('size')} bytes sha256 {str(output.get('sha256'))[:16]} vs "
+        f"unrelocated {reference.get('size')} bytes {str(reference.get('sha256'))[:16]}: "
+        f"{'identical' if matches else 'DIFFERENT'}"
+        + (f"; program ran {seconds:.1f} s{clock}" if seconds else "")
+    )
 
 
 def plan_in_zone(
