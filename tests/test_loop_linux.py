@@ -87,6 +87,7 @@ class FakeRelocator:
         return self.smis[mark:]
 
     apply = Relocator.apply  # the layer's own retry logic over this fake's stage/commit
+    sample_until = Relocator.sample_until  # and its wait over this fake's samples
 
     def stage(self, plan: bytes) -> StageOutcome:
         self._smi("STAGE")

@@ -52,7 +52,6 @@ MIN_ISLAND = 16  # bytes: smaller functions are not worth a move
 REPEAT = 100  # back-to-back runs of a window's modeled stream (model_target.py)
 ALIVE_EVERY = 8  # SAMPLEs between checks that the program still runs (the guest powers off
 # a few seconds after it exited: a window must not run into that)
-WAIT_SAMPLES = 40  # SAMPLEs before a commit waiting for the process inside the plan's islands
 # commits whose SMI found no CPU of the process inside (so none had its RIP moved) are rolled
 # back (copies retired) and placed again, at most this many times in all; the last one stays
 COMMIT_ATTEMPTS = 4
@@ -308,15 +307,16 @@ class LinuxTarget:
         )  # fmt: skip
 
     def _wait_inside(self, plan: RelocationPlan) -> None:
-        """Between STAGED and COMMIT: SAMPLE (at most WAIT_SAMPLES SMIs) until the process's
-        CPU is inside an island of the plan, so that the COMMIT is likely to find it there and
-        move its RIP (the commit is sent either way; contexts_translated says what it found)."""
+        """Between STAGED and COMMIT: wait for the process's CPU inside an island of the plan
+        (the commit is sent either way; contexts_translated says what it found)."""
         spans = [(p.src, p.src + p.size) for p in plan.placed]
-        for _ in range(WAIT_SAMPLES):
-            for s in self.rel.sample():
-                ours = s.cpl == 3 and int(s.cr3) & L.CR3_ADDR_MASK == self.cr3
-                if ours and any(lo <= s.rip < hi for lo, hi in spans):
-                    return
+        self.rel.sample_until(
+            lambda s: (
+                s.cpl == 3
+                and int(s.cr3) & L.CR3_ADDR_MASK == self.cr3
+                and any(lo <= s.rip < hi for lo, hi in spans)
+            )
+        )
 
     def _spans(self, plan: RelocationPlan) -> list[bytes] | None:
         """What the plan may write, as it reads now (None without a reader)."""

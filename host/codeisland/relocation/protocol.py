@@ -23,6 +23,8 @@ from ..plan import layout as L
 from ..transport.mailbox import MailboxClient, Reply
 from .reclaim import ReclaimReport
 
+WAIT_SAMPLES = 40  # SAMPLE SMIs a commit waits at most for a CPU inside the islands it moves
+
 
 @dataclass
 class SmiReport:
@@ -179,6 +181,12 @@ class Relocator:
         self._request("SAMPLE", self.client.sample)
         got, self.sample_head = self.client.samples_since(self.sample_head)
         return got
+
+    def sample_until(self, hit: Callable[[L.Sample], bool], smis: int = WAIT_SAMPLES) -> bool:
+        """SAMPLE (at most `smis` SMIs) until a sample satisfies `hit`, e.g. a CPU inside the
+        staged islands: the COMMIT sent right after is then likely to find it there and move
+        its RIP (a guest's phases last longer than an SMI round trip)."""
+        return any(any(hit(s) for s in self.sample()) for _ in range(smis))
 
     def skip_samples(self) -> None:
         """Forget the samples written so far: the next sample() returns only newer ones."""

@@ -76,7 +76,6 @@ RANK_HITS = 24  # samples of the program in its islands before it is ranked
 MAX_RANK_SAMPLES = 200
 HOT_ISLANDS = 12
 COMMIT_ATTEMPTS = 16
-MAX_WAIT_SAMPLES = 40  # SAMPLEs before a commit waiting for the program inside its islands
 SAMPLES_AFTER = 12
 STAGE_BUDGET = 4096
 CHUNK_SIZE = 512
@@ -432,14 +431,14 @@ class ProcessRelocation:
             return plan.to_bytes()
 
         def inside() -> None:
-            """SAMPLE until the program's CPU is inside an island of the staged plan: the
-            COMMIT right after is then likely to find it there and move its RIP."""
             spans = [(c.src, c.src + c.size) for c in plans[max(plans)].placed]
-            for _ in range(MAX_WAIT_SAMPLES):
-                for s in rel.sample():
-                    ours = s.cpl == 3 and int(s.cr3) & L.CR3_ADDR_MASK == r.cr3
-                    if ours and any(lo <= s.rip < hi for lo, hi in spans):
-                        return
+            rel.sample_until(
+                lambda s: (
+                    s.cpl == 3
+                    and int(s.cr3) & L.CR3_ADDR_MASK == r.cr3
+                    and any(lo <= s.rip < hi for lo, hi in spans)
+                )
+            )
 
         first = replan(1)
         before = snapshot(space, plans[1])
