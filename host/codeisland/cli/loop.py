@@ -8,7 +8,16 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
-from .options import CPUS, INPUT_FILE, WINDOWS, emit, emit_check, json_option
+from .options import (
+    CPUS,
+    INPUT_FILE,
+    WINDOWS,
+    cost_model_option,
+    emit,
+    emit_check,
+    json_option,
+    plots_options,
+)
 from .outputs import OutputFile
 from .qemu import VARS_HELP, WORKDIR_HELP
 from .qemu_process import FIRMWARE_HELP, exec_option, refusal
@@ -40,24 +49,12 @@ GUESTS = ("linux",)
               help="SAMPLE SMIs per window.")  # fmt: skip
 @click.option("--warmup", default=2, show_default=True, type=click.IntRange(0, 10_000),
               help="Windows run before the loop's figures count.")  # fmt: skip
-@click.option(
-    "--platform",
-    type=INPUT_FILE,
-    help="Platform profile (TOML) whose [frontend] table sets the cost model (default: the "
-    "shipped emulated.toml).",
-)
+@cost_model_option
 @click.option("--firmware", type=INPUT_FILE, help=FIRMWARE_HELP)
 @click.option("--vars", "vars_image", type=INPUT_FILE, help=VARS_HELP)
 @click.option("--cpus", default=1, show_default=True, type=CPUS, help="Guest vCPUs.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), help=WORKDIR_HELP)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("out/loop"),
-    show_default=True,
-    help="Directory for the PNG plot.",
-)
-@click.option("--no-plots", is_flag=True, help="Skip the PNG plot.")
+@plots_options(Path("out/loop"), "PNG plot")
 @json_option
 def command(
     guest: str,
