@@ -20,7 +20,7 @@ from .options import (
 )
 from .outputs import OutputFile
 from .qemu import VARS_HELP, WORKDIR_HELP
-from .qemu_process import FIRMWARE_HELP, exec_option, refusal
+from .qemu_process import FIRMWARE_HELP, exec_option, pid_option, refusal
 
 GUESTS = ("linux",)
 
@@ -34,6 +34,7 @@ GUESTS = ("linux",)
     "`bench --emulated`).",
 )
 @exec_option
+@pid_option
 @click.argument("args", nargs=-1)
 @click.option(
     "--input",
@@ -59,6 +60,7 @@ GUESTS = ("linux",)
 def command(
     guest: str,
     exe: Path,
+    attach: str | None,
     args: tuple[str, ...],
     input_cmd: str | None,
     policy: str,
@@ -78,7 +80,8 @@ def command(
     `bench` on it: SAMPLE SMIs attributed to its islands by CR3, the policy's heat, plans into
     the zone through the planner, stage/commit/rollback through the relocation layer, until the
     program exits; then its output against the unrelocated run.  Front-end cycles are modeled;
-    output, run time, SMIs and bytes written are measured.  Exit 4 when the firmware refuses
+    output, run time, SMIs and bytes written are measured.  With --pid the guest starts the
+    program itself and the loop attaches to the process named.  Exit 4 when the firmware refuses
     the plans (stock firmware keeps SMM restricted memory access)."""
     from ..frontend.params import load_frontend_params
     from ..qemu.linux.process import Firmware
@@ -100,7 +103,7 @@ def command(
         workdir = Path(tmp.name)
     try:
         report, heat = run_loop(
-            ProgramRun(exe, args, input_cmd), workdir, Firmware(firmware, vars_image),
+            ProgramRun(exe, args, input_cmd, attach), workdir, Firmware(firmware, vars_image),
             cpus=cpus, policy=policy, windows=windows, warmup=warmup,
             window_samples=window_samples, params=params,
         )  # fmt: skip
