@@ -11,6 +11,7 @@ import pytest
 from codeisland.loop.emulated import EmulatedTarget
 from codeisland.loop.linux import LinuxTarget
 from codeisland.loop.model_target import ModelTarget
+from codeisland.loop.native import NativeTarget
 from codeisland.loop.target import LoopTarget
 
 METHODS = [
@@ -24,7 +25,7 @@ def test_the_protocol_has_the_loops_verbs() -> None:
     assert {"run_window", "commit", "rollback", "address_map", "reclaim"} <= set(METHODS)
 
 
-@pytest.mark.parametrize("target", [EmulatedTarget, ModelTarget, LinuxTarget])
+@pytest.mark.parametrize("target", [EmulatedTarget, ModelTarget, LinuxTarget, NativeTarget])
 def test_target_implements_every_method_with_its_parameters(target: type) -> None:
     assert isinstance(getattr(target, "max_generations", None), int)
     for name in METHODS:

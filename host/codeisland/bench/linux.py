@@ -16,7 +16,6 @@ call sites re-pointed as the driver answered.  Modeled and labelled so: the fron
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -25,15 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from ..errors import DriverRejected
 from ..frontend.params import FrontendParams
 from ..hw.vaspace import VirtualSpace
 from ..loop.controller import ClosedLoop
-from ..loop.linux import LinuxTarget, ProgramEnded
+from ..loop.linux import LinuxTarget
 from ..plan import layout as L
-from ..predict.policies import PredictivePolicy, make_policy
+from ..predict.policies import make_policy
 from ..predict.priority import CostModel
 from ..qemu import session
 from ..qemu.linux import program
@@ -42,14 +40,15 @@ from ..qemu.linux.process import (
     Firmware,
     ProcessRelocation,
     ProcessReport,
-    attached_line,
     output_line,
     plan_in_zone,
 )
 from ..qemu.machine import QemuVm
 from ..relocation import Relocator
 from ..transport.mailbox import MailboxClient, Reply
-from .runner import Cell, WorkloadResult, loop_stats
+from . import live
+from .live import LiveLoopFields, run_windows
+from .runner import WorkloadResult
 
 MODELED_NOTE = (
     "modeled: front-end cycles (cost model fed with the fetch stream the SAMPLEs stand for); "
@@ -58,21 +57,8 @@ MODELED_NOTE = (
 
 
 @dataclass
-class LoopReport(ProcessReport):
-    policy: str = ""
-    windows: int = 0
-    ended_by: str = ""  # "program exit" | "window limit"
-    islands_in_loop: int = 0
-    loop: dict[str, Any] = field(default_factory=dict)  # the bench's per-policy stats
-    commits: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    samples: dict[str, int] = field(default_factory=dict)
-    smi_counts: dict[str, int] = field(default_factory=dict)
+class LoopReport(LiveLoopFields, ProcessReport):
     smi_round_trip_ms: dict[str, float] = field(default_factory=dict)  # longest, per command
-    predictive: dict[str, Any] = field(default_factory=dict)
-    heat: list[list[float]] = field(default_factory=list)  # windows x islands
-    island_names: list[str] = field(default_factory=list)
-    plots: list[str] = field(default_factory=list)
     note: str = MODELED_NOTE
 
     @property
@@ -90,7 +76,7 @@ class LoopReport(ProcessReport):
         return d
 
     def __str__(self) -> str:
-        z, s = self.landing, self.loop
+        z = self.landing
         lines = [
             f"loop ({self.policy}) on {self.program} {' '.join(self.args)} in a Linux guest "
             f"({self.firmware})",
@@ -100,26 +86,9 @@ class LoopReport(ProcessReport):
             f"{self.windows} windows, ended by {self.ended_by}; samples {self.samples}",
         ]
         lines += [f"  warning: {w}" for w in self.landing_warnings]
-        if self.attached:
-            lines.append(attached_line(self.attached, z))
         if self.refused:
             lines.append(f"plan refused: {self.refused}; nothing written: {self.refused_untouched}")
-        for c in self.commits:
-            lines.append(
-                f"  commit gen {c['generation']}: {', '.join(c['islands'])}; "
-                f"{c['bytes_written']} B, {c['callsites_patched']} call sites, "
-                f"{c['contexts_translated']} contexts translated (attempt {c['attempts']}), "
-                f"{c['smis']} SMIs"
-            )
-        if s:
-            lines.append(
-                f"relocations {s['relocations']}, rollbacks {s['rollbacks']} (asked for a modeled "
-                f"shortfall: {s['shortfall_rollbacks']}), refused plans "
-                f"{s['refused_plans']}"
-                + (f" (last: {s['last_refusal']})" if s.get("last_refusal") else "")
-                + f"; modeled front-end cycles {s['frontend_cycles']:.4g} "
-                f"+ modeled relocation cycles {s['relocation_cycles']:.4g}"
-            )
+        lines += self.loop_lines()
         lines.append(
             "SMIs: " + ", ".join(f"{k} {v}" for k, v in sorted(self.smi_counts.items()))
             + "; handler instructions: not measurable under QEMU"
@@ -176,9 +145,7 @@ class LinuxLoop(ProcessRelocation):
         params: FrontendParams | None = None,
     ) -> None:
         super().__init__(run, workdir, firmware, cpus)
-        self.report = LoopReport(
-            str(run.exe), list(run.args), attached=run.attach or "", policy=policy
-        )
+        self.report = LoopReport(str(run.exe), list(run.args), policy=policy)
         self.policy, self.max_windows, self.warmup = policy, windows, warmup
         self.window_samples = window_samples
         self.params = params or FrontendParams()
@@ -227,15 +194,8 @@ class LinuxLoop(ProcessRelocation):
         cost = CostModel.from_params(self.params, STAGE_BUDGET, 4)
         policy = make_policy(self.policy, len(target.islands))
         loop = ClosedLoop(target, policy, cost, warmup=self.warmup, params=self.params)
-        r.ended_by = "window limit"
-        bar = tqdm(
-            range(self.max_windows), desc="linux loop", unit="win", leave=False, disable=None
-        )
         try:
-            for _ in bar:
-                loop.step()
-        except ProgramEnded:
-            r.ended_by = "program exit"
+            r.ended_by = run_windows(loop, self.max_windows, "linux loop")
         except DriverRejected as exc:
             if target.first_refusal is not exc:
                 raise
@@ -245,24 +205,8 @@ class LinuxLoop(ProcessRelocation):
                 r.refused = L.Status(exc.status).name
                 r.refused_untouched = target.first_refusal_untouched
                 r.ended_by = "refused plan"
-        finally:
-            bar.close()
         self._mark("loop")
-        r.windows = loop.window
-        r.loop = loop_stats(loop)
-        r.loop["last_refusal"] = loop.stats.refusal  # the planner's or driver's reason, if any
-        if r.loop.get("reclaim_price_cycles") == math.inf:  # never pays here (LinuxTarget)
-            r.loop["reclaim_price_cycles"] = None
-        r.commits = target.commits
-        r.events = loop.stats.events
-        r.samples = target.tally.to_dict()
-        r.island_names = [i.name for i in target.islands]
-        self.heat = np.array(loop.heat_log) if loop.heat_log else np.zeros((0, len(target.islands)))
-        r.heat = self.heat.tolist()
-        if isinstance(policy, PredictivePolicy):
-            ms = [x * 1000 for x in policy.decision_seconds]
-            r.predictive = {"retrains": policy.retrains,
-                            "decision_ms_max": round(max(ms), 2) if ms else None}  # fmt: skip
+        self.heat = r.record(loop, target)
 
 
 def run_loop(
@@ -275,13 +219,8 @@ def run_loop(
 
 
 def as_bench_result(report: LoopReport, heat: np.ndarray) -> WorkloadResult:
-    """This run as one bench workload (for bench/plots.heat_plot): the islands the samples saw
-    as its rows, the loop's commits and rollbacks as its events."""
-    name = Path(report.program).name
-    seen = heat.sum(axis=0) > 0 if heat.size else np.zeros(len(report.island_names), bool)
-    group_of = [n if seen[k] else "background" for k, n in enumerate(report.island_names)]
-    return WorkloadResult(
-        name, f"{report.program} in a Linux guest, {report.policy} policy, real SMIs",
-        {report.policy: Cell(name, report.policy, report.loop)}, heat,
-        {report.policy: report.events}, group_of, island_names=list(report.island_names),
+    """This run as one bench workload (for bench/plots.heat_plot)."""
+    return live.as_bench_result(
+        report, heat, Path(report.program).name,
+        f"{report.program} in a Linux guest, {report.policy} policy, real SMIs",
     )  # fmt: skip

@@ -67,3 +67,61 @@ def run(
             sample_hz=sample_hz, stdout=stdout,
         ).run()  # fmt: skip
     emit_check(report, as_json, report.ok, f"native run of {program[0]} failed its checks")
+
+
+def loop_native(
+    argv: list[str],
+    input_cmd: str | None,
+    *,
+    policy: str,
+    windows: int,
+    window_samples: int,
+    warmup: int,
+    platform: Path | None,
+    out: Path,
+    no_plots: bool,
+    as_json: bool,
+    linux_only: list[str],
+) -> None:
+    """`loop --guest native`: the closed loop of `bench` on PROGRAM running here with the agent
+    (bench/native.py), its report and heat plot as `loop --guest linux` gives them."""
+    import subprocess
+    import tempfile
+
+    from ..errors import UsageError
+    from ..frontend.params import load_frontend_params
+
+    if linux_only:
+        raise UsageError(f"{', '.join(linux_only)}: only for --guest linux")
+    params = load_frontend_params(platform)
+    if not no_plots:  # before the run: an unwritable --out must not cost one
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create {out}: {exc.strerror}") from None
+    from ..bench.native import MODELED_NOTE, as_bench_result, run_loop
+
+    with tempfile.TemporaryDirectory(prefix="codeisland-loop-") as tmp:
+        stdin = None
+        if input_cmd is not None:  # the same pipeline feeds both runs
+            stdin = Path(tmp) / "stdin"
+            with stdin.open("wb") as f:
+                done = subprocess.run(["/bin/sh", "-c", input_cmd], stdout=f)
+            if done.returncode != 0:
+                raise UsageError(f"--input: {input_cmd!r} exited with status {done.returncode}")
+        report, heat = run_loop(
+            argv, Path(tmp) / "stdout", stdin, policy=policy, windows=windows, warmup=warmup,
+            window_samples=window_samples, params=params,
+        )  # fmt: skip
+    if not no_plots and report.windows:
+        from ..bench.plots import heat_plot
+        from .outputs import OutputFile
+
+        path = out / f"loop_native_{Path(argv[0]).name}.png"
+        with OutputFile(path, what="plot") as tmp_png:
+            heat_plot(
+                as_bench_result(report, heat), tmp_png, warmup=warmup, policy=policy,
+                note=MODELED_NOTE, window=f"{window_samples} SIGPROF samples each",
+            )  # fmt: skip
+        report.plots.append(str(path))
+    emit_check(report, as_json, report.ok, "the loop on the native program failed (see the report)")
