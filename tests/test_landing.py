@@ -190,6 +190,53 @@ def test_cli_refuses_programs_it_cannot_run(
 
 
 @pytest.mark.parametrize(
+    "command, pid, message",
+    [
+        (PROCESS, "0", "no guest process can have PID 0"),
+        (PROCESS, "4194305", "Linux PIDs are 1..4194304"),
+        (LOOP, "99999999999", "Linux PIDs are 1..4194304"),
+        (PROCESS, "mawk; reboot", "give a guest PID or a process name"),
+        (LOOP, "a-name-of-16-chr", "at most 15"),
+    ],
+)
+def test_a_pid_no_guest_can_have_is_one_line_before_any_boot(
+    command: tuple[str, ...], pid: str, message: str, tmp_path: Path
+) -> None:
+    r = subprocess.run([*CLI, *command, "/usr/bin/mawk", "--pid", pid, "--workdir",
+                        str(tmp_path / "w")], capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr
+    assert not (tmp_path / "w" / "vm").exists()  # nothing booted
+
+
+def test_attached_run_is_started_by_the_guest_itself(landing: Path, tmp_path: Path) -> None:
+    """--pid: /init starts the pipeline as the board's own job, without the landing library,
+    and then the attacher on the process the kernel command line names."""
+    busybox = Path("/var/cache/codeisland/linux/busybox")
+    if not busybox.is_file():
+        pytest.skip("busybox-static not fetched (scripts/bootstrap.sh fetch_linux_guest)")
+    subprocess.run(["make", "-s", "-C", str(ROOT / "guest/linux"), "attach"], check=True)
+    attacher = ROOT / "guest" / "build" / "linux" / "codeisland-attach"
+    run = program.ProgramRun(GZIP, ("-9n",), "seq 1 1000", attach="gzip")
+    assert run.pipeline("/lib/codeisland-landing.so") == "seq 1 1000 | /usr/bin/gzip -9n"
+    assert run.kernel_args() == " codeisland.attach=gzip"
+    out = program.build_initramfs(run, busybox, landing, tmp_path, attacher)
+    listing = subprocess.run(
+        f"zcat {out} | {busybox} cpio -t", shell=True, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "bin/codeisland-attach" in listing and "usr/bin/gzip" in listing
+    assert "lib/codeisland-landing.so" not in listing
+    init = subprocess.run(f"zcat {out} | {busybox} cpio -i --to-stdout init", shell=True,
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "/run &" in init and '/bin/codeisland-attach "$target" &' in init
+    assert "codeisland.attach=*" in init
+    # one initramfs for every PID: the name is on the kernel command line only
+    other = program.ProgramRun(GZIP, ("-9n",), "seq 1 1000", attach="93")
+    assert program.build_initramfs(other, busybox, landing, tmp_path, attacher) == out
+
+
+@pytest.mark.parametrize(
     "extra, message",
     [
         (("--cpus", "9"), "--cpus must be 1..8"),

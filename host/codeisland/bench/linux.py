@@ -40,6 +40,7 @@ from ..qemu.linux.process import (
     Firmware,
     ProcessRelocation,
     ProcessReport,
+    attached_line,
     output_line,
     plan_in_zone,
 )
@@ -86,6 +87,8 @@ class LoopReport(LiveLoopFields, ProcessReport):
             f"{self.windows} windows, ended by {self.ended_by}; samples {self.samples}",
         ]
         lines += [f"  warning: {w}" for w in self.landing_warnings]
+        if self.attached:
+            lines.append(attached_line(self.attached, z))
         if self.refused:
             lines.append(f"plan refused: {self.refused}; nothing written: {self.refused_untouched}")
         lines += self.loop_lines()
@@ -145,7 +148,9 @@ class LinuxLoop(ProcessRelocation):
         params: FrontendParams | None = None,
     ) -> None:
         super().__init__(run, workdir, firmware, cpus)
-        self.report = LoopReport(str(run.exe), list(run.args), policy=policy)
+        self.report = LoopReport(
+            str(run.exe), list(run.args), attached=run.attach or "", policy=policy
+        )
         self.policy, self.max_windows, self.warmup = policy, windows, warmup
         self.window_samples = window_samples
         self.params = params or FrontendParams()

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import UsageError
-from .options import INPUT_FILE, NAME, WINDOWS, emit, json_option, seed_option
+from .options import (
+    NAME,
+    WINDOWS,
+    cost_model_option,
+    emit,
+    json_option,
+    plots_options,
+    seed_option,
+)
 from .outputs import OutputFile
 
 if TYPE_CHECKING:
@@ -26,20 +34,8 @@ if TYPE_CHECKING:
     help="Only this workload (repeatable; default: all): daily, interactive, pipeline, mixed "
     "(designed) or zlib-linked, zlib-scattered, bzip2-linked, bzip2-scattered (recorded).",
 )  # fmt: skip
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("out/bench"),
-    show_default=True,
-    help="Directory for the PNG plots.",
-)
-@click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
-@click.option(
-    "--platform",
-    type=INPUT_FILE,
-    help="Platform profile (TOML) whose [frontend] table sets the cost model (default: the "
-    "shipped emulated.toml).",
-)
+@plots_options(Path("out/bench"), "PNG plots")
+@cost_model_option
 @seed_option("Workload seed")
 @click.option(
     "--emulated",

@@ -8,10 +8,19 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
-from .options import CPUS, INPUT_FILE, WINDOWS, emit, emit_check, json_option
+from .options import (
+    CPUS,
+    INPUT_FILE,
+    WINDOWS,
+    cost_model_option,
+    emit,
+    emit_check,
+    json_option,
+    plots_options,
+)
 from .outputs import OutputFile
 from .qemu import VARS_HELP, WORKDIR_HELP
-from .qemu_process import FIRMWARE_HELP, exec_option, refusal
+from .qemu_process import FIRMWARE_HELP, exec_option, pid_option, refusal
 
 GUESTS = ("linux", "native")
 
@@ -26,6 +35,7 @@ GUESTS = ("linux", "native")
     "`bench --emulated`.",
 )
 @exec_option
+@pid_option
 @click.argument("args", nargs=-1)
 @click.option(
     "--input",
@@ -41,28 +51,17 @@ GUESTS = ("linux", "native")
               help="SAMPLE SMIs per window.")  # fmt: skip
 @click.option("--warmup", default=2, show_default=True, type=click.IntRange(0, 10_000),
               help="Windows run before the loop's figures count.")  # fmt: skip
-@click.option(
-    "--platform",
-    type=INPUT_FILE,
-    help="Platform profile (TOML) whose [frontend] table sets the cost model (default: the "
-    "shipped emulated.toml).",
-)
+@cost_model_option
 @click.option("--firmware", type=INPUT_FILE, help=FIRMWARE_HELP)
 @click.option("--vars", "vars_image", type=INPUT_FILE, help=VARS_HELP)
 @click.option("--cpus", default=1, show_default=True, type=CPUS, help="Guest vCPUs.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), help=WORKDIR_HELP)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("out/loop"),
-    show_default=True,
-    help="Directory for the PNG plot.",
-)
-@click.option("--no-plots", is_flag=True, help="Skip the PNG plot.")
+@plots_options(Path("out/loop"), "PNG plot")
 @json_option
 def command(
     guest: str,
     exe: Path,
+    attach: str | None,
     args: tuple[str, ...],
     input_cmd: str | None,
     policy: str,
@@ -82,7 +81,8 @@ def command(
     `bench` on it: SAMPLE SMIs attributed to its islands by CR3, the policy's heat, plans into
     the zone through the planner, stage/commit/rollback through the relocation layer, until the
     program exits; then its output against the unrelocated run.  Front-end cycles are modeled;
-    output, run time, SMIs and bytes written are measured.  Exit 4 when the firmware refuses
+    output, run time, SMIs and bytes written are measured.  With --pid the guest starts the
+    program itself and the loop attaches to the process named.  Exit 4 when the firmware refuses
     the plans (stock firmware keeps SMM restricted memory access)."""
     from ..frontend.params import load_frontend_params
     from ..qemu.linux.process import Firmware
@@ -92,7 +92,7 @@ def command(
         from .native import loop_native
 
         guest_only = {"--firmware": firmware, "--vars": vars_image, "--workdir": workdir,
-                      "--cpus": cpus != 1 or None}  # fmt: skip
+                      "--pid": attach, "--cpus": cpus != 1 or None}  # fmt: skip
         loop_native(
             [str(exe), *args], input_cmd, policy=policy, windows=windows,
             window_samples=window_samples, warmup=warmup, platform=platform, out=out,
@@ -116,7 +116,7 @@ def command(
         workdir = Path(tmp.name)
     try:
         report, heat = run_loop(
-            ProgramRun(exe, args, input_cmd), workdir, Firmware(firmware, vars_image),
+            ProgramRun(exe, args, input_cmd, attach), workdir, Firmware(firmware, vars_image),
             cpus=cpus, policy=policy, windows=windows, warmup=warmup,
             window_samples=window_samples, params=params,
         )  # fmt: skip

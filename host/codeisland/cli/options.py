@@ -144,6 +144,32 @@ def seed_option(help_text: str) -> Callable[[F], F]:
     return decorate
 
 
+def cost_model_option(func: F) -> F:
+    """--platform: the platform profile whose [frontend] table sets the front-end cost model."""
+    return click.option(
+        "--platform",
+        type=INPUT_FILE,
+        help="Platform profile (TOML) whose [frontend] table sets the cost model (default: the "
+        "shipped emulated.toml).",
+    )(func)
+
+
+def plots_options(default_dir: Path, what: str) -> Callable[[F], F]:
+    """--out DIR for the PNG plot(s) `what`, and --no-plots."""
+
+    def decorate(func: F) -> F:
+        func = click.option("--no-plots", is_flag=True, help=f"Skip the {what}.")(func)
+        return click.option(
+            "--out",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=default_dir,
+            show_default=True,
+            help=f"Directory for the {what}.",
+        )(func)
+
+    return decorate
+
+
 def json_option(func: F) -> F:
     """--json: print the report as JSON on stdout instead of text."""
     return click.option("--json", "as_json", is_flag=True, help="Print data as JSON on stdout.")(

@@ -31,9 +31,21 @@ exec_option = click.option(
     "guest with its libraries, unmodified).",
 )
 
+pid_option = click.option(
+    "--pid",
+    "attach",
+    metavar="PID|NAME",
+    help="Attach to a process the guest started, instead of starting PROGRAM under the landing "
+    "library: the guest's init runs PROGRAM (with its --input) as the board's own background "
+    "job, nothing of codeisland in it, and codeisland attaches to the guest process named here "
+    "without restarting it (ptrace: zone and text set up, detached).  A PID as the guest's ps "
+    "shows it (its PID namespace), or a name as pidof takes it (exactly one process).",
+)
+
 
 @click.command("process")
 @exec_option
+@pid_option
 @click.option(
     "--arg", "args", multiple=True, help="An argument of the program (repeatable; default none)."
 )
@@ -51,6 +63,7 @@ exec_option = click.option(
 @json_option
 def process_cmd(
     exe: Path,
+    attach: str | None,
     args: tuple[str, ...],
     input_cmd: str | None,
     firmware: Path | None,
@@ -65,7 +78,8 @@ def process_cmd(
     samples, plan the hottest into the zone (re-pointed call sites, entry jumps only where safe)
     as USER islands of that CR3, stage and commit while it runs, check the copies through a page
     walk, roll back while it still runs, and compare its output with the same run on the host.
-    On restricted firmware the plan is refused with nothing written (exit 4)."""
+    On restricted firmware the plan is refused with nothing written (exit 4).  With --pid the
+    guest starts the program itself and codeisland attaches to the process named."""
     from ..qemu.linux.process import Firmware, run_process
     from ..qemu.linux.program import ProgramRun
 
@@ -75,7 +89,10 @@ def process_cmd(
         workdir = Path(tmp.name)
     try:
         report = run_process(
-            ProgramRun(exe, args, input_cmd), workdir, Firmware(firmware, vars_image, driver), cpus
+            ProgramRun(exe, args, input_cmd, attach),
+            workdir,
+            Firmware(firmware, vars_image, driver),
+            cpus,
         )
     finally:
         if tmp is not None:

@@ -29,6 +29,14 @@ built without patchable entries), run once in the guest under our LD_PRELOAD lan
   end   -> the program's output (size + sha256 on the serial console) against the same
            pipeline run on the host, unrelocated.
 
+Attached (`--pid PID|NAME`, run.attach): the guest starts the program itself, with nothing of
+ours in it, and guest/linux/attach.c gives the named process the same text and zone from outside
+(ptrace: every thread stopped, system calls injected, registers restored, detached) and prints
+the landing library's lines; from `find` on everything is the same.  The analysis reads the
+host's file at the path the guest's /proc/PID/exe names (the guest runs the host's files).  An
+attacher's refusal (no such process, a kernel thread, no room for a zone, ...) is one line, exit
+2, with nothing written; the guest's program is then waited for and its output still checked.
+
 On firmware that keeps SMM restricted memory access (Debian's OVMF with the driver injected:
 the default here) the engine may not walk a process's page tables, so the same plan is refused
 (WALK_TABLE_OUTSIDE) with nothing written; the program runs on and its output is still checked.
@@ -106,6 +114,7 @@ class ProcessReport:
     guest_up_seconds: float = 0.0
     landing: dict[str, Any] = field(default_factory=dict)
     landing_warnings: list[str] = field(default_factory=list)
+    attached: str = ""  # --pid: the guest process codeisland attached to (it did not start it)
     cr3: int = 0
     text_matches_elf: bool = False
     islands_analysed: int = 0
@@ -173,6 +182,8 @@ class ProcessReport:
             "movable",
         ]
         lines += [f"  warning: {w}" for w in self.landing_warnings]
+        if self.attached:
+            lines.append(attached_line(self.attached, z))
         for p in self.planned:
             lines.append(
                 f"  {p['name']}: {p['src']:#x} -> {p['dst']:#x} ({p['size']} B, {p['redirect']})"
@@ -207,7 +218,7 @@ class ProcessRelocation:
         self.workdir = workdir
         self.firmware = firmware
         self.cpus = cpus
-        self.report = ProcessReport(str(run.exe), list(run.args))
+        self.report = ProcessReport(str(run.exe), list(run.args), attached=run.attach or "")
         self.names: tuple[str, ...] = ()  # the ranked islands the plans move
         self.t0 = time.monotonic()
 
@@ -218,9 +229,12 @@ class ProcessRelocation:
         self.run.check()
         if do_build:
             build(inject=self.firmware.code is None and self.firmware.driver is None)
-        landing = repo_root() / "guest" / "build" / "linux" / "codeisland-landing.so"
+        out = repo_root() / "guest" / "build" / "linux"
+        landing = out / "codeisland-landing.so"
         busybox = guest.busybox()
-        initrd = program.build_initramfs(self.run, busybox, landing, self.workdir / "initramfs")
+        initrd = program.build_initramfs(
+            self.run, busybox, landing, self.workdir / "initramfs", out / "codeisland-attach"
+        )
         ref = self.run.reference(busybox, landing)
         self.report.reference = ref.__dict__
         fw = self.firmware
@@ -233,7 +247,7 @@ class ProcessRelocation:
             cpus=self.cpus,
             kernel=guest.kernel_image(),
             initrd=initrd,
-            append="console=ttyS0,115200 panic=0 loglevel=4",
+            append="console=ttyS0,115200 panic=0 loglevel=4" + self.run.kernel_args(),
             **({"vars_template": fw.vars} if fw.vars else {}),
         )
         self._mark("prepare")
@@ -311,10 +325,19 @@ class ProcessRelocation:
                 break
             if cause := guest.linux_boot_failure(serial, MEMORY_MIB):
                 raise EmulationError(cause)
+            if refused := program.ATTACH_ERROR.search(serial):
+                self._attach_refused(m, refused.group(1))
             if errors := program.LANDING_ERROR.findall(serial):
                 raise EmulationError(f"the landing library failed: {errors[0]}")
             if "codeisland-init: program exited" in serial or not m.running:
-                raise EmulationError("the program ended before the landing library reported")
+                raise EmulationError(
+                    "the program ended before "
+                    + (
+                        "codeisland attached to it"
+                        if self.run.attach
+                        else "the landing library reported"
+                    )
+                )
             if time.monotonic() > deadline:
                 raise EmulationError(
                     f"no landing line on the serial console in {LANDING_TIMEOUT_S:.0f} s"
@@ -326,6 +349,23 @@ class ProcessRelocation:
         r.landing_warnings = program.LANDING_ERROR.findall(m.serial())
         self._mark("landing")
         return z
+
+    def _attach_refused(self, m: QemuVm, why: str) -> None:
+        """The attacher refused the process before touching it, and no SMI wrote anything: one
+        line; the guest's own program is waited for, so the line can say it ran on unharmed."""
+        ref = self.report.reference
+        try:
+            out = self._output(m)
+            fate = (
+                "ran on unharmed (output identical to the unrelocated run)"
+                if (out.status, out.size, out.sha256) == (0, ref["size"], ref["sha256"])
+                else f"ran on but its output DIFFERS (status {out.status})"
+            )
+        except EmulationError as exc:
+            fate = f"was not seen to finish ({exc})"
+        raise InputError(
+            f"--pid {self.run.attach}: {why}; nothing written, the guest's program {fate}"
+        )
 
     def _address_space(self, rel: Relocator, z: program.Landing) -> int:
         lo, hi = z.text
@@ -342,8 +382,9 @@ class ProcessRelocation:
     def _analysis(self, space: VirtualSpace, z: program.Landing) -> IslandMap:
         """The host's ELF, rebased to the load base; its text must be what the process runs."""
         r = self.report
+        exe = analysed_program(self.run, z)
         # jump tables send the copies' indirect jumps into the originals, which stay intact
-        imap = analyze(self.run.exe, load_base=z.base).allowing_indirect_jumps()
+        imap = analyze(exe, load_base=z.base).allowing_indirect_jumps()
         r.islands_analysed = len(imap)
         r.islands_movable = len(movable(imap))
         lo, hi = z.text
@@ -362,7 +403,7 @@ class ProcessRelocation:
         )
         if not r.text_matches_elf:
             raise EmulationError(
-                f"the process's text at {lo:#x} is not {self.run.exe} as analysed "
+                f"the process's text at {lo:#x} is not {exe} as analysed "
                 "(a different binary, or not the load base the landing library reported)"
             )
         return imap
@@ -566,6 +607,29 @@ def output_line(
     )
 
 
+def analysed_program(run: program.ProgramRun, z: program.Landing) -> Path:
+    """The ELF the analysis reads: the program we started, or for an attached process the
+    host's file at the path its /proc/PID/exe names (the guest runs the host's files)."""
+    if not run.attach or Path(z.exe) == run.exe:
+        return run.exe
+    exe = Path(z.exe)
+    if not exe.is_file():
+        raise InputError(
+            f"--pid {run.attach}: guest process {z.pid} runs {exe}, which this host has no copy of "
+            "to analyse"
+        )
+    program.check_elf(exe)
+    return exe
+
+
+def attached_line(attached: str, z: dict[str, Any]) -> str:
+    """The report's line for a process codeisland attached to rather than started."""
+    return (
+        f"attached to guest process {attached} (pid {z.get('pid')}, {z.get('exe')}; started by "
+        "the guest, not by codeisland): text and zone set up by ptrace, the process not restarted"
+    )
+
+
 def plan_in_zone(
     imap: IslandMap, space: VirtualSpace, z: program.Landing, names: list[str], plan_id: int,
     taken: list[tuple[int, int]], priorities: dict[str, float],
@@ -600,8 +664,9 @@ def snapshot(space: VirtualSpace, plan: RelocationPlan) -> list[bytes]:
 
 
 def build(inject: bool) -> None:
-    """The landing library, and the driver when it is to be injected (make: no-op if built)."""
-    steps = [["-C", str(repo_root() / "guest/linux"), "landing"]]
+    """The landing library and the attacher, and the driver when it is to be injected (make:
+    no-op if built)."""
+    steps = [["-C", str(repo_root() / "guest/linux"), "landing", "attach"]]
     if inject:
         steps.insert(0, ["-C", str(repo_root() / "smm")])
     for args in steps:

@@ -14,6 +14,11 @@ stdout goes to a file whose size and sha256 the guest prints on the serial conso
 
 The landing library (guest/linux/landing.c) is LD_PRELOADed and reports the program's text and
 its landing zone on /dev/console, never on the program's own stdout or stderr.
+
+Attached (`--pid`): the guest's /init starts the same pipeline itself, as the board's own
+background job without anything of codeisland in it, and then runs guest/linux/attach.c on the
+process the kernel command line's `codeisland.attach=PID|NAME` names (so one initramfs serves
+every PID); the attacher prints the landing library's lines, or one `codeisland-attach: error:`.
 """
 
 from __future__ import annotations
@@ -37,6 +42,11 @@ from .initramfs import APPLETS, base_members, pack
 
 LIB_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib")
 LANDING_PATH = "lib/codeisland-landing.so"
+ATTACH_PATH = "bin/codeisland-attach"
+ATTACH_PARAM = "codeisland.attach"  # the kernel command line's word naming the process
+PID_MAX = 4194304  # Linux's PID_MAX_LIMIT: no guest PID is larger
+COMM_LEN = 15  # a process name as the kernel keeps it (comm, TASK_COMM_LEN - 1)
+PROCESS_NAME = re.compile(rf"[A-Za-z0-9._+-]{{1,{COMM_LEN}}}")
 RUN_APPLETS = (*APPLETS, "seq", "wc", "sha256sum", "cut", "yes", "head")
 HUGE_PAGES = 4  # 2 MiB pages reserved for MAP_HUGETLB landing zones
 LINGER_S = 5
@@ -47,6 +57,7 @@ LANDING_LINE = re.compile(
     r" text_breaks (-?\d+) text_via (remap|fault)"
 )
 LANDING_ERROR = re.compile(r"codeisland-landing: pid \d+ (?:error|warning): (.*)")
+ATTACH_ERROR = re.compile(r"codeisland-attach: error: (.*)")
 
 INIT = """#!/bin/sh
 # codeisland Linux guest: run one unmodified program under the landing library, then power off.
@@ -74,6 +85,42 @@ bytes=$(wc -c < /tmp/out)
 sum=$(sha256sum < /tmp/out | cut -d' ' -f1)
 echo "codeisland-program: status $status bytes $bytes sha256 $sum seconds $t0 $t1"
 """
+
+ATTACH_INIT = """#!/bin/sh
+# codeisland Linux guest: the board runs its own job; codeisland attaches to a process afterwards.
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+echo {huge} > /proc/sys/vm/nr_hugepages
+echo madvise > /sys/kernel/mm/transparent_hugepage/enabled
+echo "codeisland-init: userspace up"
+/run &
+job=$!
+sleep 1  # the job runs a while before anybody attaches
+for word in $(cat /proc/cmdline); do
+  case $word in {param}=*) target=${{word#{param}=}} ;; esac
+done
+/{attach} "$target" &
+wait $job
+echo "codeisland-init: program exited with $?"
+sleep {linger}
+poweroff -f
+"""
+
+
+def check_pid(value: str) -> str:
+    """A process as the user names it in the guest: a PID (as the guest's ps shows it) or a
+    program name (as pidof takes it, one process); checked before anything boots."""
+    if value.isdigit():
+        if not 1 <= int(value) <= PID_MAX:
+            raise InputError(f"no guest process can have PID {value} (Linux PIDs are 1..{PID_MAX})")
+        return str(int(value))
+    if PROCESS_NAME.fullmatch(value) is None:
+        raise InputError(
+            f"--pid {value!r}: give a guest PID or a process name of at most {COMM_LEN} of "
+            "A-Z a-z 0-9 . _ + - (the kernel's comm, as ps and pidof show it)"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -137,6 +184,11 @@ def _elf(path: Path) -> ELFFile:
     return elf
 
 
+def check_elf(path: Path) -> None:
+    """An x86-64 ELF program (InputError otherwise)."""
+    _elf(path).stream.close()
+
+
 def _needs(path: Path) -> tuple[str | None, list[str]]:
     elf = _elf(path)
     interp = None
@@ -184,16 +236,23 @@ class ProgramRun:
     exe: Path
     args: tuple[str, ...] = ()
     input_cmd: str | None = None  # busybox sh pipeline whose stdout is the program's stdin
+    attach: str | None = None  # the guest starts the pipeline; codeisland attaches to this process
 
     def pipeline(self, landing: str) -> str:
         prog = " ".join(shlex.quote(a) for a in (str(self.exe), *self.args))
-        run = f"LD_PRELOAD={landing} {prog}"
+        run = prog if self.attach else f"LD_PRELOAD={landing} {prog}"
         return f"{self.input_cmd} | {run}" if self.input_cmd else f"{run} < /dev/null"
 
     def check(self) -> None:
         if not self.exe.is_absolute():
             raise InputError(f"give the program's absolute path (got {self.exe})")
+        if self.attach is not None:
+            check_pid(self.attach)
         runtime_files(self.exe)
+
+    def kernel_args(self) -> str:
+        """What the guest's /init reads from the kernel command line (the process to attach)."""
+        return f" {ATTACH_PARAM}={self.attach}" if self.attach else ""
 
     def reference(self, busybox: Path, landing: Path) -> Output:
         """The same pipeline on the host: the same program, libraries, busybox and input."""
@@ -210,13 +269,20 @@ class ProgramRun:
             return Output(r.returncode, len(data), hashlib.sha256(data).hexdigest())
 
 
-def build_initramfs(run: ProgramRun, busybox: Path, landing: Path, out_dir: Path) -> Path:
-    if not landing.is_file():
-        raise ToolMissing(f"{landing} is missing: build it with `make -C guest/linux landing`")
+def build_initramfs(
+    run: ProgramRun, busybox: Path, landing: Path, out_dir: Path, attacher: Path | None = None
+) -> Path:
+    """The guest for this run: the program's files, and the landing library (or, attached, the
+    attacher and the /init that starts the program by itself)."""
+    helper, helper_path, make = (
+        (attacher, ATTACH_PATH, "attach") if run.attach else (landing, LANDING_PATH, "landing")
+    )
+    if helper is None or not helper.is_file():
+        raise ToolMissing(f"{helper} is missing: build it with `make -C guest/linux {make}`")
     ms = base_members(busybox, RUN_APPLETS)
     dirs: set[str] = {"bin", "dev", "proc", "sys", "tmp"}
     files = runtime_files(run.exe)
-    for guest in sorted({*files, LANDING_PATH}):
+    for guest in sorted({*files, helper_path}):
         parts = guest.split("/")[:-1]
         for k in range(1, len(parts) + 1):
             d = "/".join(parts[:k])
@@ -224,8 +290,13 @@ def build_initramfs(run: ProgramRun, busybox: Path, landing: Path, out_dir: Path
                 dirs.add(d)
                 ms.append(cpio.directory(d))
     ms += [cpio.file(g, p.read_bytes(), 0o755) for g, p in sorted(files.items())]
-    ms.append(cpio.file(LANDING_PATH, landing.read_bytes(), 0o755))
-    ms.append(cpio.file("init", INIT.format(huge=HUGE_PAGES, linger=LINGER_S).encode(), 0o755))
+    ms.append(cpio.file(helper_path, helper.read_bytes(), 0o755))
+    init = (
+        ATTACH_INIT.format(huge=HUGE_PAGES, linger=LINGER_S, param=ATTACH_PARAM, attach=ATTACH_PATH)
+        if run.attach
+        else INIT.format(huge=HUGE_PAGES, linger=LINGER_S)
+    )
+    ms.append(cpio.file("init", init.encode(), 0o755))
     ms.append(cpio.file("run", RUN.format(pipeline=run.pipeline("/" + LANDING_PATH)).encode(),
                         0o755))  # fmt: skip
     return pack(ms, out_dir)

@@ -1,0 +1,214 @@
+"""The attacher of `--pid` (guest/linux/attach.c) on this host, without a VM: it is an ordinary
+Linux program, so attaching to this machine's Debian programs while they run shows what it does
+in the guest — the process keeps running and writes exactly what it writes unattached, a system
+call it was blocked in is restarted, its text becomes its own and a landing zone appears in its
+maps — and its refusals are one line before it touches anything.  Also the host's side of a
+refusal (qemu/linux/process.py): one line, nothing written, the guest's program still checked."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from codeisland.errors import InputError
+from codeisland.paths import repo_root
+from codeisland.qemu.linux import process, program
+
+ROOT = repo_root()
+MAWK = "/usr/bin/mawk"
+AWK = '{ s += $1 * 3; c[$1 % 97]++; w = sprintf("%x", $1); h[substr(w, 1, 2)]++ } END { print s }'
+BUSYBOX = Path("/var/cache/codeisland/linux/busybox")
+
+
+@pytest.fixture(scope="module")
+def attacher() -> Path:
+    subprocess.run(["make", "-s", "-C", str(ROOT / "guest/linux"), "attach"], check=True)
+    return ROOT / "guest" / "build" / "linux" / "codeisland-attach"
+
+
+def attach(attacher: Path, target: str | int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(attacher), str(target)], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+
+
+def landing_of(out: str) -> program.Landing:
+    m = program.LANDING_LINE.search(out)
+    assert m is not None, out
+    return program.Landing.parse(m)
+
+
+def maps(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_a_running_program_gets_text_and_zone_and_runs_on_identically(
+    attacher: Path, tmp_path: Path
+) -> None:
+    feed = "".join(f"{i}\n" for i in range(1, 400_001))
+    want = subprocess.run([MAWK, AWK], input=feed, capture_output=True, text=True, check=True)
+    reader, writer = os.pipe()
+    out = tmp_path / "out"
+    with out.open("w") as sink:
+        job = subprocess.Popen([MAWK, AWK], stdin=reader, stdout=sink)
+    os.close(reader)
+    half = len(feed) // 2
+    os.write(writer, feed[:half].encode())  # mawk works on half, then blocks in read()
+    time.sleep(0.3)
+    seen: dict[str, Any] = {}
+
+    def watch() -> None:
+        seen["r"] = attach(attacher, job.pid)
+
+    t = threading.Thread(target=watch)
+    t.start()  # the attacher stays until the process exits (it prints the exit)
+    deadline = time.monotonic() + 30
+    while "zone" not in seen and time.monotonic() < deadline:
+        m = maps(job.pid)
+        if "rwxp" in m:  # the zone is there once the attacher is done
+            seen["zone"] = m
+        time.sleep(0.05)
+    with os.fdopen(writer, "w") as w:
+        w.write(feed[half:])  # the read() it was blocked in runs on (restarted)
+    assert job.wait(60) == 0
+    t.join(30)
+    r = seen["r"]
+    assert r.returncode == 0, r.stdout
+    z = landing_of(r.stdout)
+    assert z.pid == job.pid and z.exe == MAWK and z.private
+    assert z.base <= z.text[0] < z.text[1] and z.zone + z.size <= z.base
+    assert z.text[1] - z.zone < 1 << 31  # within rel32 reach
+    zone_line = next(ln for ln in seen["zone"].splitlines() if ln.startswith(f"{z.zone:x}-"))
+    assert "rwxp" in zone_line
+    text_line = next(ln for ln in seen["zone"].splitlines() if ln.startswith(f"{z.text[0]:x}-"))
+    assert "r-xp" in text_line
+    if z.text_via == "remap":  # the text is the process's own anonymous copy
+        assert MAWK not in text_line
+    assert f"codeisland-landing: pid {job.pid} exit" in r.stdout
+    assert out.read_text() == want.stdout  # byte for byte the unattached run's output
+
+
+def test_a_sleeping_program_wakes_on_time(attacher: Path) -> None:
+    """nanosleep interrupted by the attach is restarted (restart_syscall), not cut short."""
+    job = subprocess.Popen(["/usr/bin/sleep", "2"])
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    r = attach(attacher, job.pid)
+    assert r.returncode == 0 and landing_of(r.stdout).exe == "/usr/bin/sleep", r.stdout
+    assert job.wait(10) == 0
+    assert 1.2 < time.monotonic() - t0 < 5
+
+
+def test_every_thread_of_a_threaded_program_is_stopped_and_let_go(attacher: Path) -> None:
+    """python3: two threads; text larger than 2 MiB (no huge-page remap: written page by page)."""
+    code = "import threading,time\nt=threading.Thread(target=time.sleep,args=(2,))\nt.start()\n" \
+        "time.sleep(0.5)\nt.join()\nprint('done')"  # fmt: skip
+    job = subprocess.Popen(["/usr/bin/python3", "-c", code], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.4)
+    tids = sorted(int(t) for t in os.listdir(f"/proc/{job.pid}/task"))
+    assert len(tids) == 2
+    r = attach(attacher, tids[1])  # a thread is not a process: refused
+    assert r.returncode == 1 and f"is a thread of process {job.pid}" in r.stdout
+    r = attach(attacher, job.pid)
+    assert r.returncode == 0, r.stdout
+    z = landing_of(r.stdout)
+    assert z.private and z.exe.startswith("/usr/bin/python3")
+    stdout, _ = job.communicate(timeout=20)
+    assert job.returncode == 0 and stdout == "done\n"
+
+
+def free_pid() -> int:
+    used = {int(p) for p in os.listdir("/proc") if p.isdigit()}
+    return next(p for p in range(4_000_000, 4_100_000) if p not in used)
+
+
+def test_refusals_are_one_line_and_touch_nothing(attacher: Path, tmp_path: Path) -> None:
+    r = attach(attacher, free_pid())
+    assert r.returncode == 1 and r.stdout.count("\n") == 1
+    assert "no process" in r.stdout and "ps or pidof" in r.stdout
+    stat = Path("/proc/2/stat")
+    if stat.is_file() and "kthreadd" in stat.read_text():
+        r = attach(attacher, 2)
+        assert r.returncode == 1 and "is a kernel thread" in r.stdout
+    # a name several processes have: give one PID
+    twin = tmp_path / "ci13-twin"
+    shutil.copy("/usr/bin/sleep", twin)
+    jobs = [subprocess.Popen([str(twin), "3"]) for _ in range(2)]
+    time.sleep(0.3)
+    r = attach(attacher, "ci13-twin")
+    assert r.returncode == 1 and "2 processes are named ci13-twin" in r.stdout
+    for j in jobs:
+        j.kill()
+        j.wait()
+    r = subprocess.run([str(attacher)], capture_output=True, text=True)
+    assert r.returncode == 2 and "usage" in r.stdout
+
+
+def test_a_program_with_no_room_for_a_zone_runs_on_with_its_text_as_it_was(
+    attacher: Path,
+) -> None:
+    """busybox-static is not PIE: loaded at 0x400000, below it there are 2 MiB, not 64."""
+    if not BUSYBOX.is_file():
+        pytest.skip("busybox-static not fetched")
+    job = subprocess.Popen([str(BUSYBOX), "sleep", "2"])
+    time.sleep(0.3)
+    before = maps(job.pid)
+    r = subprocess.run([str(attacher), str(job.pid)], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "CODEISLAND_LANDING_SIZE": str(64 << 20)})  # fmt: skip
+    assert r.returncode == 1 and r.stdout.count("\n") == 1
+    assert "no landing zone of 0x4000000 bytes" in r.stdout and "0x400000" in r.stdout
+    assert maps(job.pid) == before  # nothing mapped, text as it was
+    assert job.wait(10) == 0
+
+
+class FakeVm:
+    """The serial console of a guest whose attacher refused, and whose job then finished."""
+
+    def __init__(self, serial: str) -> None:
+        self._serial = serial
+        self.running = True
+
+    def serial(self) -> str:
+        return self._serial
+
+
+def relocation(attach: str) -> process.ProcessRelocation:
+    run = program.ProgramRun(Path(MAWK), (AWK,), "seq 1 10", attach=attach)
+    pr = process.ProcessRelocation(run, Path("/nonexistent"), process.Firmware())
+    pr.report.reference = {"status": 0, "size": 26, "sha256": "ab" * 32}
+    return pr
+
+
+def test_the_host_reports_a_refused_attach_as_one_line_with_the_program_checked() -> None:
+    done = "codeisland-program: status 0 bytes 26 sha256 " + "ab" * 32 + " seconds 1.0 2.0\n"
+    refused = "codeisland-attach: error: no process 4000 in the guest (look it up there ...)\n"
+    pr = relocation("4000")
+    with pytest.raises(InputError) as e:
+        pr._landing(FakeVm("codeisland-init: userspace up\n" + refused + done))  # type: ignore[arg-type]
+    msg = str(e.value)
+    assert msg.startswith("--pid 4000: no process 4000 in the guest")
+    assert "nothing written" in msg and "ran on unharmed (output identical" in msg
+    assert "\n" not in msg
+    differs = done.replace("bytes 26", "bytes 25")
+    with pytest.raises(InputError, match="output DIFFERS"):
+        relocation("4000")._landing(FakeVm(refused + differs))  # type: ignore[arg-type]
+
+
+def test_an_attached_process_runs_a_program_this_host_cannot_analyse() -> None:
+    z = program.Landing(93, "/bin/busybox-not-here", 0x400000, (0x401000, 0x500000), True,
+                        0x200000, 0x200000, True, "thp", 0, "remap")  # fmt: skip
+    run = relocation("93").run
+    with pytest.raises(InputError, match="no copy of to analyse"):
+        process.analysed_program(run, z)
+    with pytest.raises(InputError, match="not an ELF program"):
+        process.analysed_program(run, replace(z, exe="/etc/hostname"))
+    assert process.analysed_program(run, replace(z, exe=MAWK)) == Path(MAWK)
+    gzip = Path("/usr/bin/gzip")  # another program than the board's job: the host's file
+    assert process.analysed_program(run, replace(z, exe=str(gzip))) == gzip
