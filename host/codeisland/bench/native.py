@@ -19,6 +19,7 @@ with them every keep-or-roll-back decision.
 from __future__ import annotations
 
 import hashlib
+import os
 import resource
 import subprocess
 import time
@@ -37,7 +38,7 @@ from ..frontend.params import FrontendParams
 from ..loop.controller import ClosedLoop
 from ..loop.native import NativeTarget
 from ..native.process import NativeProcess, check_program
-from ..native.run import NativeReport, NativeRun
+from ..native.run import NativeReport, NativeRun, window_context
 from ..plan import layout as L
 from ..planning.passes import Options
 from ..predict.policies import make_policy
@@ -164,8 +165,11 @@ class NativeLoop(NativeRun):
             return plan_relocation(imap, self.platform, opts, counts=counts, taken=taken,
                                    read_bytes=t.read_phys, only=("hot",))  # fmt: skip
 
-        target = NativeTarget(rel, imap, zone, plan, proc.alive, read=t.read_phys,
-                              params=self.params, window_samples=self.window_samples)  # fmt: skip
+        target = NativeTarget(
+            rel, imap, zone, plan, proc.alive, read=t.read_phys, params=self.params,
+            cpus=os.cpu_count() or 1, window_samples=self.window_samples,
+            running=lambda: int(window_context(proc.pid)["runnable_threads"]),
+        )  # fmt: skip
         holder.append(target)
         r.islands_analysed, r.islands_in_loop = len(imap.islands), len(target.islands)
         # the engine's default budget (`native run`'s): each request stops every thread

@@ -56,8 +56,10 @@ class NativeTarget(SampledTarget):
         window_samples: int = 40,
         window_timeout_s: float = 2.0,
         commit_attempts: int = 1,
+        running: Callable[[], int] | None = None,
     ) -> None:
         self.window_samples, self.window_timeout_s = window_samples, window_timeout_s
+        self.running = running  # the program's runnable threads now (/proc), if known
         self.copies_checked = 0  # commits whose copies were read back
         self.copies_ok = True  # every copy read back held what its plan says
         super().__init__(
@@ -84,6 +86,10 @@ class NativeTarget(SampledTarget):
                 self.copies_checked += 1
                 self.copies_ok = self.copies_ok and ok
         return res
+
+    def threads(self, tally: SampleTally) -> int:
+        """Every SIGPROF sample is one thread's (cpu 0): the count comes from `running`."""
+        return self.running() if self.running is not None else super().threads(tally)
 
     def is_program(self, s: L.Sample) -> bool:
         return s.cpl == 3  # a ucontext of the program's own threads, in user mode

@@ -139,6 +139,10 @@ class SampledTarget:
         """One window's RIPs of the program, counted into `tally` (count_sample)."""
         raise NotImplementedError
 
+    def threads(self, tally: SampleTally) -> int:
+        """The window's runnable threads: the CPUs its samples came from."""
+        return len(tally.per_cpu)
+
     def count_sample(self, s: L.Sample, tally: SampleTally, rips: list[int]) -> None:
         if self.is_program(s):
             tally.process += 1
@@ -206,7 +210,8 @@ class SampledTarget:
         c, frontend = repeated_window(self.model, addrs, sizes, n, REPEAT)
         obs = Observation(
             index=self.t, time_of_day=int(time.time()) % 86400, input_events=0,
-            runnable_threads=len(tally.per_cpu), busy_cpus=len(tally.per_cpu), cpus=self.cpus,
+            runnable_threads=(threads := self.threads(tally)),
+            busy_cpus=min(threads, self.cpus), cpus=self.cpus,
             rips=np.array(rips, dtype=np.uint64), exact=c["blocks"], mem=np.zeros(n),
             island_cycles=c["cycles"], island_l1i_misses=c["l1i_misses"],
             island_itlb_misses=c["itlb_misses"],

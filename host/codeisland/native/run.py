@@ -11,10 +11,10 @@
     thread stopped in its handler and its RIP translated where it lies in a moved island
     the program's exit -> the report (the other hosts' lines, and the native ones)
 
-No rollback here: keep-copies plans, and the program runs to its end with what was committed.
-The closed loop's keep-or-roll-back test (loop/controller.py) measures each move's saving in
-modeled front-end cycles per island, which a native process without PMU counters cannot give;
-the native host's figure is the program's wall time (scripts/native_bench.py).
+No rollback here: keep-copies plans, and the program runs to its end with what was committed
+(the layouts scripts/native_bench.py times and the model replays).  The closed loop with
+keep-or-roll-back (loop/controller.py, its test in modeled front-end cycles from the samples:
+there are no PMU counters) is `loop --guest native` (bench/native.py), which starts as this does.
 """
 
 from __future__ import annotations
@@ -295,7 +295,7 @@ class NativeRun:
         r.samples_attributed += int(counts.sum())
         self._in_copies(rips, st.entries)
         st.history.append(counts.astype(np.float64))
-        st.policy.observe(counts, np.zeros(len(st.islands)), _context(proc.pid))
+        st.policy.observe(counts, np.zeros(len(st.islands)), window_context(proc.pid))
         r.windows += 1
         if not st.policy.relocates or r.windows < self.warmup:
             return
@@ -382,7 +382,7 @@ def _generation(plan: Plan, samples_before: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _context(pid: int) -> dict[str, float]:
+def window_context(pid: int) -> dict[str, float]:
     """The window's context features, from /proc (no input events on this host)."""
     cpus = os.cpu_count() or 1
     running = 0
