@@ -2,13 +2,16 @@
 
 The target (loop/native.py) without a process: a scripted relocator stands for the agent, whose
 SIGPROF ring it reads (a window is the next window_samples samples, fewer when the program ends
-or none come); and `loop --guest native` on Debian's mawk running a hot awk loop: the same output
-as without the agent, commits through the engine, the controller's modeled test deciding what
-stays; bad input in one line."""
+or none come); on it the controller keeps a move whose copies the program runs and rolls back
+one whose copies it never runs (the modeled test, deterministic on a scripted stream).  Then
+`loop --guest native` on Debian's mawk running a hot awk loop: the same output as without the
+agent, commits through the engine, the controller's modeled test deciding what stays; bad input
+and a failing program in one line."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,23 +44,32 @@ def imap(tmp_path_factory: pytest.TempPathFactory) -> IslandMap:
 
 
 class Ring:
-    """The agent's sample ring as the mailbox client reads it: each read gets the next batch."""
+    """The agent's sample ring as the mailbox client reads it: each read gets the next batch;
+    `where` says where a sampled original runs now (the program's copies, or the original)."""
 
-    def __init__(self, batches: list[list[int]]) -> None:
-        self.batches = batches
+    def __init__(self, batches: list[list[int]], where: Callable[[int], int]) -> None:
+        self.batches, self.where = batches, where
         self.head = 0
 
     def samples_since(self, head: int) -> tuple[list[L.Sample], int]:
-        got = [sample(r, cr3=0) for r in (self.batches.pop(0) if self.batches else [])]
+        rips = self.batches.pop(0) if self.batches else []
+        got = [sample(self.where(r), cr3=0) for r in rips]
         self.head += len(got)
         return got, self.head
 
 
 class NativeRelocator(FakeRelocator):
-    def __init__(self, batches: list[list[int]]) -> None:
+    def __init__(self, batches: list[list[int]], runs_copies: bool = False) -> None:
         super().__init__([])
-        self.client = Ring(batches)
+        self.client = Ring(batches, self.in_copy if runs_copies else lambda rip: rip)
         self.sample_head = 0
+
+    def in_copy(self, rip: int) -> int:
+        """Where the program runs `rip` now: in the active copy of its island, if any."""
+        for e in self.map:
+            if e.flags & L.MAP_ACTIVE and e.orig <= rip < e.orig + e.size:
+                return int(e.cur) + rip - int(e.orig)
+        return rip
 
 
 def native(imap: IslandMap, rel: NativeRelocator, alive: Any = None, **kw: Any) -> NativeTarget:
@@ -114,17 +126,41 @@ def test_commit_and_rollback_keep_copies_and_no_retry(imap: IslandMap) -> None:
     assert t.reclaim_price() == float("inf")  # no STACK region: a RECLAIM could not be safe
 
 
-def test_the_closed_loop_commits_on_it() -> None:
+def _gzip_loop(runs_copies: bool) -> ClosedLoop:
+    """The closed loop over three small islands of Debian's gzip on text pages 4 apart: they
+    fit the SMALL model's 1 KiB L1i, but its 2-entry iTLB misses on them at their origin, and
+    not in the copies' 2 MiB page; 12 samples in them per read, 64 a window."""
     gzip = analyze("/usr/bin/gzip", load_base=0x5555_0000_0000).allowing_indirect_jumps()
-    spread = [i for i in movable(gzip) if i.size >= 256][::4][:8]
-    rel = NativeRelocator([[i.start + 8 for i in spread] * 2] * 40)
-    t = native(gzip, rel, window_samples=64)  # as test_loop_linux's: 4 SAMPLEs x 16
+    one_a_page: dict[int, Any] = {}
+    for i in movable(gzip):
+        if 96 <= i.size <= 200:
+            one_a_page.setdefault(i.start >> 12, i)
+    picked = list(one_a_page.values())[::4][:4]
+    rel = NativeRelocator([[i.start + 8 for i in picked] * 4] * 40, runs_copies)
+    t = native(gzip, rel, window_samples=64)
     loop = ClosedLoop(t, make_policy("reactive", len(t.islands)),
                       CostModel.from_params(SMALL, 4096, 4), params=SMALL)  # fmt: skip
-    loop.run(6)
-    assert loop.stats.relocations > 0 and t.commits
+    loop.run(8)
     assert {"STAGE", "COMMIT", "STATS"} <= {s.command for s in rel.smis}
-    assert np.array(loop.heat_log).sum() > 0
+    assert len(picked) == 3 and np.array(loop.heat_log).sum() > 0
+    return loop
+
+
+def test_the_closed_loop_keeps_a_move_whose_copies_run() -> None:
+    """The program runs the copies (the model's iTLB misses are gone): kept."""
+    loop = _gzip_loop(runs_copies=True)
+    assert loop.stats.relocations == 3 and loop.stats.rollbacks == 0
+    assert [e["kind"] for e in loop.stats.events] == ["commit"]
+
+
+def test_the_closed_loop_rolls_back_a_move_whose_copies_never_run() -> None:
+    """The program stays in the originals (as a copy that escapes at once): the controller's
+    modeled test finds no saving and rolls the generation back; after the cooldown (4 windows)
+    the islands move again, and fall short again."""
+    loop = _gzip_loop(runs_copies=False)
+    assert loop.stats.shortfall_rollbacks == loop.stats.rollbacks == 2
+    events = [(e["window"], e["kind"]) for e in loop.stats.events]
+    assert events == [(0, "commit"), (1, "rollback"), (5, "commit"), (6, "rollback")]
 
 
 # an 8 KiB L1i and an 8-entry iTLB: mawk's interpreter loop misses in the model, so moves pay
