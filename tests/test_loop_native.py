@@ -213,3 +213,15 @@ def test_a_program_that_fails_fails_the_loop() -> None:
     ]
     assert "exit status 2" in r.stdout and r.stdout.rstrip().endswith("FAILED")
     _one_line(["--exec", MAWK, "--", "BEGIN{exit 2}"], 3, "exited (status 2) before the agent")
+
+
+def test_a_program_that_ends_before_the_first_window() -> None:
+    """sleep(1) waits in nanosleep, where the agent's signals are blocked: the start's requests
+    are answered only as it exits, so the loop never gets a window; as `native run`, not a
+    failure (its output is still compared)."""
+    r = invoke(["loop", "--guest", "native", "--no-plots", "--json", "--exec", "/usr/bin/sleep",
+                "--", "0.5"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["windows"] == 0 and d["ended_by"] == "program exit before the loop's first window"
+    assert d["host"]["ended_in_request"] and d["output_matches"]

@@ -72,9 +72,11 @@ class NativeLoopReport(LiveLoopFields):
 
     @property
     def ok(self) -> bool:
-        """The loop ran on the program, the start's checks held, and the program printed what
-        it prints without the agent."""
-        return self.host.ok and self.windows > 0 and self.output_matches
+        """The loop ran on the program (or the program ended before its first window, as
+        `native run` allows: ended_in_request), the start's checks held, and the program
+        printed what it prints without the agent."""
+        ran = self.windows > 0 or self.host.ended_in_request
+        return self.host.ok and ran and self.output_matches
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -226,6 +228,8 @@ def run_loop(
         driver.run()
         cpu, host_cpu = _children_cpu() - cpu0, _self_cpu() - host0
     r = driver.loop_report
+    if not r.ended_by:  # the program ended while the host was still starting the loop
+        r.ended_by = "program exit before the loop's first window"
     r.reference, r.reference_seconds, r.reference_cpu_seconds = reference, ref_seconds, ref_cpu
     r.cpu_seconds, r.host_cpu_seconds = cpu, host_cpu
     r.output = _digest(out, -1 if r.host.exit_status is None else r.host.exit_status)
