@@ -10,11 +10,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -62,36 +60,26 @@ def test_a_running_program_gets_text_and_zone_and_runs_on_identically(
     half = len(feed) // 2
     os.write(writer, feed[:half].encode())  # mawk works on half, then blocks in read()
     time.sleep(0.3)
-    seen: dict[str, Any] = {}
-
-    def watch() -> None:
-        seen["r"] = attach(attacher, job.pid)
-
-    t = threading.Thread(target=watch)
-    t.start()  # the attacher stays until the process exits (it prints the exit)
-    deadline = time.monotonic() + 30
-    while "zone" not in seen and time.monotonic() < deadline:
-        m = maps(job.pid)
-        if "rwxp" in m:  # the zone is there once the attacher is done
-            seen["zone"] = m
-        time.sleep(0.05)
+    a = subprocess.Popen([str(attacher), str(job.pid)], stdout=subprocess.PIPE, text=True)
+    assert a.stdout is not None
+    first = a.stdout.readline()  # the landing line: printed once the process runs again
+    after = maps(job.pid)  # still blocked in the read(): the attacher's work, nothing else
     with os.fdopen(writer, "w") as w:
         w.write(feed[half:])  # the read() it was blocked in runs on (restarted)
     assert job.wait(60) == 0
-    t.join(30)
-    r = seen["r"]
-    assert r.returncode == 0, r.stdout
-    z = landing_of(r.stdout)
+    rest = a.stdout.read()  # the watcher's exit line
+    assert a.wait(30) == 0
+    z = landing_of(first)
     assert z.pid == job.pid and z.exe == MAWK and z.private
     assert z.base <= z.text[0] < z.text[1] and z.zone + z.size <= z.base
     assert z.text[1] - z.zone < 1 << 31  # within rel32 reach
-    zone_line = next(ln for ln in seen["zone"].splitlines() if ln.startswith(f"{z.zone:x}-"))
+    zone_line = next(ln for ln in after.splitlines() if ln.startswith(f"{z.zone:08x}-"))
     assert "rwxp" in zone_line
-    text_line = next(ln for ln in seen["zone"].splitlines() if ln.startswith(f"{z.text[0]:x}-"))
+    text_line = next(ln for ln in after.splitlines() if ln.startswith(f"{z.text[0]:08x}-"))
     assert "r-xp" in text_line
     if z.text_via == "remap":  # the text is the process's own anonymous copy
         assert MAWK not in text_line
-    assert f"codeisland-landing: pid {job.pid} exit" in r.stdout
+    assert f"codeisland-landing: pid {job.pid} exit" in rest
     assert out.read_text() == want.stdout  # byte for byte the unattached run's output
 
 
@@ -122,6 +110,25 @@ def test_every_thread_of_a_threaded_program_is_stopped_and_let_go(attacher: Path
     assert z.private and z.exe.startswith("/usr/bin/python3")
     stdout, _ = job.communicate(timeout=20)
     assert job.returncode == 0 and stdout == "done\n"
+
+
+def test_a_fork_child_inherits_zone_and_text(attacher: Path) -> None:
+    """Zone and text are private mappings: a child forked after the attach has both, at the
+    same addresses (copy-on-write: the same physical pages until one of them writes)."""
+    code = "import os,sys,time\ntime.sleep(1)\np=os.fork()\nif p==0:\n" \
+        " sys.stdout.write(open('/proc/self/maps').read()); sys.stdout.flush(); os._exit(0)\n" \
+        "os.waitpid(p,0)"  # fmt: skip
+    job = subprocess.Popen(["/usr/bin/python3", "-c", code], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    r = attach(attacher, job.pid)
+    assert r.returncode == 0, r.stdout
+    z = landing_of(r.stdout)
+    child_maps, _ = job.communicate(timeout=20)
+    assert job.returncode == 0
+    lines = child_maps.splitlines()
+    zone = [ln for ln in lines if ln.startswith(f"{z.zone:08x}-")]
+    assert zone and "rwxp" in zone[0]
+    assert any(ln.startswith(f"{z.text[0]:08x}-") and "r-xp" in ln for ln in lines)
 
 
 def free_pid() -> int:
@@ -186,7 +193,9 @@ def relocation(attach: str) -> process.ProcessRelocation:
     return pr
 
 
-def test_the_host_reports_a_refused_attach_as_one_line_with_the_program_checked() -> None:
+def test_the_host_reports_a_refused_attach_as_one_line_with_the_program_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     done = "codeisland-program: status 0 bytes 26 sha256 " + "ab" * 32 + " seconds 1.0 2.0\n"
     refused = "codeisland-attach: error: no process 4000 in the guest (look it up there ...)\n"
     pr = relocation("4000")
@@ -196,6 +205,9 @@ def test_the_host_reports_a_refused_attach_as_one_line_with_the_program_checked(
     assert msg.startswith("--pid 4000: no process 4000 in the guest")
     assert "nothing written" in msg and "ran on unharmed (output identical" in msg
     assert "\n" not in msg
+    monkeypatch.setattr(process, "REFUSED_WAIT_S", 0.2)  # a job that runs on: not waited for
+    with pytest.raises(InputError, match=r"was not touched \(it did not finish within 0 s\)"):
+        relocation("4000")._landing(FakeVm(refused))  # type: ignore[arg-type]
     differs = done.replace("bytes 26", "bytes 25")
     with pytest.raises(InputError, match="output DIFFERS"):
         relocation("4000")._landing(FakeVm(refused + differs))  # type: ignore[arg-type]

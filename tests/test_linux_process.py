@@ -4,7 +4,8 @@
 interpreter loop has jump tables) under our LD_PRELOAD landing zone, USER islands of its CR3,
 on the test-board firmware (restricted memory access off); on Debian's OVMF with the driver
 injected (restricted) the same plan is refused with nothing written.  Either way the output
-equals the unrelocated run's.
+equals the unrelocated run's.  mawk on 1 vCPU and the loop on restricted firmware run `--pid`:
+the guest starts mawk itself and codeisland attaches to it (guest/linux/attach.c, ptrace).
 
 Each test boots a guest (~1-2 min under TCG); the unrestricted image comes from
 `codeisland firmware build --variant unrestricted` (cached; bootstrap.sh --tests builds it)."""
@@ -114,18 +115,41 @@ def test_endbr64_pie_relocated_on_two_vcpus(zpipe: dict[str, Any]) -> None:
     assert d["output_matches"] is True
 
 
-def test_mawk_interpreter_loop_relocated_on_one_vcpu(tmp_path: Path) -> None:
-    """Debian's mawk: its interpreter loop dispatches through jump tables; it moves (the copy's
-    indirect jumps land in the intact original) and the output stays the unrelocated one."""
+def test_mawk_attached_by_pid_and_its_interpreter_loop_relocated_on_one_vcpu(
+    tmp_path: Path,
+) -> None:
+    """--pid: the guest's init starts Debian's mawk by itself (no landing library), codeisland
+    attaches to it by name without restarting it; its interpreter loop dispatches through jump
+    tables, it moves (the copy's indirect jumps land in the intact original) and the output
+    stays the unrelocated one."""
     fw = edk2_firmware("unrestricted")
-    d = process(tmp_path, "--firmware", str(fw.code), "--vars", str(fw.vars),
+    d = process(tmp_path, "--firmware", str(fw.code), "--vars", str(fw.vars), "--pid", "mawk",
                 program=("--exec", "/usr/bin/mawk", "--arg", MAWK_PROGRAM, "--input",
                          "seq 1 400000"))  # fmt: skip
     assert d["_exit"] == 0 and d["ok"] is True and d["relocated"] is True, d["_stderr"]
+    assert d["attached"] == "mawk" and d["landing"]["exe"] == "/usr/bin/mawk"
+    assert d["landing"]["private"] is True and d["text_matches_elf"] is True
     assert d["contexts_translated"] >= 1 and d["copies_match"] is True
     big = max(d["planned"], key=lambda p: p["size"])
     assert big["size"] > 8192 and big["redirect"].startswith("call sites")  # the dispatch loop
+    assert d["rolled_back"] == "yes"
+    assert d["exit_pending"]["refused_untouched"] is True  # the attacher's exit line was seen
     assert d["output_matches"] is True
+
+
+def test_a_pid_that_does_not_exist_in_the_guest_is_one_line(tmp_path: Path) -> None:
+    """Bad input: --pid names no guest process; nothing written, the guest's own job ran on."""
+    d = subprocess.run(
+        [sys.executable, "-c", "from codeisland.cli import main; main()", "qemu", "process",
+         "--workdir", str(tmp_path), "--pid", "4000", "--exec", "/usr/bin/mawk", "--arg",
+         MAWK_PROGRAM, "--input", "seq 1 20000"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    lines = d.stderr.strip().splitlines()
+    assert d.returncode == 2 and len(lines) == 1, d.stderr
+    assert "--pid 4000: no process 4000 in the guest" in lines[0]
+    assert "nothing written" in lines[0] and "ran on unharmed" in lines[0]
+    assert d.stdout == ""
 
 
 def test_gzip_plan_refused_untouched_on_restricted_firmware(tmp_path: Path) -> None:
@@ -179,10 +203,12 @@ def test_loop_on_mawk_on_two_vcpus(tmp_path: Path) -> None:
 
 
 def test_loop_refused_untouched_on_restricted_firmware(tmp_path: Path) -> None:
-    d = loop(tmp_path, program=MAWK)  # Debian's OVMF + injected driver
+    """--pid on stock firmware: attached (the guest started mawk), the first plan refused."""
+    d = loop(tmp_path, "--pid", "mawk", program=MAWK)  # Debian's OVMF + injected driver
     assert d["_exit"] == 4, (d["_stderr"], d["loop"], d["ended_by"])
     lines = d["_stderr"].strip().splitlines()
     assert len(lines) == 1 and "WALK_TABLE_OUTSIDE" in lines[0]
+    assert d["attached"] == "mawk" and d["landing"]["exe"] == "/usr/bin/mawk"
     assert d["refused"] == "WALK_TABLE_OUTSIDE" and d["refused_untouched"] is True
     assert d["ended_by"] == "refused plan" and d["commits"] == []
     assert d["output_matches"] is True  # the program ran on unharmed

@@ -22,7 +22,8 @@
  *      line, so the host reads both the same way:
  *      codeisland-landing: pid P exe PATH base B text LO-HI private 0|1 zone Z size S page 2M|4K
  *      via hugetlb|thp|none text_breaks N text_via remap|fault
- *   5. waits for the process's exit (pidfd) and prints "codeisland-landing: pid P exit".
+ *   5. exits (its caller goes on), leaving a child that waits for the process's exit (pidfd)
+ *      and prints "codeisland-landing: pid P exit".
  * A failure is one "codeisland-attach: error: ..." line and exit 1; before step 2 nothing of the
  * process was touched, after it the registers are restored and the threads detached either way.
  * fork: zone and text are private anonymous mappings, inherited copy-on-write by a child (the
@@ -51,12 +52,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "procfs.h"
+
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
 #endif
-#define HUGE_2M (2ul << 20)
-#define PAGE_4K 4096ul
-#define REACH (1ul << 31) /* rel32 */
 #define PRIVATE_ATTEMPTS 8
 #define MAX_THREADS 256
 #define NAME_WAIT_MS 20000
@@ -394,54 +394,16 @@ static int put(struct target *t, uintptr_t at, const void *buf, size_t n) {
 
 /* smaps of the mapping at va: its KernelPageSize in kB, and its AnonHugePages. */
 static unsigned long page_kib(pid_t pid, uintptr_t va, int *thp_kib) {
-    char path[64], line[256];
+    char path[64];
     snprintf(path, sizeof path, "/proc/%d/smaps", (int)pid);
-    FILE *f = fopen(path, "re");
-    *thp_kib = 0;
-    if (!f)
-        return 0;
-    int inside = 0;
-    unsigned long kps = 0;
-    while (fgets(line, sizeof line, f)) {
-        unsigned long lo, hi, v;
-        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
-            inside = lo <= va && va < hi;
-            continue;
-        }
-        if (!inside)
-            continue;
-        if (sscanf(line, "KernelPageSize: %lu kB", &v) == 1)
-            kps = v;
-        else if (sscanf(line, "AnonHugePages: %lu kB", &v) == 1)
-            *thp_kib = (int)v;
-    }
-    fclose(f);
-    return kps;
+    return smaps_page_kib(path, va, thp_kib);
 }
 
 /* Physical discontinuities between the text's pages (/proc/PID/pagemap), -1 unknown. */
 static int text_breaks(const struct target *t) {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/pagemap", (int)t->pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int breaks = 0;
-    uint64_t prev = 0;
-    for (uintptr_t p = t->lo; p < t->hi; p += PAGE_4K) {
-        uint64_t e;
-        if (pread(fd, &e, sizeof e, (off_t)(p / PAGE_4K * sizeof e)) != (ssize_t)sizeof e ||
-            !(e >> 63) || !(e & ((1ull << 55) - 1))) {
-            breaks = -1;
-            break;
-        }
-        uint64_t pfn = e & ((1ull << 55) - 1);
-        if (p != t->lo && pfn != prev + 1)
-            breaks++;
-        prev = pfn;
-    }
-    close(fd);
-    return breaks;
+    return pagemap_breaks(path, t->lo, t->hi);
 }
 
 /* landing.c's remap_text, done from outside: 0, or -1 with nothing changed. */
@@ -520,17 +482,6 @@ static long map_near(struct target *t, size_t size, int flags) {
     return -ENOSPC;
 }
 
-static size_t zone_size(void) {
-    const char *s = getenv("CODEISLAND_LANDING_SIZE");
-    if (!s || !*s)
-        return HUGE_2M;
-    char *end;
-    unsigned long v = strtoul(s, &end, 0);
-    if (*end || v == 0 || v % HUGE_2M || v > (64ul << 20))
-        return 0;
-    return v;
-}
-
 /* Step 3 with every thread stopped: the landing line in `line`; 0, or -1
  * after one error line. */
 static int prepare(struct target *t, size_t size, char *line, size_t line_size) {
@@ -573,9 +524,7 @@ static int prepare(struct target *t, size_t size, char *line, size_t line_size) 
                "of %zu)\n",
                (int)t->pid, hugetlb_err ? strerror((int)hugetlb_err) : "-", thp_kib, size >> 10);
     snprintf(line, line_size,
-             "codeisland-landing: pid %d exe %s base %#lx text %#lx-%#lx private %d zone %#lx "
-             "size %#zx page %s via %s text_breaks %d text_via %s",
-             (int)t->pid, t->exe, (unsigned long)t->base, (unsigned long)t->lo,
+             "codeisland-landing: pid %d " LANDING_FORMAT, (int)t->pid, t->exe, (unsigned long)t->base, (unsigned long)t->lo,
              (unsigned long)t->hi, priv, (unsigned long)z, size, huge ? "2M" : "4K", via,
              priv ? breaks : -1, text_via);
     return 0;
@@ -601,7 +550,7 @@ int main(int argc, char **argv) {
         fail("usage: codeisland-attach PID|NAME");
         return 2;
     }
-    size_t size = zone_size();
+    size_t size = landing_zone_size();
     if (!size) {
         fail("CODEISLAND_LANDING_SIZE must be a multiple of 2 MiB up to 64 MiB");
         return 2;
@@ -629,6 +578,12 @@ int main(int argc, char **argv) {
     if (rc != 0)
         return 1;
     printf("%s\n", line); /* after the detach: the host finds the process running */
-    wait_exit(t.pid);
+    /* the caller goes on (the guest's init waits for its job next); a child watches the exit */
+    pid_t watcher = fork();
+    if (watcher == 0)
+        wait_exit(t.pid);
+    else if (watcher < 0)
+        printf("codeisland-landing: pid %d warning: no exit watcher (%s)\n", (int)t.pid,
+               strerror(errno));
     return 0;
 }

@@ -40,9 +40,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define HUGE_2M (2ul << 20)
-#define PAGE_4K 4096ul
-#define REACH (1ul << 31) /* rel32 */
+#include "procfs.h"
+
 #define PRIVATE_ATTEMPTS 8
 
 struct text_range {
@@ -102,30 +101,14 @@ static int find_text(struct text_range *t) {
     return t->base && t->lo ? 0 : -1;
 }
 
-static unsigned long zone_page_kib(uintptr_t va, int *thp_kib);
-
-/* Physical discontinuities between the text's consecutive pages (from /proc/self/pagemap,
- * whose frame numbers only root sees), or -1 when unknown. */
+/* Physical discontinuities between the text's consecutive pages, or -1 when unknown. */
 static int text_breaks(uintptr_t lo, uintptr_t hi) {
-    int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int breaks = 0;
-    uint64_t prev = 0;
-    for (uintptr_t p = lo; p < hi; p += PAGE_4K) {
-        uint64_t e;
-        if (pread(fd, &e, sizeof e, (off_t)(p / PAGE_4K * sizeof e)) != (ssize_t)sizeof e ||
-            !(e >> 63) || !(e & ((1ull << 55) - 1))) {
-            breaks = -1; /* not present, or frame numbers hidden (not root) */
-            break;
-        }
-        uint64_t pfn = e & ((1ull << 55) - 1);
-        if (p != lo && pfn != prev + 1)
-            breaks++;
-        prev = pfn;
-    }
-    close(fd);
-    return breaks;
+    return pagemap_breaks("/proc/self/pagemap", lo, hi);
+}
+
+/* The kernel's page size for the mapping at va: 2048 for hugetlb or a mapped THP, else 4. */
+static unsigned long zone_page_kib(uintptr_t va, int *thp_kib) {
+    return smaps_page_kib("/proc/self/smaps", va, thp_kib);
 }
 
 /* Write-fault every text page (a write through a writable mapping breaks the page-cache
@@ -197,32 +180,6 @@ static int privatise(const struct text_range *t) {
     return breaks;
 }
 
-/* The kernel's page size for the mapping at va: 2048 for hugetlb or a mapped THP, else 4. */
-static unsigned long zone_page_kib(uintptr_t va, int *thp_kib) {
-    FILE *f = fopen("/proc/self/smaps", "re");
-    if (!f)
-        return 0;
-    char line[256];
-    int inside = 0;
-    unsigned long kps = 0;
-    *thp_kib = 0;
-    while (fgets(line, sizeof line, f)) {
-        unsigned long lo, hi, v;
-        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
-            inside = lo <= va && va < hi;
-            continue;
-        }
-        if (!inside)
-            continue;
-        if (sscanf(line, "KernelPageSize: %lu kB", &v) == 1)
-            kps = v;
-        else if (sscanf(line, "AnonHugePages: %lu kB", &v) == 1)
-            *thp_kib = (int)v;
-    }
-    fclose(f);
-    return kps;
-}
-
 /* Addresses to try: 2 MiB aligned, below the load base, within rel32 reach of all the text. */
 static void *map_near(uintptr_t base, uintptr_t text_hi, size_t size, int flags) {
     for (uintptr_t k = 1; k <= 64; k++) {
@@ -238,17 +195,6 @@ static void *map_near(uintptr_t base, uintptr_t text_hi, size_t size, int flags)
     }
     errno = ENOSPC;
     return MAP_FAILED;
-}
-
-static size_t zone_size(void) {
-    const char *s = getenv("CODEISLAND_LANDING_SIZE");
-    if (!s || !*s)
-        return HUGE_2M;
-    char *end;
-    unsigned long v = strtoul(s, &end, 0);
-    if (*end || v == 0 || v % HUGE_2M || v > (64ul << 20))
-        return 0;
-    return v;
 }
 
 static void on_fork_child(void) {
@@ -275,7 +221,7 @@ static void __attribute__((constructor)) landing_init(void) {
     int priv = breaks != -2;
     if (!priv)
         say("error: could not privatise the text pages (%s); they stay shared", strerror(errno));
-    size_t size = zone_size();
+    size_t size = landing_zone_size();
     if (!size) {
         say("error: CODEISLAND_LANDING_SIZE must be a multiple of 2 MiB up to 64 MiB");
         return;
@@ -304,8 +250,6 @@ static void __attribute__((constructor)) landing_init(void) {
             hugetlb_errno ? strerror(hugetlb_errno) : "-", thp_kib, size >> 10);
     if (pthread_atfork(NULL, NULL, on_fork_child) != 0)
         say("error: pthread_atfork failed; forks are not reported");
-    say("exe %s base %#lx text %#lx-%#lx private %d zone %#lx size %#zx page %s via %s "
-        "text_breaks %d text_via %s",
-        t.exe, (unsigned long)t.base, (unsigned long)t.lo, (unsigned long)t.hi, priv,
+    say(LANDING_FORMAT, t.exe, (unsigned long)t.base, (unsigned long)t.lo, (unsigned long)t.hi, priv,
         (unsigned long)(uintptr_t)z, size, huge ? "2M" : "4K", via, priv ? breaks : -1, text_via);
 }

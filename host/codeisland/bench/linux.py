@@ -84,11 +84,11 @@ class LoopReport(LiveLoopFields, ProcessReport):
             f"pid {z.get('pid')} cr3 {self.cr3:#x}; landing zone {z.get('zone', 0):#x} "
             f"({z.get('size', 0) >> 10} KiB, {'2 MiB pages' if z.get('huge') else '4 KiB pages'})"
             f"; {self.islands_in_loop} islands in the loop of {self.islands_analysed} analysed",
-            f"{self.windows} windows, ended by {self.ended_by}; samples {self.samples}",
         ]
-        lines += [f"  warning: {w}" for w in self.landing_warnings]
         if self.attached:
             lines.append(attached_line(self.attached, z))
+        lines.append(f"{self.windows} windows, ended by {self.ended_by}; samples {self.samples}")
+        lines += [f"  warning: {w}" for w in self.landing_warnings]
         if self.refused:
             lines.append(f"plan refused: {self.refused}; nothing written: {self.refused_untouched}")
         lines += self.loop_lines()

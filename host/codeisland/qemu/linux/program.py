@@ -60,7 +60,7 @@ LANDING_ERROR = re.compile(r"codeisland-landing: pid \d+ (?:error|warning): (.*)
 ATTACH_ERROR = re.compile(r"codeisland-attach: error: (.*)")
 
 INIT = """#!/bin/sh
-# codeisland Linux guest: run one unmodified program under the landing library, then power off.
+# codeisland Linux guest: run one unmodified program, then power off.
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
@@ -69,11 +69,21 @@ echo {huge} > /proc/sys/vm/nr_hugepages
 # (MADV_HUGEPAGE) to give the program's text adjacent frames
 echo madvise > /sys/kernel/mm/transparent_hugepage/enabled
 echo "codeisland-init: userspace up"
-/run
+{start}
 echo "codeisland-init: program exited with $?"
 sleep {linger}  # the host's SMIs after the program's exit still find the guest up
 poweroff -f
 """
+START = "/run  # the pipeline under the landing library"
+# --pid: the board runs its own job; codeisland attaches to a process afterwards
+ATTACH_START = """/run &
+job=$!
+sleep 1  # the job runs a while before anybody attaches
+for word in $(cat /proc/cmdline); do
+  case $word in {param}=*) target=${{word#{param}=}} ;; esac
+done
+/{attach} "$target"  # its line (or error) first; it leaves a watcher for the exit line
+wait $job"""
 
 RUN = """#!/bin/sh
 read t0 _ < /proc/uptime
@@ -100,7 +110,7 @@ sleep 1  # the job runs a while before anybody attaches
 for word in $(cat /proc/cmdline); do
   case $word in {param}=*) target=${{word#{param}=}} ;; esac
 done
-/{attach} "$target" &
+/{attach} "$target"  # its line (or error) first; it leaves a watcher for the exit line
 wait $job
 echo "codeisland-init: program exited with $?"
 sleep {linger}
@@ -291,11 +301,8 @@ def build_initramfs(
                 ms.append(cpio.directory(d))
     ms += [cpio.file(g, p.read_bytes(), 0o755) for g, p in sorted(files.items())]
     ms.append(cpio.file(helper_path, helper.read_bytes(), 0o755))
-    init = (
-        ATTACH_INIT.format(huge=HUGE_PAGES, linger=LINGER_S, param=ATTACH_PARAM, attach=ATTACH_PATH)
-        if run.attach
-        else INIT.format(huge=HUGE_PAGES, linger=LINGER_S)
-    )
+    start = ATTACH_START.format(param=ATTACH_PARAM, attach=ATTACH_PATH) if run.attach else START
+    init = INIT.format(huge=HUGE_PAGES, linger=LINGER_S, start=start)
     ms.append(cpio.file("init", init.encode(), 0o755))
     ms.append(cpio.file("run", RUN.format(pipeline=run.pipeline("/" + LANDING_PATH)).encode(),
                         0o755))  # fmt: skip
