@@ -208,6 +208,14 @@ def test_the_host_reports_a_refused_attach_as_one_line_with_the_program_checked(
     monkeypatch.setattr(process, "REFUSED_WAIT_S", 0.2)  # a job that runs on: not waited for
     with pytest.raises(InputError, match=r"was not touched \(it did not finish within 0 s\)"):
         relocation("4000")._landing(FakeVm(refused))  # type: ignore[arg-type]
+    # attached, but the host cannot analyse what it runs (the guest's busybox applets)
+    busy = ("codeisland-landing: pid 85 exe /bin/busybox base 0x400000 text 0x401000-0x585000 "
+            "private 1 zone 0x200000 size 0x200000 page 2M via hugetlb text_breaks 0 "
+            "text_via remap\n")  # fmt: skip
+    with pytest.raises(InputError) as e:
+        relocation("seq")._landing(FakeVm(busy + done))  # type: ignore[arg-type]
+    assert str(e.value).startswith("--pid seq: guest process 85 runs /bin/busybox, which this")
+    assert "ran on unharmed" in str(e.value)
     differs = done.replace("bytes 26", "bytes 25")
     with pytest.raises(InputError, match="output DIFFERS"):
         relocation("4000")._landing(FakeVm(refused + differs))  # type: ignore[arg-type]

@@ -346,6 +346,11 @@ class ProcessRelocation:
                     f"no landing line on the serial console in {LANDING_TIMEOUT_S:.0f} s"
                 )
             time.sleep(0.1)
+        if self.run.attach:
+            try:
+                analysed_program(self.run, z)
+            except InputError as exc:  # before any SMI: the same line as the attacher's refusals
+                self._attach_refused(m, str(exc))
         r = self.report
         r.booted, r.guest_up_seconds = True, time.monotonic() - m.started_at
         r.landing = {k: v for k, v in z.__dict__.items()}
@@ -354,9 +359,9 @@ class ProcessRelocation:
         return z
 
     def _attach_refused(self, m: QemuVm, why: str) -> None:
-        """The attacher refused the process before touching it, and no SMI wrote anything: one
-        line; the guest's own program is waited for (a while), so the line can say it ran on
-        unharmed."""
+        """--pid refused (by the attacher before it stopped anything, or by the analysis after
+        the attach), no SMI wrote anything: one line; the guest's own program is waited for (a
+        while), so the line can say it ran on unharmed."""
         ref = self.report.reference
         try:
             out = self._output(m, REFUSED_WAIT_S)
@@ -619,8 +624,7 @@ def analysed_program(run: program.ProgramRun, z: program.Landing) -> Path:
     exe = Path(z.exe)
     if not exe.is_file():
         raise InputError(
-            f"--pid {run.attach}: guest process {z.pid} runs {exe}, which this host has no copy of "
-            "to analyse"
+            f"guest process {z.pid} runs {exe}, which this host has no copy of to analyse"
         )
     program.check_elf(exe)
     return exe
