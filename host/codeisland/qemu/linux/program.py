@@ -96,27 +96,6 @@ sum=$(sha256sum < /tmp/out | cut -d' ' -f1)
 echo "codeisland-program: status $status bytes $bytes sha256 $sum seconds $t0 $t1"
 """
 
-ATTACH_INIT = """#!/bin/sh
-# codeisland Linux guest: the board runs its own job; codeisland attaches to a process afterwards.
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-echo {huge} > /proc/sys/vm/nr_hugepages
-echo madvise > /sys/kernel/mm/transparent_hugepage/enabled
-echo "codeisland-init: userspace up"
-/run &
-job=$!
-sleep 1  # the job runs a while before anybody attaches
-for word in $(cat /proc/cmdline); do
-  case $word in {param}=*) target=${{word#{param}=}} ;; esac
-done
-/{attach} "$target"  # its line (or error) first; it leaves a watcher for the exit line
-wait $job
-echo "codeisland-init: program exited with $?"
-sleep {linger}
-poweroff -f
-"""
-
 
 def check_pid(value: str) -> str:
     """A process as the user names it in the guest: a PID (as the guest's ps shows it) or a
