@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from codeisland.errors import InputError
+from codeisland.errors import EmulationError, InputError
 from codeisland.paths import repo_root
 from codeisland.qemu.linux import process, program
 
@@ -176,14 +176,16 @@ def test_a_program_with_no_room_for_a_zone_runs_on_with_its_text_as_it_was(
 
 
 class FakeVm:
-    """The serial console of a guest whose attacher refused, and whose job then finished."""
+    """The serial console of a guest: one text, or the texts of successive reads (the last
+    one stays)."""
 
-    def __init__(self, serial: str) -> None:
-        self._serial = serial
+    def __init__(self, *serial: str) -> None:
+        self._serial = list(serial)
         self.running = True
+        self.started_at = time.monotonic()
 
     def serial(self) -> str:
-        return self._serial
+        return self._serial.pop(0) if len(self._serial) > 1 else self._serial[0]
 
 
 def relocation(attach: str) -> process.ProcessRelocation:
@@ -232,3 +234,28 @@ def test_an_attached_process_runs_a_program_this_host_cannot_analyse() -> None:
     assert process.analysed_program(run, replace(z, exe=MAWK)) == Path(MAWK)
     gzip = Path("/usr/bin/gzip")  # another program than the board's job: the host's file
     assert process.analysed_program(run, replace(z, exe=str(gzip))) == gzip
+
+
+LANDING = (
+    "codeisland-landing: pid 86 exe /usr/bin/mawk base 0x561a8b00b000 text "
+    "0x561a8b00f000-0x561a8b028000 private 1 zone 0x561a8ae00000 size 0x200000 page 4K via thp "
+    "text_breaks 0 text_via remap\n"
+)
+
+
+def test_a_warning_or_error_line_before_the_landing_line_is_not_the_end() -> None:
+    """The attacher and the landing library print a warning (no huge pages) or a non-final error
+    (text left shared) before their landing line: the host reads on, and keeps them."""
+    warn = "codeisland-landing: pid 86 warning: huge pages not given (hugetlb: -; THP: 0 kB)\n"
+    err = "codeisland-landing: pid 86 error: could not privatise the text pages (EPERM)\n"
+    pr = relocation("mawk")
+    z = pr._landing(FakeVm(warn, warn + err, warn + err + LANDING))  # type: ignore[arg-type]
+    assert z.pid == 86 and not z.huge
+    assert len(pr.report.landing_warnings) == 2
+
+
+def test_an_error_line_with_no_landing_line_after_it_is_one_line() -> None:
+    err = "codeisland-landing: pid 86 error: no landing zone of 0x200000 bytes (ENOMEM)\n"
+    ended = "codeisland-init: program exited with 0\n"
+    with pytest.raises(EmulationError, match="the landing library failed: no landing zone"):
+        relocation("mawk")._landing(FakeVm(err, err + ended))  # type: ignore[arg-type]

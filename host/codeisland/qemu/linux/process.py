@@ -88,6 +88,7 @@ SAMPLES_AFTER = 12
 STAGE_BUDGET = 4096
 CHUNK_SIZE = 512
 LANDING_TIMEOUT_S = 400.0
+LANDING_GRACE_S = 5.0  # how long after an error line the landing line may still come
 RUN_TIMEOUT_S = 900.0
 REFUSED_WAIT_S = 60.0  # how long a refused --pid waits to see the guest's program finish
 SMALL_PAGE = 4096
@@ -321,6 +322,7 @@ class ProcessRelocation:
 
     def _landing(self, m: QemuVm) -> program.Landing:
         deadline = time.monotonic() + LANDING_TIMEOUT_S
+        failed_at = 0.0  # when an error line was first seen without the landing line
         while True:
             serial = m.serial()
             if found := program.LANDING_LINE.search(serial):
@@ -330,9 +332,14 @@ class ProcessRelocation:
                 raise EmulationError(cause)
             if refused := program.ATTACH_ERROR.search(serial):
                 self._attach_refused(m, refused.group(1))
-            if errors := program.LANDING_ERROR.findall(serial):
-                raise EmulationError(f"the landing library failed: {errors[0]}")
-            if "codeisland-init: program exited" in serial or not m.running:
+            ended = "codeisland-init: program exited" in serial or not m.running
+            # an error line is final only when no landing line follows it (some are not:
+            # text left shared, no fork reports); warnings never are
+            if failed := program.LANDING_FAILED.search(serial):
+                failed_at = failed_at or time.monotonic()
+                if ended or time.monotonic() - failed_at > LANDING_GRACE_S:
+                    raise EmulationError(f"the landing library failed: {failed.group(1)}")
+            if ended:
                 raise EmulationError(
                     "the program ended before "
                     + (

@@ -57,6 +57,7 @@ LANDING_LINE = re.compile(
     r" text_breaks (-?\d+) text_via (remap|fault)"
 )
 LANDING_ERROR = re.compile(r"codeisland-landing: pid \d+ (?:error|warning): (.*)")
+LANDING_FAILED = re.compile(r"codeisland-landing: pid \d+ error: (.*)")
 ATTACH_ERROR = re.compile(r"codeisland-attach: error: (.*)")
 
 INIT = """#!/bin/sh
