@@ -166,7 +166,10 @@ def test_waits_that_never_restart_are_not_cut_short(tmp_path: Path) -> None:
     finally:
         p.kill()
     assert got == want, got.decode()
-    assert answered >= 5  # SMIs arrived all through the waits
+    # SMIs arrived during the run.  A rendezvous completes only when the waiting thread leaves
+    # its wait (the agent's signals are blocked in there), so about one QUERY per wait is
+    # answered: 8 on a quiet machine, 4 in a loaded CI run
+    assert answered >= 2
 
 
 def test_threads_created_and_exiting_during_rendezvous(program: Path) -> None:
