@@ -71,6 +71,14 @@ class FrontendParams:
             if getattr(self, name) == 0:
                 raise InputError(f"[frontend] {name} must be positive")
 
+    def relocation_cycles(self, smis: int, written: int, fixups: int) -> int:
+        """What relocation work takes from the program: SMI entries, bytes written, fix-ups."""
+        return (
+            smis * self.smi_entry_cycles
+            + written * self.stage_cycles_per_byte
+            + fixups * self.fixup_cycles
+        )
+
     @property
     def l1i_sets(self) -> int:
         return self.l1i_size // (self.l1i_line * self.l1i_ways)

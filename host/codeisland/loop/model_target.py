@@ -256,12 +256,11 @@ class ModelTarget:
     def _cost(
         self, gen: int, islands: list[int], staged: int, skipped: int, restored: int, fix: int
     ) -> RelocationResult:
-        p = self.params
         work = staged + restored
         smis = max(1, math.ceil(work / self.stage_budget)) + (1 if staged else 0)
         per_smi = min(work, self.stage_budget)
         insns = HANDLER_BASE_INSNS + per_smi * INSNS_PER_BYTE + fix * INSNS_PER_FIXUP
-        cycles = smis * p.smi_entry_cycles + work * p.stage_cycles_per_byte + fix * p.fixup_cycles
+        cycles = self.params.relocation_cycles(smis, work, fix)
         return RelocationResult(
             gen, islands, staged, skipped, restored, fix, smis, int(insns), int(cycles)
         )

@@ -223,12 +223,6 @@ class SampledTarget:
     def peek_next(self) -> np.ndarray | None:
         return None  # a live program has no recorded future
 
-    def _cost(self, smis: int, written: int, fixups: int) -> int:
-        p = self.params
-        return (
-            smis * p.smi_entry_cycles + written * p.stage_cycles_per_byte + fixups * p.fixup_cycles
-        )
-
     def commit(
         self,
         islands: list[int],
@@ -310,7 +304,7 @@ class SampledTarget:
         merged = [[self._pos[m] for m in g if m in self._pos] for g in plan.merged]
         return RelocationResult(
             int(res.generation), moved, written, 0, 0, fixups, smis, 0,
-            self._cost(smis, written, fixups), merged,
+            self.params.relocation_cycles(smis, written, fixups), merged,
         )  # fmt: skip
 
     def _wait_inside(self, plan: RelocationPlan) -> None:
@@ -343,9 +337,8 @@ class SampledTarget:
         smis = len(self.rel.since(mark))
         undone = [i for g, m in before if g >= generation for i in m]
         restored = int(res.bytes_restored)
-        return RelocationResult(
-            generation, undone, 0, 0, restored, 0, smis, 0, self._cost(smis, restored, 0)
-        )
+        cycles = self.params.relocation_cycles(smis, restored, 0)
+        return RelocationResult(generation, undone, 0, 0, restored, 0, smis, 0, cycles)
 
     def _refresh(self) -> None:
         self._map = self.rel.address_map()
@@ -373,7 +366,8 @@ class SampledTarget:
         report = self.rel.reclaim()
         self._refresh()
         smis = len(self.rel.since(mark))
-        return RelocationResult(0, [], smis=smis, cycles=self._cost(smis, 0, 0), reclaims=1,
+        cycles = self.params.relocation_cycles(smis, 0, 0)
+        return RelocationResult(0, [], smis=smis, cycles=cycles, reclaims=1,
                                 bytes_freed=report.bytes_freed)  # fmt: skip
 
     def generations(self) -> list[tuple[int, list[int]]]:
