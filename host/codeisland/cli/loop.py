@@ -18,7 +18,7 @@ from .options import (
     json_option,
     plots_options,
 )
-from .outputs import OutputFile
+from .outputs import plot_dir, write_heat_plot
 from .qemu import VARS_HELP, WORKDIR_HELP
 from .qemu_process import FIRMWARE_HELP, exec_option, pid_option, refusal
 
@@ -103,11 +103,7 @@ def command(
     if cpus > 8:
         raise UsageError(f"--cpus must be 1..8 for a Linux guest (got {cpus})")
     params = load_frontend_params(platform)
-    if not no_plots:  # before the run: an unwritable --out must not cost a boot
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot create {out}: {exc.strerror}") from None
+    plot_dir(out, no_plots)  # before the run: an unwritable --out must not cost a boot
     from ..bench.linux import run_loop
 
     tmp = None
@@ -125,13 +121,12 @@ def command(
             tmp.cleanup()
     if not no_plots and report.windows:
         from ..bench.linux import MODELED_NOTE, as_bench_result
-        from ..bench.plots import heat_plot
 
-        path = out / f"loop_linux_{exe.name}.png"
-        with OutputFile(path, what="plot") as tmp_png:
-            heat_plot(as_bench_result(report, heat), tmp_png, warmup=warmup, policy=policy,
-                      note=MODELED_NOTE, window=f"{window_samples} SAMPLE SMIs each")  # fmt: skip
-        report.plots.append(str(path))
+        write_heat_plot(
+            out / f"loop_linux_{exe.name}.png", as_bench_result(report, heat), report.plots,
+            warmup=warmup, policy=policy, note=MODELED_NOTE,
+            window=f"{window_samples} SAMPLE SMIs each",
+        )  # fmt: skip
     if report.refused:
         emit(report, as_json)
         raise refusal(report, "the loop's first plan")

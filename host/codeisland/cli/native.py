@@ -90,15 +90,12 @@ def loop_native(
 
     from ..errors import UsageError
     from ..frontend.params import load_frontend_params
+    from .outputs import plot_dir, write_heat_plot
 
     if linux_only:
         raise UsageError(f"{', '.join(linux_only)}: only for --guest linux")
     params = load_frontend_params(platform)
-    if not no_plots:  # before the run: an unwritable --out must not cost one
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot create {out}: {exc.strerror}") from None
+    plot_dir(out, no_plots)  # before the run: an unwritable --out must not cost one
     from ..bench.native import MODELED_NOTE, as_bench_result, run_loop
 
     with tempfile.TemporaryDirectory(prefix="codeisland-loop-") as tmp:
@@ -114,14 +111,9 @@ def loop_native(
             window_samples=window_samples, params=params,
         )  # fmt: skip
     if not no_plots and report.windows:
-        from ..bench.plots import heat_plot
-        from .outputs import OutputFile
-
-        path = out / f"loop_native_{Path(argv[0]).name}.png"
-        with OutputFile(path, what="plot") as tmp_png:
-            heat_plot(
-                as_bench_result(report, heat), tmp_png, warmup=warmup, policy=policy,
-                note=MODELED_NOTE, window=f"{window_samples} SIGPROF samples each",
-            )  # fmt: skip
-        report.plots.append(str(path))
+        write_heat_plot(
+            out / f"loop_native_{Path(argv[0]).name}.png", as_bench_result(report, heat),
+            report.plots, warmup=warmup, policy=policy, note=MODELED_NOTE,
+            window=f"{window_samples} SIGPROF samples each",
+        )  # fmt: skip
     emit_check(report, as_json, report.ok, "the loop on the native program failed (see the report)")

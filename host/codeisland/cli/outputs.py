@@ -21,9 +21,13 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from .. import interrupts
 from ..errors import InputError, UsageError
+
+if TYPE_CHECKING:
+    from ..bench.runner import WorkloadResult
 
 
 class OutputFile:
@@ -85,3 +89,32 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def plot_dir(out: Path, no_plots: bool) -> None:
+    """Create --out before a long run (an unwritable directory must not cost one)."""
+    if no_plots:
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create {out}: {exc.strerror}") from None
+
+
+def write_heat_plot(
+    path: Path,
+    result: WorkloadResult,
+    plots: list[str],
+    *,
+    warmup: int,
+    policy: str,
+    note: str,
+    window: str,
+) -> None:
+    """A live loop's heat plot (bench/plots.heat_plot) written to `path`, which the report's
+    `plots` then lists."""
+    from ..bench.plots import heat_plot
+
+    with OutputFile(path, what="plot") as tmp_png:
+        heat_plot(result, tmp_png, warmup=warmup, policy=policy, note=note, window=window)
+    plots.append(str(path))
